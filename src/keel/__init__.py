@@ -1,0 +1,80 @@
+"""keel: one package for the ML lifecycle.
+
+The public names load lazily, so ``import keel`` stays cheap; heavy libraries
+(pandas, pyarrow, DuckDB, scikit-learn) load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "KeelError": "keel.errors",
+    "ContractViolation": "keel.errors",
+    # tracking
+    "Run": "keel.tracking.runs",
+    "start_run": "keel.tracking.runs",
+    "end_run": "keel.tracking.runs",
+    "active_run": "keel.tracking.runs",
+    "set_experiment": "keel.tracking.runs",
+    "log_param": "keel.tracking.runs",
+    "log_params": "keel.tracking.runs",
+    "log_metric": "keel.tracking.runs",
+    "log_metrics": "keel.tracking.runs",
+    "set_tag": "keel.tracking.runs",
+    "set_tags": "keel.tracking.runs",
+    "log_artifact": "keel.tracking.artifacts",
+    "log_artifacts": "keel.tracking.artifacts",
+    "log_figure": "keel.tracking.artifacts",
+    "log_table": "keel.tracking.artifacts",
+    "log_dict": "keel.tracking.artifacts",
+    "log_text": "keel.tracking.artifacts",
+    "log_dataset": "keel.tracking.datasets",
+    "search_runs": "keel.tracking.search",
+    "get_run": "keel.tracking.query",
+    "get_metric_history": "keel.tracking.query",
+    "seed": "keel.tracking.environment",
+    "autolog": "keel.tracking.autolog",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'keel' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from keel.errors import ContractViolation, KeelError
+    from keel.tracking.artifacts import log_artifact, log_artifacts, log_dict, log_figure, log_table, log_text
+    from keel.tracking.autolog import autolog
+    from keel.tracking.datasets import log_dataset
+    from keel.tracking.environment import seed
+    from keel.tracking.query import get_metric_history, get_run
+    from keel.tracking.runs import (
+        Run,
+        active_run,
+        end_run,
+        log_metric,
+        log_metrics,
+        log_param,
+        log_params,
+        set_experiment,
+        set_tag,
+        set_tags,
+        start_run,
+    )
+    from keel.tracking.search import search_runs

@@ -1,0 +1,52 @@
+"""The ``keel`` command: ``keel <noun> <verb>``, each a thin layer over the library."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+from keel import __version__
+
+app = typer.Typer(
+    name="keel",
+    help="keel: track, validate, serve and monitor ML models from one package.\n\nExample: keel quickstart",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+
+# Each module defines `register(app)`; keep this list in the order of the lifecycle.
+COMMAND_MODULES = [
+    "keel.cli.project",
+]
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"keel {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """keel: the ML lifecycle in one package."""
+
+
+def main() -> None:
+    from keel.errors import KeelError
+
+    try:
+        app()
+    except KeelError as exc:  # anything a command did not already turn into a message
+        from keel.cli._common import fail
+
+        try:
+            fail(str(exc).replace("\n", " "))
+        except typer.Exit as e:
+            raise SystemExit(e.exit_code) from None

@@ -1,0 +1,77 @@
+"""Project commands: init, config, db."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from keel.cli._common import JSON_OPTION, console, print_json, run_guarded, table
+
+db_app = typer.Typer(help="Manage the metadata database schema.\n\nExample: keel db upgrade", no_args_is_help=True)
+
+
+def init(
+    path: Path = typer.Argument(Path("."), help="Folder to make a keel project."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing keel.yaml."),
+) -> None:
+    """Create keel.yaml and the .keel/ state folder.
+
+    Example: keel init my-project
+    """
+    from keel.config import init_project
+
+    written = run_guarded(lambda: init_project(path, force=force))
+    console.print(f"Created {written} and {written.parent / '.keel'}/")
+
+
+def config(json: bool = JSON_OPTION) -> None:
+    """Print every effective setting and where it came from (env, keel.yaml, default).
+
+    Example: keel config --json
+    """
+    from keel.config import settings
+
+    s = run_guarded(settings)
+    rows = [(st.name, v.value, v.source, st.env) for st, v in s.items()]
+    if json:
+        print_json({"project": str(s.root), "settings": [dict(zip(("name", "value", "source", "env"), r, strict=True)) for r in rows]})
+        return
+    console.print(f"Project: [bold]{s.root}[/] ({s.config_file or 'no keel.yaml: using defaults'})")
+    console.print(table(None, ["setting", "value", "source", "environment variable"], rows))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate the metadata database to this keel's schema.
+
+    Example: KEEL_METADATA_URI=postgresql+psycopg://me@localhost/keel keel db upgrade
+    """
+    from keel.store.metadata import get_metadata_store
+
+    def go() -> tuple[str | None, str]:
+        store = get_metadata_store()
+        before = store.revision()
+        store.upgrade()
+        return before, store.head_revision()
+
+    before, after = run_guarded(go)
+    console.print(f"Metadata store at revision {after} (was {before or 'empty'}).")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the schema revision of the metadata database.
+
+    Example: keel db current
+    """
+    from keel.store.metadata import get_metadata_store
+
+    store = run_guarded(get_metadata_store)
+    console.print(f"{run_guarded(store.revision) or 'empty'} (head: {store.head_revision()})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(init)
+    app.command()(config)
+    app.add_typer(db_app, name="db")

@@ -1,0 +1,101 @@
+"""The keel error tree.
+
+Every error keel raises on purpose is a :class:`KeelError`. Each carries a
+message that says what failed, the offending value and what to do, and the
+HTTP status the server answers with::
+
+    KeelError                      400  (base; "bad input" unless said otherwise)
+     ├── ConfigError               400  a setting has a value keel cannot use
+     ├── ValidationError           422  a name, value or argument is not acceptable
+     │    └── ContractViolation    422  data broke an error-level contract check
+     ├── NotFoundError             404  a run, experiment, model or artifact does not exist
+     ├── ConflictError             409  the write collides with existing state
+     ├── IntegrityError            409  stored content does not match its recorded hash
+     ├── StoreError                503  a database or service cannot be reached or is not migrated
+     └── DependencyError           500  an optional extra is not installed
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from typing import Any
+
+
+class KeelError(Exception):
+    """Base of every error keel raises on purpose."""
+
+    http_status: int = 400
+
+    def __init__(self, message: str, *, hint: str | None = None, **detail: Any) -> None:
+        self.message = message
+        self.hint = hint
+        self.detail = detail
+        super().__init__(message if hint is None else f"{message} {hint}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready body for the server and `--json` output."""
+        out: dict[str, Any] = {"error": type(self).__name__, "message": str(self)}
+        if self.detail:
+            out["detail"] = {k: _jsonable(v) for k, v in self.detail.items()}
+        return out
+
+
+class ConfigError(KeelError):
+    http_status = 400
+
+
+class ValidationError(KeelError):
+    http_status = 422
+
+
+class ContractViolation(ValidationError):
+    """An error-level data contract check failed; ``report`` holds every result."""
+
+    def __init__(self, message: str, *, report: Any = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.report = report
+
+
+class NotFoundError(KeelError):
+    http_status = 404
+
+
+class ConflictError(KeelError):
+    http_status = 409
+
+
+class IntegrityError(KeelError):
+    http_status = 409
+
+
+class StoreError(KeelError):
+    http_status = 503
+
+
+class DependencyError(KeelError):
+    http_status = 500
+
+
+def did_you_mean(value: str, choices: Iterable[str], *, cutoff: float = 0.6) -> str:
+    """A " Did you mean 'x'?" suffix, or "" when nothing is close."""
+    matches = difflib.get_close_matches(value, list(choices), n=1, cutoff=cutoff)
+    return f" Did you mean '{matches[0]}'?" if matches else ""
+
+
+def missing_extra(module: str, extra: str) -> DependencyError:
+    """The error for an optional dependency that is not installed."""
+    return DependencyError(
+        f"This feature needs the '{module}' package, which is not installed.",
+        hint=f"Install it with: pip install 'keel[{extra}]'",
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)
