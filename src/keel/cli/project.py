@@ -49,14 +49,14 @@ def db_upgrade() -> None:
     """
     from keel.store.metadata import get_metadata_store
 
-    def go() -> tuple[str | None, str]:
+    def go() -> tuple[set[str], set[str]]:
         store = get_metadata_store()
-        before = store.revision()
+        before = store.revisions()
         store.upgrade()
-        return before, store.head_revision()
+        return before, store.revisions()
 
     before, after = run_guarded(go)
-    console.print(f"Metadata store at revision {after} (was {before or 'empty'}).")
+    console.print(f"Metadata store at revision {', '.join(sorted(after))} (was {', '.join(sorted(before)) or 'empty'}).")
 
 
 @db_app.command("current")
@@ -68,7 +68,8 @@ def db_current() -> None:
     from keel.store.metadata import get_metadata_store
 
     store = run_guarded(get_metadata_store)
-    console.print(f"{run_guarded(store.revision) or 'empty'} (head: {store.head_revision()})")
+    current = ", ".join(sorted(run_guarded(store.revisions))) or "empty"
+    console.print(f"{current} (this keel's heads: {', '.join(sorted(store.head_revisions()))})")
 
 
 def register(app: typer.Typer) -> None:

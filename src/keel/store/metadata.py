@@ -130,24 +130,25 @@ class MetadataStore:
         with self._lock:
             if self._checked:
                 return
-            current, head = self.revision(), self.head_revision()
-            if current != head:
-                if current is None and self.auto_create:
+            current, heads = self.revisions(), self.head_revisions()
+            if current != heads:
+                if not current and self.auto_create:
                     self.upgrade()
                 else:
                     raise StoreError(
                         f"The metadata store {_redact(self.uri)} is at schema revision "
-                        f"{current or 'none'}, this keel needs {head}.",
+                        f"{', '.join(sorted(current)) or 'none'}, this keel needs {', '.join(sorted(heads))}.",
                         hint="Run `keel db upgrade` to migrate it.",
                     )
             self._checked = True
 
-    def revision(self) -> str | None:
+    def revisions(self) -> set[str]:
+        """The applied revisions (one per subsystem branch); empty for a new database."""
         try:
             with self.engine.connect() as conn:
                 if not sa.inspect(conn).has_table("alembic_version"):
-                    return None
-                return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+                    return set()
+                return set(conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars())
         except sa.exc.OperationalError as exc:
             raise self._unreachable(exc) from exc
 
@@ -159,14 +160,13 @@ class MetadataStore:
         cfg.set_main_option("sqlalchemy.url", self.uri.replace("%", "%%"))
         return cfg
 
-    def head_revision(self) -> str:
+    def head_revisions(self) -> set[str]:
+        """Each subsystem's migrations form a branch off 0001_tracking; these are their heads."""
         from alembic.script import ScriptDirectory
 
-        head = ScriptDirectory.from_config(self._alembic_config()).get_current_head()
-        assert head is not None
-        return head
+        return set(ScriptDirectory.from_config(self._alembic_config()).get_heads())
 
-    def upgrade(self, revision: str = "head") -> None:
+    def upgrade(self, revision: str = "heads") -> None:
         """Migrate the schema (``keel db upgrade``); safe to call from many processes."""
         from alembic import command
 
