@@ -59,7 +59,14 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from keel.errors import ContractViolation, KeelError
-    from keel.tracking.artifacts import log_artifact, log_artifacts, log_dict, log_figure, log_table, log_text
+    from keel.tracking.artifacts import (
+        log_artifact,
+        log_artifacts,
+        log_dict,
+        log_figure,
+        log_table,
+        log_text,
+    )
     from keel.tracking.autolog import autolog
     from keel.tracking.datasets import log_dataset
     from keel.tracking.environment import seed

@@ -29,7 +29,7 @@ def _default(value: Any) -> Any:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, default=_default, indent=2, allow_nan=False if False else True) + "\n")
+    sys.stdout.write(json.dumps(data, default=_default, indent=2) + "\n")
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:

@@ -29,7 +29,7 @@ class ByteStore(Protocol):
     def get_file(self, key: str, dest: Path) -> None: ...
     def exists(self, key: str) -> bool: ...
     def delete(self, key: str) -> None: ...
-    def keys(self) -> Iterator[str]: ...
+    def list_keys(self) -> Iterator[str]: ...
 
 
 class LocalByteStore:
@@ -74,7 +74,7 @@ class LocalByteStore:
         except FileNotFoundError:
             pass
 
-    def keys(self) -> Iterator[str]:
+    def list_keys(self) -> Iterator[str]:
         if not self.root.exists():
             return
         for p in self.root.rglob("*"):
@@ -103,7 +103,7 @@ class MemoryByteStore:
         with self._lock:
             self.data.pop(key, None)
 
-    def keys(self) -> Iterator[str]:
+    def list_keys(self) -> Iterator[str]:
         yield from list(self.data)
 
 
@@ -152,7 +152,7 @@ class S3ByteStore:
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
-    def keys(self) -> Iterator[str]:
+    def list_keys(self) -> Iterator[str]:
         paginator = self.client.get_paginator("list_objects_v2")
         prefix = f"{self.prefix}/" if self.prefix else ""
         for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
@@ -245,7 +245,7 @@ class ArtifactStore:
         self.backend.delete(_blob_key(digest))
 
     def digests(self) -> Iterator[str]:
-        for key in self.backend.keys():
+        for key in self.backend.list_keys():
             parts = key.split("/")
             if len(parts) == 3 and parts[0] == "sha256":
                 yield parts[1] + parts[2]

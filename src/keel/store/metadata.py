@@ -132,7 +132,9 @@ class MetadataStore:
                 return
             current, heads = self.revisions(), self.head_revisions()
             if current != heads:
-                if not current and self.auto_create:
+                # A new database, or an embedded SQLite file, is migrated on first use;
+                # a shared PostgreSQL database is migrated on purpose with `keel db upgrade`.
+                if self.auto_create and (not current or self.dialect == "sqlite"):
                     self.upgrade()
                 else:
                     raise StoreError(
@@ -208,7 +210,11 @@ class MetadataStore:
         else:
             marks = ", ".join("?" for _ in cols)
             quoted = ", ".join(f'"{c}"' for c in cols)
-            conn.exec_driver_sql(f'INSERT INTO "{table.name}" ({quoted}) VALUES ({marks})', list(rows))  # type: ignore[arg-type]
+            cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cur.executemany(f'INSERT INTO "{table.name}" ({quoted}) VALUES ({marks})', rows)
+            finally:
+                cur.close()
 
     def dispose(self) -> None:
         self.engine.dispose()

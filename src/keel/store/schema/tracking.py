@@ -1,6 +1,16 @@
 """Tracking tables: experiments, runs and what a run records."""
 
-from sqlalchemy import BigInteger, Column, Float, Index, Integer, String, Table, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 
 from keel.store.schema._base import metadata
 

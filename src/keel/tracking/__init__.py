@@ -1,0 +1,1 @@
+"""Experiment tracking: runs, params, metrics, artifacts, datasets, reproducibility."""

@@ -1,0 +1,196 @@
+"""Reading runs back: one run, metric histories, experiments; and deleting runs."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from keel.errors import NotFoundError, ValidationError
+from keel.store.metadata import MetadataStore, get_metadata_store, ms_to_datetime
+from keel.store.schema import (
+    artifacts,
+    datasets,
+    experiments,
+    metric_history,
+    metrics,
+    params,
+    runs,
+    tags,
+)
+from keel.tracking import _writer
+from keel.tracking.runs import effective_status
+
+
+@dataclass
+class RunInfo:
+    id: str
+    experiment_id: int
+    experiment: str
+    name: str
+    parent_id: str | None
+    status: str
+    start_time: datetime | None
+    end_time: datetime | None
+    user: str
+    host: str
+    error: str | None
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
+    datasets: list[dict[str, Any]] = field(default_factory=list)
+    env: dict[str, Any] = field(default_factory=dict)
+    children: list[str] = field(default_factory=list)
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.start_time is None or self.end_time is None:
+            return None
+        return (self.end_time - self.start_time).total_seconds()
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def _nan(v: float | None) -> float:
+    return math.nan if v is None else float(v)
+
+
+def resolve_run_id(conn: sa.Connection, ref: str) -> str:
+    """A full run id from an id, a unique id prefix (>= 6 chars) or a unique run name."""
+    if conn.execute(sa.select(runs.c.id).where(runs.c.id == ref)).scalar():
+        return ref
+    candidates: list[str] = []
+    if len(ref) >= 6:
+        candidates = list(conn.execute(sa.select(runs.c.id).where(runs.c.id.like(f"{ref}%")).limit(3)).scalars())
+    if not candidates:
+        candidates = list(conn.execute(sa.select(runs.c.id).where(runs.c.name == ref).limit(3)).scalars())
+    if len(candidates) == 1:
+        return candidates[0]
+    if len(candidates) > 1:
+        raise ValidationError(f"Run reference {ref!r} is ambiguous ({', '.join(c[:12] for c in candidates)}...).", hint="Give more of the id.")
+    raise NotFoundError(f"No run with id or name {ref!r}.", hint="List runs with `keel runs ls`.")
+
+
+def get_run(run_id: str, store: MetadataStore | None = None) -> RunInfo:
+    """Everything recorded about a run (by id, unique id prefix or unique name)."""
+    store = store or get_metadata_store()
+    _writer.flush_all()
+    with store.read() as conn:
+        rid = resolve_run_id(conn, run_id)
+        r = conn.execute(sa.select(runs, experiments.c.name.label("experiment")).join(experiments, experiments.c.id == runs.c.experiment_id).where(runs.c.id == rid)).one()
+        info = RunInfo(
+            id=r.id, experiment_id=r.experiment_id, experiment=r.experiment, name=r.name, parent_id=r.parent_id,
+            status=effective_status(r.status, r.heartbeat_ms), start_time=ms_to_datetime(r.start_ms), end_time=ms_to_datetime(r.end_ms),
+            user=r.user, host=r.host, error=r.error, env=json.loads(r.env) if r.env else {},
+        )
+        info.params = dict(conn.execute(sa.select(params.c.key, params.c.value).where(params.c.run_id == rid)).all())
+        info.metrics = {k: _nan(v) for k, v in conn.execute(sa.select(metrics.c.key, metrics.c.value).where(metrics.c.run_id == rid))}
+        info.tags = dict(conn.execute(sa.select(tags.c.key, tags.c.value).where(tags.c.run_id == rid)).all())
+        info.artifacts = [
+            dict(a._mapping)
+            for a in conn.execute(
+                sa.select(artifacts.c.path, artifacts.c.digest, artifacts.c.size)
+                .where(artifacts.c.owner_kind == "run", artifacts.c.owner_id == rid)
+                .order_by(artifacts.c.path)
+            )
+        ]
+        info.datasets = [
+            {**dict(d._mapping), "schema": json.loads(d.schema or "{}"), "extra": json.loads(d.extra) if d.extra else {}}
+            for d in conn.execute(
+                sa.select(datasets.c.name, datasets.c.context, datasets.c.fingerprint, datasets.c.num_rows, datasets.c.schema, datasets.c.source, datasets.c.extra)
+                .where(datasets.c.run_id == rid)
+                .order_by(datasets.c.name)
+            )
+        ]
+        info.children = list(conn.execute(sa.select(runs.c.id).where(runs.c.parent_id == rid).order_by(runs.c.start_ms)).scalars())
+    return info
+
+
+def get_metric_history(run_id: str, key: str, max_points: int | None = None, store: MetadataStore | None = None) -> Any:
+    """Every value of a metric as a DataFrame (step, timestamp, value), ordered by step.
+
+    With ``max_points`` a long history is downsampled in the database: the steps
+    are cut into buckets and each bucket keeps its first, min and max values and
+    the last point overall, so spikes survive and the shape stays right.
+    """
+    import pandas as pd
+
+    store = store or get_metadata_store()
+    _writer.flush_all()
+    if max_points is not None and (not isinstance(max_points, int) or max_points < 2):
+        raise ValidationError(f"max_points={max_points!r} must be an integer >= 2.")
+    with store.read() as conn:
+        rid = resolve_run_id(conn, run_id)
+        h = metric_history
+        where = sa.and_(h.c.run_id == rid, h.c.key == key)
+        stats = conn.execute(sa.select(sa.func.count(), sa.func.min(h.c.step), sa.func.max(h.c.step)).where(where)).one()
+        count, lo, hi = int(stats[0]), stats[1], stats[2]
+        if count == 0:
+            known = list(conn.execute(sa.select(metrics.c.key).where(metrics.c.run_id == rid)).scalars())
+            if key not in known:
+                from keel.errors import did_you_mean
+
+                raise NotFoundError(f"Run {rid} has no metric {key!r}." + did_you_mean(key, known))
+        cols = [h.c.step, h.c.ts, h.c.value]
+        if max_points is None or count <= max_points:
+            rows = conn.execute(sa.select(*cols).where(where).order_by(h.c.step, h.c.ts)).all()
+        else:
+            nb = max(1, max_points // 3)
+            width = max(1, (hi - lo) // nb + 1)
+            bucket = sa.func.floor((h.c.step - lo) / float(width)).label("b")
+            ranked = sa.select(
+                *cols,
+                sa.func.row_number().over(partition_by=bucket, order_by=(h.c.step, h.c.ts)).label("rn_first"),
+                sa.func.row_number().over(partition_by=bucket, order_by=(h.c.value.asc().nulls_last(), h.c.step)).label("rn_min"),
+                sa.func.row_number().over(partition_by=bucket, order_by=(h.c.value.desc().nulls_last(), h.c.step)).label("rn_max"),
+                sa.func.row_number().over(order_by=(h.c.step.desc(), h.c.ts.desc())).label("rn_last"),
+            ).where(where).subquery()
+            rows = conn.execute(
+                sa.select(ranked.c.step, ranked.c.ts, ranked.c.value)
+                .where(sa.or_(ranked.c.rn_first == 1, ranked.c.rn_min == 1, ranked.c.rn_max == 1, ranked.c.rn_last == 1))
+                .order_by(ranked.c.step, ranked.c.ts)
+            ).all()
+    df = pd.DataFrame(rows, columns=["step", "timestamp", "value"])
+    df["value"] = df["value"].astype("float64")
+    df["timestamp"] = pd.to_datetime(df["timestamp"].astype("int64"), unit="ms", utc=True)
+    return df
+
+
+def list_experiments(store: MetadataStore | None = None) -> list[dict[str, Any]]:
+    store = store or get_metadata_store()
+    with store.read() as conn:
+        counts = sa.select(runs.c.experiment_id, sa.func.count().label("n"), sa.func.max(runs.c.start_ms).label("last")).group_by(runs.c.experiment_id).subquery()
+        rows = conn.execute(
+            sa.select(experiments.c.id, experiments.c.name, experiments.c.created_ms, counts.c.n, counts.c.last)
+            .outerjoin(counts, counts.c.experiment_id == experiments.c.id)
+            .order_by(experiments.c.id)
+        ).all()
+    return [
+        {"id": r.id, "name": r.name, "created": ms_to_datetime(r.created_ms), "runs": int(r.n or 0), "last_run": ms_to_datetime(r.last)}
+        for r in rows
+    ]
+
+
+def delete_runs(run_refs: list[str], store: MetadataStore | None = None) -> list[str]:
+    """Delete runs, their children and every row they own (blobs go with `keel gc`)."""
+    store = store or get_metadata_store()
+    _writer.flush_all()
+    with store.write() as conn:
+        ids = [resolve_run_id(conn, r) for r in run_refs]
+        frontier = list(ids)
+        while frontier:  # children, grandchildren...
+            frontier = [c for c in conn.execute(sa.select(runs.c.id).where(runs.c.parent_id.in_(frontier))).scalars() if c not in ids]
+            ids.extend(frontier)
+        for table in (params, tags, metrics, metric_history, datasets):
+            conn.execute(sa.delete(table).where(table.c.run_id.in_(ids)))
+        conn.execute(sa.delete(artifacts).where(artifacts.c.owner_kind == "run", artifacts.c.owner_id.in_(ids)))
+        conn.execute(sa.delete(runs).where(runs.c.id.in_(ids)))
+    return ids

@@ -1,0 +1,401 @@
+"""Runs: the unit of tracking. ``with keel.start_run():`` and the ``keel.log_*`` calls.
+
+A run records params (once each), metrics (many values per key, buffered),
+tags, artifacts, dataset inputs and, without being asked, a reproducibility
+record (git state, argv, Python, platform, package lock, seeds). Its status is
+running, finished, failed (with the traceback) or killed; a running run whose
+process stopped beating its heartbeat shows as crashed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import math
+import re
+import socket
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+import sqlalchemy as sa
+
+from keel.config import settings
+from keel.errors import ConflictError, NotFoundError, ValidationError, did_you_mean
+from keel.store.metadata import MetadataStore, get_metadata_store, now_ms
+from keel.store.schema import artifacts, experiments, params, runs, tags
+from keel.tracking import _writer
+
+STATUSES = ("running", "finished", "failed", "killed")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_\-./: ]{1,250}$")
+_checked_names: set[str] = set()
+
+
+def check_name(kind: str, name: Any) -> str:
+    """Validate a metric, param or tag key."""
+    if name in _checked_names:
+        return name
+    if not isinstance(name, str) or not _NAME_RE.match(name) or name.strip() != name or "//" in name:
+        raise ValidationError(
+            f"Invalid {kind} name {name!r}.",
+            hint="Use 1-250 letters, digits, '_', '-', '.', '/', ':' or spaces, with no leading or trailing space.",
+            name=str(name),
+        )
+    if len(_checked_names) < 100_000:
+        _checked_names.add(name)
+    return name
+
+
+def _value_str(kind: str, key: str, value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value) if isinstance(value, list | dict) else str(value)
+    limit = int(settings().max_value_length)
+    if len(text) > limit:
+        raise ValidationError(
+            f"{kind.capitalize()} '{key}' is {len(text)} characters long; the limit is {limit}.",
+            hint="Log long values as an artifact (keel.log_text / keel.log_dict), or raise KEEL_MAX_VALUE_LENGTH.",
+        )
+    return text
+
+
+def _as_number(text: str) -> float | None:
+    try:
+        f = float(text)
+    except ValueError:
+        return None
+    return f if math.isfinite(f) else None
+
+
+def effective_status(status: str, heartbeat_ms: int, now: int | None = None) -> str:
+    """'crashed' for a running run whose heartbeat is older than the timeout."""
+    if status != "running":
+        return status
+    timeout_ms = float(settings().heartbeat_timeout) * 1000
+    return "crashed" if (now or now_ms()) - heartbeat_ms > timeout_ms else status
+
+
+def effective_status_sql() -> sa.ColumnElement[Any]:
+    """The same as :func:`effective_status`, as a SQL expression over the runs table."""
+    cutoff = now_ms() - int(float(settings().heartbeat_timeout) * 1000)
+    return sa.case(
+        (sa.and_(runs.c.status == "running", runs.c.heartbeat_ms < cutoff), sa.literal("crashed")),
+        else_=runs.c.status,
+    )
+
+
+# -- experiments ------------------------------------------------------------
+
+def get_or_create_experiment(store: MetadataStore, name: str) -> int:
+    if not isinstance(name, str) or not name.strip() or len(name) > 255:
+        raise ValidationError(f"Invalid experiment name {name!r}.", hint="Use a non-empty name of at most 255 characters.")
+    with store.read() as conn:
+        found = conn.execute(sa.select(experiments.c.id).where(experiments.c.name == name)).scalar()
+    if found is not None:
+        return int(found)
+    with store.write() as conn:
+        found = conn.execute(sa.select(experiments.c.id).where(experiments.c.name == name)).scalar()
+        if found is None:
+            found = conn.execute(sa.insert(experiments).values(name=name, created_ms=now_ms())).inserted_primary_key[0]  # type: ignore[index]
+    return int(found)
+
+
+def experiment_id(store: MetadataStore, ref: str | int) -> int:
+    """Resolve an experiment name or id; unknown names get a did-you-mean."""
+    with store.read() as conn:
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+            row = conn.execute(sa.select(experiments.c.id).where(experiments.c.id == int(ref))).scalar()
+        else:
+            row = conn.execute(sa.select(experiments.c.id).where(experiments.c.name == ref)).scalar()
+        if row is None:
+            names = list(conn.execute(sa.select(experiments.c.name)).scalars())
+            raise NotFoundError(f"No experiment named {ref!r}." + did_you_mean(str(ref), names), hint="List them with `keel experiments ls`.")
+    return int(row)
+
+
+_experiment_override: str | None = None
+
+
+def set_experiment(name: str) -> int:
+    """Make ``name`` the experiment of the next runs (created if missing); returns its id."""
+    global _experiment_override
+    exp_id = get_or_create_experiment(get_metadata_store(), name)
+    _experiment_override = name
+    return exp_id
+
+
+# -- runs -------------------------------------------------------------------
+
+class Run:
+    """An open run. Use as a context manager; its methods mirror the ``keel.log_*`` functions."""
+
+    def __init__(self, store: MetadataStore, run_id: str, experiment_id: int, name: str, parent_id: str | None) -> None:
+        self.store = store
+        self.id = run_id
+        self.experiment_id = experiment_id
+        self.name = name
+        self.parent_id = parent_id
+        self.ended = False
+        s = settings()
+        self._writer = _writer.get_writer(store, float(s.flush_interval), float(s.heartbeat_timeout))
+        self._writer.watch(run_id)
+        self._steps: dict[str, int] = {}
+        self._params: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"<keel.Run {self.id} name={self.name!r}>"
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.end("finished")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.end("killed", error="KeyboardInterrupt")
+        else:
+            self.end("failed", error="".join(traceback.format_exception(exc_type, exc, tb)))
+
+    # -- logging --
+    def log_metric(self, key: str, value: Any, step: int | None = None, timestamp: float | None = None) -> None:
+        """Buffer one metric value. ``step`` defaults to one past this key's last step; NaN/inf are kept."""
+        if key not in _checked_names:
+            check_name("metric", key)
+        v = _writer.clean_value(key, value)
+        if step is None:
+            step = self._steps.get(key, -1) + 1
+        elif not isinstance(step, int) or isinstance(step, bool):
+            raise ValidationError(f"Metric '{key}' step {step!r} is not an integer.", hint="Pass step=<int>.")
+        self._steps[key] = step
+        ts = time.time_ns() // 1_000_000 if timestamp is None else int(timestamp * 1000)
+        self._writer.append((self.id, key, step, ts, v))
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None, timestamp: float | None = None) -> None:
+        rows = []
+        ts = time.time_ns() // 1_000_000 if timestamp is None else int(timestamp * 1000)
+        for key, value in metrics.items():
+            check_name("metric", key)
+            st = self._steps.get(key, -1) + 1 if step is None else step
+            rows.append((self.id, key, st, ts, _writer.clean_value(key, value)))
+        for r in rows:  # validate everything before buffering anything
+            self._steps[r[1]] = r[2]
+        self._writer.extend(rows)
+
+    def log_param(self, key: str, value: Any) -> None:
+        self.log_params({key: value})
+
+    def log_params(self, values: Mapping[str, Any]) -> None:
+        """Record params; re-logging a param with a different value is an error (all or nothing)."""
+        new = {check_name("param", k): _value_str("param", k, v) for k, v in values.items()}
+        todo = {k: v for k, v in new.items() if self._params.get(k) != v}
+        if not todo:
+            return
+        with self.store.write() as conn:
+            existing = dict(
+                conn.execute(sa.select(params.c.key, params.c.value).where(params.c.run_id == self.id, params.c.key.in_(list(todo)))).all()
+            )
+            for k, v in todo.items():
+                if k in existing and existing[k] != v:
+                    raise ValidationError(
+                        f"Param '{k}' of run {self.id} is already {existing[k]!r}; cannot change it to {v!r}.",
+                        hint="Params are immutable: start a new run, or log the changing value as a metric or tag.",
+                    )
+            rows = [{"run_id": self.id, "key": k, "value": v, "num": _as_number(v)} for k, v in todo.items() if k not in existing]
+            if rows:
+                conn.execute(sa.insert(params), rows)
+        self._params.update(todo)
+
+    def set_tag(self, key: str, value: Any) -> None:
+        self.set_tags({key: value})
+
+    def set_tags(self, values: Mapping[str, Any]) -> None:
+        rows = [{"run_id": self.id, "key": check_name("tag", k), "value": _value_str("tag", k, v)} for k, v in values.items()]
+        if not rows:
+            return
+        with self.store.write() as conn:
+            conn.execute(sa.delete(tags).where(tags.c.run_id == self.id, tags.c.key.in_([r["key"] for r in rows])))
+            conn.execute(sa.insert(tags), rows)
+
+    def flush(self) -> None:
+        """Write buffered metrics now (runs flush by themselves every second and on end)."""
+        self._writer.flush()
+
+    # -- end --
+    def end(self, status: str = "finished", error: str | None = None) -> None:
+        if self.ended:
+            return
+        if status not in STATUSES[1:]:
+            raise ValidationError(f"Run status {status!r} is not one of finished, failed, killed.")
+        self.ended = True
+        self._writer.flush()
+        self._writer.unwatch(self.id)
+        with self.store.write() as conn:
+            conn.execute(
+                sa.update(runs).where(runs.c.id == self.id).values(status=status, end_ms=now_ms(), heartbeat_ms=now_ms(), error=error)
+            )
+        _pop(self)
+
+
+_stack: list[Run] = []
+_stack_lock = threading.Lock()
+
+
+def _pop(run: Run) -> None:
+    with _stack_lock:
+        if run in _stack:
+            _stack.remove(run)
+
+
+def active_run() -> Run | None:
+    """The innermost open run, or None."""
+    return _stack[-1] if _stack else None
+
+
+def _require_run() -> Run:
+    run = active_run()
+    if run is None:
+        return start_run()
+    return run
+
+
+def start_run(
+    name: str | None = None,
+    experiment: str | None = None,
+    *,
+    nested: bool = False,
+    tags: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
+    description: str | None = None,
+) -> Run:
+    """Open a run (a context manager). ``nested=True`` makes it a child of the active run.
+
+    ``run_id`` reopens an existing run, e.g. to add evaluation metrics later.
+    """
+    store = get_metadata_store()
+    parent = active_run()
+    if parent is not None and not nested and run_id is None:
+        raise ConflictError(
+            f"Run {parent.id} ({parent.name}) is already active.",
+            hint="Pass nested=True for a child run, or end the active run first (keel.end_run()).",
+        )
+    s = settings()
+    if run_id is not None:
+        with store.write() as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
+            if row is None:
+                raise NotFoundError(f"No run with id {run_id!r}.", hint="List runs with `keel runs ls`.")
+            conn.execute(sa.update(runs).where(runs.c.id == run_id).values(status="running", end_ms=None, heartbeat_ms=now_ms()))
+        run = Run(store, run_id, row.experiment_id, row.name, row.parent_id)
+    else:
+        exp_name = experiment or _experiment_override or str(s.experiment)
+        exp_id = get_or_create_experiment(store, exp_name)
+        rid = uuid.uuid4().hex
+        run_name = name or _default_name(rid)
+        if not isinstance(run_name, str) or len(run_name) > 255:
+            raise ValidationError(f"Invalid run name {run_name!r}.", hint="Use a string of at most 255 characters.")
+        env: dict[str, Any] = {}
+        env_artifacts: list[dict[str, Any]] = []
+        if s.capture_environment:
+            from keel.tracking import environment
+
+            env, env_artifacts = environment.capture(rid)
+        start = now_ms()
+        with store.write() as conn:
+            conn.execute(
+                sa.insert(runs).values(
+                    id=rid, experiment_id=exp_id, name=run_name, parent_id=parent.id if (parent and nested) else None,
+                    status="running", start_ms=start, end_ms=None, heartbeat_ms=start,
+                    user=s.acting_user, host=socket.gethostname(), error=None, env=json.dumps(env, default=str),
+                )
+            )
+            if env_artifacts:
+                conn.execute(sa.insert(artifacts), env_artifacts)
+        run = Run(store, rid, exp_id, run_name, parent.id if (parent and nested) else None)
+    with _stack_lock:
+        _stack.append(run)
+    if description:
+        run.set_tag("description", description)
+    if tags:
+        run.set_tags(tags)
+    return run
+
+
+_ADJ = ["amber", "brisk", "calm", "deft", "eager", "fleet", "gentle", "hardy", "keen", "lucid", "merry", "noble", "proud", "quick", "sly", "tidy", "vivid", "wise"]
+_NOUN = ["otter", "heron", "lynx", "falcon", "badger", "marten", "ibis", "wren", "orca", "stoat", "gecko", "kite", "newt", "puffin", "tern", "vole"]
+
+
+def _default_name(run_id: str) -> str:
+    n = int(run_id[:8], 16)
+    return f"{_ADJ[n % len(_ADJ)]}-{_NOUN[(n // 31) % len(_NOUN)]}-{n % 1000}"
+
+
+def end_run(status: str = "finished") -> None:
+    """End the active run."""
+    run = active_run()
+    if run is not None:
+        run.end(status)
+
+
+def log_metric(key: str, value: Any, step: int | None = None, timestamp: float | None = None) -> None:
+    """Log a metric value into the active run (one is started if none is active)."""
+    (_stack[-1] if _stack else _require_run()).log_metric(key, value, step, timestamp)
+
+
+def log_metrics(metrics: Mapping[str, Any], step: int | None = None, timestamp: float | None = None) -> None:
+    _require_run().log_metrics(metrics, step, timestamp)
+
+
+def log_param(key: str, value: Any) -> None:
+    _require_run().log_param(key, value)
+
+
+def log_params(values: Mapping[str, Any]) -> None:
+    _require_run().log_params(values)
+
+
+def set_tag(key: str, value: Any) -> None:
+    _require_run().set_tag(key, value)
+
+
+def set_tags(values: Mapping[str, Any]) -> None:
+    _require_run().set_tags(values)
+
+
+def _end_all_at_exit() -> None:
+    status, error = ("finished", None)
+    if _uncaught is not None:
+        status, error = "failed", _uncaught
+    for run in reversed(list(_stack)):
+        try:
+            run.end(status, error=error)
+        except Exception:
+            pass
+
+
+_uncaught: str | None = None
+_prev_hook = sys.excepthook
+
+
+def _excepthook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    global _uncaught
+    _uncaught = "".join(traceback.format_exception(exc_type, exc, tb))
+    _prev_hook(exc_type, exc, tb)
+
+
+sys.excepthook = _excepthook
+atexit.register(_end_all_at_exit)
+
+
+def _reset_for_tests() -> None:
+    """End every open run and close the writers (test fixtures)."""
+    global _experiment_override
+    for run in reversed(list(_stack)):
+        try:
+            run.end("killed")
+        except Exception:
+            _pop(run)
+    _experiment_override = None
+    _writer.close_all()
