@@ -20,6 +20,7 @@ app = typer.Typer(
 # Each module defines `register(app)`; keep this list in the order of the lifecycle.
 COMMAND_MODULES = [
     "keel.cli.project",
+    "keel.cli.tracking",
 ]
 for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)

@@ -29,7 +29,9 @@ class ByteStore(Protocol):
     def get_file(self, key: str, dest: Path) -> None: ...
     def exists(self, key: str) -> bool: ...
     def delete(self, key: str) -> None: ...
-    def list_keys(self) -> Iterator[str]: ...
+    def list_keys(self) -> Iterator[tuple[str, float]]:
+        """Every (key, modification time as epoch seconds)."""
+        ...
 
 
 class LocalByteStore:
@@ -42,6 +44,7 @@ class LocalByteStore:
     def put_file(self, key: str, path: Path) -> None:
         dest = self._path(key)
         if dest.exists():
+            os.utime(dest)  # fresh again: `keel gc` keeps blobs younger than its grace period
             return
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
@@ -74,22 +77,27 @@ class LocalByteStore:
         except FileNotFoundError:
             pass
 
-    def list_keys(self) -> Iterator[str]:
+    def list_keys(self) -> Iterator[tuple[str, float]]:
         if not self.root.exists():
             return
         for p in self.root.rglob("*"):
             if p.is_file() and not p.name.startswith(".tmp-"):
-                yield p.relative_to(self.root).as_posix()
+                yield p.relative_to(self.root).as_posix(), p.stat().st_mtime
 
 
 class MemoryByteStore:
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
+        self.mtimes: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def put_file(self, key: str, path: Path) -> None:
+        import time
+
         with self._lock:
-            self.data.setdefault(key, Path(path).read_bytes())
+            if key not in self.data:
+                self.data[key] = Path(path).read_bytes()
+                self.mtimes[key] = time.time()
 
     def get_file(self, key: str, dest: Path) -> None:
         if key not in self.data:
@@ -102,9 +110,10 @@ class MemoryByteStore:
     def delete(self, key: str) -> None:
         with self._lock:
             self.data.pop(key, None)
+            self.mtimes.pop(key, None)
 
-    def list_keys(self) -> Iterator[str]:
-        yield from list(self.data)
+    def list_keys(self) -> Iterator[tuple[str, float]]:
+        yield from list(self.mtimes.items())
 
 
 class S3ByteStore:
@@ -152,12 +161,12 @@ class S3ByteStore:
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
-    def list_keys(self) -> Iterator[str]:
+    def list_keys(self) -> Iterator[tuple[str, float]]:
         paginator = self.client.get_paginator("list_objects_v2")
         prefix = f"{self.prefix}/" if self.prefix else ""
         for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
-                yield obj["Key"][len(prefix) :]
+                yield obj["Key"][len(prefix) :], obj["LastModified"].timestamp()
 
 
 def sha256_file(path: Path) -> str:
@@ -244,11 +253,12 @@ class ArtifactStore:
     def delete(self, digest: str) -> None:
         self.backend.delete(_blob_key(digest))
 
-    def digests(self) -> Iterator[str]:
-        for key in self.backend.list_keys():
+    def digests(self) -> Iterator[tuple[str, float]]:
+        """Every stored (sha256, modification time)."""
+        for key, mtime in self.backend.list_keys():
             parts = key.split("/")
             if len(parts) == 3 and parts[0] == "sha256":
-                yield parts[1] + parts[2]
+                yield parts[1] + parts[2], mtime
 
 
 def open_byte_store(uri: str, endpoint_url: str | None = None) -> ByteStore:

@@ -1,0 +1,56 @@
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from keel.errors import StoreError
+from keel.store.metadata import MetadataStore
+
+
+def test_new_database_is_created_on_first_use(tmp_path: Path) -> None:
+    store = MetadataStore(f"sqlite:///{tmp_path / 'k.db'}")
+    with store.read():
+        pass
+    assert store.revisions() == store.head_revisions()
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    store.dispose()
+
+
+def test_unmigrated_postgres_database_names_the_fix(pg_uri: str) -> None:
+    store = MetadataStore(pg_uri)
+    store.upgrade("0001_tracking")
+    if store.head_revisions() == {"0001_tracking"}:
+        pytest.skip("no later migration to be behind")
+    store2 = MetadataStore(pg_uri)
+    with pytest.raises(StoreError, match="keel db upgrade"), store2.read():
+        pass
+    store2.upgrade()
+    with store2.read() as conn:
+        assert conn.execute(sa.text("select 1")).scalar() == 1
+    store.dispose()
+    store2.dispose()
+
+
+def test_unreachable_database_is_a_store_error() -> None:
+    store = MetadataStore("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2")
+    with pytest.raises(StoreError, match="Check that the database is running"), store.read():
+        pass
+
+
+def test_bad_url_is_a_store_error() -> None:
+    with pytest.raises(StoreError, match="not a database URL"):
+        MetadataStore("not a url")
+    with pytest.raises(StoreError, match="Unsupported"):
+        MetadataStore("mysql://x@y/z")
+
+
+def test_upgrade_is_idempotent_and_concurrent_safe(pg_uri: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    stores = [MetadataStore(pg_uri) for _ in range(3)]
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda s: s.upgrade(), stores))
+    assert stores[0].revisions() == stores[0].head_revisions()
+    for s in stores:
+        s.dispose()
