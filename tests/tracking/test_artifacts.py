@@ -37,7 +37,7 @@ def test_files_folders_dicts_tables_and_figures(project: Path, tmp_path: Path) -
     assert (out / "weights.bin").read_bytes() == b"\x00\x01" and (out / "sub" / "meta.json").exists()
     table = download_artifact(run.id, "preds.parquet", tmp_path / "dl")
     assert list(pd.read_parquet(table / "preds.parquet")["x"]) == [1, 2]
-    with pytest.raises(NotFoundError, match="Did you mean 'notes.md'"):
+    with pytest.raises(NotFoundError, match=r"Did you mean 'notes\.md'"):
         download_artifact(run.id, "note.md", tmp_path / "x")
 
 
