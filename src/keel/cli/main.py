@@ -21,6 +21,7 @@ app = typer.Typer(
 COMMAND_MODULES = [
     "keel.cli.project",
     "keel.cli.tracking",
+    "keel.cli.quickstart",
 ]
 for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)

@@ -1,0 +1,1 @@
+"""``keel quickstart``: a churn project that walks the whole lifecycle on the embedded default."""
