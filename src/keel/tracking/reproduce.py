@@ -48,6 +48,12 @@ def reproduce(run_ref: str, dest: str | Path) -> Reproduction:
             archive = subprocess.run(["git", "-C", repo, "archive", "--format=tar", commit], capture_output=True, check=True, timeout=120).stdout
             code.mkdir()
             subprocess.run(["tar", "-x", "-C", str(code)], input=archive, check=True, timeout=120)
+            # code/ becomes its own repository at that commit, so `git diff` there shows the
+            # uncommitted changes applied below (and git apply never looks at an enclosing repo)
+            ident = ["-c", "user.name=keel", "-c", "user.email=keel@localhost"]
+            subprocess.run(["git", "init", "-q"], cwd=code, check=True, capture_output=True)
+            subprocess.run(["git", "add", "-A"], cwd=code, check=True, capture_output=True)
+            subprocess.run(["git", *ident, "commit", "-q", "--allow-empty", "-m", f"{commit} ({git.get('branch')})"], cwd=code, check=True, capture_output=True)
             out.restored.append(f"code/: {repo} at commit {commit[:12]} ({git.get('branch')})")
         except subprocess.CalledProcessError as exc:
             out.missing.append(f"the code at commit {commit}: git could not export it ({exc.stderr.decode(errors='replace').strip()[:200]})")
