@@ -48,7 +48,7 @@ def test_bad_input_is_one_line_and_non_zero(project: Path) -> None:
 
 
 def test_delete_and_gc(project: Path) -> None:
-    a, b = _two_runs()
+    a, _ = _two_runs()
     out = runner.invoke(app, ["runs", "delete", a, "--yes", "--json"])
     assert json.loads(out.stdout)["deleted"] == [a]
     assert runner.invoke(app, ["runs", "show", a]).exit_code == 1
