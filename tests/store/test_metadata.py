@@ -54,3 +54,24 @@ def test_upgrade_is_idempotent_and_concurrent_safe(pg_uri: str) -> None:
     assert stores[0].revisions() == stores[0].head_revisions()
     for s in stores:
         s.dispose()
+
+
+def test_created_schema_matches_the_migrations(tmp_path: Path) -> None:
+    """create_all + stamp (new databases) and replaying the migrations give the same tables."""
+    created = MetadataStore(f"sqlite:///{tmp_path / 'created.db'}")
+    created.upgrade()
+    migrated = MetadataStore(f"sqlite:///{tmp_path / 'migrated.db'}")
+    migrated.upgrade("0001_tracking")
+    migrated.upgrade()
+    assert created.revisions() == migrated.revisions() == created.head_revisions()
+
+    def shape(store: MetadataStore) -> dict[str, list[tuple[str, str, bool]]]:
+        insp = sa.inspect(store.engine)
+        return {
+            t: sorted((c["name"], str(c["type"]), bool(c["nullable"])) for c in insp.get_columns(t))
+            for t in insp.get_table_names()
+        }
+
+    assert shape(created) == shape(migrated)
+    created.dispose()
+    migrated.dispose()

@@ -175,7 +175,15 @@ class MetadataStore:
         cfg = self._alembic_config()
         with self._migration_lock() as conn:
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
+            if revision == "heads" and not _applied(conn):
+                # A new database: create the current schema at once and record it as
+                # migrated, instead of replaying every migration (Alembic's recipe).
+                from keel.store.schema import metadata
+
+                metadata.create_all(conn)
+                command.stamp(cfg, "heads")
+            else:
+                command.upgrade(cfg, revision)
         self._checked = False
 
     @contextlib.contextmanager
@@ -218,6 +226,13 @@ class MetadataStore:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _applied(conn: Connection) -> bool:
+    """Whether any keel migration has been applied on this connection's database."""
+    if not sa.inspect(conn).has_table("alembic_version"):
+        return False
+    return conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar() != 0
 
 
 _stores: dict[str, MetadataStore] = {}
