@@ -1,0 +1,1 @@
+"""Evaluation: metrics per task, slices, custom metrics, champion/challenger paired bootstrap."""

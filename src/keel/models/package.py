@@ -1,0 +1,161 @@
+"""``keel.log_model``: package a trained model with the active run.
+
+The package is a folder of artifacts (default name ``model``)::
+
+    model/model.pkl               the pickled model (loaded after its sha256 is verified)
+    model/model.txt|model.json    LightGBM / XGBoost native format
+    model/input_example.parquet   the input example, for smoke tests and docs
+    model/keel-model.json         flavor, python, packages, signature, feature names, class,
+                                  feature service (+ version), training-set fingerprint
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from keel.errors import ValidationError
+from keel.models import flavors
+from keel.models.signature import ColSpec, Signature, as_frame, describe_output, infer_signature
+
+META_FILE = "keel-model.json"
+PICKLE_FILE = "model.pkl"
+EXAMPLE_FILE = "input_example.parquet"
+
+
+@dataclass
+class ModelInfo:
+    """What :func:`log_model` stored."""
+
+    run_id: str
+    name: str
+    flavor: str
+    signature: Signature
+    meta: dict[str, Any]
+
+    @property
+    def uri(self) -> str:
+        return f"runs:/{self.run_id}/{self.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "name": self.name, "uri": self.uri, "flavor": self.flavor, "meta": self.meta}
+
+
+def _signature(model: Any, signature: Any, example: Any, run_id: str) -> Signature:
+    if isinstance(signature, Signature):
+        return signature
+    if isinstance(signature, dict):
+        return Signature.from_dict(signature)
+    if signature is not None:
+        return infer_signature(signature)  # training data given as the signature source
+    if example is not None:
+        return infer_signature(example)
+    names = flavors.feature_names(model)
+    if names:
+        return Signature([ColSpec(n, "any", True) for n in names])
+    raise ValidationError(
+        f"Cannot infer a signature for the model of run {run_id}: no input_example and the model records no feature names.",
+        hint="Pass input_example=X.head(5) (or signature=X_train) to keel.log_model.",
+    )
+
+
+def _training_dataset(run_id: str) -> dict[str, Any] | None:
+    from keel.tracking.query import get_run
+
+    found = [d for d in get_run(run_id).datasets if d["context"] == "training"]
+    with_service = [d for d in found if (d.get("extra") or {}).get("feature_service")]
+    chosen = with_service or found
+    return chosen[0] if chosen else None
+
+
+def _feature_service(feature_service: Any, training: dict[str, Any] | None) -> dict[str, Any]:
+    extra = (training or {}).get("extra") or {}
+    name = getattr(feature_service, "name", feature_service) or extra.get("feature_service")
+    out: dict[str, Any] = {"feature_service": name, "feature_service_version": None, "definitions_version": extra.get("definitions_version")}
+    if name is None:
+        return out
+    if extra.get("feature_service") == name:
+        out["feature_service_version"] = extra.get("feature_service_version")
+    else:
+        try:
+            from keel.features.registry import get_object
+
+            out["feature_service_version"] = get_object(str(name), kind="feature_service")["version"]
+        except Exception:  # the service was never applied: keep its name only
+            out["feature_service_version"] = None
+    return out
+
+
+def log_model(
+    model: Any,
+    name: str = "model",
+    signature: Any = None,
+    input_example: Any = None,
+    feature_service: Any = None,
+) -> ModelInfo:
+    """Package ``model`` with the active run (one is started if none is active).
+
+    ``signature`` is a :class:`Signature`, its dict form, or a DataFrame to infer
+    it from (the training data); by default it is inferred from ``input_example``.
+    ``feature_service`` (a name or FeatureService) defaults to the one recorded
+    with the run's training set.
+    """
+    from keel.store.blobs import check_artifact_path, get_artifact_store
+    from keel.tracking.artifacts import record, store_path
+    from keel.tracking.runs import _require_run
+
+    name = check_artifact_path(name)
+    run = _require_run()
+    flavor = flavors.detect(model)
+    example = None if input_example is None else as_frame(input_example)
+    sig = _signature(model, signature, example, run.id)
+    output = None
+    if example is not None:
+        checked = sig.check(example, what=f"model '{name}' (input_example)")
+        try:
+            output = flavors.predict(model, flavor, checked)
+        except Exception as exc:
+            raise ValidationError(
+                f"The model cannot predict on its input_example: {type(exc).__name__}: {exc}.",
+                hint="Pass an example with the columns and types the model was trained on.",
+            ) from None
+        sig.outputs = sig.outputs or describe_output(output)
+    blob = flavors.dumps(model)
+    training = _training_dataset(run.id)
+    meta: dict[str, Any] = {
+        "format": 1,
+        "flavor": flavor,
+        "class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "python": platform.python_version(),
+        "packages": flavors.packages_for(flavor, flavors.pickled_modules(blob)),
+        "signature": sig.to_dict(),
+        "feature_names": sig.names,
+        "has_predict_proba": callable(getattr(model, "predict_proba", None)),
+        "input_example": EXAMPLE_FILE if example is not None else None,
+        "training_fingerprint": None if training is None else training["fingerprint"],
+        **_feature_service(feature_service, training),
+    }
+    if meta["feature_service"] and training is not None:
+        trained_on = ((training.get("extra") or {}).get("features")) or []
+        unknown = [c for c in sig.names if trained_on and c not in trained_on]
+        if unknown:
+            raise ValidationError(
+                f"Model input column '{unknown[0]}' is not a feature of service '{meta['feature_service']}' "
+                f"(features: {', '.join(trained_on[:8])}).",
+                hint="Train on the columns of the feature service, or pass the right feature_service=.",
+            )
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "pkg"
+        folder.mkdir()
+        (folder / PICKLE_FILE).write_bytes(blob)
+        meta["native"] = flavors.save_native(model, flavor, folder)
+        if example is not None:
+            example.to_parquet(folder / EXAMPLE_FILE, index=False)
+        (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+        rows = store_path(get_artifact_store(), folder, name)
+    record(run.store, "run", run.id, rows)
+    return ModelInfo(run.id, name, flavor, sig, meta)

@@ -1,0 +1,64 @@
+"""The model registry: registered models, versions with lineage, environments and aliases,
+promotion gates, approvals, an append-only audit log, rollback and transition events.
+
+The public functions are re-exported here; ``keel.register_model`` and
+``keel.promote`` are the same functions.
+"""
+
+from keel.registry.audit import history
+from keel.registry.gates import GateReport, GateResult, Policy
+from keel.registry.status import status
+from keel.registry.transitions import (
+    ForbiddenError,
+    GatesFailed,
+    Transition,
+    approve,
+    delete_alias,
+    evaluate_gates,
+    list_requests,
+    promote,
+    reject,
+    rollback,
+    rollback_target,
+    set_alias,
+)
+from keel.registry.versions import (
+    ModelVersion,
+    RegisteredModel,
+    evaluations,
+    get_model,
+    get_version,
+    list_models,
+    list_versions,
+    register_model,
+    update_model,
+)
+
+__all__ = [
+    "ForbiddenError",
+    "GateReport",
+    "GateResult",
+    "GatesFailed",
+    "ModelVersion",
+    "Policy",
+    "RegisteredModel",
+    "Transition",
+    "approve",
+    "delete_alias",
+    "evaluate_gates",
+    "evaluations",
+    "get_model",
+    "get_version",
+    "history",
+    "list_models",
+    "list_requests",
+    "list_versions",
+    "promote",
+    "register_model",
+    "reject",
+    "rollback",
+    "rollback_target",
+    "set_alias",
+    "status",
+    "update_model",
+]

@@ -1,0 +1,459 @@
+"""Moving versions between environments: promote (through gates), approvals, aliases, rollback.
+
+An environment row is changed with an optimistic check on its ``revision``
+(and its primary key when it is first created): of two promotions racing for
+the same environment exactly one commits; the other gets a ConflictError and
+both attempts are in the audit log. Nothing is half-applied: the environment
+row and its event are written in one transaction, and subscribers are called
+only after it commits.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from keel.errors import ConflictError, KeelError, NotFoundError, ValidationError, did_you_mean
+from keel.models.loader import model_id
+from keel.registry import config as C
+from keel.registry.audit import append_event, history, record_event
+from keel.registry.events import emit
+from keel.registry.gates import GateReport, GateResult, Policy, policy_for
+from keel.registry.versions import ModelVersion, check_model_name, resolve_version
+from keel.store.metadata import get_metadata_store, ms_to_datetime, now_ms
+from keel.store.schema.registry import approval_requests, model_aliases
+
+
+class ForbiddenError(KeelError):
+    """The acting user may not do this (force a promotion, approve their own request)."""
+
+    http_status = 403
+
+
+class _Moved(Exception):
+    """The environment moved under a transition (rolls its transaction back)."""
+
+
+class GatesFailed(ValidationError):
+    """A promotion was refused by its gates; ``report`` holds every gate's result."""
+
+    def __init__(self, message: str, *, report: GateReport, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.report = report
+
+
+@dataclass
+class Transition:
+    model: str
+    environment: str
+    status: str  # applied | forced | pending | unchanged
+    from_version: int | None
+    to_version: int
+    event_id: int | None = None
+    request_id: int | None = None
+    gates: GateReport | None = None
+    evaluation: Any = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k not in ("gates", "evaluation")}
+        out["gates"] = None if self.gates is None else self.gates.to_dict()
+        return out
+
+
+def _user() -> str:
+    from keel.config import settings
+
+    return str(settings().acting_user)
+
+
+def _holder(conn: sa.Connection, mid: int, name: str) -> tuple[int | None, int | None, str | None]:
+    row = conn.execute(
+        sa.select(model_aliases.c.version, model_aliases.c.revision, model_aliases.c.kind).where(model_aliases.c.model_id == mid, model_aliases.c.name == name)
+    ).first()
+    return (None, None, None) if row is None else (int(row[0]), int(row[1]), str(row[2]))
+
+
+def _move(conn: sa.Connection, mid: int, name: str, kind: str, version: int, expected: int | None, user: str) -> bool:
+    """Point ``name`` at ``version`` if nobody moved it since ``expected``; False when someone did."""
+    if expected is None:
+        try:
+            with conn.begin_nested():
+                conn.execute(
+                    sa.insert(model_aliases).values(model_id=mid, name=name, kind=kind, version=version, revision=1, updated_ms=now_ms(), updated_by=user)
+                )
+        except sa.exc.IntegrityError:
+            return False
+        return True
+    res = conn.execute(
+        sa.update(model_aliases)
+        .where(model_aliases.c.model_id == mid, model_aliases.c.name == name, model_aliases.c.revision == expected)
+        .values(version=version, revision=expected + 1, updated_ms=now_ms(), updated_by=user)
+    )
+    return res.rowcount == 1
+
+
+def _apply(mv: ModelVersion, env: str, action: str, frm: int | None, expected: int | None, outcome: str, user: str, reason: str | None, gates: Any) -> dict[str, Any]:
+    store = get_metadata_store()
+    with store.write() as conn:
+        mid = model_id(conn, mv.model)
+        if _move(conn, mid, env, "environment", mv.version, expected, user):
+            event = append_event(conn, mid, mv.model, action, env, frm, mv.version, outcome, user, reason, gates)
+        else:
+            event = None
+    if event is None:
+        with store.read() as conn:
+            now_v, _rev, _k = _holder(conn, mid, env)
+        record_event(mid, mv.model, action, env, frm, mv.version, "conflict", user, f"{env} moved to v{now_v} meanwhile" + (f"; {reason}" if reason else ""), gates)
+        raise ConflictError(
+            f"{mv.model}: {env} changed while this {action} of v{mv.version} was in progress (it now holds v{now_v}).",
+            hint=f"Check `keel models status {mv.model}` and try again if v{mv.version} should still replace it.",
+        )
+    emit(event)
+    return event
+
+
+def check_feature_service(mv: ModelVersion) -> None:
+    """The version's input columns must still be served by its feature service."""
+    service = mv.meta.get("feature_service")
+    if not service:
+        return
+    try:
+        from keel.features.registry import get_object
+    except ImportError:
+        return
+    try:
+        spec = get_object(str(service), kind="feature_service")
+    except NotFoundError:
+        raise ValidationError(
+            f"{mv.model} v{mv.version} was trained on feature service {service!r}, which is not applied in this project.",
+            hint="Run `keel features apply` with the service defined, or retrain on a service that exists.",
+        ) from None
+    served = {f for item in spec["spec"].get("features", []) for f in item.get("features", [])}
+    needed = [c["name"] for c in (mv.meta.get("signature") or {}).get("inputs", [])] or list(mv.meta.get("feature_names") or [])
+    missing = [c for c in needed if c not in served]
+    if missing:
+        raise ValidationError(
+            f"{mv.model} v{mv.version}'s signature needs column '{missing[0]}'"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            + f", which feature service {service!r} v{spec['version']} does not provide." + did_you_mean(missing[0], served),
+            hint=f"Retrain on the current service (keel.get_training_set(..., features='{service}')) and register the new model, "
+            "or restore the feature in the service and `keel features apply`.",
+        )
+
+
+def evaluate_gates(
+    mv: ModelVersion, env: str, *, data: Any = None, target: str | None = None, task: str | None = None, policy: Any = None
+) -> tuple[GateReport, Any]:
+    """Run every gate for ``mv`` entering ``env``; returns (report, candidate evaluation or None)."""
+    from keel.evaluation.evaluate import evaluate, read_data
+    from keel.models.loader import load_model
+    from keel.registry import gates as G
+
+    pol, source = policy_for(mv.model, env, policy)
+    with get_metadata_store().read() as conn:
+        champion_version, _rev, _k = _holder(conn, model_id(conn, mv.model), env)
+    if champion_version == mv.version:
+        champion_version = None
+    data = data if data is not None else pol.data
+    target = target or pol.target
+    frame = None
+    if data is not None:
+        if not target:
+            raise ValidationError("Evaluation data was given without its target column.", hint="Pass --target COLUMN (or target: in the policy).")
+        frame, _n, _fp = read_data(data)
+        if target not in frame.columns:
+            raise ValidationError(f"Target column {target!r} is not in the evaluation data." + did_you_mean(target, [str(c) for c in frame.columns]))
+        task = task or pol.task or G.infer_task(frame[target])
+    task = task or pol.task or "binary"
+    G.check_metric_names(pol, task)
+    needs_data = bool(pol.metric_gates() or pol.max_slice_drop is not None)
+    if needs_data and frame is None:
+        raise ValidationError(
+            f"The promotion policy of {mv.model!r} has metric gates but no evaluation data.",
+            hint="Pass --data PATH --target COLUMN (keel.promote(..., data=, target=)) or set data: and target: in the policy.",
+        )
+    cand = champ = None
+    ci: dict[str, Any] = {}
+    if frame is not None:
+        boot = int(pol.bootstrap) if pol.confidence else 0
+        champ_uri = f"models:/{mv.model}/{champion_version}" if champion_version is not None else None
+        cand = evaluate(
+            mv.uri, frame, target=str(target), task=task, slices=pol.slices, custom_metrics=pol.custom_metrics, threshold=pol.threshold,
+            baseline=champ_uri, bootstrap=boot, confidence=float(pol.confidence or 0.95),
+        )
+        champ = cand.baseline
+        ci = {r["metric"]: r for r in cand.comparison if "low" in r}
+    results: list[GateResult] = []
+    if pol.default:
+        stored = None if frame is not None else _stored_pair(mv, champion_version)
+        results += G.default_results(task, cand, champ, champion_version, env, stored)
+    results += G.metric_results(pol, cand, champ, ci, champion_version, env) if cand is not None else []
+    results += G.slice_results(pol, cand, champ, task) if cand is not None else []
+    results += G.contract_results(pol, frame) if not pol.default else []
+    results += G.function_results(pol, cand, champ)
+    packaged = load_model(mv.uri)
+    if pol.smoke:
+        results.append(G.smoke_result(packaged))
+    if pol.latency_ms is not None:
+        results.append(G.latency_result(packaged, float(pol.latency_ms), None if frame is None else frame.drop(columns=[str(target)])))
+    report = GateReport(mv.model, mv.version, env, champion_version, results, source, None if cand is None else cand.to_dict())
+    return report, cand
+
+
+def _stored_pair(mv: ModelVersion, champion_version: int | None) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """Metrics of both versions from stored evaluations on the same data (same fingerprint), newest first."""
+    if champion_version is None:
+        return None
+    from keel.registry.versions import evaluations
+
+    mine = evaluations(mv.model, mv.version)
+    theirs = {e["fingerprint"]: e for e in evaluations(mv.model, champion_version)}
+    for e in mine:
+        if e["fingerprint"] in theirs:
+            return e["metrics"], theirs[e["fingerprint"]]["metrics"]
+    return None
+
+
+def promote(
+    name: str,
+    version: Any,
+    to: str = "production",
+    *,
+    data: Any = None,
+    target: str | None = None,
+    task: str | None = None,
+    policy: Policy | dict[str, Any] | None = None,
+    force: bool = False,
+    reason: str | None = None,
+) -> Transition:
+    """Move ``version`` of ``name`` into environment ``to`` through its gates.
+
+    Refused (GatesFailed, recorded) when a gate fails, unless ``force=True`` with
+    a ``reason`` by a user listed in keel.yaml ``registry.admins``. An environment
+    that requires approval gets a pending request instead.
+    """
+    check_model_name(name)
+    env = C.check_environment(to)
+    mv = resolve_version(name, version)
+    user = _user()
+    if force:
+        if not reason or not str(reason).strip():
+            raise ValidationError("A forced promotion needs a reason.", hint="Pass reason='why the gates may be skipped' (--reason).")
+        if user not in C.admins():
+            raise ForbiddenError(
+                f"User {user!r} may not force a promotion past its gates.",
+                hint=f"Admins (keel.yaml registry.admins): {', '.join(C.admins()) or 'none configured'}.",
+            )
+    check_feature_service(mv)
+    with get_metadata_store().read() as conn:
+        mid = model_id(conn, name)
+        current, revision, _kind = _holder(conn, mid, env)
+    if current == mv.version:
+        return Transition(name, env, "unchanged", current, mv.version)
+    report, evaluation = evaluate_gates(mv, env, data=data, target=target, task=task, policy=policy)
+    gates = report.to_dict()
+    if not report.passed and not force:
+        failed = report.failures
+        record_event(mid, name, "promote", env, current, mv.version, "refused", user, reason, gates)
+        raise GatesFailed(
+            f"{name} v{mv.version} was refused for {env}: {len(failed)} gate(s) failed ({'; '.join(f.name + ': ' + f.detail for f in failed)}).",
+            report=report,
+            hint="Fix the model or the data; an admin may override with --force --reason TEXT.",
+        )
+    outcome = "forced" if (force and not report.passed) else "applied"
+    if C.requires_approval(env):
+        with get_metadata_store().write() as conn:
+            rid = conn.execute(
+                sa.insert(approval_requests).values(
+                    model_id=mid, version=mv.version, environment=env, status="pending", requested_by=user, requested_ms=now_ms(),
+                    reason=reason, gates=json.dumps({"report": gates, "from_version": current, "revision": revision, "forced": outcome == "forced"}, default=str),
+                )
+            ).inserted_primary_key[0]  # type: ignore[index]
+            event = append_event(conn, mid, name, "request", env, current, mv.version, "pending", user, reason, gates)
+        emit(event)
+        return Transition(name, env, "pending", current, mv.version, event["id"], int(rid), report, evaluation)
+    event = _apply(mv, env, "promote", current, revision, outcome, user, reason, gates)
+    return Transition(name, env, outcome, current, mv.version, event["id"], None, report, evaluation)
+
+
+# -- approvals -------------------------------------------------------------------
+
+def _request(conn: sa.Connection, request_id: int) -> Any:
+    row = conn.execute(sa.select(approval_requests).where(approval_requests.c.id == int(request_id))).first()
+    if row is None:
+        raise NotFoundError(f"No approval request #{request_id}.", hint="List them with `keel models requests`.")
+    return row
+
+
+def approve(request_id: int, reason: str) -> Transition:
+    """Approve a pending promotion (by a user other than its requester) and apply it."""
+    from keel.registry.versions import _model as _model_row
+
+    if not reason or not str(reason).strip():
+        raise ValidationError("An approval needs a reason.", hint="Pass reason='...' (--reason).")
+    user = _user()
+    store = get_metadata_store()
+    with store.read() as conn:
+        req = _request(conn, request_id)
+        name = _model_row(conn, req.model_id).name
+    if req.status != "pending":
+        raise ConflictError(f"Request #{request_id} is already {req.status} (by {req.decided_by}).", hint="List pending ones with `keel models requests`.")
+    if req.requested_by == user:
+        raise ForbiddenError(f"User {user!r} requested #{request_id} and cannot approve it too.", hint="Another user must approve it (KEEL_USER).")
+    saved = json.loads(req.gates or "{}")
+    mv = resolve_version(name, int(req.version))
+    try:
+        with store.write() as conn:
+            claimed = conn.execute(
+                sa.update(approval_requests)
+                .where(approval_requests.c.id == req.id, approval_requests.c.status == "pending")
+                .values(status="approved", decided_by=user, decided_ms=now_ms(), decision_reason=reason)
+            ).rowcount
+            if claimed != 1:
+                raise ConflictError(f"Request #{request_id} was decided by someone else meanwhile.", hint="See `keel models requests`.")
+            if not _move(conn, req.model_id, req.environment, "environment", mv.version, saved.get("revision"), user):
+                raise _Moved()
+            event = append_event(
+            conn, req.model_id, name, "approve", req.environment, saved.get("from_version"), mv.version,
+                "forced" if saved.get("forced") else "applied", user, f"request #{request_id}: {reason}", saved.get("report"),
+            )
+    except _Moved:
+        record_event(req.model_id, name, "approve", req.environment, saved.get("from_version"), mv.version, "conflict", user, reason, saved.get("report"))
+        raise ConflictError(
+            f"{req.environment} of {name} changed since request #{request_id} was made; its gates compared against another version.",
+            hint=f"Ask for a new promotion: keel models promote {name} {mv.version} --to {req.environment}.",
+        ) from None
+    emit(event)
+    return Transition(name, req.environment, event["outcome"], saved.get("from_version"), mv.version, event["id"], int(request_id))
+
+
+def reject(request_id: int, reason: str) -> dict[str, Any]:
+    """Reject a pending promotion request."""
+    from keel.registry.versions import _model as _model_row
+
+    if not reason or not str(reason).strip():
+        raise ValidationError("A rejection needs a reason.", hint="Pass reason='...' (--reason).")
+    user = _user()
+    store = get_metadata_store()
+    with store.write() as conn:
+        req = _request(conn, request_id)
+        if req.status != "pending":
+            raise ConflictError(f"Request #{request_id} is already {req.status}.", hint="List pending ones with `keel models requests`.")
+        name = _model_row(conn, req.model_id).name
+        conn.execute(
+            sa.update(approval_requests).where(approval_requests.c.id == req.id).values(status="rejected", decided_by=user, decided_ms=now_ms(), decision_reason=reason)
+        )
+        event = append_event(conn, req.model_id, name, "reject", req.environment, None, int(req.version), "applied", user, f"request #{request_id}: {reason}")
+    emit(event)
+    return event
+
+
+def list_requests(name: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+    """Approval requests (newest first), optionally of one model and one status."""
+    from keel.registry.versions import _model as _model_row
+
+    if status is not None and status not in ("pending", "approved", "rejected"):
+        raise ValidationError(f"Unknown request status {status!r}." + did_you_mean(status, ["pending", "approved", "rejected"]))
+    with get_metadata_store().read() as conn:
+        q = sa.select(approval_requests).order_by(approval_requests.c.id.desc())
+        if name is not None:
+            q = q.where(approval_requests.c.model_id == model_id(conn, name))
+        if status is not None:
+            q = q.where(approval_requests.c.status == status)
+        rows = conn.execute(q).all()
+        names = {r.model_id: _model_row(conn, r.model_id).name for r in rows}
+    return [
+        {
+            "id": r.id, "model": names[r.model_id], "version": r.version, "environment": r.environment, "status": r.status,
+            "requested_by": r.requested_by, "requested_time": ms_to_datetime(r.requested_ms), "reason": r.reason,
+            "decided_by": r.decided_by, "decided_time": ms_to_datetime(r.decided_ms), "decision_reason": r.decision_reason,
+            "gates": (json.loads(r.gates) or {}).get("report") if r.gates else None,
+        }
+        for r in rows
+    ]
+
+
+# -- aliases -----------------------------------------------------------------------
+
+def set_alias(name: str, alias: str, version: Any) -> dict[str, Any]:
+    """Point a free alias (champion, challenger, ...) at a version; no gates, but audited."""
+    import re
+
+    if not isinstance(alias, str) or not re.match(r"^[A-Za-z][A-Za-z0-9_\-.]{0,63}$", alias) or alias in ("latest",):
+        raise ValidationError(f"Invalid alias {alias!r}.", hint="Use 1-64 letters, digits, '_', '-' or '.', starting with a letter (e.g. 'champion').")
+    if alias in C.environments():
+        raise ValidationError(f"{alias!r} is an environment, not a free alias.", hint=f"Move it through its gates: keel models promote {name} VERSION --to {alias}.")
+    mv = resolve_version(name, version)
+    user = _user()
+    store = get_metadata_store()
+    with store.write() as conn:
+        mid = model_id(conn, name)
+        current, revision, _k = _holder(conn, mid, alias)
+        if current is None:
+            conn.execute(sa.insert(model_aliases).values(model_id=mid, name=alias, kind="alias", version=mv.version, revision=1, updated_ms=now_ms(), updated_by=user))
+        else:
+            conn.execute(
+                sa.update(model_aliases).where(model_aliases.c.model_id == mid, model_aliases.c.name == alias)
+                .values(version=mv.version, revision=(revision or 0) + 1, updated_ms=now_ms(), updated_by=user)
+            )
+        event = append_event(conn, mid, name, "alias", alias, current, mv.version, "applied", user)
+    emit(event)
+    return event
+
+
+def delete_alias(name: str, alias: str) -> dict[str, Any]:
+    if alias in C.environments():
+        raise ValidationError(f"{alias!r} is an environment; it is changed by promote and rollback only.", hint=f"keel models rollback {name} --env {alias}")
+    user = _user()
+    with get_metadata_store().write() as conn:
+        mid = model_id(conn, name)
+        current, _rev, _k = _holder(conn, mid, alias)
+        if current is None:
+            raise NotFoundError(f"Model {name!r} has no alias {alias!r}.")
+        conn.execute(sa.delete(model_aliases).where(model_aliases.c.model_id == mid, model_aliases.c.name == alias))
+        event = append_event(conn, mid, name, "unalias", alias, current, None, "applied", user)
+    emit(event)
+    return event
+
+
+# -- rollback ------------------------------------------------------------------------
+
+def env_history(name: str, env: str) -> list[int]:
+    """The stack of versions ``env`` held, oldest first; the last one is the current version."""
+    stack: list[int] = []
+    for e in history(name, target=env):
+        if e["outcome"] not in ("applied", "forced"):
+            continue
+        if e["action"] in ("promote", "approve"):
+            stack.append(int(e["to_version"]))
+        elif e["action"] == "rollback" and stack:
+            stack.pop()
+    return stack
+
+
+def rollback_target(name: str, env: str) -> int | None:
+    stack = env_history(name, env)
+    return stack[-2] if len(stack) >= 2 else None
+
+
+def rollback(name: str, env: str = "production", *, reason: str | None = None) -> Transition:
+    """Restore the version ``env`` held before its current one, in one step (no gates: it ran there before)."""
+    check_model_name(name)
+    env = C.check_environment(env)
+    with get_metadata_store().read() as conn:
+        mid = model_id(conn, name)
+        current, revision, _k = _holder(conn, mid, env)
+    if current is None:
+        raise NotFoundError(f"Model {name!r} has no version in {env}: nothing to roll back.", hint=f"Promote one with `keel models promote {name} VERSION --to {env}`.")
+    stack = env_history(name, env)
+    if len(stack) < 2 or stack[-1] != current:
+        raise ValidationError(
+            f"{name} has no earlier version in {env} to roll back to (it holds v{current}).",
+            hint=f"Promote a specific version instead: keel models promote {name} VERSION --to {env}.",
+        )
+    mv = resolve_version(name, stack[-2])
+    event = _apply(mv, env, "rollback", current, revision, "applied", _user(), reason, None)
+    return Transition(name, env, "applied", current, mv.version, event["id"])

@@ -1,0 +1,325 @@
+"""Registered models and their versions, created from a run with their lineage.
+
+Lineage of a version: run -> training-set fingerprint (datasets table) ->
+feature service / definitions version -> code commit (the run's git record) ->
+package lock (its sha256). The version's artifact rows point at the run's
+blobs under owner ``model_version`` so ``keel gc`` keeps them even if the run
+is deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from keel.errors import ConflictError, NotFoundError, ValidationError
+from keel.models.loader import model_id, parse_uri, version_row
+from keel.models.package import META_FILE
+from keel.store.metadata import get_metadata_store, ms_to_datetime, now_ms
+from keel.store.schema import artifacts
+from keel.store.schema.registry import (
+    model_aliases,
+    model_evaluations,
+    model_versions,
+    registered_models,
+)
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]{0,127}$")
+
+
+@dataclass
+class RegisteredModel:
+    name: str
+    owner: str
+    description: str | None
+    tags: dict[str, str]
+    created_time: datetime | None
+    updated_time: datetime | None
+    latest_version: int | None = None
+    environments: dict[str, int] = field(default_factory=dict)
+    aliases: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ModelVersion:
+    model: str
+    version: int
+    run_id: str
+    artifact_path: str
+    flavor: str
+    created_by: str
+    created_time: datetime | None
+    description: str | None
+    meta: dict[str, Any]
+    lineage: dict[str, Any]
+    environments: list[str] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.model}/{self.version}"
+
+    def load(self) -> Any:
+        from keel.models.loader import load_model
+
+        return load_model(self.uri)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "uri": self.uri}
+
+
+def check_model_name(name: Any) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValidationError(
+            f"Invalid model name {name!r}.",
+            hint="Use 1-128 letters, digits, '_', '-' or '.', starting with a letter or digit (e.g. 'churn').",
+        )
+    return name
+
+
+def _row_to_version(conn: sa.Connection, name: str, row: Any) -> ModelVersion:
+    held = conn.execute(
+        sa.select(model_aliases.c.name, model_aliases.c.kind).where(model_aliases.c.model_id == row.model_id, model_aliases.c.version == row.version)
+    ).all()
+    return ModelVersion(
+        model=name, version=int(row.version), run_id=row.run_id, artifact_path=row.artifact_path, flavor=row.flavor,
+        created_by=row.created_by, created_time=ms_to_datetime(row.created_ms), description=row.description,
+        meta=json.loads(row.meta), lineage=json.loads(row.lineage),
+        environments=sorted(n for n, k in held if k == "environment"), aliases=sorted(n for n, k in held if k == "alias"),
+    )
+
+
+def _lineage(run: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    git = run.env.get("git") or {}
+    training = [d for d in run.datasets if d["context"] == "training"]
+    return {
+        "run_id": run.id,
+        "run_name": run.name,
+        "experiment": run.experiment,
+        "trained_by": run.user,
+        "trained_start_ms": int(run.start_time.timestamp() * 1000) if run.start_time else None,
+        "trained_end_ms": int(run.end_time.timestamp() * 1000) if run.end_time else None,
+        "data": [{"name": d["name"], "context": d["context"], "fingerprint": d["fingerprint"], "num_rows": d["num_rows"]} for d in run.datasets],
+        "training_fingerprint": meta.get("training_fingerprint") or (training[0]["fingerprint"] if training else None),
+        "feature_service": meta.get("feature_service"),
+        "feature_service_version": meta.get("feature_service_version"),
+        "definitions_version": meta.get("definitions_version"),
+        "code": {"commit": git.get("commit"), "branch": git.get("branch"), "dirty": git.get("dirty"), "diff_sha256": git.get("diff_sha256")},
+        "package_lock_sha256": run.env.get("lock_sha256"),
+        "python": run.env.get("python") or meta.get("python"),
+        "params": run.params,
+        "metrics": {k: v for k, v in run.metrics.items()},
+    }
+
+
+def _source(source: Any) -> tuple[str, str]:
+    """(run id ref, artifact path) from 'runs:/<id>/model', a ModelInfo, or a bare run id."""
+    uri = getattr(source, "uri", source)
+    if isinstance(uri, str) and uri.startswith("runs:/"):
+        _kind, parts = parse_uri(uri)
+        return parts["run"], parts["path"].strip("/")
+    if isinstance(uri, str) and uri.startswith("models:/"):
+        raise ValidationError(f"register_model got {uri!r}, which is already a registered version.", hint="Register from a run: 'runs:/<run_id>/model'.")
+    if isinstance(uri, str) and uri:
+        return uri, "model"
+    raise ValidationError(f"Cannot register {source!r}.", hint="Pass 'runs:/<run_id>/model' or the value keel.log_model returned.")
+
+
+def register_model(
+    source: Any,
+    name: str,
+    *,
+    description: str | None = None,
+    tags: dict[str, str] | None = None,
+    owner: str | None = None,
+) -> ModelVersion:
+    """Create the next version of model ``name`` from a logged model (``runs:/<run_id>/model``).
+
+    The registered model is created on first use (owner: the acting user).
+    Registering the same run's model twice returns the existing version.
+    """
+    from keel.config import settings
+    from keel.store.blobs import get_artifact_store
+    from keel.tracking.query import get_run
+
+    check_model_name(name)
+    run_ref, path = _source(source)
+    run = get_run(run_ref)
+    files = {a["path"]: a for a in run.artifacts if a["path"].startswith(path + "/")}
+    meta_row = files.get(f"{path}/{META_FILE}")
+    if meta_row is None:
+        raise NotFoundError(
+            f"Run {run.id} has no packaged model under '{path}/'.",
+            hint="Log one with keel.log_model(model, name=...) inside the run, then register 'runs:/<run_id>/<name>'.",
+        )
+    meta = json.loads(get_artifact_store().get_bytes(meta_row["digest"], what=f"{path}/{META_FILE} of run {run.id}"))
+    lineage = _lineage(run, meta)
+    user = settings().acting_user
+    store = get_metadata_store()
+    for attempt in range(3):
+        try:
+            with store.write() as conn:
+                mid = conn.execute(sa.select(registered_models.c.id).where(registered_models.c.name == name)).scalar()
+                if mid is None:
+                    mid = conn.execute(
+                        sa.insert(registered_models).values(
+                            name=name, owner=owner or user, description=None, tags=json.dumps({}), created_ms=now_ms(), updated_ms=now_ms()
+                        )
+                    ).inserted_primary_key[0]  # type: ignore[index]
+                existing = conn.execute(
+                    sa.select(model_versions).where(model_versions.c.model_id == mid, model_versions.c.run_id == run.id, model_versions.c.artifact_path == path)
+                ).first()
+                if existing is not None:
+                    return _row_to_version(conn, name, existing)
+                last = conn.execute(sa.select(sa.func.max(model_versions.c.version)).where(model_versions.c.model_id == mid)).scalar()
+                version = int(last or 0) + 1
+                vid = conn.execute(
+                    sa.insert(model_versions).values(
+                        model_id=mid, version=version, run_id=run.id, artifact_path=path, flavor=str(meta.get("flavor") or "python"),
+                        description=description, created_by=user, created_ms=now_ms(), meta=json.dumps(meta, default=str),
+                        lineage=json.dumps(lineage, default=str),
+                    )
+                ).inserted_primary_key[0]  # type: ignore[index]
+                conn.execute(
+                    sa.insert(artifacts),
+                    [
+                        {"owner_kind": "model_version", "owner_id": str(vid), "path": p, "digest": a["digest"], "size": a["size"], "media_type": None, "created_ms": now_ms()}
+                        for p, a in files.items()
+                    ],
+                )
+                conn.execute(sa.update(registered_models).where(registered_models.c.id == mid).values(updated_ms=now_ms()))
+                if tags:
+                    _merge_tags(conn, mid, tags)
+                from keel.registry.audit import append_event
+
+                event = append_event(conn, mid, name, "register", None, None, version, "applied", user, description)
+                row = conn.execute(sa.select(model_versions).where(model_versions.c.id == vid)).one()
+                mv = _row_to_version(conn, name, row)
+            from keel.registry.events import emit
+
+            emit(event)
+            _record_feature_consumer(mv)
+            return mv
+        except sa.exc.IntegrityError:
+            if attempt == 2:
+                raise ConflictError(f"Could not register a version of {name!r}: concurrent registrations kept colliding.", hint="Retry.") from None
+    raise AssertionError("unreachable")
+
+
+def _record_feature_consumer(mv: ModelVersion) -> None:
+    svc, ver = mv.meta.get("feature_service"), mv.meta.get("feature_service_version")
+    if not svc or ver is None:
+        return
+    try:
+        from keel.features.registry import record_consumer
+    except ImportError:
+        return
+    record_consumer(str(svc), int(ver), "model", f"{mv.model}@v{mv.version}")
+
+
+def _merge_tags(conn: sa.Connection, mid: int, tags: dict[str, str]) -> None:
+    old = json.loads(conn.execute(sa.select(registered_models.c.tags).where(registered_models.c.id == mid)).scalar() or "{}")
+    old.update({str(k): str(v) for k, v in tags.items()})
+    conn.execute(sa.update(registered_models).where(registered_models.c.id == mid).values(tags=json.dumps(old), updated_ms=now_ms()))
+
+
+def update_model(name: str, *, description: str | None = None, owner: str | None = None, tags: dict[str, str] | None = None) -> RegisteredModel:
+    """Change a registered model's description, owner or tags (merged)."""
+    with get_metadata_store().write() as conn:
+        mid = model_id(conn, name)
+        values: dict[str, Any] = {"updated_ms": now_ms()}
+        if description is not None:
+            values["description"] = description
+        if owner is not None:
+            values["owner"] = owner
+        conn.execute(sa.update(registered_models).where(registered_models.c.id == mid).values(**values))
+        if tags:
+            _merge_tags(conn, mid, tags)
+    return get_model(name)
+
+
+def get_model(name: str) -> RegisteredModel:
+    with get_metadata_store().read() as conn:
+        mid = model_id(conn, name)
+        return _model(conn, mid)
+
+
+def _model(conn: sa.Connection, mid: int) -> RegisteredModel:
+    r = conn.execute(sa.select(registered_models).where(registered_models.c.id == mid)).one()
+    latest = conn.execute(sa.select(sa.func.max(model_versions.c.version)).where(model_versions.c.model_id == mid)).scalar()
+    held = conn.execute(sa.select(model_aliases.c.name, model_aliases.c.kind, model_aliases.c.version).where(model_aliases.c.model_id == mid)).all()
+    return RegisteredModel(
+        name=r.name, owner=r.owner, description=r.description, tags=json.loads(r.tags or "{}"),
+        created_time=ms_to_datetime(r.created_ms), updated_time=ms_to_datetime(r.updated_ms), latest_version=latest,
+        environments={n: int(v) for n, k, v in held if k == "environment"}, aliases={n: int(v) for n, k, v in held if k == "alias"},
+    )
+
+
+def list_models() -> list[RegisteredModel]:
+    with get_metadata_store().read() as conn:
+        ids = list(conn.execute(sa.select(registered_models.c.id).order_by(registered_models.c.name)).scalars())
+        return [_model(conn, int(i)) for i in ids]
+
+
+def resolve_version(name: str, version: Any) -> ModelVersion:
+    """A version of ``name`` from an int, 'latest', an alias/environment, a models:/ URI or a ModelVersion.
+
+    A version that belongs to another model is an error, not a silent switch.
+    """
+    check_model_name(name)
+    other: str | None = None
+    if isinstance(version, ModelVersion):
+        other, version = version.model, version.version
+    elif isinstance(version, str) and version.startswith("models:/"):
+        _kind, parts = parse_uri(version)
+        other = parts["name"]
+        version = parts.get("version") or f"@{parts['alias']}"
+    if other is not None and other != name:
+        raise ValidationError(
+            f"Version {version} belongs to model {other!r}, not {name!r}.",
+            hint=f"Promote it as `keel models promote {other} {version} ...`, or register its run under {name!r} first.",
+        )
+    with get_metadata_store().read() as conn:
+        mid = model_id(conn, name)
+        ref: Any = version
+        if isinstance(version, str) and not version.isdigit() and version != "latest":
+            from keel.models.loader import resolve_alias
+
+            ref = resolve_alias(conn, mid, name, version.lstrip("@"))[0]
+        elif isinstance(version, bool) or not isinstance(version, int | str):
+            raise ValidationError(f"Version {version!r} is not a number.", hint="Pass e.g. 3, 'latest' or an alias such as 'champion'.")
+        return _row_to_version(conn, name, version_row(conn, mid, name, ref))
+
+
+def get_version(name: str, version: Any) -> ModelVersion:
+    return resolve_version(name, version)
+
+
+def list_versions(name: str) -> list[ModelVersion]:
+    with get_metadata_store().read() as conn:
+        mid = model_id(conn, name)
+        rows = conn.execute(sa.select(model_versions).where(model_versions.c.model_id == mid).order_by(model_versions.c.version)).all()
+        return [_row_to_version(conn, name, r) for r in rows]
+
+
+def evaluations(name: str, version: int | None = None) -> list[dict[str, Any]]:
+    """Stored evaluation results (newest first)."""
+    with get_metadata_store().read() as conn:
+        mid = model_id(conn, name)
+        q = sa.select(model_evaluations).where(model_evaluations.c.model_id == mid)
+        if version is not None:
+            q = q.where(model_evaluations.c.version == int(version))
+        rows = conn.execute(q.order_by(model_evaluations.c.id.desc())).all()
+    return [
+        {"id": r.id, "version": r.version, "dataset": r.dataset, "fingerprint": r.fingerprint, "task": r.task, "num_rows": r.num_rows,
+         "created_by": r.created_by, "created_time": ms_to_datetime(r.created_ms), **json.loads(r.result)}
+        for r in rows
+    ]
