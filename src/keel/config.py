@@ -192,7 +192,8 @@ _current_key: tuple[str, tuple[tuple[str, str], ...]] | None = None
 def settings() -> Settings:
     """The settings of the current project, re-read when the folder or KEEL_* change."""
     global _current, _current_key
-    key = (os.getcwd(), tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("KEEL_"))))
+    env = os.environ
+    key = (os.getcwd(), tuple((k, env[k]) for k in env if k.startswith("KEEL_")))
     if _current is None or key != _current_key:
         _current = load_settings()
         _current_key = key

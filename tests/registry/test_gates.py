@@ -162,3 +162,17 @@ def test_signature_must_match_the_feature_service_in_use(proj: Path, train: Call
     with pytest.raises(ValidationError, match=r"needs column 'b'.*'churn_fs' v1 does not provide"):
         keel.promote("churn", 1, to="production")
     assert registry.get_model("churn").environments == {}
+
+
+def test_a_smoke_run_can_never_be_promoted(project: Path) -> None:
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame({"a": rng.normal(size=200), "b": rng.normal(size=200)})
+    y = (x["a"] > 0).astype(int)
+    with keel.start_run(tags={"keel.smoke": "true"}) as run:
+        keel.log_model(LogisticRegression().fit(x, y), input_example=x.head(3))
+    mv = keel.register_model(f"runs:/{run.id}/model", "smoke-model")
+    with pytest.raises(ValidationError, match="smoke run"):
+        keel.promote("smoke-model", mv.version, to="staging", force=False)

@@ -243,3 +243,19 @@ def test_experiment_lookup_suggests(project: Path) -> None:
     keel.set_experiment("churn")
     with pytest.raises(NotFoundError, match="Did you mean 'churn'"):
         experiment_id(get_metadata_store(), "chrun")
+
+
+def test_children_open_side_by_side_and_inherit_the_record(project: Path) -> None:
+    with keel.start_run(name="pipeline") as parent:
+        a = keel.start_run(name="step-a", parent=parent, activate=False)
+        b = keel.start_run(name="step-b", parent=parent, activate=False)
+        assert keel.active_run() is parent  # neither child took over
+        a.log_metric("m", 1.0)
+        b.log_metric("m", 2.0)
+        a.end()
+        b.end("failed")
+    pa, ia, ib = keel.get_run(parent.id), keel.get_run(a.id), keel.get_run(b.id)
+    assert set(pa.children) == {a.id, b.id}
+    assert (ia.metrics["m"], ib.metrics["m"], ib.status) == (1.0, 2.0, "failed")
+    assert ia.env["inherited_from"] == parent.id and ia.env["lock_sha256"] == pa.env["lock_sha256"]
+    assert {x["digest"] for x in ia.artifacts} == {x["digest"] for x in pa.artifacts}

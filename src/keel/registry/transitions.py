@@ -217,6 +217,21 @@ def _stored_pair(mv: ModelVersion, champion_version: int | None) -> tuple[dict[s
     return None
 
 
+def _refuse_smoke(mv: Any) -> None:
+    """A model from a smoke run (``--smoke``: sampled data, shrunk params) never reaches an environment."""
+    import sqlalchemy as sa
+
+    from keel.store.schema import tags
+
+    with get_metadata_store().read() as conn:
+        smoke = conn.execute(sa.select(tags.c.value).where(tags.c.run_id == mv.run_id, tags.c.key == "keel.smoke")).scalar()
+    if smoke == "true":
+        raise ValidationError(
+            f"Version {mv.version} comes from smoke run {mv.run_id}, which used sampled data and shrunk parameters; it can never be promoted.",
+            hint="Run the full pipeline (without --smoke) and promote that version.",
+        )
+
+
 def promote(
     name: str,
     version: Any,
@@ -248,6 +263,7 @@ def promote(
                 hint=f"Admins (keel.yaml registry.admins): {', '.join(C.admins()) or 'none configured'}.",
             )
     check_feature_service(mv)
+    _refuse_smoke(mv)
     with get_metadata_store().read() as conn:
         mid = model_id(conn, name)
         current, revision, _kind = _holder(conn, mid, env)

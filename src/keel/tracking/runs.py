@@ -53,13 +53,17 @@ def check_name(kind: str, name: Any) -> str:
 
 def _value_str(kind: str, key: str, value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value) if isinstance(value, list | dict) else str(value)
-    limit = int(settings().max_value_length)
+    limit = _value_limit()
     if len(text) > limit:
         raise ValidationError(
             f"{kind.capitalize()} '{key}' is {len(text)} characters long; the limit is {limit}.",
             hint="Log long values as an artifact (keel.log_text / keel.log_dict), or raise KEEL_MAX_VALUE_LENGTH.",
         )
     return text
+
+
+def _value_limit() -> int:
+    return int(settings().max_value_length)
 
 
 def _as_number(text: str) -> float | None:
@@ -269,13 +273,23 @@ def start_run(
     tags: Mapping[str, Any] | None = None,
     run_id: str | None = None,
     description: str | None = None,
+    parent: Run | None = None,
+    activate: bool = True,
 ) -> Run:
     """Open a run (a context manager). ``nested=True`` makes it a child of the active run.
 
     ``run_id`` reopens an existing run, e.g. to add evaluation metrics later.
+    ``parent`` makes it a child of that run whether or not it is active, and
+    ``activate=False`` opens it without making it the active run, so that
+    several children (parallel steps, tuning trials) can be open side by side;
+    log into such a run through its own methods. A child run shares its
+    parent's reproducibility record instead of capturing it again.
     """
     store = get_metadata_store()
-    parent = active_run()
+    if parent is not None:
+        nested = True
+    else:
+        parent = active_run()
     if parent is not None and not nested and run_id is None:
         raise ConflictError(
             f"Run {parent.id} ({parent.name}) is already active.",
@@ -298,7 +312,9 @@ def start_run(
             raise ValidationError(f"Invalid run name {run_name!r}.", hint="Use a string of at most 255 characters.")
         env: dict[str, Any] = {}
         env_artifacts: list[dict[str, Any]] = []
-        if s.capture_environment:
+        if parent is not None and nested:
+            env, env_artifacts = _inherit_environment(store, parent.id, rid)
+        elif s.capture_environment:
             from keel.tracking import environment
 
             env, env_artifacts = environment.capture(rid)
@@ -314,13 +330,32 @@ def start_run(
             if env_artifacts:
                 conn.execute(sa.insert(artifacts), env_artifacts)
         run = Run(store, rid, exp_id, run_name, parent.id if (parent and nested) else None)
-    with _stack_lock:
-        _stack.append(run)
+    if activate:
+        with _stack_lock:
+            _stack.append(run)
     if description:
         run.set_tag("description", description)
     if tags:
         run.set_tags(tags)
     return run
+
+
+def _inherit_environment(store: MetadataStore, parent_id: str, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A child run's record: its parent's (same process, same code), with the same lock and diff blobs."""
+    with store.read() as conn:
+        env_json = conn.execute(sa.select(runs.c.env).where(runs.c.id == parent_id)).scalar()
+        rows = conn.execute(
+            sa.select(artifacts.c.path, artifacts.c.digest, artifacts.c.size, artifacts.c.media_type).where(
+                artifacts.c.owner_kind == "run", artifacts.c.owner_id == parent_id, artifacts.c.path.like("keel/%")
+            )
+        ).all()
+    env = json.loads(env_json) if env_json else {}
+    env["inherited_from"] = parent_id
+    created = now_ms()
+    return env, [
+        {"owner_kind": "run", "owner_id": run_id, "path": r.path, "digest": r.digest, "size": r.size, "media_type": r.media_type, "created_ms": created}
+        for r in rows
+    ]
 
 
 _ADJ = ["amber", "brisk", "calm", "deft", "eager", "fleet", "gentle", "hardy", "keen", "lucid", "merry", "noble", "proud", "quick", "sly", "tidy", "vivid", "wise"]
