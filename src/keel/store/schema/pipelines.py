@@ -1,0 +1,77 @@
+"""Pipeline tables: the step cache, pipeline runs with their steps, schedules and triggers."""
+
+from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, String, Table, Text
+
+from keel.store.schema._base import metadata
+
+# One row per content-addressed step key. The key is the primary key, so two
+# concurrent writers of the same key cannot both win: the first insert stands.
+# The output blob is referenced from `artifacts` (owner_kind "cache", owner_id = key).
+pipeline_cache = Table(
+    "pipeline_cache",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("step", String(255), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("serializer", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("run_id", String(32), nullable=True),  # the step run that produced the output
+    Column("duration_ms", BigInteger, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=True),
+    Index("ix_pipeline_cache_step", "step"),
+)
+
+# A pipeline run is a tracked run (runs.id); this row says how to run it again.
+pipeline_runs = Table(
+    "pipeline_runs",
+    metadata,
+    Column("run_id", String(32), primary_key=True),
+    Column("pipeline", String(255), nullable=False),  # the import reference, module:attribute
+    Column("name", String(255), nullable=False),
+    Column("params", Text, nullable=False),  # JSON
+    Column("graph", Text, nullable=False),  # JSON: nodes, edges, file:line of each step
+    Column("smoke", Boolean, nullable=False),
+    Column("engine", String(16), nullable=False),
+    Column("trigger", String(255), nullable=False),
+    Column("resume_of", String(32), nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Index("ix_pipeline_runs_pipeline", "pipeline"),
+)
+
+pipeline_steps = Table(
+    "pipeline_steps",
+    metadata,
+    Column("run_id", String(32), primary_key=True),  # the pipeline run
+    Column("step", String(255), primary_key=True),
+    Column("step_run_id", String(32), nullable=True),  # the child run
+    Column("status", String(16), nullable=False),  # pending | running | finished | cached | failed | skipped
+    Column("cache_key", String(64), nullable=True),
+    Column("cache_hit", Boolean, nullable=False),
+    Column("source_run_id", String(32), nullable=True),  # on a hit: the step run that produced the output
+    Column("digest", String(64), nullable=True),
+    Column("serializer", String(64), nullable=True),
+    Column("duration_ms", BigInteger, nullable=True),
+    Column("saved_ms", BigInteger, nullable=True),
+    Column("started_ms", BigInteger, nullable=True),
+    Column("ended_ms", BigInteger, nullable=True),
+    Column("error", Text, nullable=True),
+)
+
+# Schedules (cron) and event triggers (a source changed, a model was registered).
+pipeline_schedules = Table(
+    "pipeline_schedules",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("pipeline", String(255), nullable=False),
+    Column("kind", String(16), nullable=False),  # cron | source | model | alert
+    Column("spec", Text, nullable=False),  # the cron expression, the watched path, the model name
+    Column("params", Text, nullable=False),  # JSON
+    Column("enabled", Boolean, nullable=False),
+    Column("state", Text, nullable=True),  # JSON: last fingerprint / last event seen
+    Column("last_fired_ms", BigInteger, nullable=True),
+    Column("last_run_id", String(32), nullable=True),
+    Column("next_check_ms", BigInteger, nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+)
