@@ -90,3 +90,11 @@ def test_config_and_init(project: Path, tmp_path: Path) -> None:
     fresh = tmp_path / "fresh"
     assert runner.invoke(app, ["init", str(fresh)]).exit_code == 0
     assert runner.invoke(app, ["init", str(fresh)]).exit_code == 1
+
+
+def test_init_with_a_github_workflow(tmp_path: Path) -> None:
+    out = runner.invoke(app, ["init", str(tmp_path / "p"), "--ci", "github"])
+    assert out.exit_code == 0, out.output
+    wf = (tmp_path / "p" / ".github" / "workflows" / "keel.yml").read_text()
+    assert "keel ci" in wf and "pipelines:training" in wf
+    assert runner.invoke(app, ["init", str(tmp_path / "q"), "--ci", "gitlab"]).exit_code == 1

@@ -13,16 +13,27 @@ db_app = typer.Typer(help="Manage the metadata database schema.\n\nExample: keel
 
 def init(
     path: Path = typer.Argument(Path("."), help="Folder to make a keel project."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing keel.yaml."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing keel.yaml (and workflow)."),
+    ci: str = typer.Option(None, "--ci", help="Also write a CI workflow: 'github' (smoke pipeline on every push, full on main)."),
+    pipeline: str = typer.Option("pipelines:training", "--pipeline", help="MODULE:pipeline the CI workflow runs."),
 ) -> None:
     """Create keel.yaml and the .keel/ state folder.
 
-    Example: keel init my-project
+    Example: keel init my-project --ci github --pipeline pipelines:training
     """
     from keel.config import init_project
 
+    if ci is not None and ci != "github":
+        from keel.cli._common import fail
+
+        fail(f"--ci {ci!r} is not supported; use --ci github.")
     written = run_guarded(lambda: init_project(path, force=force))
     console.print(f"Created {written} and {written.parent / '.keel'}/")
+    if ci == "github":
+        from keel.pipelines.smoke import write_github_workflow
+
+        wf = run_guarded(lambda: write_github_workflow(written.parent, pipeline=pipeline, force=force))
+        console.print(f"Wrote {wf}: `keel ci` on every push, the full pipeline on main.")
 
 
 def config(json: bool = JSON_OPTION) -> None:
