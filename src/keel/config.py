@@ -186,14 +186,18 @@ def load_settings(start: Path | None = None, env: dict[str, str] | None = None) 
 
 
 _current: Settings | None = None
-_current_key: tuple[str, tuple[tuple[str, str], ...]] | None = None
+_current_key: tuple[str, tuple[tuple[bytes, bytes], ...]] | None = None
 
 
 def settings() -> Settings:
     """The settings of the current project, re-read when the folder or KEEL_* change."""
     global _current, _current_key
-    env = os.environ
-    key = (os.getcwd(), tuple((k, env[k]) for k in env if k.startswith("KEEL_")))
+    raw = getattr(os.environ, "_data", None)  # the undecoded mapping: no per-key decoding (~5 µs)
+    if isinstance(raw, dict):
+        pairs = tuple((k, v) for k, v in raw.items() if k[:5] == b"KEEL_")
+    else:  # pragma: no cover - other platforms
+        pairs = tuple((k.encode(), v.encode()) for k, v in os.environ.items() if k.startswith("KEEL_"))
+    key = (os.getcwd(), pairs)
     if _current is None or key != _current_key:
         _current = load_settings()
         _current_key = key

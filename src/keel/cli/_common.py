@@ -42,7 +42,10 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
 
 
 def fail(message: str, code: int = 1) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """One error line on stderr (plus, for filter errors, the caret lines under it) and exit ``code``."""
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -53,4 +56,4 @@ def run_guarded(fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except KeelError as exc:
-        fail(str(exc).replace("\n", " "))
+        fail(str(exc))

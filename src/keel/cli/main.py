@@ -20,8 +20,12 @@ app = typer.Typer(
 # Each module defines `register(app)`; keep this list in the order of the lifecycle.
 COMMAND_MODULES = [
     "keel.cli.project",
+    "keel.cli.contracts",
+    "keel.cli.features",
     "keel.cli.tracking",
+    "keel.cli.models",
     "keel.cli.quickstart",
+    "keel.cli.pipelines",
 ]
 for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)
@@ -49,6 +53,6 @@ def main() -> None:
         from keel.cli._common import fail
 
         try:
-            fail(str(exc).replace("\n", " "))
+            fail(str(exc))
         except typer.Exit as e:
             raise SystemExit(e.exit_code) from None

@@ -204,11 +204,11 @@ class MetadataStore:
                 conn.commit()
 
     # -- bulk writes ------------------------------------------------------
-    def insert_many(self, conn: Connection, table: sa.Table, rows: Sequence[Sequence[Any]]) -> None:
-        """Insert rows (tuples in column order) with the driver's fastest path."""
+    def insert_many(self, conn: Connection, table: sa.Table, rows: Sequence[Sequence[Any]], columns: Sequence[str] | None = None) -> None:
+        """Insert rows (tuples in the order of ``columns``, default all) with the driver's fastest path."""
         if not rows:
             return
-        cols = [c.name for c in table.columns]
+        cols = list(columns) if columns is not None else [c.name for c in table.columns]
         if self.dialect == "postgresql":
             raw = conn.connection.driver_connection
             quoted = ", ".join(f'"{c}"' for c in cols)

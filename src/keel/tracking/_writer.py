@@ -15,6 +15,7 @@ import math
 import os
 import threading
 import time
+from collections import deque
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,6 +31,7 @@ _UPSERT = sa.text(
     "WHERE excluded.step > metrics.step OR (excluded.step = metrics.step AND excluded.ts >= metrics.ts)"
 )
 
+HISTORY_COLUMNS = ("run_id", "key", "n", "min_step", "max_step", "steps", "ts", "vals")
 MAX_BUFFER = 200_000  # flush early past this many rows so memory stays bounded
 
 
@@ -38,8 +40,8 @@ class MetricWriter:
         self.store = store
         self.flush_interval = flush_interval
         self.heartbeat_interval = heartbeat_interval
-        self._rows: list[Row] = []
-        self._lock = threading.Lock()
+        # deque appends and poplefts are atomic: logging threads never take a lock
+        self._rows: deque[Row] = deque()
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
@@ -50,17 +52,14 @@ class MetricWriter:
         self._thread.start()
 
     def append(self, row: Row) -> None:
-        with self._lock:
-            self._rows.append(row)
-            n = len(self._rows)
-        if n >= MAX_BUFFER:
+        rows = self._rows
+        rows.append(row)
+        if len(rows) >= MAX_BUFFER:
             self._wake.set()
 
     def extend(self, rows: list[Row]) -> None:
-        with self._lock:
-            self._rows.extend(rows)
-            n = len(self._rows)
-        if n >= MAX_BUFFER:
+        self._rows.extend(rows)
+        if len(self._rows) >= MAX_BUFFER:
             self._wake.set()
 
     def watch(self, run_id: str) -> None:
@@ -95,29 +94,20 @@ class MetricWriter:
     def flush(self) -> int:
         """Write everything buffered so far; returns how many values were written."""
         with self._flush_lock:
-            with self._lock:
-                rows, self._rows = self._rows, []
+            buf = self._rows
+            rows = [buf.popleft() for _ in range(len(buf))]
             if not rows:
                 return 0
-            latest: dict[tuple[str, str], Row] = {}
-            for row in rows:  # keys are few: this dict stays small
-                k = (row[0], row[1])
-                cur = latest.get(k)
-                if cur is None or (row[2], row[3]) >= (cur[2], cur[3]):
-                    latest[k] = row
+            chunks, latest = encode_chunks(rows)
             for attempt in range(5):
                 try:
                     with self.store.write() as conn:
-                        self.store.insert_many(conn, metric_history, rows)
-                        conn.execute(
-                            _UPSERT,
-                            [{"run_id": r, "key": k, "step": s, "ts": t, "value": v} for r, k, s, t, v in latest.values()],
-                        )
+                        self.store.insert_many(conn, metric_history, chunks, HISTORY_COLUMNS)
+                        conn.execute(_UPSERT, latest)
                     break
                 except Exception:
                     if attempt == 4:
-                        with self._lock:  # keep the values for the next attempt
-                            self._rows[:0] = rows
+                        buf.extendleft(reversed(rows))  # keep the values for the next attempt
                         raise
                     time.sleep(0.2 * (attempt + 1))
             return len(rows)
@@ -127,6 +117,26 @@ class MetricWriter:
         self._wake.set()
         self._thread.join(timeout=10)
         self.flush()
+
+
+def encode_chunks(rows: list[Row]) -> tuple[list[tuple[Any, ...]], list[dict[str, Any]]]:
+    """Group rows by (run, key): one metric_history row each, and each key's latest value."""
+    import numpy as np
+
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row[0], row[1]), []).append(row)
+    chunks: list[tuple[Any, ...]] = []
+    latest: list[dict[str, Any]] = []
+    for (run_id, key), items in groups.items():
+        steps = np.fromiter((r[2] for r in items), dtype="<i8", count=len(items))
+        ts = np.fromiter((r[3] for r in items), dtype="<i8", count=len(items))
+        vals = np.fromiter((math.nan if r[4] is None else r[4] for r in items), dtype="<f8", count=len(items))
+        chunks.append((run_id, key, len(items), int(steps.min()), int(steps.max()), steps.tobytes(), ts.tobytes(), vals.tobytes()))
+        best = int(np.lexsort((ts, steps))[-1])  # largest step, then newest
+        v = float(vals[best])
+        latest.append({"run_id": run_id, "key": key, "step": int(steps[best]), "ts": int(ts[best]), "value": None if math.isnan(v) else v})
+    return chunks, latest
 
 
 def clean_value(key: str, value: Any) -> float | None:

@@ -117,51 +117,55 @@ def get_run(run_id: str, store: MetadataStore | None = None) -> RunInfo:
 def get_metric_history(run_id: str, key: str, max_points: int | None = None, store: MetadataStore | None = None) -> Any:
     """Every value of a metric as a DataFrame (step, timestamp, value), ordered by step.
 
-    With ``max_points`` a long history is downsampled in the database: the steps
-    are cut into buckets and each bucket keeps its first, min and max values and
-    the last point overall, so spikes survive and the shape stays right.
+    With ``max_points`` a long history is downsampled: the steps are cut into
+    buckets and each bucket keeps its first, min and max values, plus the last
+    point overall, so spikes survive and the shape stays right.
     """
+    import numpy as np
     import pandas as pd
 
     store = store or get_metadata_store()
     _writer.flush_all()
-    if max_points is not None and (not isinstance(max_points, int) or max_points < 2):
+    if max_points is not None and (isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 2):
         raise ValidationError(f"max_points={max_points!r} must be an integer >= 2.")
+    h = metric_history
     with store.read() as conn:
         rid = resolve_run_id(conn, run_id)
-        h = metric_history
-        where = sa.and_(h.c.run_id == rid, h.c.key == key)
-        stats = conn.execute(sa.select(sa.func.count(), sa.func.min(h.c.step), sa.func.max(h.c.step)).where(where)).one()
-        count, lo, hi = int(stats[0]), stats[1], stats[2]
-        if count == 0:
+        chunks = conn.execute(
+            sa.select(h.c.steps, h.c.ts, h.c.vals).where(h.c.run_id == rid, h.c.key == key).order_by(h.c.min_step, h.c.id)
+        ).all()
+        if not chunks:
             known = list(conn.execute(sa.select(metrics.c.key).where(metrics.c.run_id == rid)).scalars())
             if key not in known:
                 from keel.errors import did_you_mean
 
                 raise NotFoundError(f"Run {rid} has no metric {key!r}." + did_you_mean(key, known))
-        cols = [h.c.step, h.c.ts, h.c.value]
-        if max_points is None or count <= max_points:
-            rows = conn.execute(sa.select(*cols).where(where).order_by(h.c.step, h.c.ts)).all()
-        else:
-            nb = max(1, max_points // 3)
-            width = max(1, (hi - lo) // nb + 1)
-            bucket = sa.func.floor((h.c.step - lo) / float(width)).label("b")
-            ranked = sa.select(
-                *cols,
-                sa.func.row_number().over(partition_by=bucket, order_by=(h.c.step, h.c.ts)).label("rn_first"),
-                sa.func.row_number().over(partition_by=bucket, order_by=(h.c.value.asc().nulls_last(), h.c.step)).label("rn_min"),
-                sa.func.row_number().over(partition_by=bucket, order_by=(h.c.value.desc().nulls_last(), h.c.step)).label("rn_max"),
-                sa.func.row_number().over(order_by=(h.c.step.desc(), h.c.ts.desc())).label("rn_last"),
-            ).where(where).subquery()
-            rows = conn.execute(
-                sa.select(ranked.c.step, ranked.c.ts, ranked.c.value)
-                .where(sa.or_(ranked.c.rn_first == 1, ranked.c.rn_min == 1, ranked.c.rn_max == 1, ranked.c.rn_last == 1))
-                .order_by(ranked.c.step, ranked.c.ts)
-            ).all()
-    df = pd.DataFrame(rows, columns=["step", "timestamp", "value"])
-    df["value"] = df["value"].astype("float64")
-    df["timestamp"] = pd.to_datetime(df["timestamp"].astype("int64"), unit="ms", utc=True)
-    return df
+    steps = np.concatenate([np.frombuffer(c.steps, dtype="<i8") for c in chunks]) if chunks else np.empty(0, "<i8")
+    ts = np.concatenate([np.frombuffer(c.ts, dtype="<i8") for c in chunks]) if chunks else np.empty(0, "<i8")
+    vals = np.concatenate([np.frombuffer(c.vals, dtype="<f8") for c in chunks]) if chunks else np.empty(0, "<f8")
+    order = np.lexsort((ts, steps))
+    steps, ts, vals = steps[order], ts[order], vals[order]
+    if max_points is not None and len(steps) > max_points:
+        keep = _downsample(steps, vals, max_points)
+        steps, ts, vals = steps[keep], ts[keep], vals[keep]
+    return pd.DataFrame(
+        {"step": steps.astype("int64"), "timestamp": pd.to_datetime(ts.astype("int64"), unit="ms", utc=True), "value": vals.astype("float64")}
+    )
+
+
+def _downsample(steps: Any, vals: Any, max_points: int) -> Any:
+    """Indices to keep: per step bucket the first, min and max (NaN-aware), and the last point."""
+    import numpy as np
+
+    n_buckets = max(1, max_points // 3)
+    lo, hi = int(steps[0]), int(steps[-1])
+    bucket = ((steps - lo) * n_buckets // max(1, hi - lo + 1)).astype("int64")
+    starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
+    filled = np.where(np.isnan(vals), np.inf, vals)
+    mins = starts + np.array([int(np.argmin(filled[a:b])) for a, b in zip(starts, np.r_[starts[1:], len(vals)], strict=True)], dtype="int64")
+    filled = np.where(np.isnan(vals), -np.inf, vals)
+    maxs = starts + np.array([int(np.argmax(filled[a:b])) for a, b in zip(starts, np.r_[starts[1:], len(vals)], strict=True)], dtype="int64")
+    return np.unique(np.concatenate([starts, mins, maxs, [len(steps) - 1]]))
 
 
 def list_experiments(store: MetadataStore | None = None) -> list[dict[str, Any]]:

@@ -51,9 +51,8 @@ def check_name(kind: str, name: Any) -> str:
     return name
 
 
-def _value_str(kind: str, key: str, value: Any) -> str:
+def _value_str(kind: str, key: str, value: Any, limit: int) -> str:
     text = value if isinstance(value, str) else json.dumps(value) if isinstance(value, list | dict) else str(value)
-    limit = _value_limit()
     if len(text) > limit:
         raise ValidationError(
             f"{kind.capitalize()} '{key}' is {len(text)} characters long; the limit is {limit}.",
@@ -193,7 +192,8 @@ class Run:
 
     def log_params(self, values: Mapping[str, Any]) -> None:
         """Record params; re-logging a param with a different value is an error (all or nothing)."""
-        new = {check_name("param", k): _value_str("param", k, v) for k, v in values.items()}
+        limit = _value_limit()
+        new = {check_name("param", k): _value_str("param", k, v, limit) for k, v in values.items()}
         todo = {k: v for k, v in new.items() if self._params.get(k) != v}
         if not todo:
             return
@@ -216,7 +216,8 @@ class Run:
         self.set_tags({key: value})
 
     def set_tags(self, values: Mapping[str, Any]) -> None:
-        rows = [{"run_id": self.id, "key": check_name("tag", k), "value": _value_str("tag", k, v)} for k, v in values.items()]
+        limit = _value_limit()
+        rows = [{"run_id": self.id, "key": check_name("tag", k), "value": _value_str("tag", k, v, limit)} for k, v in values.items()]
         if not rows:
             return
         with self.store.write() as conn:

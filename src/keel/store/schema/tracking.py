@@ -6,6 +6,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     String,
     Table,
     Text,
@@ -50,7 +51,9 @@ params = Table(
     Column("value", Text, nullable=False),
     # the value as a number when it parses as one, so filters can compare numerically
     Column("num", Float, nullable=True),
-    Index("ix_params_key_num", "key", "num"),
+    # covering: a filter on a param finds its runs from the index alone
+    Index("ix_params_key_num", "key", "num", "run_id"),
+    sqlite_with_rowid=False,
 )
 
 tags = Table(
@@ -59,6 +62,7 @@ tags = Table(
     Column("run_id", String(32), primary_key=True),
     Column("key", String(250), primary_key=True),
     Column("value", Text, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 # The run summary: the latest value of each metric (largest step, then newest).
@@ -71,19 +75,27 @@ metrics = Table(
     Column("value", Float, nullable=True),
     Column("step", BigInteger, nullable=False),
     Column("ts", BigInteger, nullable=False),
-    Index("ix_metrics_key_value", "key", "value"),
+    Index("ix_metrics_key_value", "key", "value", "run_id"),
+    sqlite_with_rowid=False,
 )
 
 # Every logged value, apart from the summaries so that search never touches it.
+# One row per (run, key, flush): the steps, timestamps and values of that flush
+# as little-endian int64 / int64 / float64 arrays, so a flush of 100,000 values
+# is one insert per key, NaN stays NaN, and a history is read in a few rows.
 metric_history = Table(
     "metric_history",
     metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
     Column("run_id", String(32), nullable=False),
     Column("key", String(250), nullable=False),
-    Column("step", BigInteger, nullable=False),
-    Column("ts", BigInteger, nullable=False),
-    Column("value", Float, nullable=True),
-    Index("ix_metric_history_run_key_step", "run_id", "key", "step"),
+    Column("n", Integer, nullable=False),
+    Column("min_step", BigInteger, nullable=False),
+    Column("max_step", BigInteger, nullable=False),
+    Column("steps", LargeBinary, nullable=False),
+    Column("ts", LargeBinary, nullable=False),
+    Column("vals", LargeBinary, nullable=False),
+    Index("ix_metric_history_run_key", "run_id", "key", "min_step"),
 )
 
 # Content-addressed blobs referenced by runs, model versions, cache entries...
