@@ -1,0 +1,105 @@
+"""Push ingestion: fresh rows go to the online store and are appended to the offline store.
+
+Pushed rows have the *source's* shape (before the view's transformation); the
+same transformation runs on them as on the source, so a pushed value and a
+materialized one are computed by one definition. The offline copy is a Parquet
+part in the lake (``features/push/<view>``) that training sets read with the source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from keel.errors import ValidationError
+from keel.features.definitions import FeatureView
+from keel.features.loader import Definitions, as_definitions
+from keel.features.materialization import write_online
+from keel.features.offline import (
+    _describe,
+    _source_sql,
+    check_duplicates,
+    connect,
+    push_dataset,
+    view_relation,
+)
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from keel.store.kv import KVStore
+
+
+@dataclass
+class PushResult:
+    view: str
+    rows: int
+    keys_written: int
+    offline_path: str | None
+
+
+def _as_table(view: FeatureView, df: Any) -> pa.Table:
+    import pandas as pd
+    import pyarrow as pa
+
+    if isinstance(df, pd.DataFrame):
+        table = pa.Table.from_pandas(df, preserve_index=False)
+    elif isinstance(df, pa.Table):
+        table = df
+    else:
+        raise ValidationError(f"push() needs a pandas DataFrame or Arrow table, got {type(df).__name__}.")
+    created = view.source.created_timestamp_field
+    if created and created not in table.column_names:
+        now = pa.array([datetime.now(UTC)] * table.num_rows, type=pa.timestamp("us", tz="UTC"))
+        table = table.append_column(created, now)
+    # timestamps as microseconds UTC, the lake's one unit
+    for i, f in enumerate(table.schema):
+        if pa.types.is_timestamp(f.type) and f.type.tz is not None:
+            table = table.set_column(i, f.name, table.column(i).cast(pa.timestamp("us", tz="UTC")))
+    return table
+
+
+def push(
+    view: str | FeatureView,
+    df: Any,
+    *,
+    to: str = "online_and_offline",
+    definitions: Definitions | str | None = None,
+    store: KVStore | None = None,
+) -> PushResult:
+    """Write rows of ``view``'s source shape to the online store and append them offline.
+
+    ``to`` is ``online_and_offline`` (default), ``online`` or ``offline``. A missing
+    created-time column is filled with the push time.
+
+    Example::
+
+        keel.push("usage", pd.DataFrame({"customer_id": [42], "event_timestamp": [now], ...}))
+    """
+    from keel.store.kv import get_kv_store
+    from keel.store.lake import get_lake
+
+    if to not in ("online_and_offline", "online", "offline"):
+        raise ValidationError(f"push(to={to!r}) is not valid.", hint="Use 'online_and_offline', 'online' or 'offline'.")
+    defs = as_definitions(definitions)
+    fv = defs.view(view if isinstance(view, str) else view.name)
+    table = _as_table(fv, df)
+    con = connect()
+    expected = _describe(con, f"SELECT * FROM {_source_sql(con, fv.source, fv.name)}")
+    missing = [c for c in expected if c not in table.column_names]
+    if missing:
+        raise ValidationError(
+            f"push to '{fv.name}': the rows lack column '{missing[0]}' of source '{fv.source.name}'.",
+            hint=f"Push rows shaped like the source (columns {', '.join(expected)}); the view's transformation runs on them.",
+        )
+    rows = view_relation(con, fv, extra_rows=table)  # validates columns and types, runs the transformation
+    check_duplicates(con, fv, rows, by_created=fv.source.created_timestamp_field is not None)
+    path = None
+    if to != "online":
+        path = str(get_lake().append(push_dataset(fv), table))
+    written = 0
+    if to != "offline":
+        written = write_online(con, fv, rows, store or get_kv_store())
+    con.close()
+    return PushResult(fv.name, table.num_rows, written, path)

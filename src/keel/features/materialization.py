@@ -1,0 +1,239 @@
+"""Materialization: the latest value of each entity, from the offline rows into the online store.
+
+Each key's value is one JSON blob (every feature of the view plus the event and
+created times), versioned by (event time, created time): a write lands only if
+it is not older than what the store holds, so running a materialization twice
+changes nothing and a late or replayed batch never moves a key backwards.
+Incremental runs start from a stored watermark: the created (ingestion) time
+when the source has one, so late-arriving rows are picked up, else event time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from keel.errors import ValidationError
+from keel.features.definitions import FeatureView
+from keel.features.loader import Definitions, as_definitions
+from keel.features.offline import (
+    CREATED,
+    EVENT,
+    _check_contracts,
+    connect,
+    q,
+    view_relation,
+)
+from keel.store.metadata import get_metadata_store, now_ms
+from keel.store.schema.features import feature_materializations
+
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
+
+    from keel.store.kv import KVStore
+
+KEY_SEP = "\x1f"
+_BATCH = 100_000
+Progress = Callable[[str, int, int], None]  # (view, keys done, keys total)
+
+
+def namespace(view: FeatureView | str) -> str:
+    return "fv:" + (view if isinstance(view, str) else view.name)
+
+
+def encode_sql(view: FeatureView, rows: str, where: str = "TRUE") -> str:
+    """SQL giving (k, ver, v) for the latest row per key of ``rows`` matching ``where``, sorted by key.
+
+    One hash aggregate finds each key's latest (event time, created time); a hash join
+    picks those rows (unique: duplicates were rejected before); only they are encoded as
+    JSON. Sorted keys make the online store's B-tree inserts sequential.
+    """
+    keys = ", ".join(q(k) for k in view.join_keys)
+    key_expr = (
+        f"CAST(r.{q(view.join_keys[0])} AS VARCHAR)"
+        if len(view.join_keys) == 1
+        else "concat_ws(chr(31), " + ", ".join(f"CAST(r.{q(k)} AS VARCHAR)" for k in view.join_keys) + ")"
+    )
+    order = f"epoch_us({EVENT})::HUGEINT * 10000000000000000000 + coalesce(epoch_us({CREATED}), 0)"
+    fields = ", ".join(f"{q(f.name)} := r.{q(f.name)}" for f in view.schema)
+    filt = f"{where} AND " + " AND ".join(f"{q(k)} IS NOT NULL" for k in view.join_keys)
+    on = " AND ".join(f"r.{q(k)} = w.{q(k)}" for k in view.join_keys)
+    return f"""
+        WITH r AS (SELECT *, {order} AS __ord FROM {q(rows)} WHERE {filt}),
+             w AS (SELECT {keys}, max(__ord) AS __ord FROM r GROUP BY {keys})
+        SELECT {key_expr} AS k,
+               lpad(CAST(epoch_us(r.{EVENT}) AS VARCHAR), 18, '0')
+                 || lpad(CAST(coalesce(epoch_us(r.{CREATED}), 0) AS VARCHAR), 18, '0') AS ver,
+               encode(CAST(to_json(struct_pack(__e := epoch_us(r.{EVENT}), {fields})) AS VARCHAR)) AS v
+        FROM r JOIN w ON {on} AND r.__ord = w.__ord
+        ORDER BY k
+    """
+
+
+def write_online(
+    con: duckdb.DuckDBPyConnection,
+    view: FeatureView,
+    rows: str,
+    store: KVStore,
+    where: str = "TRUE",
+    on_progress: Progress | None = None,
+) -> int:
+    """Write the latest row per key into the online store; returns keys written."""
+    reader = con.sql(encode_sql(view, rows, where)).to_arrow_reader(_BATCH)
+    ns = namespace(view)
+    done = written = 0
+    total = -1
+    previous: str | None = None
+    for batch in reader:
+        keys = batch.column(0).to_pylist()
+        _reject_ambiguous(view, batch, previous)
+        previous = keys[-1] if keys else previous
+        vers = batch.column(1).to_pylist()
+        vals = batch.column(2).to_pylist()
+        written += store.put_many(ns, keys, vers, vals)
+        done += len(keys)
+        if on_progress is not None:
+            on_progress(view.name, done, total)
+    return written
+
+
+def _reject_ambiguous(view: FeatureView, batch: pa.RecordBatch, previous: str | None) -> None:
+    """Keys arrive sorted: two equal neighbours mean two rows tie as a key's latest value."""
+    import pyarrow.compute as pc
+
+    col = batch.column(0)
+    dup = None
+    if previous is not None and len(col) and col[0].as_py() == previous:
+        dup = previous
+    elif len(col) > 1:
+        same = pc.equal(col.slice(1), col.slice(0, len(col) - 1))
+        if pc.any(same).as_py():
+            dup = col[int(pc.index(same, True).as_py()) + 1].as_py()
+    if dup is not None:
+        raise ValidationError(
+            f"FeatureView '{view.name}' (source '{view.source.name}'): several rows tie as the latest value of "
+            f"{', '.join(view.join_keys)}={dup.replace(KEY_SEP, ', ')} (same event time"
+            + (" and created time)." if view.source.created_timestamp_field else ", no created_timestamp_field)."),
+            hint="Remove the duplicates, or give the source a created_timestamp_field so the latest ingested row wins.",
+        )
+
+
+@dataclass
+class ViewResult:
+    view: str
+    rows_read: int
+    keys_written: int
+    start: datetime | None
+    end: datetime
+    seconds: float
+
+
+@dataclass
+class MaterializeResult:
+    views: list[ViewResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def rows_read(self) -> int:
+        return sum(v.rows_read for v in self.views)
+
+    @property
+    def keys_written(self) -> int:
+        return sum(v.keys_written for v in self.views)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows_read": self.rows_read, "keys_written": self.keys_written, "seconds": round(self.seconds, 3),
+            "views": [dict(v.__dict__, seconds=round(v.seconds, 3)) for v in self.views],
+        }
+
+
+def _utc(value: datetime | None, what: str) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValidationError(f"{what} {value.isoformat()} has no time zone.", hint="Pass a UTC-aware datetime, e.g. 2024-05-01T00:00:00+00:00.")
+    return value.astimezone(UTC)
+
+
+def watermarks() -> dict[str, dict[str, Any]]:
+    """{view: {"watermark_ms", "end_ms", "keys_written", "updated_ms", ...}} of past materializations."""
+    with get_metadata_store().read() as conn:
+        return {r["view"]: dict(r) for r in conn.execute(sa.select(feature_materializations)).mappings()}
+
+
+def materialize(
+    views: Sequence[str] | None = None,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    incremental: bool = False,
+    definitions: Definitions | str | None = None,
+    store: KVStore | None = None,
+    on_progress: Progress | None = None,
+) -> MaterializeResult:
+    """Write the latest feature values per entity into the online store.
+
+    Without ``start``/``end`` every row up to now; ``incremental=True`` starts where
+    the last run of each view stopped. Idempotent.
+
+    Example::
+
+        keel.materialize(incremental=True)
+    """
+    from keel.features.registry import pinned
+    from keel.store.kv import get_kv_store
+
+    if incremental and start is not None:
+        raise ValidationError("Pass either start= or incremental=True, not both.", hint="Incremental runs start at the stored watermark.")
+    defs = as_definitions(definitions)
+    pin = pinned(defs)
+    store = store or get_kv_store()
+    start, end = _utc(start, "start"), _utc(end, "end") or datetime.now(UTC)
+    if start is not None and start >= end:
+        raise ValidationError(f"start {start.isoformat()} is not before end {end.isoformat()}.")
+    chosen = [defs.view(v) for v in views] if views else [v for v in defs.views.values() if v.online]
+    marks = watermarks() if incremental else {}
+    result = MaterializeResult()
+    t_all = time.perf_counter()
+    for view in chosen:
+        t0 = time.perf_counter()
+        con = connect()
+        rows = view_relation(con, view)
+        _check_contracts(view.name, con.table(rows))
+        has_created = view.source.created_timestamp_field is not None
+        mark_col = CREATED if has_created else EVENT
+        end_us = int(end.timestamp() * 1_000_000)
+        where = [f"{EVENT} <= make_timestamptz({end_us})", f"{mark_col} <= make_timestamptz({end_us})"]
+        view_start = start
+        if incremental and view.name in marks:
+            view_start = datetime.fromtimestamp(marks[view.name]["watermark_ms"] / 1000, UTC)
+            where.append(f"{mark_col} > make_timestamptz({marks[view.name]['watermark_ms'] * 1000})")
+        elif start is not None:
+            where.append(f"{EVENT} >= make_timestamptz({int(start.timestamp() * 1_000_000)})")
+        cond = " AND ".join(where)
+        read = int(con.sql(f"SELECT count(*) FROM {q(rows)} WHERE {cond}").fetchall()[0][0])
+        written = write_online(con, view, rows, store, cond, on_progress)
+        con.close()
+        _save_watermark(view, pin.version_of("feature_view", view.name) or 0, view_start, end, read, written)
+        result.views.append(ViewResult(view.name, read, written, view_start, end, time.perf_counter() - t0))
+    result.seconds = time.perf_counter() - t_all
+    return result
+
+
+def _save_watermark(view: FeatureView, version: int, start: datetime | None, end: datetime, read: int, written: int) -> None:
+    end_ms = int(end.timestamp() * 1000)
+    values = {
+        "view_version": version, "watermark_ms": end_ms, "start_ms": None if start is None else int(start.timestamp() * 1000),
+        "end_ms": end_ms, "rows_read": read, "keys_written": written, "updated_ms": now_ms(),
+    }
+    with get_metadata_store().write() as conn:
+        done = conn.execute(feature_materializations.update().where(feature_materializations.c.view == view.name).values(**values))
+        if not done.rowcount:
+            conn.execute(feature_materializations.insert().values(view=view.name, **values))

@@ -1,0 +1,294 @@
+"""Applied definitions: immutable, content-hashed versions in the metadata store.
+
+``apply`` compares the project's definitions with the latest applied versions,
+stores a new version of each changed object and a new *definitions version*
+(the project's whole set), and refuses breaking changes (a removed feature or a
+changed type that an applied feature service uses) unless told to go ahead.
+Old versions are never changed, so a model pins the version it was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from keel.errors import ConflictError, NotFoundError, did_you_mean
+from keel.features.loader import KINDS, Definitions
+from keel.store.metadata import get_metadata_store, now_ms
+from keel.store.schema.features import feature_consumers, feature_definitions, feature_objects
+
+
+@dataclass
+class Change:
+    kind: str
+    name: str
+    action: str  # added | changed | removed
+    old_version: int | None
+    new_version: int | None
+    details: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ApplyResult:
+    definitions_version: int | None  # None: nothing was ever applied (dry run on an empty store)
+    changed: bool
+    changes: list[Change]
+    breaking: list[str]
+    dry_run: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "definitions_version": self.definitions_version, "changed": self.changed, "dry_run": self.dry_run,
+            "changes": [c.to_dict() for c in self.changes], "breaking": self.breaking,
+        }
+
+
+def _latest(conn: sa.Connection) -> dict[tuple[str, str], dict[str, Any]]:
+    """The latest applied version of every object that is part of the latest definitions version."""
+    row = conn.execute(sa.select(feature_definitions.c.objects).order_by(feature_definitions.c.version.desc()).limit(1)).first()
+    if row is None:
+        return {}
+    wanted: dict[str, int] = json.loads(row[0])
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    rows = conn.execute(sa.select(feature_objects))
+    for r in rows.mappings():
+        ref = f"{r['kind']}:{r['name']}"
+        if wanted.get(ref) == r["version"]:
+            out[(r["kind"], r["name"])] = {"version": r["version"], "hash": r["hash"], "spec": json.loads(r["spec"])}
+    return out
+
+
+def _max_versions(conn: sa.Connection) -> dict[tuple[str, str], int]:
+    q = sa.select(feature_objects.c.kind, feature_objects.c.name, sa.func.max(feature_objects.c.version)).group_by(
+        feature_objects.c.kind, feature_objects.c.name
+    )
+    return {(k, n): int(v) for k, n, v in conn.execute(q)}
+
+
+def _field_diff(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """Human-readable differences, and {feature: 'removed'|'type a -> b'} for breaking checks."""
+    details: list[str] = []
+    broken: dict[str, str] = {}
+    if "schema" in old and "schema" in new:
+        o = {f["name"]: f["dtype"] for f in old["schema"]}
+        n = {f["name"]: f["dtype"] for f in new["schema"]}
+        for name in o.keys() - n.keys():
+            details.append(f"- feature {name} ({o[name]})")
+            broken[name] = "removed"
+        for name in n.keys() - o.keys():
+            details.append(f"+ feature {name} ({n[name]})")
+        for name in o.keys() & n.keys():
+            if o[name] != n[name]:
+                details.append(f"~ feature {name}: type {o[name]} -> {n[name]}")
+                broken[name] = f"type {o[name]} -> {n[name]}"
+    for key in sorted(set(old) | set(new)):
+        if key in ("schema", "kind", "name"):
+            continue
+        if old.get(key) != new.get(key):
+            label = "transformation code" if key in ("transformation", "function") else key
+            details.append(f"~ {label} changed")
+    return sorted(details), broken
+
+
+def plan(defs: Definitions, conn: sa.Connection) -> tuple[list[Change], list[str], dict[tuple[str, str], dict[str, Any]]]:
+    latest = _latest(conn)
+    maxv = _max_versions(conn)
+    current = {(o.kind, o.name): o for o in defs.objects()}
+    changes: list[Change] = []
+    breaking: list[str] = []
+    broken_features: dict[tuple[str, str], str] = {}  # (view, feature) -> why
+    for key in sorted(current.keys() | latest.keys(), key=lambda k: (KINDS.index(k[0]), k[1])):
+        kind, name = key
+        obj, old = current.get(key), latest.get(key)
+        if obj is not None and old is not None and obj.hash == old["hash"]:
+            continue
+        if obj is None and old is not None:
+            changes.append(Change(kind, name, "removed", old["version"], None))
+            for f in old["spec"].get("schema", []):
+                broken_features[(name, f["name"])] = "view removed"
+            continue
+        assert obj is not None
+        new_version = maxv.get(key, 0) + 1
+        if old is None:
+            changes.append(Change(kind, name, "added", None, new_version))
+            continue
+        details, broken = _field_diff(old["spec"], obj.spec())
+        changes.append(Change(kind, name, "changed", old["version"], new_version, details))
+        if kind in ("feature_view", "on_demand_feature_view"):
+            for feat, why in broken.items():
+                broken_features[(name, feat)] = why
+    for (kind, sname), old in latest.items():
+        if kind != "feature_service":
+            continue
+        for item in old["spec"]["features"]:
+            for feat in item["features"]:
+                reason = broken_features.get((item["view"], feat))
+                if reason:
+                    breaking.append(f"feature service '{sname}' v{old['version']} uses {item['view']}.{feat}: {reason}")
+    return changes, breaking, latest
+
+
+def apply(
+    definitions: Definitions | str | None = None,
+    *,
+    allow_breaking: bool = False,
+    dry_run: bool = False,
+    validate: bool = True,
+    user: str | None = None,
+) -> ApplyResult:
+    """Validate the definitions against their data and store a new version when anything changed.
+
+    Example::
+
+        keel.features.apply()          # what `keel features apply` runs
+    """
+    from keel.config import settings
+    from keel.features.loader import as_definitions
+    from keel.features.offline import validate_view
+
+    defs = as_definitions(definitions)
+    if validate:
+        for view in defs.views.values():
+            validate_view(view)
+
+    store = get_metadata_store()
+    ctx = store.read() if dry_run else store.write()
+    with ctx as conn:
+        changes, breaking, _ = plan(defs, conn)
+        last = conn.execute(sa.select(sa.func.max(feature_definitions.c.version))).scalar()
+        if dry_run or not changes:
+            return ApplyResult(last, False, changes, breaking, dry_run)
+        if breaking and not allow_breaking:
+            raise ConflictError(
+                "Breaking change to features that an applied feature service uses: " + "; ".join(breaking) + ".",
+                hint="Keep the feature (or its type), release a new feature service, or apply with --allow-breaking.",
+                breaking=breaking,
+            )
+        who = user or settings().acting_user
+        ts = now_ms()
+        current = {(o.kind, o.name): o for o in defs.objects()}
+        rows = []
+        for ch in changes:
+            if ch.action == "removed":
+                continue
+            obj = current[(ch.kind, ch.name)]
+            rows.append((ch.kind, ch.name, ch.new_version, obj.hash, json.dumps(obj.spec(), sort_keys=True), ts, who))
+        store.insert_many(conn, feature_objects, rows)
+        latest_after = _latest_versions_after(conn, defs)
+        version = int(last or 0) + 1
+        try:
+            conn.execute(
+                feature_definitions.insert().values(
+                    version=version, hash=defs.hash, objects=json.dumps(latest_after, sort_keys=True), created_ms=ts, created_by=who
+                )
+            )
+        except sa.exc.IntegrityError:
+            raise ConflictError("Another `keel features apply` ran at the same time.", hint="Run it again.") from None
+    return ApplyResult(version, True, changes, breaking)
+
+
+def _latest_versions_after(conn: sa.Connection, defs: Definitions) -> dict[str, int]:
+    """{"kind:name": version} whose hash matches each current object (the newest such version)."""
+    out: dict[str, int] = {}
+    hashes = defs.hashes()
+    q = sa.select(feature_objects.c.kind, feature_objects.c.name, feature_objects.c.version, feature_objects.c.hash)
+    for kind, name, version, h in conn.execute(q):
+        ref = f"{kind}:{name}"
+        if hashes.get(ref) == h and version > out.get(ref, 0):
+            out[ref] = int(version)
+    return out
+
+
+@dataclass
+class Pinned:
+    """The applied versions matching the definitions in use."""
+
+    definitions_version: int
+    versions: dict[str, int]  # "kind:name" -> version
+
+    def version_of(self, kind: str, name: str) -> int | None:
+        return self.versions.get(f"{kind}:{name}")
+
+
+def pinned(defs: Definitions) -> Pinned:
+    """The definitions version whose objects are exactly these; raises when they were not applied."""
+    store = get_metadata_store()
+    with store.read() as conn:
+        rows = conn.execute(
+            sa.select(feature_definitions.c.version, feature_definitions.c.objects)
+            .where(feature_definitions.c.hash == defs.hash)
+            .order_by(feature_definitions.c.version.desc())
+            .limit(1)
+        ).first()
+    if rows is None:
+        raise ConflictError(
+            f"The feature definitions in {defs.origin} have changed since the last `keel features apply` "
+            "(or were never applied).",
+            hint="Run `keel features apply` so that training sets and models record a definitions version.",
+        )
+    return Pinned(int(rows[0]), json.loads(rows[1]))
+
+
+def list_versions(kind: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
+    store = get_metadata_store()
+    q = sa.select(feature_objects).order_by(feature_objects.c.kind, feature_objects.c.name, feature_objects.c.version)
+    if kind:
+        q = q.where(feature_objects.c.kind == kind)
+    if name:
+        q = q.where(feature_objects.c.name == name)
+    with store.read() as conn:
+        return [dict(r, spec=json.loads(r["spec"])) for r in conn.execute(q).mappings()]
+
+
+def applied_objects() -> dict[tuple[str, str], dict[str, Any]]:
+    """The latest applied definitions: {(kind, name): {"version", "hash", "spec"}}."""
+    with get_metadata_store().read() as conn:
+        return _latest(conn)
+
+
+def get_object(name: str, kind: str | None = None, version: int | None = None) -> dict[str, Any]:
+    rows = [r for r in list_versions(kind, None) if r["name"] == name]
+    if not rows:
+        names = {r["name"] for r in list_versions(kind)}
+        raise NotFoundError(f"No applied feature definition named '{name}'." + did_you_mean(name, names), hint="Run `keel features ls`.")
+    if version is not None:
+        rows = [r for r in rows if r["version"] == version]
+        if not rows:
+            raise NotFoundError(f"'{name}' has no version {version}.")
+    return rows[-1]
+
+
+def record_consumer(service: str, service_version: int, consumer_kind: str, consumer_id: str) -> None:
+    """Note that a model / run / deployment uses a feature service version (idempotent)."""
+    store = get_metadata_store()
+    with store.write() as conn:
+        exists = conn.execute(
+            sa.select(feature_consumers.c.id).where(
+                feature_consumers.c.service == service,
+                feature_consumers.c.service_version == service_version,
+                feature_consumers.c.consumer_kind == consumer_kind,
+                feature_consumers.c.consumer_id == consumer_id,
+            )
+        ).first()
+        if exists is None:
+            conn.execute(
+                feature_consumers.insert().values(
+                    service=service, service_version=service_version, consumer_kind=consumer_kind,
+                    consumer_id=consumer_id, created_ms=now_ms(),
+                )
+            )
+
+
+def consumers() -> dict[str, list[str]]:
+    """{service name: ["model:churn@v3", ...]}."""
+    out: dict[str, list[str]] = {}
+    with get_metadata_store().read() as conn:
+        for r in conn.execute(sa.select(feature_consumers)).mappings():
+            out.setdefault(r["service"], []).append(f"{r['consumer_kind']}:{r['consumer_id']} (v{r['service_version']})")
+    return out
