@@ -15,6 +15,9 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     "KeelError": "keel.errors",
     "ContractViolation": "keel.errors",
+    # contracts
+    "Contract": "keel.contracts.model",
+    "validate": "keel.contracts.api",
     # tracking
     "Run": "keel.tracking.runs",
     "start_run": "keel.tracking.runs",
@@ -39,6 +42,27 @@ _EXPORTS: dict[str, str] = {
     "get_metric_history": "keel.tracking.query",
     "seed": "keel.tracking.environment",
     "autolog": "keel.tracking.autolog",
+    # models, evaluation, registry
+    "log_model": "keel.models.package",
+    "load_model": "keel.models.loader",
+    "evaluate": "keel.evaluation.evaluate",
+    "register_model": "keel.registry.versions",
+    "promote": "keel.registry.transitions",
+    # features
+    "Entity": "keel.features.definitions",
+    "Source": "keel.features.definitions",
+    "FeatureView": "keel.features.definitions",
+    "OnDemandFeatureView": "keel.features.definitions",
+    "FeatureService": "keel.features.definitions",
+    "Field": "keel.features.definitions",
+    "get_training_set": "keel.features.offline",
+    "get_online_features": "keel.features.online",
+    "push": "keel.features.ingestion",
+    "materialize": "keel.features.materialization",
+    # pipelines
+    "step": "keel.pipelines.step",
+    "pipeline": "keel.pipelines.pipeline",
+    "tune": "keel.pipelines.tuning",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -58,7 +82,29 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from keel.contracts.api import validate
+    from keel.contracts.model import Contract
     from keel.errors import ContractViolation, KeelError
+    from keel.evaluation.evaluate import evaluate
+    from keel.features.definitions import (
+        Entity,
+        FeatureService,
+        FeatureView,
+        Field,
+        OnDemandFeatureView,
+        Source,
+    )
+    from keel.features.ingestion import push
+    from keel.features.materialization import materialize
+    from keel.features.offline import get_training_set
+    from keel.features.online import get_online_features
+    from keel.models.loader import load_model
+    from keel.models.package import log_model
+    from keel.pipelines.pipeline import pipeline
+    from keel.pipelines.step import step
+    from keel.pipelines.tuning import tune
+    from keel.registry.transitions import promote
+    from keel.registry.versions import register_model
     from keel.tracking.artifacts import (
         log_artifact,
         log_artifacts,

@@ -199,3 +199,22 @@ def test_signature_outside_feature_service_is_refused(project: Path) -> None:
         keel.log_dataset(train, "train")
         with pytest.raises(ValidationError, match=r"'visits' is not a feature of service 'churn_fs'"):
             keel.log_model(LogisticRegression().fit(_numeric(X), y), input_example=_numeric(X).head(2))
+
+
+def test_arrow_backed_input_reaches_the_model_as_numpy(project: Path) -> None:
+    """keel's training sets are Arrow-backed with pd.NA; sklearn models get float64 with NaN."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(1)
+    x = pd.DataFrame({"a": rng.normal(size=300), "b": rng.integers(0, 5, 300)})
+    x.loc[::7, "a"] = np.nan
+    y = (x["b"] > 2).astype(int)
+    model = HistGradientBoostingClassifier(max_iter=20).fit(x, y)
+    with keel.start_run() as run:
+        keel.log_model(model, signature=x)
+    loaded = keel.load_model(f"runs:/{run.id}/model")
+    arrow = x.astype({"a": "double[pyarrow]", "b": "int64[pyarrow]"})
+    assert arrow["a"].isna().sum() > 0
+    np.testing.assert_allclose(loaded.predict_proba(arrow), model.predict_proba(x))

@@ -124,7 +124,7 @@ class Signature:
                     hint=f"Fill or drop the nulls in '{strict[i]}', or log the model with a signature marking it nullable.",
                     column=strict[i],
                 )
-        return sub
+        return numpy_backed(sub)
 
     @property
     def _not_nullable(self) -> list[str]:
@@ -153,6 +153,35 @@ class Signature:
                 column=c.name,
             )
         return by_dtype
+
+
+def numpy_backed(df: Any) -> Any:
+    """Arrow-backed columns (keel's training sets and online lookups) as NumPy ones.
+
+    Models are mostly fit on NumPy-backed data, and scikit-learn cannot take
+    ``pd.NA``: numbers become float64 with NaN where null (ints stay ints when
+    complete), strings and others become objects with None.
+    """
+    import pandas as pd
+    import pyarrow as pa
+
+    arrow = [c for c, t in df.dtypes.items() if isinstance(t, pd.ArrowDtype)]
+    if not arrow:
+        return df
+    out = df.copy(deep=False)
+    for c in arrow:
+        col = df[c]
+        t = col.dtype.pyarrow_dtype
+        has_null = bool(col.isna().any())
+        if pa.types.is_floating(t) or (pa.types.is_integer(t) and has_null):
+            out[c] = col.astype("float64")
+        elif pa.types.is_integer(t):
+            out[c] = col.astype(t.to_pandas_dtype())
+        elif pa.types.is_boolean(t) and not has_null:
+            out[c] = col.astype(bool)
+        else:
+            out[c] = col.astype(object).where(col.notna(), None)
+    return out
 
 
 def as_frame(data: Any) -> Any:

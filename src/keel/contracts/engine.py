@@ -1,0 +1,648 @@
+"""Fused evaluation: every check of a contract in one aggregate scan.
+
+Each check becomes one or a few aggregate expressions (``count_if(<fails>)``,
+``min``, ``avg``, bin counts against the reference's edges...). All of them go
+into a single ``SELECT ... FROM t``, so DuckDB reads each column once, in
+parallel, whatever the number of checks, and every failure is found in the same
+pass. A few checks cannot be a plain aggregate and run as their own query:
+uniqueness and duplicate keys (one hash group-by each), monotonic order (one
+column fetched in order), referential checks (an anti-join), KS (a bounded
+sample) and Python functions. Failed checks cost one more small query each for
+a capped sample of failing values (``LIMIT``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from keel.contracts.model import Check, Contract
+from keel.contracts.profile import (
+    CATEGORICAL,
+    NUMERIC,
+    Profile,
+    bin_count_exprs,
+    ks_2samp,
+    psi,
+    valid_expr,
+)
+from keel.contracts.report import SAMPLE_SIZE, CheckResult
+from keel.contracts.rules import TYPE_FAMILIES
+from keel.contracts.source import Source, fetch_arrow, isnan_sql, lit, q
+
+KS_SAMPLE = 5000
+_EPS = 1e-12
+
+
+class _Query:
+    def __init__(self) -> None:
+        self.exprs: list[str] = []
+        self._index: dict[str, int] = {}
+
+    def add(self, expr: str) -> int:
+        i = self._index.get(expr)
+        if i is None:
+            i = self._index[expr] = len(self.exprs)
+            self.exprs.append(expr)
+        return i
+
+
+def evaluate(
+    contract: Contract,
+    src: Source,
+    references: dict[str, tuple[str, Profile | None]] | None = None,
+    *,
+    now: datetime | None = None,
+    resolve_source: Callable[[str], Any] | None = None,
+) -> tuple[int, list[CheckResult]]:
+    """Run every check of ``contract`` on ``src``; returns (row count, results).
+
+    ``references`` maps a reference spec (``last_accepted``...) to a
+    (description, profile) pair; relative checks without a profile are skipped.
+    """
+    return _Evaluation(contract, src, references or {}, now or datetime.now(UTC), resolve_source).run()
+
+
+class _Evaluation:
+    def __init__(
+        self,
+        contract: Contract,
+        src: Source,
+        refs: dict[str, tuple[str, Profile | None]],
+        now: datetime,
+        resolve_source: Callable[[str], Any] | None,
+    ) -> None:
+        self.contract = contract
+        self.src = src
+        self.refs = refs
+        self.now = now
+        self.resolve_source = resolve_source
+        self.query = _Query()
+        self.n_idx = self.query.add("count(*)")
+        self.results: dict[int, CheckResult] = {}
+        self.pending: list[tuple[int, Callable[[tuple[Any, ...], int], CheckResult]]] = []
+        self.later: list[tuple[int, Callable[[int], CheckResult]]] = []
+        self.fam = src.families
+        self._arrays: dict[str, Any] = {}
+
+    # -- helpers ----------------------------------------------------------
+    def result(self, chk: Check, status: str, observed: Any = None, **kw: Any) -> CheckResult:
+        return CheckResult(chk.id, chk.kind, chk.column, chk.severity, status, chk.describe(), observed, **kw)
+
+    def nulls(self, col: str) -> int:
+        qc = q(col)
+        if self.fam[col] == "float":
+            return self.query.add(f"count(*) - count({qc}) + count_if({isnan_sql(qc)})")
+        return self.query.add(f"count(*) - count({qc})")
+
+    def v(self, col: str) -> str:
+        return valid_expr(col, self.fam[col])
+
+    def rowwise(
+        self,
+        chk: Check,
+        fail_pred: str,
+        denominator: str,
+        observed: Callable[[tuple[Any, ...]], Any] | None = None,
+        *,
+        failing_index: int | None = None,
+    ) -> None:
+        """A check that counts failing rows; ``denominator`` is 'rows' or 'nonnull'."""
+        fi = self.query.add(f"count_if({fail_pred})") if failing_index is None else failing_index
+        ni = self.nulls(chk.column) if denominator == "nonnull" and chk.column else None
+        # String checks carry their sample in the fused query: DuckDB evaluates the
+        # shared predicate once, so it costs nothing, where a later LIMIT query
+        # would re-run an expensive predicate (a regex) over the whole column.
+        si = None
+        if chk.column and chk.kind != "not_null" and self.fam.get(chk.column) == "string":
+            si = self.query.add(f"min({q(chk.column)}, {SAMPLE_SIZE}) FILTER (WHERE {fail_pred})")
+
+        def finish(row: tuple[Any, ...], n: int) -> CheckResult:
+            failing = int(row[fi])
+            denom = n - int(row[ni]) if ni is not None else n
+            frac = failing / denom if denom else 0.0
+            ok = frac <= (1 - chk.mostly) + _EPS
+            obs = observed(row) if observed else None
+            res = self.result(chk, "pass" if ok else "fail", obs, failing_count=failing, failing_fraction=frac)
+            if failing and not ok and chk.kind != "not_null":
+                res.sample = list(row[si] or []) if si is not None else self.sample_where(fail_pred, chk.column)
+            return res
+
+        self.pending.append((self._slot, finish))
+
+    def sample_where(self, pred: str, column: str | None) -> list[Any]:
+        if column is None:
+            sql = f"SELECT 'row ' || CAST(rowid_ AS VARCHAR) FROM (SELECT row_number() OVER () - 1 AS rowid_, * FROM t) WHERE {pred} LIMIT {SAMPLE_SIZE}"
+        elif self.fam.get(column) in NUMERIC:
+            sql = f"SELECT CAST({q(column)} AS DOUBLE) FROM t WHERE {pred} LIMIT {SAMPLE_SIZE}"
+        else:
+            sql = f"SELECT CAST({q(column)} AS VARCHAR) FROM t WHERE {pred} LIMIT {SAMPLE_SIZE}"
+        try:
+            return [r[0] for r in self.src.con.execute(sql).fetchall()]
+        except Exception:
+            return []
+
+    # -- main -------------------------------------------------------------
+    def run(self) -> tuple[int, list[CheckResult]]:
+        out_first: list[CheckResult] = self.schema_results()
+        checks = self.contract.checks
+        for slot, chk in enumerate(checks):
+            self._slot = slot
+            missing = [c for c in chk.columns() if c not in self.src.types]
+            if missing:
+                optional = all(c in self.contract.columns and not self.contract.columns[c].required for c in missing)
+                status = "skip" if optional else "error"
+                self.results[slot] = self.result(chk, status, message=f"column {', '.join(map(repr, missing))} is missing from the data")
+                continue
+            try:
+                self.plan(chk)
+            except _Invalid as exc:
+                self.results[slot] = self.result(chk, "error", message=str(exc))
+        row = self.src.con.execute(f"SELECT {', '.join(self.query.exprs)} FROM t").fetchall()[0]
+        assert row is not None
+        n = int(row[self.n_idx])
+        for slot, finish in self.pending:
+            try:
+                self.results[slot] = finish(row, n)
+            except _Invalid as exc:
+                self.results[slot] = self.result(checks[slot], "error", message=str(exc))
+        for slot, run in self.later:
+            try:
+                self.results[slot] = run(n)
+            except _Invalid as exc:
+                self.results[slot] = self.result(checks[slot], "error", message=str(exc))
+        return n, out_first + [self.results[i] for i in range(len(checks))]
+
+    def schema_results(self) -> list[CheckResult]:
+        cols = self.contract.columns
+        if not cols:
+            return []
+        out = []
+        missing = [c for c, spec in cols.items() if spec.required and c not in self.src.types]
+        out.append(
+            CheckResult(
+                "schema.required_columns", "schema", None, "error", "fail" if missing else "pass",
+                f"columns {', '.join(c for c, s in cols.items() if s.required)} present",
+                observed=f"missing: {', '.join(missing)}" if missing else "all present",
+                failing_count=len(missing) or None,
+                message=_did_you_mean_all(missing, [c for c in self.src.types if c not in cols]),
+            )
+        )
+        if self.contract.unexpected_columns != "ignore":
+            extra = [c for c in self.src.types if c not in cols]
+            out.append(
+                CheckResult(
+                    "schema.unexpected_columns", "schema", None, self.contract.unexpected_columns,
+                    "fail" if extra else "pass", "no columns beyond those declared",
+                    observed=f"unexpected: {', '.join(extra)}" if extra else "none",
+                    failing_count=len(extra) or None,
+                    sample=extra[:SAMPLE_SIZE],
+                )
+            )
+        return out
+
+    def plan(self, chk: Check) -> None:
+        k, a = chk.kind, chk.args
+        col: str = chk.column or ""
+        fam = self.fam.get(col, "") if col else ""
+        v = self.v(col) if col else ""
+        if k == "type":
+            want = TYPE_FAMILIES[a["type"]]
+            ok = not want or fam in want
+            self.results[self._slot] = self.result(chk, "pass" if ok else "fail", self.src.types[col])
+        elif k == "not_null":
+            self.rowwise(chk, _null_pred(col, fam), "rows", failing_index=self.nulls(col))
+        elif k == "max_null_fraction":
+            ni = self.nulls(col)
+
+            def finish(row: tuple[Any, ...], n: int) -> CheckResult:
+                frac = int(row[ni]) / n if n else 0.0
+                return self.result(chk, "pass" if frac <= a["max"] + _EPS else "fail", frac, failing_count=int(row[ni]), failing_fraction=frac)
+
+            self.pending.append((self._slot, finish))
+        elif k in ("min", "max", "between", "positive"):
+            self.numeric_or_time(chk, fam)
+            lo = a.get("min") if k == "between" else a.get("value") if k == "min" else 0 if k == "positive" else None
+            hi = a.get("max") if k == "between" else a.get("value") if k == "max" else None
+            strict = a.get("strict", False) or k == "positive"
+            # Compare the raw column (fast, statistics-friendly); NULL never matches and
+            # NaN, which DuckDB sorts above +inf, is excluded only on rows that match.
+            x = q(col)
+            preds = []
+            if lo is not None:
+                preds.append(f"{x} {'<=' if strict else '<'} {lit(lo)}")
+            if hi is not None:
+                preds.append(f"{x} {'>=' if strict else '>'} {lit(hi)}")
+            pred = f"({' OR '.join(preds)})"
+            if fam == "float":
+                pred += f" AND NOT {isnan_sql(x)}"
+            mn, mx = self.query.add(f"min({x})"), self.query.add(f"max({x})")
+
+            def observed(row: tuple[Any, ...]) -> Any:
+                if k in ("min", "positive"):
+                    return row[mn]
+                if k == "max":
+                    return row[mx]
+                return f"[{_fmt(row[mn])}, {_fmt(row[mx])}]"
+
+            self.rowwise(chk, pred, "nonnull", observed)
+        elif k == "allowed_values":
+            values = a["values"]
+            if fam == "string":
+                inlist = ", ".join(lit(str(x)) for x in values)
+                pred = f"{v} NOT IN ({inlist})" if self.src.types[col] == "VARCHAR" else f"CAST({v} AS VARCHAR) NOT IN ({inlist})"
+            else:
+                inlist = ", ".join(lit(x) for x in values)
+                pred = f"{v} NOT IN ({inlist})"
+            self.rowwise(chk, pred, "nonnull")
+        elif k == "regex":
+            self.need(chk, fam in ("string",), "a string column")
+            self.rowwise(chk, f"NOT {_regex_sql(v, a['pattern'])}", "nonnull")
+        elif k == "length":
+            self.need(chk, fam in ("string", "binary"), "a string column")
+            preds = []
+            if a.get("min") is not None:
+                preds.append(f"length({v}) < {int(a['min'])}")
+            if a.get("max") is not None:
+                preds.append(f"length({v}) > {int(a['max'])}")
+            self.rowwise(chk, " OR ".join(preds), "nonnull")
+        elif k == "unique":
+            # A hash group-by of its own: a DISTINCT aggregate inside the fused query
+            # would push the whole query off DuckDB's fast ungrouped-aggregate path.
+            ni = self.nulls(col)
+
+            def finish_unique(row: tuple[Any, ...], n: int) -> CheckResult:
+                nonnull = n - int(row[ni])
+                if fam in ("int", "float", "timestamp", "timestamp_tz", "date") and self.src.types[col] not in ("HUGEINT", "UHUGEINT", "UBIGINT"):
+                    failing, repeated, sample = self.sorted_duplicates(col, fam)
+                else:
+                    failing, repeated, sample = self.duplicates([col], f"{v} IS NOT NULL")
+                frac = failing / nonnull if nonnull else 0.0
+                ok = frac <= (1 - chk.mostly) + _EPS
+                return self.result(chk, "pass" if ok else "fail", f"{repeated:,} repeated values", failing_count=failing, failing_fraction=frac, sample=sample if not ok else [])
+
+            self.pending.append((self._slot, finish_unique))
+        elif k == "duplicate_keys":
+            cols = a["columns"]
+
+            def finish_keys(row: tuple[Any, ...], n: int) -> CheckResult:
+                failing, repeated, sample = self.duplicates(cols, "TRUE")
+                frac = failing / n if n else 0.0
+                return self.result(chk, "fail" if failing else "pass", f"{repeated:,} repeated keys", failing_count=failing, failing_fraction=frac, sample=sample)
+
+            self.pending.append((self._slot, finish_keys))
+        elif k == "monotonic":
+            self.numeric_or_time(chk, fam)
+            self.later.append((self._slot, lambda n: self.monotonic(chk, fam)))
+        elif k == "freshness":
+            self.need(chk, fam in ("timestamp", "timestamp_tz", "date"), "a timestamp or date column")
+            if fam == "timestamp":
+                raise _Invalid(
+                    f"column {col!r} holds timestamps without a time zone, so their age is ambiguous; "
+                    "store them as UTC-aware (pandas: df[col].dt.tz_localize('UTC'); SQL: TIMESTAMPTZ)"
+                )
+            newest_sql = f"CAST(max({q(col)}) AS TIMESTAMP)" if fam == "date" else f"max({q(col)})"
+            mi = self.query.add(f"epoch_ms({newest_sql})")
+
+            def finish(row: tuple[Any, ...], n: int) -> CheckResult:
+                if row[mi] is None:
+                    return self.result(chk, "fail", None, message="the column has no values")
+                newest = datetime.fromtimestamp(row[mi] / 1000, tz=UTC)
+                age = (self.now - newest).total_seconds()
+                ok = age <= a["max_age"]
+                return self.result(chk, "pass" if ok else "fail", f"{newest.isoformat()} ({_age_text(age)} old)")
+
+            self.pending.append((self._slot, finish))
+        elif k == "row_count":
+            def finish(row: tuple[Any, ...], n: int) -> CheckResult:
+                ok = (a["min"] is None or n >= a["min"]) and (a["max"] is None or n <= a["max"])
+                return self.result(chk, "pass" if ok else "fail", n)
+
+            self.pending.append((self._slot, finish))
+        elif k == "referential":
+            self.later.append((self._slot, lambda n: self.referential(chk, n)))
+        elif k in ("sql", "custom"):
+            expr = a["expr"] if k == "sql" else None
+            if k == "custom":
+                from keel.contracts.custom import get_check
+
+                try:
+                    custom = get_check(a["check"])
+                except Exception as exc:
+                    raise _Invalid(str(exc)) from None
+                if custom.fn is not None:
+                    self.later.append((self._slot, lambda n: self.python_check(chk, custom.fn, n)))
+                    return
+                expr = custom.sql_for(a["params"])
+            try:
+                self.src.con.execute(f"SELECT count_if(NOT ({expr})) FROM t LIMIT 0").fetchall()
+            except Exception as exc:
+                raise _Invalid(f"the SQL expression {expr!r} does not run on this data: {str(exc).splitlines()[0]}") from None
+            self.rowwise(chk, f"NOT coalesce(({expr}), TRUE)", "rows")
+        elif chk.rule.relative:
+            self.relative(chk, fam)
+        else:  # pragma: no cover - every rule is handled above
+            raise _Invalid(f"no evaluator for {k!r}")
+
+    def need(self, chk: Check, ok: bool, what: str) -> None:
+        if not ok:
+            raise _Invalid(f"'{chk.kind}' needs {what}; {chk.column!r} is {self.src.types.get(chk.column or '', '?')}")
+
+    def numeric_or_time(self, chk: Check, fam: str) -> None:
+        if chk.kind == "monotonic":
+            self.need(chk, fam in NUMERIC or fam in ("timestamp", "timestamp_tz", "date"), "a numeric, date or timestamp column")
+        else:
+            self.need(chk, fam in NUMERIC, "a numeric column")
+
+    # -- checks that need their own query ---------------------------------
+    def duplicates(self, cols: list[str], where: str) -> tuple[int, int, list[Any]]:
+        """(rows whose key occurs more than once, surplus rows, a sample of such keys)."""
+        keys = ", ".join(q(c) for c in cols)
+        shown = " || ', ' || ".join(f"coalesce(CAST({q(c)} AS VARCHAR), 'NULL')" for c in cols)
+        sql = (
+            f"WITH g AS MATERIALIZED (SELECT {keys}, count(*) AS cnt FROM t WHERE {where} GROUP BY ALL HAVING count(*) > 1) "
+            f"SELECT (SELECT coalesce(sum(cnt), 0) FROM g), (SELECT count(*) FROM g), "
+            f"(SELECT list(k) FROM (SELECT {shown} AS k FROM g ORDER BY cnt DESC LIMIT {SAMPLE_SIZE}))"
+        )
+        row = self.src.con.execute(sql).fetchall()[0]
+        failing, groups = int(row[0]), int(row[1])
+        return failing, failing - groups, list(row[2] or [])
+
+    def column_values(self, col: str, fam: str) -> Any:
+        """The non-null values of ``col`` in row order, as float64 (fetched once per column)."""
+        import numpy as np
+
+        cached = self._arrays.get(col)
+        if cached is not None:
+            return cached
+        x = f"epoch_us({q(col)})" if fam in ("timestamp", "timestamp_tz") else f"CAST({valid_expr(col, fam)} AS DOUBLE)"
+        if fam == "date":
+            x = f"CAST(date_diff('day', DATE '1970-01-01', {q(col)}) AS DOUBLE)"
+        if fam == "int" and self.src.types[col] in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER"):
+            x = f"CAST({q(col)} AS BIGINT)"  # exact: float64 would merge ids above 2**53
+        arr = self.src.con.execute(f"SELECT {x} AS x FROM t").fetchnumpy()["x"]
+        if isinstance(arr, np.ma.MaskedArray):
+            values = np.ma.compressed(arr if arr.dtype.kind in "iu" else arr.astype("float64"))
+        elif arr.dtype.kind in "iu":
+            values = np.asarray(arr)
+        else:
+            values = np.asarray(arr, dtype="float64")
+            values = values[~np.isnan(values)]
+        self._arrays[col] = values
+        return values
+
+    def sorted_duplicates(self, col: str, fam: str) -> tuple[int, int, list[Any]]:
+        """Like :meth:`duplicates` for a numeric or time column: a numpy sort beats a hash group-by."""
+        import numpy as np
+
+        values = np.sort(self.column_values(col, fam))
+        eq = values[1:] == values[:-1]
+        dup = np.zeros(len(values), dtype=bool)
+        dup[1:] |= eq
+        dup[:-1] |= eq
+        repeated = int(eq.sum())
+        sample = [_plain(x, fam) for x in np.unique(values[dup])[:SAMPLE_SIZE]] if repeated else []
+        return int(dup.sum()), repeated, sample
+
+    def monotonic(self, chk: Check, fam: str) -> CheckResult:
+        import numpy as np
+
+        values = self.column_values(chk.column or "", fam)
+        d = np.diff(values)
+        if chk.args["direction"] == "decreasing":
+            d = -d
+        bad = d <= 0 if chk.args["strict"] else d < 0
+        failing = int(bad.sum())
+        steps = len(d)
+        frac = failing / steps if steps else 0.0
+        ok = frac <= (1 - chk.mostly) + _EPS
+        res = self.result(chk, "pass" if ok else "fail", f"{failing:,} out-of-order steps", failing_count=failing, failing_fraction=frac)
+        if failing and not ok:
+            at = np.flatnonzero(bad)[:SAMPLE_SIZE]
+            res.sample = [f"{_fmt(values[i])} -> {_fmt(values[i + 1])}" for i in at]
+        return res
+
+    def referential(self, chk: Check, n: int) -> CheckResult:
+        a = chk.args
+        ref_data = self.resolve_source(a["source"]) if self.resolve_source else a["source"]
+        with Source(ref_data) as ref:
+            if a["ref_column"] not in ref.types:
+                from keel.errors import did_you_mean
+
+                raise _Invalid(f"{a['source']!r} has no column {a['ref_column']!r}.{did_you_mean(a['ref_column'], ref.types)}")
+            keys = fetch_arrow(ref.con, f"SELECT DISTINCT {q(a['ref_column'])} AS k FROM t WHERE {q(a['ref_column'])} IS NOT NULL")
+        con = self.src.con
+        con.register("ref_keys", keys)
+        try:
+            col = q(a["column"])
+            pred = f"{col} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ref_keys WHERE ref_keys.k = t.{col})"
+            row = con.execute(f"SELECT count_if({pred}), count({col}) FROM t").fetchall()[0]
+            assert row is not None
+            failing, nonnull = int(row[0]), int(row[1])
+            frac = failing / nonnull if nonnull else 0.0
+            res = self.result(chk, "pass" if not failing else "fail", f"{failing:,} values not found", failing_count=failing, failing_fraction=frac)
+            if failing:
+                cast = "DOUBLE" if self.fam.get(a["column"]) in NUMERIC else "VARCHAR"
+                res.sample = [r[0] for r in con.execute(f"SELECT CAST({col} AS {cast}) FROM t WHERE {pred} LIMIT {SAMPLE_SIZE}").fetchall()]
+            return res
+        finally:
+            con.unregister("ref_keys")
+
+    def python_check(self, chk: Check, fn: Any, n: int) -> CheckResult:
+        import numpy as np
+
+        if self.src.kind == "pandas":
+            df = self.src.data.copy(deep=True)  # the function cannot touch the caller's frame
+        else:
+            df = fetch_arrow(self.src.con, "SELECT * FROM t").to_pandas()
+        try:
+            out = fn(df, **chk.args["params"])
+        except Exception as exc:
+            raise _Invalid(f"custom check {chk.args['check']!r} raised {type(exc).__name__}: {exc}") from None
+        if isinstance(out, bool | np.bool_):
+            return self.result(chk, "pass" if out else "fail", bool(out))
+        passed = np.asarray(out, dtype=bool)
+        if passed.shape != (n,):
+            raise _Invalid(f"custom check {chk.args['check']!r} returned {passed.shape} values for {n} rows; return one bool per row or a single bool")
+        failing = int((~passed).sum())
+        frac = failing / n if n else 0.0
+        ok = frac <= (1 - chk.mostly) + _EPS
+        res = self.result(chk, "pass" if ok else "fail", None, failing_count=failing, failing_fraction=frac)
+        if failing and not ok:
+            res.sample = [f"row {i}" for i in np.flatnonzero(~passed)[:SAMPLE_SIZE]]
+        return res
+
+    # -- relative checks --------------------------------------------------
+    def relative(self, chk: Check, fam: str) -> None:
+        spec = chk.reference or self.contract.reference
+        desc, profile = self.refs.get(spec, (spec, None))
+        a, col, k = chk.args, chk.column, chk.kind
+        if profile is None:
+            self.results[self._slot] = self.result(chk, "skip", message=f"no reference yet ({desc})")
+            return
+        if k == "row_count_change":
+            def finish_rc(row: tuple[Any, ...], n: int) -> CheckResult:
+                ref_n = profile.num_rows
+                change = (n - ref_n) / ref_n * 100 if ref_n else math.inf
+                ok = abs(change) <= a["max_pct"] + _EPS
+                return self.result(chk, "pass" if ok else "fail", f"{n:,} rows (ref {ref_n:,}, {change:+.2f}%)")
+
+            self.pending.append((self._slot, finish_rc))
+            return
+        assert col is not None
+        ref = profile.columns.get(col)
+        if ref is None:
+            self.results[self._slot] = self.result(chk, "skip", message=f"the reference ({desc}) has no profile of {col!r}")
+            return
+        v = self.v(col)
+        if k == "null_rate_increase":
+            ni = self.nulls(col)
+
+            def finish_nr(row: tuple[Any, ...], n: int) -> CheckResult:
+                rate = int(row[ni]) / n if n else 0.0
+                diff = (rate - ref.null_rate) * 100
+                ok = diff <= a["max_points"] + _EPS
+                return self.result(chk, "pass" if ok else "fail", f"{rate:.2%} null (ref {ref.null_rate:.2%}, {diff:+.2f} points)", failing_count=int(row[ni]), failing_fraction=rate)
+
+            self.pending.append((self._slot, finish_nr))
+        elif k == "mean_change":
+            self.need(chk, fam in NUMERIC, "a numeric column")
+            mi = self.query.add(f"avg(CAST({v} AS DOUBLE))")
+
+            def finish_mean(row: tuple[Any, ...], n: int) -> CheckResult:
+                cur, base = row[mi], ref.mean
+                if cur is None or base is None:
+                    return self.result(chk, "skip", cur, message="no values to average")
+                change = (cur - base) / abs(base) * 100 if base else (0.0 if cur == base else math.inf)
+                ok = abs(change) <= a["max_pct"] + _EPS
+                return self.result(chk, "pass" if ok else "fail", f"{cur:.6g} (ref {base:.6g}, {change:+.2f}%)")
+
+            self.pending.append((self._slot, finish_mean))
+        elif k == "psi":
+            self.need(chk, fam in NUMERIC or fam in CATEGORICAL, "a numeric or categorical column")
+            if fam in NUMERIC:
+                if ref.bin_edges is None or ref.bin_counts is None:
+                    raise _Invalid(f"the reference ({desc}) has no bins for {col!r}")
+                idx = [self.query.add(e) for e in bin_count_exprs(col, fam, ref.bin_edges)]
+
+                def finish_psi(row: tuple[Any, ...], n: int) -> CheckResult:
+                    assert ref.bin_counts is not None
+                    value = psi(ref.bin_counts, [int(row[i]) for i in idx])
+                    ok = not math.isnan(value) and value < a["max"]
+                    return self.result(chk, "pass" if ok else "fail", value)
+
+                self.pending.append((self._slot, finish_psi))
+            else:
+                hi = self.hist(col, ref, desc)
+
+                def finish_psi_cat(row: tuple[Any, ...], n: int) -> CheckResult:
+                    assert ref.categories is not None
+                    cur = _hist(row[hi])
+                    keys = sorted(set(ref.categories) | set(cur))
+                    value = psi([ref.categories.get(x, 0) for x in keys], [cur.get(x, 0) for x in keys])
+                    ok = not math.isnan(value) and value < a["max"]
+                    return self.result(chk, "pass" if ok else "fail", value)
+
+                self.pending.append((self._slot, finish_psi_cat))
+        elif k == "ks":
+            self.need(chk, fam in NUMERIC, "a numeric column")
+            if not ref.sample:
+                raise _Invalid(f"the reference ({desc}) has no sample of {col!r}")
+            sample = ref.sample
+
+            def run_ks(n: int) -> CheckResult:
+                cur = self.src.sample([col], KS_SAMPLE, seed=29)[col]
+                import numpy as np
+
+                d, p = ks_2samp(cur, np.asarray(sample))
+                ok = not math.isnan(p) and p > a["min_pvalue"]
+                return self.result(chk, "pass" if ok else "fail", p, message=f"D={d:.4f}" if not ok else "")
+
+            self.later.append((self._slot, run_ks))
+        elif k in ("category_share", "no_new_categories"):
+            hi = self.hist(col, ref, desc)
+
+            def finish_cat(row: tuple[Any, ...], n: int) -> CheckResult:
+                assert ref.categories is not None
+                cur = _hist(row[hi])
+                if k == "no_new_categories":
+                    new = sorted(set(cur) - set(ref.categories), key=lambda x: -cur[x])
+                    failing = sum(cur[x] for x in new)
+                    total = sum(cur.values())
+                    return self.result(
+                        chk, "fail" if new else "pass", f"{len(new)} new categories",
+                        failing_count=failing, failing_fraction=failing / total if total else 0.0, sample=new[:SAMPLE_SIZE],
+                    )
+                tot_c, tot_r = sum(cur.values()), sum(ref.categories.values())
+                keys = a["values"] if a.get("values") else sorted(set(ref.categories) | set(cur))
+                moves = {}
+                for key in map(str, keys):
+                    sc = cur.get(key, 0) / tot_c if tot_c else 0.0
+                    sr = ref.categories.get(key, 0) / tot_r if tot_r else 0.0
+                    moves[key] = (sc - sr) * 100
+                worst = max(moves, key=lambda x: abs(moves[x])) if moves else None
+                bad = [f"{x}: {moves[x]:+.2f} pts" for x in sorted(moves, key=lambda x: -abs(moves[x])) if abs(moves[x]) > a["max_points"] + _EPS]
+                observed = f"largest move {worst}: {moves[worst]:+.2f} points" if worst is not None else "no values"
+                return self.result(chk, "fail" if bad else "pass", observed, failing_count=len(bad) or None, sample=bad[:SAMPLE_SIZE])
+
+            self.pending.append((self._slot, finish_cat))
+        else:  # pragma: no cover
+            raise _Invalid(f"no evaluator for {k!r}")
+
+    def hist(self, col: str, ref: Any, desc: str) -> int:
+        if ref.categories is None:
+            raise _Invalid(f"the reference ({desc}) has too many distinct values in {col!r} to compare categories")
+        return self.query.add(f"histogram({q(col)})")
+
+
+class _Invalid(Exception):
+    """A check cannot be evaluated on this data (reported as status 'error')."""
+
+
+def _regex_sql(expr: str, pattern: str) -> str:
+    """Search semantics; a pattern anchored at both ends becomes a (faster) full match."""
+    inner = pattern[1:-1]
+    if pattern.startswith("^") and pattern.endswith("$") and not pattern.endswith("\\$") and "|" not in inner:
+        return f"regexp_full_match({expr}, {lit(inner)})"
+    return f"regexp_matches({expr}, {lit(pattern)})"
+
+
+def _null_pred(col: str, fam: str) -> str:
+    qc = q(col)
+    return f"({qc} IS NULL OR {isnan_sql(qc)})" if fam == "float" else f"{qc} IS NULL"
+
+
+def _hist(value: Any) -> dict[str, int]:
+    return {str(k): int(v) for k, v in (value or {}).items() if k is not None}
+
+
+def _plain(x: float, fam: str) -> Any:
+    """A value from :meth:`column_values` back in its column's terms, for samples."""
+    if fam == "int":
+        return str(int(x))
+    if fam == "date":
+        return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=int(x))).date().isoformat()
+    if fam in ("timestamp", "timestamp_tz"):
+        return datetime.fromtimestamp(x / 1e6, tz=UTC).isoformat()
+    return str(x)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def _age_text(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if abs(seconds) >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _did_you_mean_all(missing: list[str], extra: list[str]) -> str:
+    from keel.errors import did_you_mean
+
+    hints = [f"'{m}'?{did_you_mean(m, extra)}" for m in missing if did_you_mean(m, extra)]
+    return " ".join(h.split("?", 1)[1].strip() for h in hints)
+
