@@ -67,13 +67,14 @@ def test_failed_run_keeps_the_traceback(any_project: Path) -> None:
 
 
 def test_nested_runs_and_active_run_conflict(any_project: Path) -> None:
-    with keel.start_run(name="parent") as parent:
+    with keel.start_run(name="parent", experiment="outer") as parent:
         with pytest.raises(ConflictError, match="already active"):
             keel.start_run()
         with keel.start_run(name="child", nested=True) as child:
             keel.log_metric("c", 1)
         assert keel.active_run() is parent
     assert keel.get_run(child.id).parent_id == parent.id
+    assert keel.get_run(child.id).experiment == keel.get_run(parent.id).experiment
     assert keel.get_run(parent.id).children == [child.id]
     assert keel.active_run() is None
 

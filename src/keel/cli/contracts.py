@@ -27,6 +27,7 @@ def validate(
 
     Example: keel validate data/orders.parquet --contract contracts/orders.yaml
     """
+    import keel.features  # noqa: F401  (registers sources and feature views as targets)
     from keel.contracts import validate as run_validation
     from keel.contracts.targets import attached_contracts, resolve_data
 
@@ -81,6 +82,7 @@ def suggest(
 
     Example: keel contracts suggest data/orders.parquet -o contracts/orders.yaml
     """
+    import keel.features  # noqa: F401  (registers sources and feature views as targets)
     from keel.contracts.suggest import suggest as run_suggest
     from keel.contracts.targets import resolve_data
     from keel.errors import ConflictError

@@ -79,3 +79,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from keel.features.online import get_online_features
     from keel.features.registry import apply
     from keel.features.skew import check_skew
+
+
+def _register_contract_targets() -> None:
+    from keel.features.targets import register
+
+    register()
+
+
+_register_contract_targets()

@@ -206,7 +206,7 @@ def materialize(
         t0 = time.perf_counter()
         con = connect()
         rows = view_relation(con, view)
-        _check_contracts(view.name, con.table(rows))
+        _check_contracts(view.name, con.table(rows), "materialize")
         has_created = view.source.created_timestamp_field is not None
         mark_col = CREATED if has_created else EVENT
         end_us = int(end.timestamp() * 1_000_000)

@@ -47,13 +47,17 @@ _ACCEPT: dict[str, set[str]] = {
 }
 
 
-def _check_contracts(target_name: str, relation: duckdb.DuckDBPyRelation) -> None:
-    """Hook for data contracts (keel.contracts): called with the rows of a feature view
-    before a training set is built from it and before it is materialized.
+def _check_contracts(target_name: str, relation: duckdb.DuckDBPyRelation, stage: str) -> None:
+    """Data contracts attached to a feature view (``contracts/<view>.yaml`` or keel.yaml
+    ``contracts:``) check its rows before a training set is built from it and before it
+    is materialized; an error-level failure raises ContractViolation and nothing is built."""
+    from keel.contracts.targets import attached_contracts
 
-    It does nothing yet; the contracts subsystem wires its check in here and raises
-    ContractViolation on an error-level failure.
-    """
+    if not attached_contracts(target_name):
+        return
+    from keel.contracts import enforce
+
+    enforce(target_name, relation.arrow(), stage=stage)
 
 
 def q(name: str) -> str:
@@ -388,7 +392,7 @@ def point_in_time_join(
     relations = []
     for i, view in enumerate(selection.views):
         rows = view_relation(con, view)
-        _check_contracts(view.name, con.table(rows))
+        _check_contracts(view.name, con.table(rows), "training_set")
         _check_key_types(con, view, rows, "__entity")
         relations.append(rows)
         tl = timeline(con, view, rows, respect_created=respect_created_time)

@@ -12,13 +12,18 @@ a real pipeline would.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 PLANS = ["basic", "standard", "premium"]
 REGIONS = ["north", "south", "east", "west"]
-START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _start(days: int) -> datetime:
+    """The first day of data: ``days`` before today (UTC midnight), so the newest usage is fresh."""
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return today - timedelta(days=days - 1)
 
 
 @dataclass
@@ -33,12 +38,13 @@ def generate(n_customers: int = 3_000, days: int = 120, seed: int = 7) -> ChurnD
     import pandas as pd
 
     rng = np.random.default_rng(seed)
+    start = _start(days)
     ids = np.arange(1, n_customers + 1, dtype="int64")
     plan = rng.choice(PLANS, n_customers, p=[0.5, 0.35, 0.15])
     region = rng.choice(REGIONS, n_customers)
     tenure = rng.integers(1, 72, n_customers)
     fee = np.select([plan == "basic", plan == "standard"], [19.0, 39.0], 69.0) + rng.normal(0, 2, n_customers).round(2)
-    signup = START - pd.to_timedelta(tenure * 30, unit="D")
+    signup = start - pd.to_timedelta(tenure * 30, unit="D")
     customers = pd.DataFrame(
         {
             "customer_id": ids,
@@ -60,7 +66,7 @@ def generate(n_customers: int = 3_000, days: int = 120, seed: int = 7) -> ChurnD
     minutes = np.round(sessions * rng.gamma(2.0, np.repeat(base_minutes[:, None] / 6, days, axis=1)), 1)
     tickets = rng.poisson(np.clip(0.03 + 0.15 * (1 - trend), 0.01, None))
     failures = rng.poisson(0.01 + 0.04 * (plan[:, None] == "basic") * np.ones((1, days)))
-    ts = pd.Timestamp(START) + pd.to_timedelta(np.tile(day, n_customers), unit="D")
+    ts = pd.Timestamp(start) + pd.to_timedelta(np.tile(day, n_customers), unit="D")
     usage = pd.DataFrame(
         {
             "customer_id": np.repeat(ids, days),
@@ -90,7 +96,7 @@ def generate(n_customers: int = 3_000, days: int = 120, seed: int = 7) -> ChurnD
             pd.DataFrame(
                 {
                     "customer_id": ids,
-                    "event_timestamp": pd.Timestamp(START) + pd.to_timedelta(d, unit="D") + pd.Timedelta(hours=12),
+                    "event_timestamp": pd.Timestamp(start) + pd.to_timedelta(d, unit="D") + pd.Timedelta(hours=12),
                     "churned": churned.astype("int64"),
                 }
             )

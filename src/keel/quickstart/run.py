@@ -1,8 +1,19 @@
-"""The quickstart: a churn project from raw data to tracked, compared models."""
+"""The quickstart: a churn project from raw data to a gated production model and back.
+
+It creates (or reuses) a project folder with `features.py`, `contracts/usage.yaml`
+and `pipelines.py` copied from the template next to this module, generates the
+data, and runs the project's training pipeline: contract -> features ->
+point-in-time training set -> Optuna-tuned LightGBM -> evaluation against the
+champion -> gated promotion. Then it serves a few customers from the online
+store with the production model, and shows a bad batch being blocked. Run
+again in the same folder, the pipeline is served from cache.
+"""
 
 from __future__ import annotations
 
-import os
+import importlib
+import shutil
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,26 +22,25 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 
 from keel import config
 
-EXPERIMENT = "churn-quickstart"
-
-# (name, estimator factory key, params): the candidates the quickstart compares
-CANDIDATES: list[tuple[str, str, dict[str, Any]]] = [
-    ("logreg-C0.1", "logreg", {"C": 0.1}),
-    ("logreg-C1", "logreg", {"C": 1.0}),
-    ("forest-d6", "forest", {"n_estimators": 150, "max_depth": 6}),
-    ("lgbm-15", "lgbm", {"num_leaves": 15, "learning_rate": 0.05, "n_estimators": 200}),
-    ("lgbm-31", "lgbm", {"num_leaves": 31, "learning_rate": 0.05, "n_estimators": 200}),
-]
+TEMPLATE = Path(__file__).with_name("template")
+PROJECT_FILES = ["features.py", "pipelines.py", "contracts/usage_feed.yaml"]
 
 
 @dataclass
 class QuickstartResult:
     folder: Path
-    runs: Any = None  # DataFrame of the compared runs
-    best_run: str | None = None
+    pipeline_run: str | None = None
+    steps: int = 0
+    cached_steps: int = 0
+    time_saved_s: float = 0.0
+    output: dict[str, Any] = field(default_factory=dict)
+    blocked_run: str | None = None
+    blocked_checks: list[str] = field(default_factory=list)
+    served: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -39,133 +49,38 @@ def _stage(console: Console, result: QuickstartResult, title: str) -> Iterator[N
     start = time.perf_counter()
     with console.status(f"[bold]{title}[/] ..."):
         yield
-    result.timings[title] = time.perf_counter() - start
+    result.timings[title] = round(time.perf_counter() - start, 3)
     console.print(f"[green]✓[/] {title} [dim]({result.timings[title]:.1f}s)[/]")
 
 
-def _estimator(kind: str, params: dict[str, Any]) -> Any:
-    if kind == "logreg":
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
-        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, **params))
-    if kind == "forest":
-        from sklearn.ensemble import RandomForestClassifier
-
-        return RandomForestClassifier(random_state=0, n_jobs=1, **params)
-    import lightgbm
-
-    return lightgbm.LGBMClassifier(random_state=0, verbose=-1, n_jobs=1, **params)
-
-
 def ensure_project(folder: Path) -> Path:
+    """Create the project (keel.yaml, .keel/, the template files) unless it exists; chdir into it."""
     folder = folder.resolve()
     if not (folder / config.CONFIG_FILE).exists():
         config.init_project(folder)
-        with (folder / config.CONFIG_FILE).open("a") as f:
-            f.write("# created by keel quickstart\n")
+    for rel in PROJECT_FILES:
+        dest = folder / rel
+        if not dest.exists():  # never overwrite a file the user may have edited
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(TEMPLATE / rel, dest)
+    import os
+
     os.chdir(folder)
     config.reset()
     return folder
 
 
-def training_table(data_dir: Path) -> Any:
-    """Labels joined with customer attributes and the 30 days of usage before each label."""
-    import duckdb
-
-    con = duckdb.connect()
-    sql = f"""
-        WITH l AS (SELECT * FROM read_parquet('{data_dir / "labels.parquet"}')),
-        u AS (SELECT * FROM read_parquet('{data_dir / "usage.parquet"}')),
-        c AS (SELECT * FROM read_parquet('{data_dir / "customers.parquet"}'))
-        SELECT l.customer_id, l.event_timestamp, c.plan, c.region, c.tenure_months, c.monthly_fee,
-               sum(u.sessions) AS sessions_30d, sum(u.minutes) AS minutes_30d,
-               sum(u.support_tickets) AS tickets_30d, sum(u.payment_failures) AS failures_30d,
-               l.churned
-        FROM l JOIN c USING (customer_id)
-        LEFT JOIN u ON u.customer_id = l.customer_id
-             AND u.event_timestamp <= l.event_timestamp
-             AND u.event_timestamp > l.event_timestamp - INTERVAL 30 DAY
-             AND u.created_timestamp <= l.event_timestamp
-        GROUP BY ALL
-        ORDER BY l.event_timestamp, l.customer_id
-    """
-    return con.sql(sql).df()
-
-
-def _xy(df: Any) -> tuple[Any, Any]:
-    import pandas as pd
-
-    x = df.drop(columns=["customer_id", "event_timestamp", "churned"])
-    x = pd.get_dummies(x, columns=[c for c in ("plan", "region") if c in x.columns], dtype="float64").fillna(0.0)
-    return x, df["churned"].to_numpy()
-
-
-def train_candidates(train: Any, valid: Any, console: Console) -> list[str]:
-    import numpy as np
-    from rich.progress import Progress
-    from sklearn import metrics as skm
-
-    import keel
-
-    keel.set_experiment(EXPERIMENT)
-    x_train, y_train = _xy(train)
-    x_valid, y_valid = _xy(valid)
-    x_valid = x_valid.reindex(columns=x_train.columns, fill_value=0.0)
-    run_ids = []
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("training candidates", total=len(CANDIDATES))
-        for name, kind, params in CANDIDATES:
-            keel.seed(0)
-            with keel.start_run(name=name) as run:
-                keel.log_params({"model": kind, **params})
-                keel.set_tag("stage", "quickstart")
-                keel.log_dataset(train, name="train", context="training")
-                keel.log_dataset(valid, name="valid", context="validation")
-                model = _estimator(kind, params)
-                if kind == "lgbm":
-                    import inspect
-
-                    if "eval_X" in inspect.signature(model.fit).parameters:  # lightgbm >= 4.6
-                        model.fit(x_train, y_train, eval_X=(x_valid,), eval_y=(y_valid,), eval_metric="auc")
-                    else:
-                        model.fit(x_train, y_train, eval_set=[(x_valid, y_valid)], eval_metric="auc")
-                    for step, (auc, loss) in enumerate(zip(model.evals_result_["valid_0"]["auc"], model.evals_result_["valid_0"]["binary_logloss"], strict=True)):
-                        keel.log_metrics({"valid_auc": auc, "valid_logloss": loss}, step=step)
-                else:
-                    model.fit(x_train, y_train)
-                proba = model.predict_proba(x_valid)[:, 1]
-                keel.log_metrics(
-                    {
-                        "roc_auc": skm.roc_auc_score(y_valid, proba),
-                        "pr_auc": skm.average_precision_score(y_valid, proba),
-                        "log_loss": skm.log_loss(y_valid, np.clip(proba, 1e-7, 1 - 1e-7)),
-                        "accuracy": skm.accuracy_score(y_valid, proba >= 0.5),
-                    },
-                    step=0,
-                )
-                _log_pickled_model(model, list(x_train.columns))
-                run_ids.append(run.id)
-            progress.advance(task)
-    return run_ids
-
-
-def _log_pickled_model(model: Any, feature_names: list[str]) -> None:
-    import pickle
-    import tempfile
-
-    import keel
-
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "model"
-        folder.mkdir()
-        (folder / "model.pkl").write_bytes(pickle.dumps(model))
-        keel.log_dict({"feature_names": feature_names, "class": f"{type(model).__module__}.{type(model).__name__}"}, "model/meta.json")
-        keel.log_artifact(folder / "model.pkl", name="model/model.pkl")
+def _pipeline(folder: Path) -> Any:
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    module = importlib.import_module("pipelines")
+    if Path(getattr(module, "__file__", "")).resolve().parent != folder:  # another project's module
+        module = importlib.reload(module)
+    return module.training
 
 
 def run_quickstart(folder: Path, console: Console | None = None, n_customers: int = 3_000) -> QuickstartResult:
+    from keel.pipelines import FileRef, StepFailed
     from keel.quickstart import data as qdata
 
     console = console or Console()
@@ -173,37 +88,139 @@ def run_quickstart(folder: Path, console: Console | None = None, n_customers: in
     result = QuickstartResult(ensure_project(folder))
     console.print(f"[bold]keel quickstart[/] in {result.folder}")
     data_dir = result.folder / "data"
-    with _stage(console, result, "Generate the churn data set"):
+
+    with _stage(console, result, "Generate the churn data set (customers, daily usage, labels)"):
         if not (data_dir / "labels.parquet").exists():
             qdata.write(qdata.generate(n_customers=n_customers), data_dir)
-    with _stage(console, result, "Build the training table (30 days of usage before each label)"):
-        table = training_table(data_dir)
-        cut = table["event_timestamp"].quantile(0.75)
-        train, valid = table[table["event_timestamp"] < cut], table[table["event_timestamp"] >= cut]
-    with _stage(console, result, f"Train and track {len(CANDIDATES)} candidate models"):
-        ids = train_candidates(train, valid, console)
-    import keel
 
-    runs = keel.search_runs(EXPERIMENT, filter="tags.stage = 'quickstart' and status = 'finished'", order_by=["metrics.roc_auc DESC"], max_results=len(ids) * 10)
-    runs = runs[runs["run_id"].isin(ids)]
-    result.runs = runs
-    result.best_run = str(runs.iloc[0]["run_id"]) if len(runs) else None
-    _print_comparison(console, runs)
+    training = _pipeline(result.folder)
+    with _stage(console, result, "Run pipelines:training (contract → features → training set → tuning → registry)"):
+        run = training.run()
+    features_of = importlib.import_module("pipelines").features_of
+    result.pipeline_run, result.steps, result.cached_steps, result.time_saved_s = run.run_id, len(run.steps), run.cached, run.time_saved_s
+    result.output = dict(run.output)
+    _print_steps(console, run)
+    console.print(f"  {run.summary()}")
+    _print_tuning(console, run)
+    _print_status(console)
+
+    with _stage(console, result, "Serve: materialize features, look up customers online, predict with models:/churn@production"):
+        result.served = _serve(console, features_of)
+
+    with _stage(console, result, "A bad usage batch arrives: the same pipeline, blocked by the contract"):
+        bad = data_dir / "incoming" / "usage-bad-batch.parquet"
+        if not bad.exists():
+            bad.parent.mkdir(parents=True, exist_ok=True)
+            qdata.bad_batch(qdata.ChurnData(*(__import__("pandas").read_parquet(data_dir / f"{n}.parquet") for n in ("customers", "usage", "labels")))).to_parquet(bad, index=False)
+        try:
+            training.run({"usage": FileRef(str(bad))})
+        except StepFailed as exc:
+            result.blocked_run = exc.result.run_id if exc.result is not None else None
+            failed = [s for s in (exc.result.steps.values() if exc.result else []) if s.status == "failed"]
+            result.blocked_checks = _contract_failures(exc)
+            console.print(f"  [red]blocked[/] at step [bold]{failed[0].name if failed else '?'}[/]: run {str(result.blocked_run)[:12]} is failed; nothing downstream ran")
+            for line in result.blocked_checks[:6]:
+                console.print(f"    [red]✗[/] {line}")
+        else:
+            console.print("  [yellow]the bad batch was not blocked: check contracts/usage.yaml[/]")
+
     s = config.settings()
     console.print(
-        f"\nStored: metadata [bold]{s.metadata_uri}[/]\n        artifacts [bold]{s.artifacts_uri}[/]\n        data [bold]{data_dir}[/]"
-        f"\nBest run: [bold]{result.best_run}[/]. Next: keel runs show {str(result.best_run)[:8]} · keel runs ls -o 'metrics.roc_auc DESC'"
+        f"\nStored: metadata [bold]{s.metadata_uri}[/]\n        artifacts [bold]{s.artifacts_uri}[/]\n        online features [bold]{s.online_uri}[/]\n        data [bold]{data_dir}[/]"
+        "\nNext: keel models status churn · keel pipelines show " + str(result.pipeline_run)[:8] + " · keel runs ls -e churn -o 'metrics.valid_roc_auc DESC'"
+        "\nRun `keel quickstart` again: the pipeline comes from cache."
     )
-    result.timings["total"] = time.perf_counter() - start
+    result.timings["total"] = round(time.perf_counter() - start, 3)
     return result
 
 
-def _print_comparison(console: Console, runs: Any) -> None:
-    from rich.table import Table
+def _contract_failures(exc: BaseException) -> list[str]:
+    """The failed checks of the ContractViolation behind a failed step, as one line each."""
+    from keel.errors import ContractViolation
 
-    t = Table(title="Candidates on the validation window (best first)", header_style="bold")
-    for col in ("run", "model", "roc_auc", "pr_auc", "log_loss", "accuracy", "run id"):
+    seen: BaseException | None = exc
+    while seen is not None and not isinstance(seen, ContractViolation):
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(seen, ContractViolation) and seen.report is not None:
+        from keel.contracts.report import describe_failure
+
+        return [describe_failure(r) for r in seen.report.failures]
+    text = str(exc)
+    return [line.strip() for line in text.splitlines() if line.strip()][:6]
+
+
+def _print_steps(console: Console, run: Any) -> None:
+    t = Table(title=f"Pipeline run {run.run_id[:12]}", header_style="bold")
+    for col in ("step", "status", "cache", "seconds"):
         t.add_column(col)
-    for _, r in runs.iterrows():
-        t.add_row(str(r["run_name"]), str(r.get("params.model", "")), *(f"{r.get(f'metrics.{m}', float('nan')):.4f}" for m in ("roc_auc", "pr_auc", "log_loss", "accuracy")), str(r["run_id"])[:12])
+    for step in run.steps.values():
+        t.add_row(step.name, step.status, "hit" if step.cache_hit else "miss", f"{step.duration_s:.2f}")
     console.print(t)
+
+
+def _print_tuning(console: Console, run: Any) -> None:
+    import keel
+
+    trials = keel.search_runs("churn", filter="tags.`keel.kind` = 'trial'", order_by=["metrics.valid_roc_auc DESC"], max_results=5,
+                              columns=["metrics.valid_roc_auc", "params.num_leaves", "params.learning_rate", "params.min_child_samples"])
+    if not len(trials):
+        return
+    t = Table(title="Best tuning trials (Optuna; each trial a run)", header_style="bold")
+    for col in ("trial run", "valid_roc_auc", "num_leaves", "learning_rate", "min_child_samples"):
+        t.add_column(col)
+    for _, r in trials.iterrows():
+        t.add_row(str(r["run_name"]), f"{r.get('metrics.valid_roc_auc', float('nan')):.4f}", str(r.get("params.num_leaves", "")),
+                  str(r.get("params.learning_rate", ""))[:8], str(r.get("params.min_child_samples", "")))
+    console.print(t)
+
+
+def _print_status(console: Console) -> None:
+    from keel import registry
+
+    st = registry.status("churn")
+    t = Table(title="keel models status churn", header_style="bold")
+    for col in ("environment", "version", "trained by run", "roc_auc", "previous roc_auc", "rollback restores"):
+        t.add_column(col)
+    for env in st["environments"]:
+        if env.get("version") is None:
+            t.add_row(env["environment"], "-", "", "", "", "")
+            continue
+        auc: dict[str, Any] = next((m for m in env.get("metrics") or [] if m["metric"] == "roc_auc"), {})
+        t.add_row(env["environment"], f"v{env['version']}", str(env.get("run_id", ""))[:12], _num(auc.get("current")),
+                  _num(auc.get("previous")), f"v{env['rollback_to']}" if env.get("rollback_to") else "-")
+    console.print(t)
+
+
+def _num(v: Any) -> str:
+    return "-" if v is None or v != v else f"{float(v):.4f}"
+
+
+def _text(v: Any) -> str:
+    return "-" if v is None or v != v else str(v)
+
+
+def _serve(console: Console, features_of: Any) -> list[dict[str, Any]]:
+    """The serving path: the same feature definitions, read online, scored by the production model."""
+    import keel
+    from keel.features import materialize
+
+    done = materialize()
+    online = keel.get_online_features("churn_v1", [{"customer_id": 1}, {"customer_id": 2}, {"customer_id": 999_999}])
+    frame = online.to_df()
+    model = keel.load_model("models:/churn@production")
+    present = [all(s[i] != "missing" for s in online.status.values()) for i in range(len(frame))]
+    scored = frame[present]
+    # the project's own features_of: the same model input as in training
+    risks = iter(model.predict_proba(features_of(scored))[:, 1]) if len(scored) else iter(())
+    t = Table(title=f"Online: {done.keys_written} keys materialized; churn risk from models:/churn@production", header_style="bold")
+    for col in ("customer", "plan", "minutes_30d", "tickets_30d", "feature status", "churn risk"):
+        t.add_column(col)
+    served = []
+    for i, r in enumerate(frame.to_dict(orient="records")):
+        risk = float(next(risks)) if present[i] else None
+        statuses = sorted({s[i] for s in online.status.values()})
+        t.add_row(str(r["customer_id"]), _text(r.get("plan")), _num(r.get("minutes_30d")), _text(r.get("tickets_30d")),
+                  ",".join(statuses), "-" if risk is None else f"{risk:.1%}")
+        served.append({"customer_id": int(r["customer_id"]), "risk": risk, "status": statuses})
+    console.print(t)
+    return served

@@ -305,8 +305,10 @@ def start_run(
             conn.execute(sa.update(runs).where(runs.c.id == run_id).values(status="running", end_ms=None, heartbeat_ms=now_ms()))
         run = Run(store, run_id, row.experiment_id, row.name, row.parent_id)
     else:
-        exp_name = experiment or _experiment_override or str(s.experiment)
-        exp_id = get_or_create_experiment(store, exp_name)
+        if experiment is None and parent is not None and nested:
+            exp_id = parent.experiment_id  # a child run lives with its parent
+        else:
+            exp_id = get_or_create_experiment(store, experiment or _experiment_override or str(s.experiment))
         rid = uuid.uuid4().hex
         run_name = name or _default_name(rid)
         if not isinstance(run_name, str) or len(run_name) > 255:

@@ -61,6 +61,9 @@ def search_runs(
     from keel.tracking.runs import effective_status_sql
 
     store = get_metadata_store()
+    from keel.tracking import _writer
+
+    _writer.flush_all()  # this process's buffered values are part of the answer
     compiler = Compiler(store.dialect, effective_status_sql())
     where = compiler.where(node) if node is not None else None
     order_clauses = [clause for ref, desc in orders for clause in compiler.order(ref, desc)]

@@ -1,0 +1,155 @@
+"""The churn training pipeline (created by `keel quickstart`).
+
+    keel pipelines run pipelines:training            # the full path
+    keel pipelines run pipelines:training --smoke    # the same on a sample, in seconds
+
+usage feed ─► contract ─► 30-day aggregates ─► feature definitions ─► point-in-time
+training set ─► time split ─► tuned LightGBM (Optuna) ─► registry: log, register,
+evaluate against the champion, promote to production through the gates.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+import keel
+from keel.pipelines import FileRef
+
+MODEL = "churn"
+SERVICE = "churn_v1"
+CATEGORICAL = ["plan", "region"]
+
+
+@keel.step
+def validate_usage(usage: FileRef) -> dict:
+    """Check the usage feed against contracts/usage_feed.yaml; an error-level failure stops the run here."""
+    from keel.contracts import enforce
+
+    report = enforce("usage_feed", str(usage), stage="pipeline")
+    return {"checks": 0 if report is None else len(report.results), "passed": True}
+
+
+@keel.step(produces=["data/usage_30d.parquet"])
+def aggregate_usage(usage: FileRef, contract: dict, out: str = "data/usage_30d.parquet") -> str:
+    """30-day usage totals per customer and day (a batch job upstream of the feature store)."""
+    import duckdb
+
+    from keel.store.blobs import sha256_file
+
+    src = str(usage).replace("'", "''")
+    tmp = out + ".tmp"
+    duckdb.sql(
+        f"""
+        COPY (
+          SELECT customer_id, event_timestamp, created_timestamp,
+            CAST(sum(sessions) OVER w30 AS BIGINT) AS sessions_30d,
+            sum(minutes) OVER w30 AS minutes_30d,
+            CAST(sum(support_tickets) OVER w30 AS BIGINT) AS tickets_30d,
+            CAST(sum(payment_failures) OVER w30 AS BIGINT) AS failures_30d,
+            (avg(minutes) OVER w7) / nullif(avg(minutes) OVER w30, 0) AS minutes_trend
+          FROM read_parquet('{src}')
+          WINDOW w30 AS (PARTITION BY customer_id ORDER BY event_timestamp RANGE BETWEEN INTERVAL 29 DAYS PRECEDING AND CURRENT ROW),
+                 w7 AS (PARTITION BY customer_id ORDER BY event_timestamp RANGE BETWEEN INTERVAL 6 DAYS PRECEDING AND CURRENT ROW)
+        ) TO '{tmp}' (FORMAT parquet)
+        """
+    )
+    import os
+
+    os.replace(tmp, out)
+    return sha256_file(Path(out))
+
+
+@keel.step
+def apply_features(definitions: FileRef, aggregates: str) -> dict:
+    """Store the definitions in features.py as a new version when anything changed."""
+    from keel.features import apply
+
+    result = apply()
+    return {"definitions_version": result.definitions_version, "changes": len(result.changes)}
+
+
+@keel.step(sample=True)
+def training_set(labels: FileRef, features: dict) -> pd.DataFrame:
+    """One row per label: the feature values as they were at the label's time (nothing from the future)."""
+    frame = pd.read_parquet(str(labels))[["customer_id", "event_timestamp", "churned"]]
+    return keel.get_training_set(frame, SERVICE)
+
+
+@keel.step
+def split(data: pd.DataFrame, valid_share: float = 0.25) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train on the past, validate on the most recent labels."""
+    cut = data["event_timestamp"].quantile(1 - valid_share)
+    return data[data["event_timestamp"] < cut], data[data["event_timestamp"] >= cut]
+
+
+def features_of(frame: pd.DataFrame) -> pd.DataFrame:
+    """The model's input, from a training set or an online lookup alike: numbers as float64 (NaN for missing)."""
+    x = frame.drop(columns=["customer_id", "event_timestamp", "churned"], errors="ignore")
+    numeric = [c for c in x.columns if c not in CATEGORICAL]
+    x[numeric] = x[numeric].astype("float64")
+    x[CATEGORICAL] = x[CATEGORICAL].astype("object").where(x[CATEGORICAL].notna(), "unknown")
+    return x
+
+
+def make_model(params: dict[str, Any]) -> Any:
+    import lightgbm
+    from sklearn.compose import make_column_transformer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    encode = make_column_transformer((OneHotEncoder(handle_unknown="ignore", sparse_output=False), CATEGORICAL), remainder="passthrough")
+    return make_pipeline(encode, lightgbm.LGBMClassifier(n_estimators=150, random_state=0, n_jobs=1, verbose=-1, **params))
+
+
+@keel.tune(
+    space={"num_leaves": (8, 64), "learning_rate": (0.02, 0.2, "log"), "min_child_samples": (5, 80)},
+    n_trials=12,
+    direction="maximize",
+    smoke_trials=2,
+)
+def train(train_df: pd.DataFrame, valid_df: pd.DataFrame, *, params: dict, trial: Any) -> tuple[float, Any]:
+    """Each trial a child run; the best trial's params and model go on."""
+    from sklearn.metrics import roc_auc_score
+
+    model = make_model(params).fit(features_of(train_df), train_df["churned"])
+    auc = float(roc_auc_score(valid_df["churned"], model.predict_proba(features_of(valid_df))[:, 1]))
+    keel.log_metric("valid_roc_auc", auc)
+    return auc, model
+
+
+@keel.step(produces=["model:churn"])
+def register(tuned: dict, train_df: pd.DataFrame, valid_df: pd.DataFrame) -> dict:
+    """Package the best model, register it, evaluate it against the champion and promote it through the gates."""
+    from keel import registry
+
+    keel.log_dataset(train_df, name="train", context="training")
+    keel.log_params(tuned["params"])
+    keel.log_model(tuned["model"], name="model", signature=features_of(train_df), input_example=features_of(valid_df).head(5))
+    run = keel.active_run()
+    assert run is not None
+    version = keel.register_model(f"runs:/{run.id}/model", MODEL)
+    evaluation = keel.evaluate(version, valid_df, target="churned", task="binary", slices=["region"])
+    try:
+        moved = keel.promote(MODEL, version.version, to="production", data=valid_df, target="churned")
+        outcome = moved.status
+    except registry.GatesFailed as exc:
+        outcome = f"refused: {exc}"
+    return {"version": version.version, "roc_auc": evaluation.metrics.get("roc_auc"), "promotion": outcome}
+
+
+@keel.pipeline(experiment="churn")
+def training(
+    usage: FileRef = FileRef("data/usage.parquet"),
+    labels: FileRef = FileRef("data/labels.parquet"),
+    definitions: FileRef = FileRef("features.py"),
+) -> Any:
+    checked = validate_usage(usage)
+    aggregates = aggregate_usage(usage, checked)
+    defs = apply_features(definitions, aggregates)
+    data = training_set(labels, defs)
+    train_df, valid_df = split(data)
+    tuned = train(train_df, valid_df)
+    return register(tuned, train_df, valid_df)
