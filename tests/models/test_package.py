@@ -218,3 +218,19 @@ def test_arrow_backed_input_reaches_the_model_as_numpy(project: Path) -> None:
     arrow = x.astype({"a": "double[pyarrow]", "b": "int64[pyarrow]"})
     assert arrow["a"].isna().sum() > 0
     np.testing.assert_allclose(loaded.predict_proba(arrow), model.predict_proba(x))
+
+
+def test_float_inputs_are_nullable_for_models_that_take_nan(project: Path) -> None:
+    import lightgbm as lgb
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(2)
+    x = pd.DataFrame({"a": rng.normal(size=200), "b": rng.normal(size=200)})
+    y = (x["a"] > 0).astype(int)
+    with keel.start_run():
+        strict = keel.log_model(LogisticRegression().fit(x, y), name="strict", signature=x)
+        lenient = keel.log_model(lgb.LGBMClassifier(n_estimators=5, verbose=-1).fit(x, y), name="lenient", signature=x)
+    with_nan = x.head(3).assign(a=[np.nan, 0.1, 0.2])
+    assert len(keel.load_model(lenient.uri).predict(with_nan)) == 3  # LightGBM takes NaN: the signature lets it through
+    with pytest.raises(ValidationError, match=r"'a'.*1 null"):
+        keel.load_model(strict.uri).predict(with_nan)  # LogisticRegression does not: a clear error instead of sklearn's

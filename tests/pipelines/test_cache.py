@@ -39,7 +39,7 @@ def test_param_change_misses_and_downstream_follows_content(flow) -> None:
 
 
 def test_code_change_misses_only_changed_step_and_its_dependents(write_module, flow) -> None:
-    from conftest import FLOW  # type: ignore[import-not-found]
+    from .conftest import FLOW
 
     flow.flow.run({"n": 4})
     changed = write_module("flowmod", FLOW.replace("x * 2 for x in xs", "x * 2 + 0 for x in xs"))
@@ -183,7 +183,7 @@ def test_canonical_params_are_order_independent_and_typed() -> None:
 
 
 def test_cache_and_first_writer_wins_on_postgres(pg_project: Path, write_module) -> None:
-    from conftest import FLOW  # type: ignore[import-not-found]
+    from .conftest import FLOW
 
     mod = write_module("flowmod_pg", FLOW)
     first = mod.flow.run({"n": 5})

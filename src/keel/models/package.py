@@ -45,15 +45,36 @@ class ModelInfo:
         return {"run_id": self.run_id, "name": self.name, "uri": self.uri, "flavor": self.flavor, "meta": self.meta}
 
 
+def accepts_nan(model: Any) -> bool:
+    """Whether the model takes NaN inputs itself (LightGBM, XGBoost, sklearn estimators tagged allow_nan).
+
+    For a scikit-learn Pipeline the last step decides: earlier steps pass numbers through.
+    """
+    est = model
+    steps = getattr(est, "steps", None)
+    if isinstance(steps, list) and steps:
+        est = steps[-1][1]
+    module = type(est).__module__
+    if module.startswith(("lightgbm", "xgboost")):
+        return True
+    tags = getattr(est, "__sklearn_tags__", None)
+    if tags is not None:
+        try:
+            return bool(tags().input_tags.allow_nan)
+        except Exception:
+            return False
+    return False
+
+
 def _signature(model: Any, signature: Any, example: Any, run_id: str) -> Signature:
     if isinstance(signature, Signature):
         return signature
     if isinstance(signature, dict):
         return Signature.from_dict(signature)
     if signature is not None:
-        return infer_signature(signature)  # training data given as the signature source
+        return infer_signature(signature, allow_nan=accepts_nan(model))  # training data given as the signature source
     if example is not None:
-        return infer_signature(example)
+        return infer_signature(example, allow_nan=accepts_nan(model))
     names = flavors.feature_names(model)
     if names:
         return Signature([ColSpec(n, "any", True) for n in names])

@@ -202,11 +202,18 @@ def as_frame(data: Any) -> Any:
     )
 
 
-def infer_signature(data: Any, output: Any = None) -> Signature:
-    """Infer input columns (nullable when the data holds nulls) and describe ``output``."""
+def infer_signature(data: Any, output: Any = None, *, allow_nan: bool = False) -> Signature:
+    """Infer input columns (nullable when the data holds nulls) and describe ``output``.
+
+    With ``allow_nan`` (a model that takes NaN itself) float columns are nullable
+    whatever the sample holds: a training set without a NaN says little about the next batch.
+    """
     df = as_frame(data)
     nulls = df.isna().any()
-    inputs = [ColSpec(str(c), type_of(df[c].dtype), bool(nulls[c])) for c in df.columns]
+    inputs = []
+    for c in df.columns:
+        kind = type_of(df[c].dtype)
+        inputs.append(ColSpec(str(c), kind, bool(nulls[c]) or (allow_nan and kind == "double")))
     return Signature(inputs, describe_output(output) if output is not None else {})
 
 
