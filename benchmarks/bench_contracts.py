@@ -26,13 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import time
 import venv
 from pathlib import Path
+
+from _readme import write_section  # benchmarks/ is the script's folder
 
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".venvs" / "gx"
@@ -270,12 +271,9 @@ def main() -> None:
 
 
 def write_readme(rows: int, size: int, lines: list[str], load: str) -> None:
-    readme = HERE / "README.md"
-    text = readme.read_text() if readme.exists() else "# keel benchmarks\n\nEach script runs keel beside its peer on the same generated data, in one run.\n"
     cpus = os.cpu_count()
     section = "\n".join(
         [
-            "<!-- contracts:start -->",
             "## Data contracts (`bench_contracts.py`) vs Great Expectations",
             "",
             f"{rows:,} rows x 20 columns ({size / 1e6:.0f} MB Parquet, generated), 40 column checks "
@@ -289,15 +287,10 @@ def write_readme(rows: int, size: int, lines: list[str], load: str) -> None:
             *lines,
             "",
             f"Reproduce: `python benchmarks/bench_contracts.py --rows {rows}` (`--quick` for 200,000 rows).",
-            "<!-- contracts:end -->",
         ]
     )
-    pattern = re.compile(r"<!-- contracts:start -->.*?<!-- contracts:end -->", re.S)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
-    tmp = readme.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(readme)
-    print(f"updated {readme}")
+    write_section("contracts", section)
+    print("updated benchmarks/README.md")
 
 
 if __name__ == "__main__":

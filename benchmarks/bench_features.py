@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _readme import write_section  # benchmarks/ is the script's folder
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 VENV = HERE / ".venvs" / "feast"
@@ -486,14 +488,7 @@ def render(args: Any, entities: int, feast_version: str | None, pit: dict[str, A
 
 
 def write_readme(section: str) -> None:
-    text = README.read_text() if README.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        after = rest.split(END, 1)[1]
-        text = before + section + after
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    README.write_text(text)
+    write_section("bench_features", section.replace(START, "").replace(END, ""))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from _readme import write_section  # benchmarks/ is the script's folder
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 VENV = HERE / ".venvs" / "prefect"
@@ -187,12 +189,7 @@ def run_prefect(n: int) -> dict[str, Any]:
 
 
 def write_readme(text: str) -> None:
-    old = README.read_text() if README.exists() else "# Benchmarks\n"
-    block = f"{START}\n{text}\n{END}"
-    new = old[: old.index(START)] + block + old[old.index(END) + len(END):] if START in old and END in old else old.rstrip() + "\n\n" + block + "\n"
-    tmp = README.with_suffix(".md.tmp")
-    tmp.write_text(new)
-    tmp.replace(README)
+    write_section("bench_pipelines", text)
 
 
 def main() -> None:

@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _readme import write_section
+
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".venvs" / "mlflow"
 README = HERE / "README.md"
@@ -211,19 +213,8 @@ def report(size: dict[str, Any], results: dict[str, list[dict[str, Any]]]) -> st
 
 
 def write_readme(table: str) -> None:
-    text = README.read_text() if README.exists() else "# Benchmarks\n"
-    if START not in text:
-        text = text.rstrip("\n") + (
-            f"\n\n## Registry: load a registered model (vs MLflow)\n\n{START}\n"
-            "`python benchmarks/bench_registry.py` (add `--quick` for a fast check). Each full run appends its figures below.\n"
-            f"{END}\n"
-        )
-    head, rest = text.split(START, 1)
-    body, tail = rest.split(END, 1)
-    body = body.rstrip("\n") + "\n\n" + table + "\n"
-    tmp = README.with_suffix(".md.tmp")
-    tmp.write_text(head + START + body + END + tail)
-    os.replace(tmp, README)
+    write_section("bench_registry", table, append=True,
+                  intro="## Registry: load a registered model (vs MLflow)\n\n`python benchmarks/bench_registry.py` (add `--quick` for a fast check). Each full run appends its figures below.")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from _readme import write_section
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 VENV = HERE / ".venvs" / "mlflow"
@@ -635,20 +637,8 @@ def render(rows: list[tuple[str, str, str, str]], notes: list[str], title: str) 
 
 
 def write_readme(table: str) -> None:
-    text = README.read_text() if README.exists() else "# Benchmarks\n"
-    if START not in text:
-        text = text.rstrip("\n") + (
-            f"\n\n## Tracking (vs MLflow)\n\n{START}\n"
-            "`python benchmarks/bench_tracking.py` (add `--quick` for a fast check). "
-            "Each full run appends its figures below.\n"
-            f"{END}\n"
-        )
-    head, rest = text.split(START, 1)
-    body, tail = rest.split(END, 1)
-    body = body.rstrip("\n") + "\n\n" + table + "\n"
-    tmp = README.with_suffix(".md.tmp")
-    tmp.write_text(head + START + body + END + tail)
-    os.replace(tmp, README)
+    write_section("bench_tracking", table, append=True,
+                  intro="## Tracking (vs MLflow)\n\n`python benchmarks/bench_tracking.py` (add `--quick` for a fast check). Each full run appends its figures below.")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ a new version at ``keel features apply``.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import inspect
 import json
@@ -95,7 +96,7 @@ class Field:
         return {"name": self.name, "dtype": self.dtype, "description": self.description}
 
 
-class _Object:
+class _Object(abc.ABC):
     kind: str = ""
     name: str
     description: str
@@ -107,8 +108,9 @@ class _Object:
         self.owner = owner
         self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
 
+    @abc.abstractmethod
     def spec(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The definition as plain data: what is versioned and hashed."""
 
     @property
     def hash(self) -> str:

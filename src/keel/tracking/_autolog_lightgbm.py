@@ -82,32 +82,7 @@ def _with_callback(original: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
 
 
 def _make_train_wrapper(original: Any) -> Any:
-    @functools.wraps(original)
-    def train(*args: Any, **kwargs: Any) -> Any:
-        session = _al.current_session()
-        if session is not None:
-            if session.flavor == "lightgbm" and session.wants_iterations and session.run is not None:
-                session.wants_iterations = False
-                args, kwargs = _with_callback(original, args, kwargs, session)
-            return original(*args, **kwargs)
-        if _al.inside_fit() or not _al.is_enabled("lightgbm"):
-            return original(*args, **kwargs)
-        call_args = _al.bind_call(original, args, kwargs)
-
-        def call() -> Any:
-            session = _al.current_session()
-            if session is not None and session.run is not None:
-                a, k = _with_callback(original, args, kwargs, session)
-                return original(*a, **k)
-            return original(*args, **kwargs)
-
-        return _al.run_logged(
-            "lightgbm", "lightgbm.train", call,
-            lambda s: _train_start(s, call_args),
-            lambda s, booster: _log_booster(s, booster, booster),
-        )
-
-    return train
+    return _al.make_train_wrapper(original, "lightgbm", _with_callback, _train_start, _log_booster)
 
 
 def _train_start(session: _al.Session, call_args: dict[str, Any]) -> None:

@@ -560,3 +560,41 @@ def iter_subclasses(base: type) -> Iterator[type]:
                 seen.add(sub)
                 todo.append(sub)
                 yield sub
+
+
+def make_train_wrapper(
+    original: Any,
+    flavor: str,
+    with_callback: Callable[[Any, tuple[Any, ...], dict[str, Any], Session], tuple[tuple[Any, ...], dict[str, Any]]],
+    train_start: Callable[[Session, dict[str, Any]], None],
+    log_booster: Callable[[Session, Any, Any], None],
+) -> Any:
+    """A library's native ``train`` function, logged: inside an estimator's fit it only adds the
+    per-iteration callback (once); called directly it is a fit of its own."""
+
+    @functools.wraps(original)
+    def train(*args: Any, **kwargs: Any) -> Any:
+        session = current_session()
+        if session is not None:
+            if session.flavor == flavor and session.wants_iterations and session.run is not None:
+                session.wants_iterations = False
+                args, kwargs = with_callback(original, args, kwargs, session)
+            return original(*args, **kwargs)
+        if inside_fit() or not is_enabled(flavor):
+            return original(*args, **kwargs)
+        call_args = bind_call(original, args, kwargs)
+
+        def call() -> Any:
+            session = current_session()
+            if session is not None and session.run is not None:
+                a, k = with_callback(original, args, kwargs, session)
+                return original(*a, **k)
+            return original(*args, **kwargs)
+
+        return run_logged(
+            flavor, f"{flavor}.train", call,
+            lambda s: train_start(s, call_args),
+            lambda s, booster: log_booster(s, booster, booster),
+        )
+
+    return train
