@@ -194,10 +194,14 @@ def worker_keel_populate_bulk(a: dict[str, Any]) -> dict[str, Any]:
             M.append((rid, k, v, 0, start + 100))
             H.append((rid, k, 0, start + 100, v))
         T.extend((rid, k, v) for k, v in tg.items())
+    from keel.tracking._writer import HISTORY_COLUMNS, encode_chunks
+
+    chunks, _ = encode_chunks(H)  # the rows the writer stores: one history chunk per run and key
     store = get_metadata_store()
     with store.write() as conn:
-        for table, rows in ((runs, R), (params, P), (metrics, M), (metric_history, H), (tags, T)):
+        for table, rows in ((runs, R), (params, P), (metrics, M), (tags, T)):
             store.insert_many(conn, table, rows)
+        store.insert_many(conn, metric_history, chunks, HISTORY_COLUMNS)
     with store.engine.connect() as conn:
         conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     store.dispose()
