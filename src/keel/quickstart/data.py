@@ -105,12 +105,14 @@ def generate(n_customers: int = 3_000, days: int = 120, seed: int = 7) -> ChurnD
     return ChurnData(customers, usage, labels)
 
 
-def bad_batch(data: ChurnData, seed: int = 11) -> Any:
-    """A new usage batch that broke upstream: minutes arrive null for a third of rows and in hours, not minutes."""
+def bad_batch(usage: Any, days: int = 7, seed: int = 11) -> Any:
+    """The last ``days`` of usage as a new batch that broke upstream: minutes arrive in hours,
+    a third of them null, and sessions negative."""
     import numpy as np
+    import pandas as pd
 
     rng = np.random.default_rng(seed)
-    batch = data.usage.tail(len(data.customers) * 7).copy()
+    batch = usage[usage["event_timestamp"] > usage["event_timestamp"].max() - pd.Timedelta(days=days)].copy()
     batch["minutes"] = (batch["minutes"] / 60).round(2)
     batch.loc[rng.random(len(batch)) < 0.33, "minutes"] = np.nan
     batch["sessions"] = -batch["sessions"]

@@ -111,7 +111,9 @@ def run_quickstart(folder: Path, console: Console | None = None, n_customers: in
         bad = data_dir / "incoming" / "usage-bad-batch.parquet"
         if not bad.exists():
             bad.parent.mkdir(parents=True, exist_ok=True)
-            qdata.bad_batch(qdata.ChurnData(*(__import__("pandas").read_parquet(data_dir / f"{n}.parquet") for n in ("customers", "usage", "labels")))).to_parquet(bad, index=False)
+            import pandas as pd
+
+            qdata.bad_batch(pd.read_parquet(data_dir / "usage.parquet")).to_parquet(bad, index=False)
         try:
             training.run({"usage": FileRef(str(bad))})
         except StepFailed as exc:

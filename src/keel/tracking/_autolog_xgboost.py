@@ -111,20 +111,7 @@ def _train_start(session: _al.Session, call_args: dict[str, Any]) -> None:
 
 
 def _make_fit_wrapper(original: Any) -> Any:
-    @functools.wraps(original)
-    def fit(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if _al.inside_fit() or not _al.is_enabled("xgboost"):
-            return original(self, *args, **kwargs)
-        call_args = _al.bind_call(original, (self, *args), kwargs)
-        return _al.run_logged(
-            "xgboost", f"{type(self).__name__}.fit",
-            lambda: original(self, *args, **kwargs),
-            lambda s: _sk.log_estimator_start(s, self),
-            lambda s, _result: _fit_end(s, self, call_args),
-            wants_iterations=True,
-        )
-
-    return fit
+    return _al.make_fit_wrapper(original, "xgboost", _fit_end)
 
 
 def _fit_end(session: _al.Session, model: Any, call_args: dict[str, Any]) -> None:

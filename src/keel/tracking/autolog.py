@@ -598,3 +598,23 @@ def make_train_wrapper(
         )
 
     return train
+
+
+def make_fit_wrapper(original: Any, flavor: str, fit_end: Callable[[Session, Any, dict[str, Any]], None]) -> Any:
+    """A library's scikit-learn-style ``fit``, logged as one run (its native train adds the iterations)."""
+    from keel.tracking import _autolog_sklearn as _sk
+
+    @functools.wraps(original)
+    def fit(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if inside_fit() or not is_enabled(flavor):
+            return original(self, *args, **kwargs)
+        call_args = bind_call(original, (self, *args), kwargs)
+        return run_logged(
+            flavor, f"{type(self).__name__}.fit",
+            lambda: original(self, *args, **kwargs),
+            lambda s: _sk.log_estimator_start(s, self),
+            lambda s, _result: fit_end(s, self, call_args),
+            wants_iterations=True,
+        )
+
+    return fit

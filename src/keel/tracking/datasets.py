@@ -70,19 +70,6 @@ def _describe(data: Any) -> tuple[str, int | None, dict[str, str], str | None, d
     return str(fp), len(data), {str(c): str(t) for c, t in data.dtypes.items()}, None, meta
 
 
-def _enforce_contracts(name: str, data: Any, run_id: str) -> None:
-    """Contracts attached to ``name`` run before a dataset is recorded (keel.contracts)."""
-    import importlib
-
-    try:
-        contracts = importlib.import_module("keel.contracts")
-    except ImportError:
-        return
-    enforce = getattr(contracts, "enforce", None)
-    if enforce is not None:
-        enforce(name, data, stage="log_dataset", run_id=run_id)
-
-
 def log_dataset(data: Any, name: str = "dataset", context: str = "training", source: str | None = None) -> str:
     """Record a dataset input of the active run; returns its content fingerprint.
 
@@ -91,7 +78,9 @@ def log_dataset(data: Any, name: str = "dataset", context: str = "training", sou
     """
     run = _require_run()
     fp, rows, schema, path_source, extra = _describe(data)
-    _enforce_contracts(name, data, run.id)
+    from keel.contracts import enforce  # contracts attached to `name` run before it is recorded
+
+    enforce(name, data, stage="log_dataset", run_id=run.id)
     values = {
         "run_id": run.id, "name": name, "context": context, "fingerprint": fp, "num_rows": rows,
         "schema": json.dumps(schema), "source": source or path_source, "extra": json.dumps(extra, default=str) if extra else None,
