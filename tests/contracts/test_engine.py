@@ -138,7 +138,8 @@ def test_every_injected_violation_is_found_and_nothing_else(project: Path) -> No
     # failing fractions use the non-null values of the column, like `mostly`
     assert report["amount.between"].failing_fraction == pytest.approx(4 / (N - 3))
     # samples are capped and hold real failing values
-    assert report["country.allowed_values"].sample == ["XX"] * 5
+    # (a column of few distinct values is checked per value: its sample lists distinct values)
+    assert report["country.allowed_values"].sample == ["XX"]
     assert set(report["code.regex"].sample) <= {"abc1", "AB123"}
     assert report["seq.monotonic"].failing_count == 2
     assert report.num_rows == N
@@ -299,3 +300,62 @@ def test_regex_agrees_with_python_search(project: Path, pattern: str) -> None:
     contract = Contract("r", columns={"s": Column("string", checks=[c.regex(pattern)])})
     r = validate(pd.DataFrame({"s": s}), contract, store=False)
     assert r["s.regex"].failing_count == int((~s.str.contains(pattern, regex=True)).sum())
+
+
+@pytest.mark.parametrize("kind", ["parquet", "pandas"])
+def test_string_checks_per_value_and_per_row_agree_with_pandas(project: Path, tmp_path: Path, kind: str) -> None:
+    """Few distinct values: checked once per value (weighted by counts); many: once per row. Same answers."""
+    rng = np.random.default_rng(5)
+    n = 20_000
+    few = pd.Series(rng.choice(["AB-12", "CD-34", "EF-56", "bad", "XY-999"], n, p=[0.3, 0.3, 0.3, 0.05, 0.05]))
+    many = pd.Series([f"AB-{i:02d}" if i % 97 else f"zz{i}" for i in range(n)])
+    few[rng.random(n) < 0.01] = None
+    df = pd.DataFrame({"few": few, "many": many})
+    checks = [c.allowed_values(["AB-12", "CD-34", "EF-56"]), c.regex(r"^[A-Z]{2}-\d{2}$"), c.length(5, 5)]
+    contract = Contract("s", columns={"few": Column("string", checks=list(checks)), "many": Column("string", checks=list(checks))})
+    data: object = df
+    if kind == "parquet":
+        data = str(tmp_path / "s.parquet")
+        df.to_parquet(data, row_group_size=4096)
+    r = validate(data, contract, store=False)
+    for col in ("few", "many"):
+        s = df[col].dropna()
+        expected = {
+            "allowed_values": int((~s.isin(["AB-12", "CD-34", "EF-56"])).sum()),
+            "regex": int((~s.str.contains(r"^[A-Z]{2}-\d{2}$", regex=True)).sum()),
+            "length": int((s.str.len() != 5).sum()),
+        }
+        for rule, count in expected.items():
+            res = r[f"{col}.{rule}"]
+            assert res.failing_count == count, (col, rule)
+            assert res.failing_fraction == pytest.approx(count / len(s))
+            assert res.status == ("fail" if count else "pass")
+            assert res.sample and all(v in set(s) for v in res.sample)
+    # the few-valued column lists distinct failing values, the most frequent first
+    assert r["few.allowed_values"].sample[:2] in (["XY-999", "bad"], ["bad", "XY-999"])
+
+
+def test_range_checks_on_parquet_statistics_and_rows(project: Path, tmp_path: Path) -> None:
+    """A range inside the bounds passes from statistics; one outside is counted row by row, exactly."""
+    x = np.tile(np.arange(100, dtype="int64"), 100)
+    y = np.linspace(0.0, 1.0, x.size)
+    x[-7:] = 500  # only the last row group goes out of range
+    y[::50] = np.nan
+    path = tmp_path / "r.parquet"
+    pq.write_table(pa.table({"x": x, "y": y}), path, row_group_size=1000)
+    contract = Contract(
+        "r",
+        columns={
+            "x": Column("int", checks=[c.between(0, 99), c.min(0), c.max(1000), c.between(0.5, 600.5, name="half")]),
+            "y": Column("float", checks=[c.between(0, 1), c.max(0.5)]),
+        },
+    )
+    for data in (str(path), pd.DataFrame({"x": x, "y": y})):
+        r = validate(data, contract, store=False)
+        assert r["x.between"].failing_count == 7 and r["x.between"].sample == [500.0] * 5
+        assert r["x.min"].status == r["x.max"].status == "pass" and r["x.max"].observed == 500
+        # 0.5 <= x <= 600.5 on integers: only the zeros fail
+        assert r["half"].failing_count == 100
+        assert r["y.between"].failing_count == 0 and r["y.between"].status == "pass"
+        nonnan = y[~np.isnan(y)]
+        assert r["y.max"].failing_count == int((nonnan > 0.5).sum())

@@ -9,6 +9,14 @@ uniqueness and duplicate keys (one hash group-by each), monotonic order (one
 column fetched in order), referential checks (an anti-join), KS (a bounded
 sample) and Python functions. Failed checks cost one more small query each for
 a capped sample of failing values (``LIMIT``).
+
+Two cheap steps come first. A pre-scan takes min and max of every column with
+a range check (DuckDB answers it from Parquet statistics without reading the
+data); a range check whose observed range lies inside its bounds passes
+without a per-row predicate. And a probe of the first rows tells which string
+columns repeat few distinct values: their string checks (allowed values,
+regex, length) run once per distinct value over the column's histogram,
+weighted by its counts, instead of once per row.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from keel.contracts.profile import (
     NUMERIC,
     Profile,
     bin_count_exprs,
+    bin_counts,
     ks_2samp,
     psi,
     valid_expr,
@@ -34,6 +43,12 @@ from keel.contracts.source import Source, fetch_arrow, isnan_sql, lit, q
 
 KS_SAMPLE = 5000
 _EPS = 1e-12
+RANGE_KINDS = ("min", "max", "between", "positive")
+GROUPED_KINDS = ("allowed_values", "regex", "length")
+PROBE_ROWS = 100_000  # rows read to judge a string column's number of distinct values
+GROUPED_MAX_SHARE = 0.5  # distinct values per row in the probe at or below which checks run per value
+HISTOGRAM_MAX = 1000  # up to this many distinct values in the probe, counts come from the fused scan
+_COUNT = "__keel_count"
 
 
 class _Query:
@@ -80,22 +95,27 @@ class _Evaluation:
         self.now = now
         self.resolve_source = resolve_source
         self.query = _Query()
-        self.n_idx = self.query.add("count(*)")
+        self.n = 0
+        self.nonnull: dict[str, int] = {}
         self.results: dict[int, CheckResult] = {}
         self.pending: list[tuple[int, Callable[[tuple[Any, ...], int], CheckResult]]] = []
         self.later: list[tuple[int, Callable[[int], CheckResult]]] = []
         self.fam = src.families
         self._arrays: dict[str, Any] = {}
+        self.bounds: dict[str, tuple[Any, Any]] = {}
+        self.grouped: dict[str, int] = {}  # string column -> distinct values seen in the probe
+        self._groups: dict[str, str] = {}
 
     # -- helpers ----------------------------------------------------------
     def result(self, chk: Check, status: str, observed: Any = None, **kw: Any) -> CheckResult:
         return CheckResult(chk.id, chk.kind, chk.column, chk.severity, status, chk.describe(), observed, **kw)
 
     def nulls(self, col: str) -> int:
-        qc = q(col)
+        """Index in the fused row of the column's missing values (nulls from the pre-scan, plus NaN)."""
+        base = self.n - self.nonnull[col]
         if self.fam[col] == "float":
-            return self.query.add(f"count(*) - count({qc}) + count_if({isnan_sql(qc)})")
-        return self.query.add(f"count(*) - count({qc})")
+            return self.query.add(f"{base} + count_if({isnan_sql(q(col))})")
+        return self.query.add(f"CAST({base} AS BIGINT)")
 
     def v(self, col: str) -> str:
         return valid_expr(col, self.fam[col])
@@ -148,6 +168,7 @@ class _Evaluation:
     def run(self) -> tuple[int, list[CheckResult]]:
         out_first: list[CheckResult] = self.schema_results()
         checks = self.contract.checks
+        self.prescan(checks)
         for slot, chk in enumerate(checks):
             self._slot = slot
             missing = [c for c in chk.columns() if c not in self.src.types]
@@ -160,9 +181,10 @@ class _Evaluation:
                 self.plan(chk)
             except _Invalid as exc:
                 self.results[slot] = self.result(chk, "error", message=str(exc))
-        row = self.src.con.execute(f"SELECT {', '.join(self.query.exprs)} FROM t").fetchall()[0]
-        assert row is not None
-        n = int(row[self.n_idx])
+        row: tuple[Any, ...] = ()
+        if self.query.exprs:
+            row = self.src.con.execute(f"SELECT {', '.join(self.query.exprs)} FROM t").fetchall()[0]
+        n = self.n
         for slot, finish in self.pending:
             try:
                 self.results[slot] = finish(row, n)
@@ -173,7 +195,84 @@ class _Evaluation:
                 self.results[slot] = run(n)
             except _Invalid as exc:
                 self.results[slot] = self.result(checks[slot], "error", message=str(exc))
+        for name in self._groups.values():
+            if name.endswith("_table"):
+                self.src.con.execute(f"DROP TABLE {name}")
+            else:
+                self.src.con.unregister(name)
         return n, out_first + [self.results[i] for i in range(len(checks))]
+
+    def prescan(self, checks: list[Check]) -> None:
+        """Row and null counts, min/max of range-checked columns, which string columns to check per value.
+
+        Counts, min and max come from column statistics where the source has
+        them (Parquet metadata), so this reads no data there.
+        """
+        present = [(c.kind, c.column) for c in checks if c.column is not None and c.column in self.src.types]
+        counted = sorted({col for c in checks for col in c.columns() if col in self.src.types})
+        ranged = sorted({col for kind, col in present if kind in RANGE_KINDS and self.fam[col] in NUMERIC} | {
+            col for kind, col in present if kind == "unique" and self.fam[col] == "int"})
+        exprs = ["count(*)", *(f"count({q(c)})" for c in counted), *(f"min({q(c)}), max({q(c)})" for c in ranged)]
+        with self.src.statistics():
+            row = self.src.con.execute(f"SELECT {', '.join(exprs)} FROM t").fetchall()[0]
+        self.n = int(row[0])
+        self.nonnull = {c: int(row[1 + i]) for i, c in enumerate(counted)}
+        at = 1 + len(counted)
+        self.bounds = {c: (row[at + 2 * i], row[at + 2 * i + 1]) for i, c in enumerate(ranged)}
+        strings = sorted({col for kind, col in present if kind in GROUPED_KINDS and self.src.types[col] == "VARCHAR"})
+        if strings:
+            cols = ", ".join(q(c) for c in strings)
+            probe = ", ".join(f"count(DISTINCT {q(c)}), count({q(c)})" for c in strings)
+            row = self.src.con.execute(f"SELECT {probe} FROM (SELECT {cols} FROM t LIMIT {PROBE_ROWS})").fetchall()[0]
+            self.grouped = {c: int(row[2 * i]) for i, c in enumerate(strings) if row[2 * i] <= GROUPED_MAX_SHARE * max(row[2 * i + 1], 1)}
+
+    def inside(self, col: str, lo: Any, hi: Any, strict: bool) -> bool | None:
+        """Whether the pre-scanned range of ``col`` lies inside [lo, hi]; None when unknown."""
+        mn, mx = self.bounds.get(col, (None, None))
+        if mn is None or mx is None or mn != mn or mx != mx:  # no values, or NaN (unknown)
+            return None
+        ok_lo = lo is None or (mn > lo if strict else mn >= lo)
+        ok_hi = hi is None or (mx < hi if strict else mx <= hi)
+        return bool(ok_lo and ok_hi)
+
+    def per_value(self, chk: Check, fail_pred: str) -> None:
+        """A string check evaluated once per distinct value of the column, weighted by its count.
+
+        A column of few values takes its counts from a histogram in the fused
+        scan; one of more values from a GROUP BY of its own (a large histogram
+        slows the whole fused scan down). The sample lists distinct failing
+        values, the most frequent first.
+        """
+        col = chk.column or ""
+        hi = self.query.add(f"histogram({q(col)})") if self.grouped[col] <= HISTOGRAM_MAX else None
+        ni = self.nulls(col)
+
+        def finish(row: tuple[Any, ...], n: int) -> CheckResult:
+            name = self._groups.get(col)
+            if name is None:
+                name = self._groups[col] = f"keel_values_{len(self._groups)}" + ("_table" if hi is None else "")
+                if hi is None:
+                    self.src.con.execute(f"CREATE TEMP TABLE {name} AS SELECT {q(col)}, count(*) AS {_COUNT} FROM t WHERE {q(col)} IS NOT NULL GROUP BY ALL")
+                else:
+                    import pyarrow as pa
+
+                    values = row[hi] or {}
+                    table = pa.table({col: pa.array(list(values.keys()), pa.string()), _COUNT: pa.array(list(values.values()), pa.int64())})
+                    self.src.con.register(name, table)
+            failing, sample = self.src.con.execute(
+                f"SELECT coalesce(sum({_COUNT}) FILTER (WHERE {fail_pred}), 0), "
+                f"list({q(col)} ORDER BY {_COUNT} DESC, {q(col)}) FILTER (WHERE {fail_pred})[1:{SAMPLE_SIZE}] FROM {name}"
+            ).fetchall()[0]
+            failing = int(failing)
+            denom = n - int(row[ni])
+            frac = failing / denom if denom else 0.0
+            ok = frac <= (1 - chk.mostly) + _EPS
+            res = self.result(chk, "pass" if ok else "fail", None, failing_count=failing, failing_fraction=frac)
+            if failing and not ok:
+                res.sample = list(sample or [])
+            return res
+
+        self.pending.append((self._slot, finish))
 
     def schema_results(self) -> list[CheckResult]:
         cols = self.contract.columns
@@ -230,6 +329,8 @@ class _Evaluation:
             # Compare the raw column (fast, statistics-friendly); NULL never matches and
             # NaN, which DuckDB sorts above +inf, is excluded only on rows that match.
             x = q(col)
+            if fam == "int":  # compare ints with ints: no per-row cast, and Parquet statistics can prune
+                lo, hi = _int_bound(lo), _int_bound(hi)
             preds = []
             if lo is not None:
                 preds.append(f"{x} {'<=' if strict else '<'} {lit(lo)}")
@@ -238,14 +339,20 @@ class _Evaluation:
             pred = f"({' OR '.join(preds)})"
             if fam == "float":
                 pred += f" AND NOT {isnan_sql(x)}"
-            mn, mx = self.query.add(f"min({x})"), self.query.add(f"max({x})")
+            inside = self.inside(col, lo, hi, strict)
+            if inside:  # the pre-scan proves no row fails: no per-row predicate
+                bmin, bmax = self.bounds[col]
+                observed_range = bmin if k in ("min", "positive") else bmax if k == "max" else f"[{_fmt(bmin)}, {_fmt(bmax)}]"
+                self.results[self._slot] = self.result(chk, "pass", observed_range, failing_count=0, failing_fraction=0.0)
+                return
+            bmin, bmax = self.bounds[col]
 
             def observed(row: tuple[Any, ...]) -> Any:
                 if k in ("min", "positive"):
-                    return row[mn]
+                    return bmin
                 if k == "max":
-                    return row[mx]
-                return f"[{_fmt(row[mn])}, {_fmt(row[mx])}]"
+                    return bmax
+                return f"[{_fmt(bmin)}, {_fmt(bmax)}]"
 
             self.rowwise(chk, pred, "nonnull", observed)
         elif k == "allowed_values":
@@ -256,10 +363,10 @@ class _Evaluation:
             else:
                 inlist = ", ".join(lit(x) for x in values)
                 pred = f"{v} NOT IN ({inlist})"
-            self.rowwise(chk, pred, "nonnull")
+            self.string_check(chk, pred)
         elif k == "regex":
             self.need(chk, fam in ("string",), "a string column")
-            self.rowwise(chk, f"NOT {_regex_sql(v, a['pattern'])}", "nonnull")
+            self.string_check(chk, f"NOT {_regex_sql(v, a['pattern'])}")
         elif k == "length":
             self.need(chk, fam in ("string", "binary"), "a string column")
             preds = []
@@ -267,7 +374,7 @@ class _Evaluation:
                 preds.append(f"length({v}) < {int(a['min'])}")
             if a.get("max") is not None:
                 preds.append(f"length({v}) > {int(a['max'])}")
-            self.rowwise(chk, " OR ".join(preds), "nonnull")
+            self.string_check(chk, " OR ".join(preds))
         elif k == "unique":
             # A hash group-by of its own: a DISTINCT aggregate inside the fused query
             # would push the whole query off DuckDB's fast ungrouped-aggregate path.
@@ -346,6 +453,12 @@ class _Evaluation:
         else:  # pragma: no cover - every rule is handled above
             raise _Invalid(f"no evaluator for {k!r}")
 
+    def string_check(self, chk: Check, fail_pred: str) -> None:
+        if chk.column in self.grouped:
+            self.per_value(chk, fail_pred)
+        else:
+            self.rowwise(chk, fail_pred, "nonnull")
+
     def need(self, chk: Check, ok: bool, what: str) -> None:
         if not ok:
             raise _Invalid(f"'{chk.kind}' needs {what}; {chk.column!r} is {self.src.types.get(chk.column or '', '?')}")
@@ -397,7 +510,16 @@ class _Evaluation:
         """Like :meth:`duplicates` for a numeric or time column: a numpy sort beats a hash group-by."""
         import numpy as np
 
-        values = np.sort(self.column_values(col, fam))
+        values = self.column_values(col, fam)
+        mn, mx = self.bounds.get(col, (None, None))
+        if values.dtype.kind in "iu" and mn is not None and mx is not None and 0 <= int(mx) - int(mn) <= 4 * len(values):
+            # Dense integer keys (ids): one counting pass instead of a sort.
+            counts = np.bincount((values - int(mn)).astype(np.int64), minlength=0)
+            dup_values = np.flatnonzero(counts > 1)
+            failing = int(counts[dup_values].sum())
+            sample = [_plain(int(x) + int(mn), fam) for x in dup_values[:SAMPLE_SIZE]]
+            return failing, failing - len(dup_values), sample
+        values = np.sort(values)
         eq = values[1:] == values[:-1]
         dup = np.zeros(len(values), dtype=bool)
         dup[1:] |= eq
@@ -529,7 +651,7 @@ class _Evaluation:
 
                 def finish_psi(row: tuple[Any, ...], n: int) -> CheckResult:
                     assert ref.bin_counts is not None
-                    value = psi(ref.bin_counts, [int(row[i]) for i in idx])
+                    value = psi(ref.bin_counts, bin_counts([row[i] for i in idx]))
                     ok = not math.isnan(value) and value < a["max"]
                     return self.result(chk, "pass" if ok else "fail", value)
 
@@ -607,6 +729,11 @@ def _regex_sql(expr: str, pattern: str) -> str:
     if pattern.startswith("^") and pattern.endswith("$") and not pattern.endswith("\\$") and "|" not in inner:
         return f"regexp_full_match({expr}, {lit(inner)})"
     return f"regexp_matches({expr}, {lit(pattern)})"
+
+
+def _int_bound(bound: Any) -> Any:
+    """An integral float bound as an int, for comparing with an integer column (no per-row cast)."""
+    return int(bound) if isinstance(bound, float) and bound.is_integer() else bound
 
 
 def _null_pred(col: str, fam: str) -> str:

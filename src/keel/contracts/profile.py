@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -124,7 +125,7 @@ def compute_profile(src: Source, columns: list[str] | None = None, *, sample_siz
         for c, kind, k in parts:
             cp = profile.columns[c]
             if kind == "bins":
-                cp.bin_counts = [int(x) for x in row2[j : j + k]]
+                cp.bin_counts = bin_counts(row2[j : j + k])
             else:
                 hist = {str(key): int(val) for key, val in (row2[j] or {}).items()}
                 cp.categories = hist if len(hist) <= MAX_CATEGORIES else None
@@ -145,22 +146,22 @@ def valid_expr(column: str, family: str) -> str:
 
 
 def bin_count_exprs(column: str, family: str, edges: list[float]) -> list[str]:
-    """Aggregates counting the non-null values in each bin of ``edges``.
+    """Aggregates from which :func:`bin_counts` gives the non-null values in each bin of ``edges``.
 
-    The raw column is compared (cheap, and Parquet statistics can prune); NaN,
-    which DuckDB sorts above every number, is kept out of the last bin only.
+    One comparison per row and edge: the values below each edge, then the
+    number of values. NaN, which DuckDB sorts above every number, is below no
+    edge and is not counted as a value.
     """
-    from keel.contracts.source import isnan_sql, lit, q
+    from keel.contracts.source import lit, q
 
     x = q(column)
-    if not edges:
-        return [f"count({valid_expr(column, family)})"]
-    out = [f"count_if({x} < {lit(edges[0])})"]
-    for lo, hi in itertools.pairwise(edges):
-        out.append(f"count_if({x} >= {lit(lo)} AND {x} < {lit(hi)})")
-    last = f"{x} >= {lit(edges[-1])}"
-    out.append(f"count_if({last} AND NOT {isnan_sql(x)})" if family == "float" else f"count_if({last})")
-    return out
+    return [f"count_if({x} < {lit(e)})" for e in edges] + [f"count({valid_expr(column, family)})"]
+
+
+def bin_counts(values: Sequence[Any]) -> list[int]:
+    """Counts per bin (below the first edge, between edges, from the last edge) from :func:`bin_count_exprs`."""
+    cum = [int(v) for v in values]
+    return [cum[0], *(b - a for a, b in itertools.pairwise(cum))]
 
 
 def psi(expected: list[int], actual: list[int], eps: float = 1e-4) -> float:
