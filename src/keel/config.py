@@ -59,7 +59,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("metadata_uri", None, "SQLAlchemy URL of the metadata store (runs, registry, definitions). Default: SQLite in .keel/keel.db; PostgreSQL: postgresql+psycopg://user@host/db"),
     Setting("artifacts_uri", None, "Where artifacts are stored, content-addressed: a folder path or s3://bucket/prefix. Default: .keel/artifacts"),
     Setting("s3_endpoint_url", "", "Endpoint of an S3-compatible server (MinIO, moto, ...); empty for AWS S3"),
-    Setting("lake_uri", None, "Folder of Parquet datasets (offline features, prediction logs, labels). Default: .keel/lake"),
+    Setting("lake_uri", None, "Parquet datasets (offline features, prediction logs, labels): a folder or s3://bucket/prefix. Default: .keel/lake"),
     Setting("online_uri", None, "Online feature store: sqlite:///path, redis://host:port/db or memory://. Default: SQLite in .keel/online.db"),
     Setting("engine", "local", "Compute engine: local (in-process) or ray"),
     Setting("ray_address", "", "Ray cluster address; empty starts Ray locally"),

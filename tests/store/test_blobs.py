@@ -1,7 +1,5 @@
 """One conformance suite for the artifact store, over every byte store backend."""
 
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,37 +14,13 @@ from keel.store.blobs import (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """moto's standalone S3-compatible server on a free local port."""
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
 @pytest.fixture(params=["local", "memory", "s3"])
-def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ArtifactStore:
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
     if request.param == "local":
         return ArtifactStore(LocalByteStore(tmp_path / "blobs"))
     if request.param == "memory":
         return ArtifactStore(MemoryByteStore())
-    endpoint = request.getfixturevalue("s3_endpoint")
-    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
-    import boto3
-
-    bucket = f"keel-{tmp_path.name.lower().replace('_', '-')[:40]}"
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+    endpoint, bucket = request.getfixturevalue("s3_endpoint"), request.getfixturevalue("s3_bucket")
     return ArtifactStore(S3ByteStore(f"s3://{bucket}/artifacts", endpoint_url=endpoint))
 
 

@@ -15,7 +15,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 from keel.errors import IntegrityError, NotFoundError, StoreError, ValidationError, missing_extra
 
@@ -116,20 +116,30 @@ class MemoryByteStore:
         yield from list(self.mtimes.items())
 
 
+def split_s3_uri(uri: str, *, what: str = "Artifact URI") -> tuple[str, str]:
+    """``s3://bucket/some/prefix`` -> ("bucket", "some/prefix"); no bucket is a StoreError."""
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    if not bucket:
+        raise StoreError(f"{what} {uri!r} names no bucket.", hint="Use s3://bucket/prefix.")
+    return bucket, prefix.strip("/")
+
+
+def s3_client(endpoint_url: str | None = None) -> Any:
+    """A boto3 S3 client for AWS, or for the S3-compatible server at ``endpoint_url``
+    (``KEEL_S3_ENDPOINT_URL``: MinIO, moto, ...)."""
+    try:
+        import boto3
+    except ImportError:
+        raise missing_extra("boto3", "s3") from None
+    return boto3.client("s3", endpoint_url=endpoint_url or None)
+
+
 class S3ByteStore:
     """An S3-compatible bucket (AWS, MinIO, moto): ``s3://bucket/prefix``."""
 
     def __init__(self, uri: str, endpoint_url: str | None = None) -> None:
-        try:
-            import boto3
-        except ImportError:
-            raise missing_extra("boto3", "s3") from None
-        rest = uri[len("s3://") :]
-        self.bucket, _, prefix = rest.partition("/")
-        if not self.bucket:
-            raise StoreError(f"Artifact URI {uri!r} names no bucket.", hint="Use s3://bucket/prefix.")
-        self.prefix = prefix.strip("/")
-        self.client = boto3.client("s3", endpoint_url=endpoint_url or None)
+        self.bucket, self.prefix = split_s3_uri(uri)
+        self.client = s3_client(endpoint_url)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
