@@ -7,6 +7,9 @@ The package is a folder of artifacts (default name ``model``)::
     model/input_example.parquet   the input example, for smoke tests and docs
     model/keel-model.json         flavor, python, packages, signature, feature names, class,
                                   feature service (+ version), training-set fingerprint
+
+:func:`write_package` writes that folder anywhere; ``log_model`` stores it with
+the run, and pipelines store step outputs that are models with it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import json
 import platform
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +115,50 @@ def _feature_service(feature_service: Any, training: dict[str, Any] | None) -> d
     return out
 
 
+def write_package(
+    model: Any,
+    folder: Path,
+    *,
+    flavor: str | None = None,
+    signature: Signature | None = None,
+    example: Any = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write ``model`` as a package into ``folder`` (created); returns the meta written to keel-model.json.
+
+    The folder gets ``model.pkl``, the flavor's native file(s), the input example
+    (a DataFrame, when given) and ``keel-model.json``: flavor, class, python,
+    packages, signature, feature names, has_predict_proba, plus ``extra``.
+    Without a ``signature`` the model's own feature names are used (types
+    unknown); a model that records none gets no signature. The same model
+    always gives the same bytes, so a pipeline can store the package by content.
+    """
+    flavor = flavor or flavors.detect(model)
+    blob = flavors.dumps(model)
+    if signature is None:
+        names = flavors.feature_names(model)
+        signature = Signature([ColSpec(n, "any", True) for n in names]) if names else None
+    meta: dict[str, Any] = {
+        "format": 1,
+        "flavor": flavor,
+        "class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "python": platform.python_version(),
+        "packages": flavors.packages_for(flavor, flavors.pickled_modules(blob)),
+        "signature": None if signature is None else signature.to_dict(),
+        "feature_names": [] if signature is None else signature.names,
+        "has_predict_proba": callable(getattr(model, "predict_proba", None)),
+        "input_example": EXAMPLE_FILE if example is not None else None,
+        **(extra or {}),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / PICKLE_FILE).write_bytes(blob)
+    meta["native"] = flavors.save_native(model, flavor, folder)
+    if example is not None:
+        example.to_parquet(folder / EXAMPLE_FILE, index=False)
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    return meta
+
+
 def log_model(
     model: Any,
     name: str = "model",
@@ -145,38 +193,23 @@ def log_model(
                 hint="Pass an example with the columns and types the model was trained on.",
             ) from None
         sig.outputs = sig.outputs or describe_output(output)
-    blob = flavors.dumps(model)
     training = _training_dataset(run.id)
-    meta: dict[str, Any] = {
-        "format": 1,
-        "flavor": flavor,
-        "class": f"{type(model).__module__}.{type(model).__qualname__}",
-        "python": platform.python_version(),
-        "packages": flavors.packages_for(flavor, flavors.pickled_modules(blob)),
-        "signature": sig.to_dict(),
-        "feature_names": sig.names,
-        "has_predict_proba": callable(getattr(model, "predict_proba", None)),
-        "input_example": EXAMPLE_FILE if example is not None else None,
+    extra: dict[str, Any] = {
         "training_fingerprint": None if training is None else training["fingerprint"],
         **_feature_service(feature_service, training),
     }
-    if meta["feature_service"] and training is not None:
+    if extra["feature_service"] and training is not None:
         trained_on = ((training.get("extra") or {}).get("features")) or []
         unknown = [c for c in sig.names if trained_on and c not in trained_on]
         if unknown:
             raise ValidationError(
-                f"Model input column '{unknown[0]}' is not a feature of service '{meta['feature_service']}' "
+                f"Model input column '{unknown[0]}' is not a feature of service '{extra['feature_service']}' "
                 f"(features: {', '.join(trained_on[:8])}).",
                 hint="Train on the columns of the feature service, or pass the right feature_service=.",
             )
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "pkg"
-        folder.mkdir()
-        (folder / PICKLE_FILE).write_bytes(blob)
-        meta["native"] = flavors.save_native(model, flavor, folder)
-        if example is not None:
-            example.to_parquet(folder / EXAMPLE_FILE, index=False)
-        (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+        meta = write_package(model, folder, flavor=flavor, signature=sig, example=example, extra=extra)
         rows = store_path(get_artifact_store(), folder, name)
     record(run.store, "run", run.id, rows)
     return ModelInfo(run.id, name, flavor, sig, meta)

@@ -2,8 +2,10 @@
 
 Checked: duplicate step names, calls with missing or unknown inputs, inputs
 from unknown steps, cycles, outputs that can never be serialized (generators,
-coroutines, open files, locks), unknown serializers, constants that cannot be
-fingerprinted, and, for the process pool and Ray, steps a worker cannot import.
+coroutines, open files, locks), unknown serializers, ``serializer="model"`` on
+a step annotated to return data (a DataFrame, an array, a list, a number...),
+constants that cannot be fingerprinted, and, for the process pool and Ray,
+steps a worker cannot import.
 """
 
 from __future__ import annotations
@@ -17,21 +19,40 @@ from keel.pipelines import serializers
 from keel.pipelines.graph import Graph, handles_in
 
 
+def _return_origin(fn: Any) -> Any:
+    """The origin of ``fn``'s return annotation (``list`` for ``list[int]``), or None."""
+    try:
+        ret = typing.get_type_hints(fn).get("return")
+    except Exception:
+        return None
+    return None if ret is None else typing.get_origin(ret) or ret
+
+
 def _return_problem(fn: Any) -> str | None:
     if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
         return "is a generator: its output cannot be stored"
     if inspect.iscoroutinefunction(fn):
         return "is async: steps are plain functions"
-    try:
-        ret = typing.get_type_hints(fn).get("return")
-    except Exception:
+    origin = _return_origin(fn)
+    if origin is None:
         return None
-    if ret is None:
-        return None
-    origin = typing.get_origin(ret) or ret
     name = getattr(origin, "__name__", str(origin))
     if name in serializers.UNSERIALIZABLE:
         return f"returns a {name}, which cannot be serialized"
+    return None
+
+
+# Return annotations that can never be a model (serializer="model" needs predict(), or a dict holding models).
+_DATA_MODULES = ("pandas", "numpy", "pyarrow", "polars")
+_DATA_BUILTINS = (str, bytes, bool, int, float, complex, list, tuple, set, frozenset, type(None))
+
+
+def _model_return_problem(fn: Any) -> str | None:
+    origin = _return_origin(fn)
+    if not isinstance(origin, type) or origin is typing.Any:
+        return None
+    if origin in _DATA_BUILTINS or origin.__module__.split(".")[0] in _DATA_MODULES:
+        return f"declares serializer='model' but returns a {'None' if origin is type(None) else origin.__name__}, which is not a model"
     return None
 
 
@@ -45,6 +66,10 @@ def problems(graph: Graph, *, engine: str = "local") -> list[str]:
             out.append(f"Step {step.name} ({step.where}) {bad}; return data (a table, an array, a dict, a model).")
         if step.serializer is not None and step.serializer not in serializers.SERIALIZERS:
             out.append(f"Step {step.name} ({step.where}) names unknown serializer {step.serializer!r}; use one of {', '.join(serializers.SERIALIZERS)}.")
+        if step.serializer == "model" and step.kind == "step":
+            bad = _model_return_problem(step.fn)
+            if bad:
+                out.append(f"Step {step.name} ({step.where}) {bad}; return a fitted model (or a dict holding one), or remove serializer='model'.")
         if engine != "local" and "<locals>" in step.fn.__qualname__:
             out.append(
                 f"Step {step.name} ({step.where}) is defined inside a function; the {engine} engine imports steps by name in worker processes. "

@@ -41,6 +41,8 @@ from keel.pipelines.smoke import SMOKE_TAG
 from keel.store.metadata import MetadataStore, get_metadata_store, now_ms
 from keel.store.schema.pipelines import pipeline_runs, pipeline_steps
 
+MODELS_TAG = "keel.output.models"  # {package name: runs:/<run>/<name>} of a step's "model" output
+
 if TYPE_CHECKING:
     from keel.pipelines.pipeline import Pipeline
     from keel.pipelines.step import Step
@@ -69,6 +71,7 @@ class StepResult:
     saved_s: float = 0.0
     source_run_id: str | None = None
     error: str | None = None
+    models: dict[str, str] = field(default_factory=dict)  # package name -> runs:/<run>/<name>, for "model" outputs
 
 
 @dataclass
@@ -102,6 +105,32 @@ class PipelineResult:
         if step not in self._outcomes:
             raise NotFoundError(f"Step {step!r} produced no output in run {self.run_id}." + did_you_mean(step, list(self._outcomes)))
         return _value(self._outcomes[step])
+
+    def model_uri(self, step: str, name: str | None = None) -> str:
+        """``runs:/<run id>/<name>`` of a model a step returned, for ``keel.load_model`` and ``keel.register_model``.
+
+        The run is the step's run, or on a cache hit the run that produced the
+        output. ``name`` is the key of a dict output (``{"model": m, ...}``);
+        it may be left out when the step returned one model.
+        """
+        res = self.steps.get(step)
+        if res is None:
+            raise NotFoundError(f"Pipeline run {self.run_id} has no step {step!r}." + did_you_mean(step, list(self.steps)), hint=f"Its steps: {', '.join(self.steps)}.")
+        if not res.models:
+            raise NotFoundError(
+                f"Step {step!r} of pipeline run {self.run_id} stored no model package (status {res.status}, serializer {res.serializer}).",
+                hint="Return a scikit-learn, LightGBM or XGBoost model (or a dict holding one), or declare @keel.step(serializer='model').",
+            )
+        if name is None:
+            if len(res.models) == 1:
+                return next(iter(res.models.values()))
+            raise ValidationError(
+                f"Step {step!r} returned {len(res.models)} models: {', '.join(res.models)}.",
+                hint=f"Name one: result.model_uri({step!r}, {next(iter(res.models))!r}).",
+            )
+        if name not in res.models:
+            raise NotFoundError(f"Step {step!r} returned no model {name!r}." + did_you_mean(name, list(res.models)), hint=f"Its models: {', '.join(res.models)}.")
+        return res.models[name]
 
     @property
     def output(self) -> Any:
@@ -279,7 +308,10 @@ class _Run:
         if use_cache:
             entry = cache.lookup(self.store, key, blobs=self.blobs)
             if entry is not None:
-                self._hit(name, key, entry)
+                try:
+                    self._hit(name, key, entry)
+                except Exception as exc:  # e.g. the packages of a model output could not be recorded again
+                    self._fail(name, None, exc, time.perf_counter())
                 return
         mode = "off" if not step.cache else ("refresh" if name in self.refresh else "miss")
         started = now_ms()
@@ -323,11 +355,17 @@ class _Run:
         tags = {"keel.cache": "hit", "keel.cache.key": key, "keel.output.digest": entry.digest, "keel.output.serializer": entry.serializer}
         if entry.run_id:
             tags["keel.cache.source_run"] = entry.run_id
+        models = self._source_models(entry.run_id) if entry.serializer == "model" else {}
+        if models:
+            tags[MODELS_TAG] = json.dumps(models)
         with start_run(name=name, nested=True, tags=self._tags(name, tags)) as child:
-            pass
+            if models is None:  # the producing run or its packages are gone: record them with this run
+                models = self._record_models(child.id, entry.digest)
+                child.set_tags({MODELS_TAG: json.dumps(models)})
         self.outcomes[name] = Outcome(entry.digest, entry.serializer, entry.size, 0)
         self.results[name] = StepResult(
             name, "cached", True, child.id, key, entry.digest, entry.serializer, 0.0, entry.duration_ms / 1000, entry.run_id,
+            models=models or {},
         )
         self._update(
             name, status="cached", step_run_id=child.id, cache_key=key, cache_hit=True, source_run_id=entry.run_id,
@@ -336,10 +374,67 @@ class _Run:
         )
         self._report(name)
 
+    def _source_models(self, run_id: str | None) -> dict[str, str] | None:
+        """{name: URI} of the packages the producing run recorded, or None when any is missing."""
+        from keel.models.package import META_FILE, PICKLE_FILE
+        from keel.store.schema import artifacts, tags
+
+        if not run_id:
+            return None
+        with self.store.read() as conn:
+            text = conn.execute(sa.select(tags.c.value).where(tags.c.run_id == run_id, tags.c.key == MODELS_TAG)).scalar()
+            if not text:
+                return None
+            try:
+                models: dict[str, str] = dict(json.loads(text))
+            except (ValueError, TypeError):
+                return None
+            wanted = {f"{n}/{f}" for n in models for f in (META_FILE, PICKLE_FILE)}
+            have = set(conn.execute(
+                sa.select(artifacts.c.path).where(artifacts.c.owner_kind == "run", artifacts.c.owner_id == run_id, artifacts.c.path.in_(wanted))
+            ).scalars())
+        return models if have == wanted else None
+
+    def _record_models(self, run_id: str, digest: str) -> dict[str, str]:
+        """Record each package of a "model" output with a step's run, as keel.log_model does; {name: URI}.
+
+        A package the step logged itself under the same name (keel.log_model) is kept.
+        """
+        import mimetypes
+
+        from keel.models.package import META_FILE
+        from keel.pipelines.serializers import ModelSerializer
+        from keel.store.schema import artifacts
+        from keel.tracking.artifacts import record
+
+        packages = ModelSerializer().packages(self.blobs.get_bytes(digest, what=f"step output {digest[:12]}"))
+        with self.store.read() as conn:
+            logged = set(conn.execute(
+                sa.select(artifacts.c.path).where(
+                    artifacts.c.owner_kind == "run", artifacts.c.owner_id == run_id, artifacts.c.path.in_([f"{p}/{META_FILE}" for p in packages])
+                )
+            ).scalars())
+        rows: list[tuple[str, str, int, str | None]] = []
+        for pkg, files in packages.items():
+            if f"{pkg}/{META_FILE}" in logged:
+                continue
+            for rel, body in sorted(files.items()):
+                d, size = self.blobs.put_bytes(body)
+                rows.append((f"{pkg}/{rel}", d, size, mimetypes.guess_type(rel)[0]))
+        record(self.store, "run", run_id, rows)
+        return {pkg: f"runs:/{run_id}/{pkg}" for pkg in packages}
+
     def _finished(self, name: str, child: Run, key: str, outcome: Outcome) -> None:
         from keel.tracking.artifacts import record
 
         step = self.graph.nodes[name].step
+        # packages and tags first: a run that hits the cache entry finds them with the run that produced it
+        models = self._record_models(child.id, outcome.digest) if outcome.serializer == "model" else {}
+        record(self.store, "run", child.id, [("output", outcome.digest, outcome.size, None)])
+        out_tags = {"keel.output.digest": outcome.digest, "keel.output.serializer": outcome.serializer}
+        if models:
+            out_tags[MODELS_TAG] = json.dumps(models)
+        child.set_tags(out_tags)
         if step.cache:
             expires = None if step.expire is None else now_ms() + int(step.expire * 1000)
             cache.save(
@@ -347,11 +442,11 @@ class _Run:
                 cache.Entry(key, name, outcome.digest, outcome.serializer, outcome.size, child.id, outcome.duration_ms, now_ms(), expires),
                 replace=name in self.refresh,
             )
-        record(self.store, "run", child.id, [("output", outcome.digest, outcome.size, None)])
-        child.set_tags({"keel.output.digest": outcome.digest, "keel.output.serializer": outcome.serializer})
         child.log_metric("keel.duration_s", outcome.duration_ms / 1000)
         self.outcomes[name] = outcome
-        self.results[name] = StepResult(name, "finished", False, child.id, key, outcome.digest, outcome.serializer, outcome.duration_ms / 1000)
+        self.results[name] = StepResult(
+            name, "finished", False, child.id, key, outcome.digest, outcome.serializer, outcome.duration_ms / 1000, models=models,
+        )
         self._update(
             name, status="finished", step_run_id=child.id, digest=outcome.digest, serializer=outcome.serializer,
             duration_ms=outcome.duration_ms, ended_ms=now_ms(),

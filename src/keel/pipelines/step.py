@@ -130,7 +130,8 @@ def step(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
 
     Options: ``cache`` (False: always run), ``expire`` (seconds or timedelta a
     cached output stays valid), ``retries``, ``serializer`` ("parquet", "numpy",
-    "json", "pickle"; default: chosen by the output's type), ``shrink`` (param
+    "json", "model", "pickle"; default: chosen by the output's type; "model"
+    also packages Python objects with a predict method), ``shrink`` (param
     values used by ``--smoke`` runs, e.g. ``{"n_estimators": 10}``), ``sample``
     (a data-loading step whose output ``--smoke`` runs sample), ``produces``
     (paths or ``model:NAME`` the step writes; triggers use it to refuse loops), ``name``.
