@@ -359,3 +359,33 @@ def test_range_checks_on_parquet_statistics_and_rows(project: Path, tmp_path: Pa
         assert r["y.between"].failing_count == 0 and r["y.between"].status == "pass"
         nonnan = y[~np.isnan(y)]
         assert r["y.max"].failing_count == int((nonnan > 0.5).sum())
+
+
+def test_unique_and_monotonic_on_every_numeric_and_time_type(project: Path) -> None:
+    """Values fetched for uniqueness and order keep their exact type (ids above 2**53, times, NaN, nulls)."""
+    big = 2**60
+    df = pd.DataFrame(
+        {
+            "big": pd.array([big, big + 1, big + 1, big + 3, None], dtype="Int64"),  # a repeat and a null
+            "f": [0.5, np.nan, 0.25, 1.0, 1.0],  # NaN is missing; 0.25 steps back, 1.0 repeats
+            "ts": pd.to_datetime(["2026-01-01", "2026-01-02", "2026-01-02", "2026-01-01", "2026-01-05"], utc=True),
+            "d": pd.to_datetime(["2026-01-01", "2026-01-03", "2026-01-02", "2026-01-04", "2026-01-05"]).date,
+        }
+    )
+    contract = Contract(
+        "u",
+        columns={
+            "big": Column(checks=[c.unique(), c.monotonic(strict=True)]),
+            "f": Column(checks=[c.unique(), c.monotonic()]),
+            "ts": Column(checks=[c.unique(), c.monotonic()]),
+            "d": Column(checks=[c.unique(), c.monotonic()]),
+        },
+    )
+    for data in (df, pa.Table.from_pandas(df, preserve_index=False)):
+        r = validate(data, contract, store=False)
+        assert (r["big.unique"].failing_count, r["big.unique"].sample) == (2, [str(big + 1)])
+        assert r["big.monotonic"].failing_count == 1  # big+1 -> big+1 is not strictly increasing
+        assert r["f.unique"].failing_count == 2 and r["f.monotonic"].failing_count == 1
+        assert r["ts.unique"].failing_count == 4 and r["ts.monotonic"].failing_count == 1
+        assert r["ts.unique"].sample == ["2026-01-01T00:00:00+00:00", "2026-01-02T00:00:00+00:00"]
+        assert r["d.unique"].failing_count == 0 and r["d.monotonic"].failing_count == 1

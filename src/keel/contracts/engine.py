@@ -47,21 +47,67 @@ RANGE_KINDS = ("min", "max", "between", "positive")
 GROUPED_KINDS = ("allowed_values", "regex", "length")
 PROBE_ROWS = 100_000  # rows read to judge a string column's number of distinct values
 GROUPED_MAX_SHARE = 0.5  # distinct values per row in the probe at or below which checks run per value
-HISTOGRAM_MAX = 1000  # up to this many distinct values in the probe, counts come from the fused scan
 _COUNT = "__keel_count"
 
 
 class _Query:
+    """The fused scan's values: SQL aggregates, constants known from the pre-scan, and sums of both.
+
+    Every value has an index into the row :meth:`run` returns. Histograms run as a
+    query of their own: beside plain aggregates they slow the whole scan down.
+    """
+
     def __init__(self) -> None:
-        self.exprs: list[str] = []
-        self._index: dict[str, int] = {}
+        self.exprs: list[str] = []  # SQL aggregates, in index order of self._sql
+        # ("sql", sql index, None) | ("const", value, None) | ("later", fn, None) | ("plus", (value, sign), entry index)
+        self._entries: list[tuple[str, Any, Any]] = []
+        self._index: dict[Any, int] = {}
+
+    def _entry(self, key: Any, entry: tuple[str, Any, Any]) -> int:
+        i = self._index.get(key)
+        if i is None:
+            i = self._index[key] = len(self._entries)
+            self._entries.append(entry)
+        return i
 
     def add(self, expr: str) -> int:
         i = self._index.get(expr)
         if i is None:
-            i = self._index[expr] = len(self.exprs)
             self.exprs.append(expr)
+            i = self._entry(expr, ("sql", len(self.exprs) - 1, None))
         return i
+
+    def const(self, value: Any) -> int:
+        return self._entry(("const", type(value).__name__, value), ("const", value, None))
+
+    def later(self, key: str, fn: Callable[[], Any]) -> int:
+        """A value computed by ``fn`` after the scan (a query of its own), once per ``key``."""
+        return self._entry(("later", key), ("later", fn, None))
+
+    def plus(self, value: int, expr: str, sign: int = 1) -> int:
+        """``value`` + ``sign`` x the SQL aggregate ``expr``."""
+        return self._entry(("plus", value, sign, expr), ("plus", (value, sign), self.add(expr)))
+
+    def run(self, con: Any) -> tuple[Any, ...]:
+        sql_row: list[Any] = [None] * len(self.exprs)
+        hist = [i for i, e in enumerate(self.exprs) if e.startswith("histogram(")]
+        plain = [i for i in range(len(self.exprs)) if i not in set(hist)]
+        for part in (plain, hist):
+            if part:
+                got = con.execute(f"SELECT {', '.join(self.exprs[i] for i in part)} FROM t").fetchall()[0]
+                for i, value in zip(part, got, strict=True):
+                    sql_row[i] = value
+        out: list[Any] = []
+        for kind, a, b in self._entries:
+            if kind == "sql":
+                out.append(sql_row[a])
+            elif kind == "const":
+                out.append(a)
+            elif kind == "later":
+                out.append(a())
+            else:
+                out.append(a[0] + a[1] * int(out[b] or 0))
+        return tuple(out)
 
 
 def evaluate(
@@ -114,8 +160,8 @@ class _Evaluation:
         """Index in the fused row of the column's missing values (nulls from the pre-scan, plus NaN)."""
         base = self.n - self.nonnull[col]
         if self.fam[col] == "float":
-            return self.query.add(f"{base} + count_if({isnan_sql(q(col))})")
-        return self.query.add(f"CAST({base} AS BIGINT)")
+            return self.query.plus(base, f"count_if({isnan_sql(q(col))})")
+        return self.query.const(base)
 
     def v(self, col: str) -> str:
         return valid_expr(col, self.fam[col])
@@ -181,9 +227,7 @@ class _Evaluation:
                 self.plan(chk)
             except _Invalid as exc:
                 self.results[slot] = self.result(chk, "error", message=str(exc))
-        row: tuple[Any, ...] = ()
-        if self.query.exprs:
-            row = self.src.con.execute(f"SELECT {', '.join(self.query.exprs)} FROM t").fetchall()[0]
+        row = self.query.run(self.src.con)
         n = self.n
         for slot, finish in self.pending:
             try:
@@ -196,10 +240,7 @@ class _Evaluation:
             except _Invalid as exc:
                 self.results[slot] = self.result(checks[slot], "error", message=str(exc))
         for name in self._groups.values():
-            if name.endswith("_table"):
-                self.src.con.execute(f"DROP TABLE {name}")
-            else:
-                self.src.con.unregister(name)
+            self.src.con.execute(f"DROP TABLE {name}")
         return n, out_first + [self.results[i] for i in range(len(checks))]
 
     def prescan(self, checks: list[Check]) -> None:
@@ -235,33 +276,26 @@ class _Evaluation:
         ok_hi = hi is None or (mx < hi if strict else mx <= hi)
         return bool(ok_lo and ok_hi)
 
+    def value_table(self, col: str) -> str:
+        """A temp table of the column's distinct non-null values and their counts (one GROUP BY, made once)."""
+        name = self._groups.get(col)
+        if name is None:
+            name = self._groups[col] = f"keel_values_{len(self._groups)}"
+            self.src.con.execute(f"CREATE TEMP TABLE {name} AS SELECT {q(col)}, count(*) AS {_COUNT} FROM t WHERE {q(col)} IS NOT NULL GROUP BY ALL")
+        return name
+
     def per_value(self, chk: Check, fail_pred: str) -> None:
         """A string check evaluated once per distinct value of the column, weighted by its count.
 
-        A column of few values takes its counts from a histogram in the fused
-        scan; one of more values from a GROUP BY of its own (a large histogram
-        slows the whole fused scan down). The sample lists distinct failing
-        values, the most frequent first.
+        The sample lists distinct failing values, the most frequent first.
         """
         col = chk.column or ""
-        hi = self.query.add(f"histogram({q(col)})") if self.grouped[col] <= HISTOGRAM_MAX else None
         ni = self.nulls(col)
 
         def finish(row: tuple[Any, ...], n: int) -> CheckResult:
-            name = self._groups.get(col)
-            if name is None:
-                name = self._groups[col] = f"keel_values_{len(self._groups)}" + ("_table" if hi is None else "")
-                if hi is None:
-                    self.src.con.execute(f"CREATE TEMP TABLE {name} AS SELECT {q(col)}, count(*) AS {_COUNT} FROM t WHERE {q(col)} IS NOT NULL GROUP BY ALL")
-                else:
-                    import pyarrow as pa
-
-                    values = row[hi] or {}
-                    table = pa.table({col: pa.array(list(values.keys()), pa.string()), _COUNT: pa.array(list(values.values()), pa.int64())})
-                    self.src.con.register(name, table)
             failing, sample = self.src.con.execute(
                 f"SELECT coalesce(sum({_COUNT}) FILTER (WHERE {fail_pred}), 0), "
-                f"list({q(col)} ORDER BY {_COUNT} DESC, {q(col)}) FILTER (WHERE {fail_pred})[1:{SAMPLE_SIZE}] FROM {name}"
+                f"list({q(col)} ORDER BY {_COUNT} DESC, {q(col)}) FILTER (WHERE {fail_pred})[1:{SAMPLE_SIZE}] FROM {self.value_table(col)}"
             ).fetchall()[0]
             failing = int(failing)
             denom = n - int(row[ni])
@@ -495,13 +529,13 @@ class _Evaluation:
             x = f"CAST(date_diff('day', DATE '1970-01-01', {q(col)}) AS DOUBLE)"
         if fam == "int" and self.src.types[col] in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER"):
             x = f"CAST({q(col)} AS BIGINT)"  # exact: float64 would merge ids above 2**53
-        arr = self.src.con.execute(f"SELECT {x} AS x FROM t").fetchnumpy()["x"]
-        if isinstance(arr, np.ma.MaskedArray):
-            values = np.ma.compressed(arr if arr.dtype.kind in "iu" else arr.astype("float64"))
-        elif arr.dtype.kind in "iu":
-            values = np.asarray(arr)
-        else:
-            values = np.asarray(arr, dtype="float64")
+        # Arrow buffers straight into NumPy: no copy per value, and no pandas import
+        column = fetch_arrow(self.src.con, f"SELECT {x} AS x FROM t WHERE x IS NOT NULL").column(0)
+        chunks = column.chunks
+        dtype = np.int64 if str(column.type) == "int64" else np.float64  # BIGINT (ids, epoch_us) or DOUBLE
+        parts = [np.frombuffer(c.buffers()[1], dtype=dtype, count=len(c), offset=c.offset * 8) for c in chunks if len(c)]
+        values = np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+        if dtype is np.float64:
             values = values[~np.isnan(values)]
         self._arrays[col] = values
         return values
@@ -647,7 +681,10 @@ class _Evaluation:
             if fam in NUMERIC:
                 if ref.bin_edges is None or ref.bin_counts is None:
                     raise _Invalid(f"the reference ({desc}) has no bins for {col!r}")
-                idx = [self.query.add(e) for e in bin_count_exprs(col, fam, ref.bin_edges)]
+                # the values below each edge; the number of values is the non-null count less NaN
+                idx = [self.query.add(e) for e in bin_count_exprs(col, fam, ref.bin_edges)[:-1]]
+                valid = self.nonnull[col]
+                idx.append(self.query.plus(valid, f"count_if({isnan_sql(q(col))})", -1) if fam == "float" else self.query.const(valid))
 
                 def finish_psi(row: tuple[Any, ...], n: int) -> CheckResult:
                     assert ref.bin_counts is not None
@@ -714,8 +751,13 @@ class _Evaluation:
             raise _Invalid(f"no evaluator for {k!r}")
 
     def hist(self, col: str, ref: Any, desc: str) -> int:
+        """Index of the column's {value: count}: from its value table when string checks use one, else a histogram."""
         if ref.categories is None:
             raise _Invalid(f"the reference ({desc}) has too many distinct values in {col!r} to compare categories")
+        if col in self.grouped:
+            return self.query.later(
+                f"values:{col}", lambda: dict(self.src.con.execute(f"SELECT {q(col)}, {_COUNT} FROM {self.value_table(col)}").fetchall())
+            )
         return self.query.add(f"histogram({q(col)})")
 
 

@@ -60,7 +60,9 @@ class Profile:
 
     @classmethod
     def from_json(cls, data: bytes) -> Profile:
-        raw = json.loads(data)
+        import orjson
+
+        raw = orjson.loads(data)
         return cls(raw["num_rows"], {k: ColumnProfile(**v) for k, v in raw["columns"].items()})
 
 

@@ -77,6 +77,7 @@ class Source:
         self.con.execute("SET preserve_insertion_order = true")
         self.con.execute("SET enable_progress_bar = false")
         self.con.execute(NO_STATISTICS)  # see isnan_sql
+        self.con.execute("SET parquet_metadata_cache = true")  # a contract runs several queries over the same files
         self.kind, self.label = self._register(data)
         rows = self.con.execute("DESCRIBE t").fetchall()
         self.types: dict[str, str] = {r[0]: str(r[1]) for r in rows}

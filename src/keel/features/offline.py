@@ -532,9 +532,8 @@ def fingerprint(df: pd.DataFrame) -> str:
     from concurrent.futures import ThreadPoolExecutor
 
     h = hashlib.sha256()
-    cols = list(df.columns)
     with ThreadPoolExecutor(2) as pool:
-        for digest in pool.map(lambda c: _column_digest(c, df[c]), cols):
+        for digest in pool.map(lambda i: _column_digest(df.columns[i], df.iloc[:, i]), range(df.shape[1])):
             h.update(digest)
     return h.hexdigest()
 
@@ -548,16 +547,16 @@ def _column_digest(col: Any, series: pd.Series) -> bytes:
     arr = pa.array(series, from_pandas=True)
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
-    h.update(np.asarray(arr.is_null()))
+    h.update(np.ascontiguousarray(arr.is_null()).data)
     t = arr.type
     if pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_duration(t):
         arr = arr.cast(pa.int64())
         t = arr.type
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
-        h.update(np.ascontiguousarray(arr.fill_null(False if pa.types.is_boolean(t) else 0)))
+        h.update(np.ascontiguousarray(arr.fill_null(False if pa.types.is_boolean(t) else 0)).data)
     else:
         objs = np.asarray(arr.to_pandas().astype(object).where(lambda x: x.notna(), ""), dtype=object).astype(str)
-        h.update(pd.util.hash_array(objs.astype(object)))
+        h.update(np.ascontiguousarray(pd.util.hash_array(objs.astype(object))).data)
     return h.digest()
 
 
