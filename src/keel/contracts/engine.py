@@ -39,7 +39,7 @@ from keel.contracts.profile import (
 )
 from keel.contracts.report import SAMPLE_SIZE, CheckResult
 from keel.contracts.rules import TYPE_FAMILIES
-from keel.contracts.source import Source, fetch_arrow, isnan_sql, lit, q
+from keel.contracts.source import NO_STATISTICS, Source, fetch_arrow, isnan_sql, lit, q
 
 KS_SAMPLE = 5000
 _EPS = 1e-12
@@ -149,6 +149,10 @@ class _Evaluation:
         self.fam = src.families
         self._arrays: dict[str, Any] = {}
         self.bounds: dict[str, tuple[Any, Any]] = {}
+        self.wanted: dict[str, tuple[str, bool]] = {}  # column -> (family, unique?) for start_prefetch
+        self._dups: dict[str, tuple[int, int, list[Any]]] = {}
+        self.ks_columns: set[str] = set()  # numeric columns a KS check samples
+        self._samples: dict[str, Any] = {}
         self.grouped: dict[str, int] = {}  # string column -> distinct values seen in the probe
         self._groups: dict[str, str] = {}
 
@@ -227,7 +231,10 @@ class _Evaluation:
                 self.plan(chk)
             except _Invalid as exc:
                 self.results[slot] = self.result(chk, "error", message=str(exc))
+        prefetch = self.start_prefetch()
         row = self.query.run(self.src.con)
+        if prefetch is not None:
+            prefetch.join()
         n = self.n
         for slot, finish in self.pending:
             try:
@@ -242,6 +249,38 @@ class _Evaluation:
         for name in self._groups.values():
             self.src.con.execute(f"DROP TABLE {name}")
         return n, out_first + [self.results[i] for i in range(len(checks))]
+
+    def start_prefetch(self) -> Any:
+        """Fetch what uniqueness, order and KS checks need (and count repeats) beside the fused scan.
+
+        On a second connection to the same database, so DuckDB's fetch and NumPy's
+        counting overlap the scan. Only for paths (registered frames are local to
+        the first connection); whatever fails here is simply done again later.
+        """
+        import threading
+
+        if self.src.kind != "path" or not (self.wanted or self.ks_columns):
+            return None
+
+        def work() -> None:
+            try:
+                cur = self.src.con.cursor()
+                try:
+                    cur.execute(NO_STATISTICS)
+                    for col, (fam, unique) in self.wanted.items():
+                        self.column_values(col, fam, cur)
+                        if unique:
+                            self._dups[col] = self.sorted_duplicates(col, fam)
+                    if self.ks_columns:
+                        self._samples.update(self.src.sample(sorted(self.ks_columns), KS_SAMPLE, seed=29, con=cur))
+                finally:
+                    cur.close()
+            except Exception:  # the main thread computes it again
+                pass
+
+        thread = threading.Thread(target=work, name="keel-contract-prefetch", daemon=True)
+        thread.start()
+        return thread
 
     def prescan(self, checks: list[Check]) -> None:
         """Row and null counts, min/max of range-checked columns, which string columns to check per value.
@@ -414,9 +453,13 @@ class _Evaluation:
             # would push the whole query off DuckDB's fast ungrouped-aggregate path.
             ni = self.nulls(col)
 
+            numeric_unique = fam in ("int", "float", "timestamp", "timestamp_tz", "date") and self.src.types[col] not in ("HUGEINT", "UHUGEINT", "UBIGINT")
+            if numeric_unique:
+                self.wanted[col] = (fam, True)
+
             def finish_unique(row: tuple[Any, ...], n: int) -> CheckResult:
                 nonnull = n - int(row[ni])
-                if fam in ("int", "float", "timestamp", "timestamp_tz", "date") and self.src.types[col] not in ("HUGEINT", "UHUGEINT", "UBIGINT"):
+                if numeric_unique:
                     failing, repeated, sample = self.sorted_duplicates(col, fam)
                 else:
                     failing, repeated, sample = self.duplicates([col], f"{v} IS NOT NULL")
@@ -436,6 +479,7 @@ class _Evaluation:
             self.pending.append((self._slot, finish_keys))
         elif k == "monotonic":
             self.numeric_or_time(chk, fam)
+            self.wanted.setdefault(col, (fam, False))
             self.later.append((self._slot, lambda n: self.monotonic(chk, fam)))
         elif k == "freshness":
             self.need(chk, fam in ("timestamp", "timestamp_tz", "date"), "a timestamp or date column")
@@ -517,8 +561,8 @@ class _Evaluation:
         failing, groups = int(row[0]), int(row[1])
         return failing, failing - groups, list(row[2] or [])
 
-    def column_values(self, col: str, fam: str) -> Any:
-        """The non-null values of ``col`` in row order, as float64 (fetched once per column)."""
+    def column_values(self, col: str, fam: str, con: Any = None) -> Any:
+        """The non-null values of ``col`` in row order, int64 or float64 (fetched once per column)."""
         import numpy as np
 
         cached = self._arrays.get(col)
@@ -530,7 +574,7 @@ class _Evaluation:
         if fam == "int" and self.src.types[col] in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER"):
             x = f"CAST({q(col)} AS BIGINT)"  # exact: float64 would merge ids above 2**53
         # Arrow buffers straight into NumPy: no copy per value, and no pandas import
-        column = fetch_arrow(self.src.con, f"SELECT {x} AS x FROM t WHERE x IS NOT NULL").column(0)
+        column = fetch_arrow(con or self.src.con, f"SELECT {x} AS x FROM t WHERE x IS NOT NULL").column(0)
         chunks = column.chunks
         dtype = np.int64 if str(column.type) == "int64" else np.float64  # BIGINT (ids, epoch_us) or DOUBLE
         parts = [np.frombuffer(c.buffers()[1], dtype=dtype, count=len(c), offset=c.offset * 8) for c in chunks if len(c)]
@@ -543,6 +587,9 @@ class _Evaluation:
     def sorted_duplicates(self, col: str, fam: str) -> tuple[int, int, list[Any]]:
         """Like :meth:`duplicates` for a numeric or time column: a numpy sort beats a hash group-by."""
         import numpy as np
+
+        if col in self._dups:
+            return self._dups[col]
 
         values = self.column_values(col, fam)
         mn, mx = self.bounds.get(col, (None, None))
@@ -711,8 +758,10 @@ class _Evaluation:
                 raise _Invalid(f"the reference ({desc}) has no sample of {col!r}")
             sample = ref.sample
 
+            self.ks_columns.add(col)
+
             def run_ks(n: int) -> CheckResult:
-                cur = self.src.sample([col], KS_SAMPLE, seed=29)[col]
+                cur = self._samples[col] if col in self._samples else self.src.sample([col], KS_SAMPLE, seed=29)[col]
                 import numpy as np
 
                 d, p = ks_2samp(cur, np.asarray(sample))

@@ -127,8 +127,11 @@ class Source:
             hint="Pass a pandas DataFrame, a pyarrow Table, or a Parquet/CSV path.",
         )
 
-    def sample(self, columns: list[str], k: int, seed: int = 0) -> dict[str, np.ndarray]:
-        """Up to ``k`` random rows of the numeric ``columns`` as float arrays (nulls dropped)."""
+    def sample(self, columns: list[str], k: int, seed: int = 0, con: Any = None) -> dict[str, np.ndarray]:
+        """Up to ``k`` random rows of the numeric ``columns`` as float arrays (nulls dropped).
+
+        ``con``: another connection to this source's database (a path source's view is shared).
+        """
         import numpy as np
 
         if not columns:
@@ -151,7 +154,7 @@ class Source:
             return out
         cols = ", ".join(f"CAST({q(c)} AS DOUBLE) AS {q(c)}" for c in columns)
         sql = f"SELECT {cols} FROM t USING SAMPLE reservoir({int(k)} ROWS) REPEATABLE ({int(seed)})"
-        table = self.con.execute(sql).fetchnumpy()
+        table = (con or self.con).execute(sql).fetchnumpy()
         for c in columns:
             values = np.ma.filled(np.ma.asarray(table[c]).astype("float64"), np.nan)
             out[c] = values[~np.isnan(values)]
