@@ -12,9 +12,6 @@ import pytest
 
 import keel
 from keel.features.registry import apply
-from tests.store.moto_s3 import s3_bucket, s3_endpoint
-
-__all__ = ["s3_bucket", "s3_endpoint"]  # fixtures
 
 
 def test_push_to_a_lake_on_s3_feeds_training_sets(

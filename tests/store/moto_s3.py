@@ -1,6 +1,6 @@
 """moto's standalone S3-compatible server, for the artifact store, the lake and tests/features.
 
-Import the fixtures into a conftest or test module: ``from tests.store.moto_s3 import s3_bucket, s3_endpoint``.
+Loaded for the whole suite by tests/conftest.py (pytest_plugins).
 """
 
 from __future__ import annotations

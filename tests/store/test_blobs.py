@@ -71,3 +71,14 @@ def test_names_that_escape_the_store_are_rejected(name: str) -> None:
 def test_names_are_normalised() -> None:
     assert check_artifact_path("./plots//roc.png") == "plots/roc.png"
     assert check_artifact_path("a\\b.txt") == "a/b.txt"
+
+
+def test_a_missing_bucket_is_a_store_error_that_names_it(s3_endpoint: str, s3_bucket: str, tmp_path: Path) -> None:
+    from keel.errors import StoreError
+
+    store = ArtifactStore(S3ByteStore(f"s3://{s3_bucket}-gone/keel", endpoint_url=s3_endpoint))
+    f = tmp_path / "a.txt"
+    f.write_text("x")
+    with pytest.raises(StoreError, match=rf"artifact store's S3 bucket '{s3_bucket}-gone'.*does not exist") as info:
+        store.put_file(f)
+    assert "KEEL_ARTIFACTS_URI" in str(info.value.hint)

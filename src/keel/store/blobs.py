@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Protocol
 
@@ -134,12 +135,44 @@ def s3_client(endpoint_url: str | None = None) -> Any:
     return boto3.client("s3", endpoint_url=endpoint_url or None)
 
 
+@contextmanager
+def s3_errors(bucket: str, uri: str, endpoint_url: str | None, setting: str, what: str) -> Iterator[None]:
+    """botocore failures as StoreErrors naming ``what`` ("The lake"), the bucket, the endpoint and the fix.
+
+    ``setting`` is the setting that holds ``uri`` (``KEEL_LAKE_URI``...).
+    """
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    try:
+        yield
+    except (BotoCoreError, ClientError, Boto3Error) as exc:  # Boto3Error: upload_file wraps ClientError in S3UploadFailedError
+        at = f" at {endpoint_url}" if endpoint_url else ""
+        code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
+        if code == "NoSuchBucket" or (isinstance(exc, Boto3Error) and "NoSuchBucket" in str(exc)):
+            raise StoreError(
+                f"{what}'s S3 bucket {bucket!r}{at} does not exist ({setting}={uri}).",
+                hint=f"Create the bucket, or set {setting} (and KEEL_S3_ENDPOINT_URL) to an existing one.",
+            ) from None
+        if isinstance(exc, NoCredentialsError):
+            raise StoreError(
+                f"No AWS credentials to reach {what.lower()} {uri}{at}.",
+                hint="Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE.",
+            ) from None
+        raise StoreError(f"{what} {uri}{at} failed: {exc}", hint=f"Check {setting}, KEEL_S3_ENDPOINT_URL and the AWS credentials.") from None
+
+
 class S3ByteStore:
     """An S3-compatible bucket (AWS, MinIO, moto): ``s3://bucket/prefix``."""
 
     def __init__(self, uri: str, endpoint_url: str | None = None) -> None:
         self.bucket, self.prefix = split_s3_uri(uri)
+        self.endpoint_url = endpoint_url
         self.client = s3_client(endpoint_url)
+
+    def _errors(self) -> Any:
+        uri = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+        return s3_errors(self.bucket, uri, self.endpoint_url, "KEEL_ARTIFACTS_URI", "The artifact store")
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -147,36 +180,43 @@ class S3ByteStore:
     def put_file(self, key: str, path: Path) -> None:
         if self.exists(key):
             return
-        self.client.upload_file(str(path), self.bucket, self._key(key))
+        with self._errors():
+            self.client.upload_file(str(path), self.bucket, self._key(key))
 
     def get_file(self, key: str, dest: Path) -> None:
         from botocore.exceptions import ClientError
 
-        try:
-            self.client.download_file(self.bucket, self._key(key), str(dest))
-        except ClientError as exc:
-            raise NotFoundError(f"Blob {key} is missing from s3://{self.bucket}/{self.prefix}: {exc}") from None
+        with self._errors():
+            try:
+                self.client.download_file(self.bucket, self._key(key), str(dest))
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                    raise NotFoundError(f"Blob {key} is missing from s3://{self.bucket}/{self.prefix}.") from None
+                raise
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
 
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-            return True
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
-                return False
-            raise StoreError(f"S3 bucket {self.bucket} failed: {exc}") from None
+        with self._errors():
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+                return True
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                    return False
+                raise
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        with self._errors():
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def list_keys(self) -> Iterator[tuple[str, float]]:
         paginator = self.client.get_paginator("list_objects_v2")
         prefix = f"{self.prefix}/" if self.prefix else ""
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-            for obj in page.get("Contents", []):
-                yield obj["Key"][len(prefix) :], obj["LastModified"].timestamp()
+        with self._errors():
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    yield obj["Key"][len(prefix) :], obj["LastModified"].timestamp()
 
 
 def sha256_file(path: Path) -> str:

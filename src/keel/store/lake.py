@@ -19,12 +19,10 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from keel.errors import ConfigError, NotFoundError, StoreError, ValidationError
+from keel.errors import ConfigError, NotFoundError, ValidationError
 
 if TYPE_CHECKING:
     import duckdb
@@ -53,30 +51,10 @@ class _S3Parts:
     def _folder(self, name: str) -> str:
         return f"{self.prefix}/{name}/" if self.prefix else f"{name}/"
 
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        """botocore failures as StoreErrors that name the bucket, the endpoint and the fix."""
-        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+    def _errors(self) -> Any:
+        from keel.store.blobs import s3_errors
 
-        try:
-            yield
-        except (BotoCoreError, ClientError) as exc:
-            at = f" at {self.endpoint_url}" if self.endpoint_url else ""
-            code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
-            if code == "NoSuchBucket":
-                raise StoreError(
-                    f"The lake's S3 bucket {self.bucket!r}{at} does not exist (KEEL_LAKE_URI={self.uri}).",
-                    hint="Create the bucket, or set KEEL_LAKE_URI (and KEEL_S3_ENDPOINT_URL) to an existing one.",
-                ) from None
-            if isinstance(exc, NoCredentialsError):
-                raise StoreError(
-                    f"No AWS credentials to reach the lake {self.uri}{at}.",
-                    hint="Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE.",
-                ) from None
-            raise StoreError(
-                f"The lake {self.uri}{at} failed: {exc}",
-                hint="Check KEEL_LAKE_URI, KEEL_S3_ENDPOINT_URL and the AWS credentials.",
-            ) from None
+        return s3_errors(self.bucket, self.uri, self.endpoint_url, "KEEL_LAKE_URI", "The lake")
 
     def parts(self, name: str) -> dict[str, int]:
         """{part file name: size} of dataset ``name`` (its own parts, not nested datasets')."""
