@@ -222,7 +222,7 @@ def main() -> None:
     lines = [
         "## Pipelines (`bench_pipelines.py`)",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other work (load average {LOAD:.1f} at start),"
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores (load average {LOAD:.1f} at start),"
         f" Python {platform.python_version()}"
         + (f", Prefect {p['version']}" if p else "") + (" (--quick)" if args.quick else "") + ".",
         "",
@@ -233,7 +233,7 @@ def main() -> None:
         lines.append(f"| {label} | {k[key]:.3f} s | {p[key]:.3f} s | {p[key] / k[key]:.2f}x |" if p else f"| {label} | {k[key]:.3f} s | - | - |")
     lines += [
         "",
-        f"| {trials} Optuna trials (~0.5 s each) | sequential | process pool ({workers} workers) | speed-up |",
+        f"| {trials} Optuna trials ({t['sequential'] / trials:.2f} s each, sequentially) | sequential | process pool ({workers} workers) | speed-up |",
         "|---|---|---|---|",
         f"| keel tuning step | {t['sequential']:.2f} s | {t['process']:.2f} s | {speedup:.2f}x |",
         "",
