@@ -10,13 +10,16 @@ column fetched in order), referential checks (an anti-join), KS (a bounded
 sample) and Python functions. Failed checks cost one more small query each for
 a capped sample of failing values (``LIMIT``).
 
-Two cheap steps come first. A pre-scan takes min and max of every column with
-a range check (DuckDB answers it from Parquet statistics without reading the
-data); a range check whose observed range lies inside its bounds passes
-without a per-row predicate. And a probe of the first rows tells which string
-columns repeat few distinct values: their string checks (allowed values,
-regex, length) run once per distinct value over the column's histogram,
-weighted by its counts, instead of once per row.
+Two cheap steps come first. A pre-scan takes row and null counts, and min and
+max of every column with a range check (DuckDB answers it from Parquet
+statistics without reading the data); a range check whose observed range lies
+inside its bounds passes without a per-row predicate. And the reference
+profile, or a probe of the first rows, tells which string columns repeat few
+distinct values: their string checks (allowed values, regex, length) run once
+per distinct value over a GROUP BY of the column, weighted by the counts,
+instead of once per row. Histograms run apart from the fused scan (beside
+plain aggregates they slow it down), and the columns that uniqueness, order
+and KS checks need are fetched on a second connection while it runs.
 """
 
 from __future__ import annotations
@@ -300,11 +303,18 @@ class _Evaluation:
         at = 1 + len(counted)
         self.bounds = {c: (row[at + 2 * i], row[at + 2 * i + 1]) for i, c in enumerate(ranged)}
         strings = sorted({col for kind, col in present if kind in GROUPED_KINDS and self.src.types[col] == "VARCHAR"})
+        # A reference profile of the column already tells how many distinct values it holds.
+        for col in list(strings):
+            known = [cp for _, prof in self.refs.values() if prof is not None and (cp := prof.columns.get(col)) is not None and cp.distinct is not None and cp.count]
+            if known:
+                strings.remove(col)
+                if known[0].distinct is not None and known[0].distinct <= GROUPED_MAX_SHARE * known[0].count:
+                    self.grouped[col] = int(known[0].distinct)
         if strings:
             cols = ", ".join(q(c) for c in strings)
             probe = ", ".join(f"count(DISTINCT {q(c)}), count({q(c)})" for c in strings)
             row = self.src.con.execute(f"SELECT {probe} FROM (SELECT {cols} FROM t LIMIT {PROBE_ROWS})").fetchall()[0]
-            self.grouped = {c: int(row[2 * i]) for i, c in enumerate(strings) if row[2 * i] <= GROUPED_MAX_SHARE * max(row[2 * i + 1], 1)}
+            self.grouped.update({c: int(row[2 * i]) for i, c in enumerate(strings) if row[2 * i] <= GROUPED_MAX_SHARE * max(row[2 * i + 1], 1)})
 
     def inside(self, col: str, lo: Any, hi: Any, strict: bool) -> bool | None:
         """Whether the pre-scanned range of ``col`` lies inside [lo, hi]; None when unknown."""
