@@ -270,24 +270,23 @@ def check_duplicates(con: duckdb.DuckDBPyConnection, view: FeatureView, rows: st
 
 
 def timeline(con: duckdb.DuckDBPyConnection, view: FeatureView, rows: str, *, respect_created: bool) -> str:
-    """A relation (keys, __keel_visible, __keel_event, __keel_created, features) to ASOF-join on the visibility time.
+    """A relation (keys, __keel_visible, __keel_event, __keel_created) to ASOF-join on the visibility time.
 
     Rows tied on (key, event time, created time) are not resolved here: the join checks
     the rows it matched (:func:`_reject_ambiguous_matches`).
     """
     keys = ", ".join(q(k) for k in view.join_keys)
-    feats = ", ".join(q(f.name) for f in view.features)
     has_created = view.source.created_timestamp_field is not None
     name = "tl_" + view.name
     if not has_created:
         con.execute(
-            f"CREATE OR REPLACE TEMP VIEW {q(name)} AS SELECT {keys}, {EVENT} AS {VISIBLE}, {EVENT}, {CREATED}, {feats} FROM {q(rows)}"
+            f"CREATE OR REPLACE TEMP VIEW {q(name)} AS SELECT {keys}, {EVENT} AS {VISIBLE}, {EVENT}, {CREATED} FROM {q(rows)}"
         )
         return name
     if not respect_created:
         # Only the latest ingested row of each (key, event time) can ever be the answer.
         con.execute(
-            f"CREATE OR REPLACE TEMP VIEW {q(name)} AS SELECT {keys}, {EVENT} AS {VISIBLE}, {EVENT}, {CREATED}, {feats} FROM {q(rows)} "
+            f"CREATE OR REPLACE TEMP VIEW {q(name)} AS SELECT {keys}, {EVENT} AS {VISIBLE}, {EVENT}, {CREATED} FROM {q(rows)} "
             f"QUALIFY row_number() OVER (PARTITION BY {keys}, {EVENT} ORDER BY {CREATED} DESC NULLS FIRST) = 1"
         )
         return name
@@ -296,7 +295,7 @@ def timeline(con: duckdb.DuckDBPyConnection, view: FeatureView, rows: str, *, re
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE {q(name)} AS
         WITH ranked AS (
-            SELECT *, greatest({EVENT}, coalesce({CREATED}, {EVENT})) AS {VISIBLE},
+            SELECT {keys}, {EVENT}, {CREATED}, greatest({EVENT}, coalesce({CREATED}, {EVENT})) AS {VISIBLE},
                    dense_rank() OVER (PARTITION BY {keys} ORDER BY {EVENT}, {CREATED} NULLS FIRST) AS __rank
             FROM {q(rows)}
         ), running AS (
@@ -304,7 +303,7 @@ def timeline(con: duckdb.DuckDBPyConnection, view: FeatureView, rows: str, *, re
                                         ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS __best
             FROM ranked
         )
-        SELECT {keys}, {VISIBLE}, {EVENT}, {CREATED}, {feats} FROM running WHERE __rank = __best
+        SELECT {keys}, {VISIBLE}, {EVENT}, {CREATED} FROM running WHERE __rank = __best
         QUALIFY row_number() OVER (PARTITION BY {keys}, {VISIBLE} ORDER BY __rank DESC) = 1"""
     )
     return name
@@ -384,11 +383,23 @@ def point_in_time_join(
     include_event_times: bool = False,
     con: duckdb.DuckDBPyConnection | None = None,
 ) -> pa.Table:
-    """Feature columns for every entity row, in row order (see the module docstring)."""
+    """Feature columns for every entity row, in row order (see the module docstring).
+
+    Two phases. The ASOF join carries only keys and times: for each entity row and
+    view, the (event, created) time of the value it sees, or null when there is none
+    or it is older than the TTL. Then one hash join per view fetches the feature
+    values of exactly those source rows. Sorting only keys and times is what makes
+    the ASOF join cheap; and since a source row is identified by (key, event,
+    created), an entity row that fetches two rows has met a tie, which is rejected
+    with the keys named.
+    """
     con = con or connect()
     con.register("__entity", entity)
     keys = list(dict.fromkeys(k for v in selection.views for k in v.join_keys))
-    joins, inner, outer = [], [f"e.{ROW}", *(f"e.{q(k)}" for k in keys)], [ROW]  # outer: output column names
+    epoch = "'epoch'::TIMESTAMPTZ"
+    joins, matched = [], [f"e.{ROW}", *(f"e.{q(k)}" for k in keys)]
+    fetches, fetched = [], [f"m.{ROW}"]
+    outer = [ROW]  # output column names
     relations = []
     for i, view in enumerate(selection.views):
         rows = view_relation(con, view)
@@ -400,29 +411,37 @@ def point_in_time_join(
         on = " AND ".join(f"e.{q(k)} = {alias}.{q(k)}" for k in view.join_keys)
         joins.append(f"ASOF LEFT JOIN {q(tl)} {alias} ON {on} AND e.{q(timestamp_column)} >= {alias}.{VISIBLE}")
         fresh = (
-            "TRUE"
+            f"{alias}.{EVENT} IS NOT NULL"
             if view.ttl is None
             else f"{alias}.{EVENT} >= e.{q(timestamp_column)} - to_microseconds({int(view.ttl.total_seconds() * 1_000_000)})"
         )
-        inner += [f"{alias}.{EVENT} AS __m{i}_event", f"{alias}.{CREATED} AS __m{i}_created"]
+        matched += [
+            f"CASE WHEN {fresh} THEN {alias}.{EVENT} END AS __m{i}_ev",
+            f"CASE WHEN {fresh} THEN coalesce({alias}.{CREATED}, {epoch}) END AS __m{i}_cr",
+        ]
+        r = f"r{i}"
+        match_on = " AND ".join(
+            [*(f"{r}.{q(k)} = m.{q(k)}" for k in view.join_keys), f"{r}.{EVENT} = m.__m{i}_ev", f"coalesce({r}.{CREATED}, {epoch}) = m.__m{i}_cr"]
+        )
+        fetches.append(f"LEFT JOIN {q(rows)} {r} ON {match_on}")
         for f in view.features:
-            inner.append(f"CASE WHEN {fresh} THEN {alias}.{q(f.name)} END AS {q(f.name)}")
+            fetched.append(f"{r}.{q(f.name)}")
             outer.append(f.name)
         if include_event_times:
-            inner.append(f"CASE WHEN {fresh} THEN {alias}.{EVENT} END AS {q(EVENT + '_' + view.name)}")
+            fetched.append(f"m.__m{i}_ev AS {q(EVENT + '_' + view.name)}")
             outer.append(EVENT + "_" + view.name)
-    # One query, straight to Arrow; the matches' event and created times ride along for
-    # the tie check and are dropped after it. A LEFT ASOF join gives each entity row
-    # exactly once, so row order is restored by one scatter and take (cheaper than ORDER BY).
-    joined = con.sql(f"SELECT {', '.join(inner)} FROM __entity e {' '.join(joins)}").to_arrow_table()
-    joined = joined.take(_inverse(joined.column(ROW), entity.num_rows))
-    con.register("__joined", joined)
+    matches = con.sql(f"SELECT {', '.join(matched)} FROM __entity e {' '.join(joins)}").to_arrow_table()
+    con.register("__matches", matches)
     try:
-        for i, view in enumerate(selection.views):
-            _reject_ambiguous_matches(con, view, relations[i], i)
+        joined = con.sql(f"SELECT {', '.join(fetched)} FROM __matches m {' '.join(fetches)}").to_arrow_table()
+        if joined.num_rows != entity.num_rows:  # some entity row fetched two source rows: a tie
+            for i, view in enumerate(selection.views):
+                _reject_ambiguous_matches(con, view, relations[i], i)
+            raise AssertionError("a tie was detected but not found")  # pragma: no cover
     finally:
-        con.unregister("__joined")
-    return joined.select(outer)
+        con.unregister("__matches")
+    # Hash joins do not keep row order: one scatter and take restores it (cheaper than ORDER BY).
+    return joined.take(_inverse(joined.column(ROW), entity.num_rows)).select(outer)
 
 
 def _inverse(rows: pa.ChunkedArray, n: int) -> Any:
@@ -435,24 +454,14 @@ def _inverse(rows: pa.ChunkedArray, n: int) -> Any:
 
 
 def _reject_ambiguous_matches(con: duckdb.DuckDBPyConnection, view: FeatureView, rows: str, i: int) -> None:
-    """Reject when a matched row has a twin with the same key, event time and created time.
-
-    Only ties that decide a value matter, so the check probes the source rows with the
-    (at most one per entity row) matches instead of grouping every source row: without
-    ties, each match finds exactly one source row. Only then are the tied keys named.
-    """
+    """Name the keys whose matched (key, event, created) time belongs to more than one source row."""
     keys = view.join_keys
     epoch = "'epoch'::TIMESTAMPTZ"
     cols = ", ".join(q(k) for k in keys)
     on = " AND ".join([*(f"r.{q(k)} = m.{q(k)}" for k in keys), f"r.{EVENT} = m.ev", f"coalesce(r.{CREATED}, {epoch}) = m.cr"])
-    matches = f"""m AS (SELECT {cols}, __m{i}_event AS ev, coalesce(__m{i}_created, {epoch}) AS cr
-                        FROM __joined WHERE __m{i}_event IS NOT NULL)"""
-    found, expected = con.sql(f"WITH {matches} SELECT (SELECT count(*) FROM {q(rows)} r JOIN m ON {on}), (SELECT count(*) FROM m)").fetchall()[0]
-    if found == expected:
-        return
     shown = ", ".join([*(f"m.{q(k)}" for k in keys), "CAST(m.ev AS VARCHAR)"])
     dup = con.sql(
-        f"""WITH {matches.replace("SELECT ", "SELECT DISTINCT ", 1)}
+        f"""WITH m AS (SELECT DISTINCT {cols}, __m{i}_ev AS ev, __m{i}_cr AS cr FROM __matches WHERE __m{i}_ev IS NOT NULL)
             SELECT {shown} FROM {q(rows)} r JOIN m ON {on}
             GROUP BY {", ".join(f"m.{q(k)}" for k in keys)}, m.ev, m.cr HAVING count(*) > 1 LIMIT 3"""
     ).fetchall()
