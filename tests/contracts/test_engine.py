@@ -310,9 +310,16 @@ def test_string_checks_per_value_and_per_row_agree_with_pandas(project: Path, tm
     few = pd.Series(rng.choice(["AB-12", "CD-34", "EF-56", "bad", "XY-999"], n, p=[0.3, 0.3, 0.3, 0.05, 0.05]))
     many = pd.Series([f"AB-{i:02d}" if i % 97 else f"zz{i}" for i in range(n)])
     few[rng.random(n) < 0.01] = None
-    df = pd.DataFrame({"few": few, "many": many})
+    df = pd.DataFrame({"few": few, "many": many, "alone": few.copy()})
     checks = [c.allowed_values(["AB-12", "CD-34", "EF-56"]), c.regex(r"^[A-Z]{2}-\d{2}$"), c.length(5, 5)]
-    contract = Contract("s", columns={"few": Column("string", checks=list(checks)), "many": Column("string", checks=list(checks))})
+    contract = Contract(
+        "s",
+        columns={
+            "few": Column("string", checks=list(checks)),
+            "many": Column("string", checks=list(checks)),
+            "alone": Column("string", checks=[c.allowed_values(["AB-12", "CD-34", "EF-56"])]),  # filtered, no value table
+        },
+    )
     data: object = df
     if kind == "parquet":
         data = str(tmp_path / "s.parquet")
@@ -331,8 +338,10 @@ def test_string_checks_per_value_and_per_row_agree_with_pandas(project: Path, tm
             assert res.failing_fraction == pytest.approx(count / len(s))
             assert res.status == ("fail" if count else "pass")
             assert res.sample and all(v in set(s) for v in res.sample)
-    # the few-valued column lists distinct failing values, the most frequent first
+    # the few-valued columns list distinct failing values, the most frequent first
     assert r["few.allowed_values"].sample[:2] in (["XY-999", "bad"], ["bad", "XY-999"])
+    alone = r["alone.allowed_values"]
+    assert (alone.failing_count, alone.sample) == (r["few.allowed_values"].failing_count, r["few.allowed_values"].sample)
 
 
 def test_range_checks_on_parquet_statistics_and_rows(project: Path, tmp_path: Path) -> None:

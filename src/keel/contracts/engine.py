@@ -15,9 +15,12 @@ max of every column with a range check (DuckDB answers it from Parquet
 statistics without reading the data); a range check whose observed range lies
 inside its bounds passes without a per-row predicate. And the reference
 profile, or a probe of the first rows, tells which string columns repeat few
-distinct values: their string checks (allowed values, regex, length) run once
-per distinct value over a GROUP BY of the column, weighted by the counts,
-instead of once per row. Histograms run apart from the fused scan (beside
+distinct values: their regex and length checks run once per distinct value
+over a GROUP BY of the column, weighted by the counts, instead of once per
+row, and an allowed-values check counts only the rows a filter keeps (DuckDB
+evaluates the list on Parquet dictionaries). A range check the statistics show
+failing is counted by a filtered query, which reads only the row groups whose
+statistics allow failing values. Histograms run apart from the fused scan (beside
 plain aggregates they slow it down), and the columns that uniqueness, order
 and KS checks need are fetched on a second connection while it runs.
 """
@@ -157,6 +160,7 @@ class _Evaluation:
         self.ks_columns: set[str] = set()  # numeric columns a KS check samples
         self._samples: dict[str, Any] = {}
         self.grouped: dict[str, int] = {}  # string column -> distinct values seen in the probe
+        self.tabled: set[str] = set()  # grouped columns that get a value table
         self._groups: dict[str, str] = {}
 
     # -- helpers ----------------------------------------------------------
@@ -315,6 +319,12 @@ class _Evaluation:
             probe = ", ".join(f"count(DISTINCT {q(c)}), count({q(c)})" for c in strings)
             row = self.src.con.execute(f"SELECT {probe} FROM (SELECT {cols} FROM t LIMIT {PROBE_ROWS})").fetchall()[0]
             self.grouped.update({c: int(row[2 * i]) for i, c in enumerate(strings) if row[2 * i] <= GROUPED_MAX_SHARE * max(row[2 * i + 1], 1)})
+        # Few-valued columns whose checks need every value and its count get a value table
+        # (see value_table); an allowed-values check alone filters instead (see filtered).
+        self.tabled = {
+            col for kind, col in present
+            if col in self.grouped and (kind in ("regex", "length", "category_share", "no_new_categories") or (kind == "psi" and self.fam[col] in CATEGORICAL))
+        }
 
     def inside(self, col: str, lo: Any, hi: Any, strict: bool) -> bool | None:
         """Whether the pre-scanned range of ``col`` lies inside [lo, hi]; None when unknown."""
@@ -338,19 +348,23 @@ class _Evaluation:
 
         The sample lists distinct failing values, the most frequent first.
         """
-        col = chk.column or ""
-        ni = self.nulls(col)
+        col = q(chk.column or "")
+        self.counted(chk, lambda: (
+            f"SELECT coalesce(sum({_COUNT}) FILTER (WHERE {fail_pred}), 0), "
+            f"list({col} ORDER BY {_COUNT} DESC, {col}) FILTER (WHERE {fail_pred})[1:{SAMPLE_SIZE}] FROM {self.value_table(chk.column or '')}"
+        ))
+
+    def counted(self, chk: Check, sql: Callable[[], str], observed: Callable[[tuple[Any, ...]], Any] | None = None) -> None:
+        """A row-level check whose (failing rows, sample) comes from a query of its own, run after the scan."""
+        ni = self.nulls(chk.column or "")
 
         def finish(row: tuple[Any, ...], n: int) -> CheckResult:
-            failing, sample = self.src.con.execute(
-                f"SELECT coalesce(sum({_COUNT}) FILTER (WHERE {fail_pred}), 0), "
-                f"list({q(col)} ORDER BY {_COUNT} DESC, {q(col)}) FILTER (WHERE {fail_pred})[1:{SAMPLE_SIZE}] FROM {self.value_table(col)}"
-            ).fetchall()[0]
+            failing, sample = self.src.con.execute(sql()).fetchall()[0]
             failing = int(failing)
             denom = n - int(row[ni])
             frac = failing / denom if denom else 0.0
             ok = frac <= (1 - chk.mostly) + _EPS
-            res = self.result(chk, "pass" if ok else "fail", None, failing_count=failing, failing_fraction=frac)
+            res = self.result(chk, "pass" if ok else "fail", observed(row) if observed else None, failing_count=failing, failing_fraction=frac)
             if failing and not ok:
                 res.sample = list(sample or [])
             return res
@@ -437,6 +451,14 @@ class _Evaluation:
                     return bmax
                 return f"[{_fmt(bmin)}, {_fmt(bmax)}]"
 
+            if inside is False and self.src.parquet:
+                # Values out of bounds exist: a filtered count reads only the row groups whose
+                # statistics allow them (zone maps), where the fused scan would read them all.
+                self.counted(chk, lambda: (
+                    f"SELECT (SELECT count(*) FROM t WHERE {pred}), "
+                    f"(SELECT list(v) FROM (SELECT CAST({x} AS DOUBLE) AS v FROM t WHERE {pred} LIMIT {SAMPLE_SIZE}))"
+                ), observed)
+                return
             self.rowwise(chk, pred, "nonnull", observed)
         elif k == "allowed_values":
             values = a["values"]
@@ -542,10 +564,25 @@ class _Evaluation:
             raise _Invalid(f"no evaluator for {k!r}")
 
     def string_check(self, chk: Check, fail_pred: str) -> None:
-        if chk.column in self.grouped:
-            self.per_value(chk, fail_pred)
-        else:
+        if chk.column not in self.grouped:
             self.rowwise(chk, fail_pred, "nonnull")
+        elif chk.kind == "allowed_values" and chk.column not in self.tabled:
+            self.filtered(chk, fail_pred)
+        else:
+            self.per_value(chk, fail_pred)
+
+    def filtered(self, chk: Check, fail_pred: str) -> None:
+        """Allowed values of a few-valued column: count only the rows the predicate keeps.
+
+        DuckDB evaluates an IN list pushed into a Parquet scan on each row group's
+        dictionary, so the passing rows are never materialized; the failing ones are
+        grouped for their counts and a sample (most frequent first).
+        """
+        col = q(chk.column or "")
+        self.counted(chk, lambda: (
+            f"SELECT coalesce(sum(n), 0), list(v ORDER BY n DESC, v)[1:{SAMPLE_SIZE}] FROM "
+            f"(SELECT {col} AS v, count(*) AS n FROM t WHERE {col} IS NOT NULL AND ({fail_pred}) GROUP BY ALL)"
+        ))
 
     def need(self, chk: Check, ok: bool, what: str) -> None:
         if not ok:

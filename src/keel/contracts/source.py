@@ -73,6 +73,7 @@ class Source:
         import duckdb
 
         self.data = data
+        self.parquet = False  # Parquet files: statistics and zone maps let filtered queries skip row groups
         self.con: duckdb.DuckDBPyConnection = duckdb.connect()
         self.con.execute("SET preserve_insertion_order = true")
         self.con.execute("SET enable_progress_bar = false")
@@ -92,8 +93,10 @@ class Source:
             lower = path.lower()
             if p.is_dir():
                 reader = f"read_parquet({lit(str(p / '**' / '*.parquet'))}, hive_partitioning = true)"
+                self.parquet = True
             elif lower.endswith(PARQUET_SUFFIXES):
                 reader = f"read_parquet({lit(path)})"
+                self.parquet = True
             elif lower.endswith(CSV_SUFFIXES):
                 reader = f"read_csv({lit(path)}, auto_detect = true)"
             else:
