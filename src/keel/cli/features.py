@@ -209,24 +209,27 @@ def skew_cmd(
     service: str = typer.Argument(..., help="Feature service to check."),
     sample: int = typer.Option(100, "--sample", "-n", help="How many entities to compare."),
     seed: int = typer.Option(0, "--seed", help="Sampling seed."),
+    served: bool = typer.Option(False, "--served", help="Compare with the values actually served (the served-values log), as of each request."),
     json: bool = JSON_OPTION,
 ) -> None:
     """Recompute features offline for a sample of entities and compare them, value by value, with the online store.
 
-    Exits with status 1 when any feature differs.
+    With --served, compare instead with what get_online_features returned to a sample of
+    logged requests (KEEL_LOG_SERVED_FEATURES=true keeps that log), recomputed as of each
+    request's time. Exits with status 1 when any feature differs.
 
     Example: keel features skew churn_v1 --sample 500
     """
     from keel.features.skew import check_skew
 
-    report = run_guarded(lambda: check_skew(service, sample=sample, seed=seed))
+    report = run_guarded(lambda: check_skew(service, sample=sample, seed=seed, served=served))
     if json:
         print_json(report.to_dict())
     else:
         console.print(
             table(
-                f"Skew of {service} ({report.sample} entities)",
-                ["feature", "compared", "mismatches", "stale online", "examples"],
+                f"Skew of {service} against {report.against} values ({report.sample} {'requests' if served else 'entities'})",
+                ["feature", "compared", "mismatches", "stale " + report.against, "examples"],
                 [(f.feature, f.compared, f.mismatches, f.stale, "; ".join(str(x) for x in f.examples[:3])) for f in report.features],
             )
         )

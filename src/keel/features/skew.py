@@ -1,10 +1,14 @@
-"""Row-level training-serving skew: recompute features offline and compare with what the online path returns.
+"""Row-level training-serving skew: recompute features offline and compare, value by value.
 
-For a sample of entity keys, the offline path (point-in-time join "as of now")
-and the online store must give the same value for every feature. A value that
-differs while both sides hold the same event time is *skew* (the two paths
-computed it differently); a differing event time is *staleness* (the online
-store is behind the offline data: materialize), reported apart.
+Against the online store (default): for a sample of entity keys, the offline path
+(point-in-time join "as of now") and the online store must give the same value
+for every feature. Against served values (``served=True``): for a sample of the
+requests in the served-values log (:mod:`keel.features.served`), the offline path
+as of each request's time must give the value that was actually served.
+
+A value that differs while both sides hold the same event time is *skew* (the two
+paths computed it differently); a differing event time is *staleness* (the online
+store was behind the offline data: materialize), reported apart.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class SkewReport:
     sample: int
     at: datetime
     features: list[FeatureSkew]
+    against: str = "online"  # or "served"
 
     @property
     def ok(self) -> bool:
@@ -49,7 +54,7 @@ class SkewReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "service": self.service, "sample": self.sample, "at": self.at.isoformat(), "ok": self.ok,
+            "service": self.service, "against": self.against, "sample": self.sample, "at": self.at.isoformat(), "ok": self.ok,
             "features": [f.__dict__ for f in self.features],
         }
 
@@ -76,8 +81,10 @@ def check_skew(
     definitions: Definitions | str | None = None,
     store: KVStore | None = None,
     max_examples: int = 5,
+    served: bool = False,
 ) -> SkewReport:
-    """Compare offline and online values of ``service``'s feature-view features for ``sample`` entities."""
+    """Compare offline values of ``service``'s feature-view features with the online store
+    for ``sample`` entities, or with ``served`` values for ``sample`` logged requests."""
     import pandas as pd
 
     from keel.store.kv import get_kv_store
@@ -89,6 +96,8 @@ def check_skew(
     refs = [f"{v.name}:{f.name}" for v in selection.views for f in v.features if f.name in selection.features]
     if not refs:
         raise ValidationError(f"{service!r} has no feature-view features to compare (on-demand features run the same function on both paths).")
+    if served:
+        return _served_skew(selection, refs, defs, sample=sample, seed=seed, max_examples=max_examples)
     keys = selection.join_keys
     anchor = next((v for v in selection.views if set(keys) <= set(v.join_keys)), None)
     if anchor is None:
@@ -130,6 +139,66 @@ def check_skew(
                     fs.examples.append({**{k: _plain(sampled[k].iloc[i]) for k in keys}, "offline": a, "online": b})
             report.features.append(fs)
     return report
+
+
+def _served_skew(selection: Any, refs: list[str], defs: Definitions, *, sample: int, seed: int, max_examples: int) -> SkewReport:
+    """Offline values as of each sampled request's time against the values that request was served."""
+    import orjson
+    import pandas as pd
+
+    from keel.errors import NotFoundError
+    from keel.features import served as served_log
+    from keel.store.lake import get_lake
+
+    if selection.service is None:
+        raise ValidationError("Served values are logged per feature service; name a service, not feature references.")
+    name = selection.service.name
+    served_log.flush()
+    lake, ds = get_lake(), served_log.dataset(name)
+    if not lake.exists(ds):
+        raise NotFoundError(
+            f"No served values are logged for feature service '{name}'.",
+            hint="Set KEEL_LOG_SERVED_FEATURES=true where get_online_features runs (serving does), then check again.",
+        )
+    keys = list(selection.join_keys)
+    at = served_log.SERVED_AT
+    cols = ", ".join(q(k) for k in [at, *keys])
+    con = connect()
+    try:
+        scan = lake.scan_sql(ds)
+        requests = con.sql(
+            f"SELECT {cols} FROM (SELECT DISTINCT {cols} FROM {scan}) ORDER BY hash({cols}, {int(seed)}) LIMIT {int(sample)}"
+        ).to_arrow_table()
+        con.register("__requests", requests)
+        on = " AND ".join(f"s.{q(c)} IS NOT DISTINCT FROM r.{q(c)}" for c in [at, *keys])
+        logged = con.sql(f"SELECT s.* FROM {scan} s SEMI JOIN __requests r ON {on}").to_arrow_table().to_pylist()
+    finally:
+        con.close()
+    entity = requests.to_pandas().rename(columns={at: "event_timestamp"})
+    offline = build_training_set(entity, refs, include_event_times=True, definitions=defs, require_applied=False)
+    row_of = {(r[at], *(r[k] for k in keys)): i for i, r in enumerate(requests.to_pylist())}
+    view_of = {f.name: v.name for v in selection.views for f in v.features}
+    by_feature = {f: FeatureSkew(f) for f in (r.split(":", 1)[1] for r in refs)}
+    for entry in logged:
+        fs = by_feature.get(entry["feature"])
+        i = row_of.get((entry[at], *(entry[k] for k in keys)))
+        if fs is None or i is None:
+            continue
+        fs.compared += 1
+        off_value = offline[fs.feature].iloc[i]
+        a = None if pd.isna(off_value) else off_value
+        b = orjson.loads(entry["value"]) if entry["status"] == "present" else None
+        if _same(a, b):
+            continue
+        off_ev = offline[f"{EVENT}_{view_of[fs.feature]}"].iloc[i]
+        oe = None if pd.isna(off_ev) else int(pd.Timestamp(off_ev).value // 1_000)
+        if oe != (entry["event_us"] if entry["status"] == "present" else None):
+            fs.stale += 1  # the online store held another version than the offline data at that time
+            continue
+        fs.mismatches += 1
+        if len(fs.examples) < max_examples:
+            fs.examples.append({**{k: entry[k] for k in keys}, "served_at": entry[at].isoformat(), "offline": a, "served": b})
+    return SkewReport(name, len(row_of), datetime.now(UTC), list(by_feature.values()), against="served")
 
 
 def _plain(value: Any) -> Any:
