@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
+from keel.contracts.columns import NumericColumns
+from keel.contracts.fused import FusedQuery
 from keel.contracts.model import Check, Contract
 from keel.contracts.profile import (
     CATEGORICAL,
@@ -45,75 +47,14 @@ from keel.contracts.profile import (
 )
 from keel.contracts.report import SAMPLE_SIZE, CheckResult
 from keel.contracts.rules import TYPE_FAMILIES
-from keel.contracts.source import NO_STATISTICS, Source, fetch_arrow, isnan_sql, lit, q
+from keel.contracts.source import Source, fetch_arrow, isnan_sql, lit, q
 
-KS_SAMPLE = 5000
 _EPS = 1e-12
 RANGE_KINDS = ("min", "max", "between", "positive")
 GROUPED_KINDS = ("allowed_values", "regex", "length")
 PROBE_ROWS = 100_000  # rows read to judge a string column's number of distinct values
 GROUPED_MAX_SHARE = 0.5  # distinct values per row in the probe at or below which checks run per value
 _COUNT = "__keel_count"
-
-
-class _Query:
-    """The fused scan's values: SQL aggregates, constants known from the pre-scan, and sums of both.
-
-    Every value has an index into the row :meth:`run` returns. Histograms run as a
-    query of their own: beside plain aggregates they slow the whole scan down.
-    """
-
-    def __init__(self) -> None:
-        self.exprs: list[str] = []  # SQL aggregates, in index order of self._sql
-        # ("sql", sql index, None) | ("const", value, None) | ("later", fn, None) | ("plus", (value, sign), entry index)
-        self._entries: list[tuple[str, Any, Any]] = []
-        self._index: dict[Any, int] = {}
-
-    def _entry(self, key: Any, entry: tuple[str, Any, Any]) -> int:
-        i = self._index.get(key)
-        if i is None:
-            i = self._index[key] = len(self._entries)
-            self._entries.append(entry)
-        return i
-
-    def add(self, expr: str) -> int:
-        i = self._index.get(expr)
-        if i is None:
-            self.exprs.append(expr)
-            i = self._entry(expr, ("sql", len(self.exprs) - 1, None))
-        return i
-
-    def const(self, value: Any) -> int:
-        return self._entry(("const", type(value).__name__, value), ("const", value, None))
-
-    def later(self, key: str, fn: Callable[[], Any]) -> int:
-        """A value computed by ``fn`` after the scan (a query of its own), once per ``key``."""
-        return self._entry(("later", key), ("later", fn, None))
-
-    def plus(self, value: int, expr: str, sign: int = 1) -> int:
-        """``value`` + ``sign`` x the SQL aggregate ``expr``."""
-        return self._entry(("plus", value, sign, expr), ("plus", (value, sign), self.add(expr)))
-
-    def run(self, con: Any) -> tuple[Any, ...]:
-        sql_row: list[Any] = [None] * len(self.exprs)
-        hist = [i for i, e in enumerate(self.exprs) if e.startswith("histogram(")]
-        plain = [i for i in range(len(self.exprs)) if i not in set(hist)]
-        for part in (plain, hist):
-            if part:
-                got = con.execute(f"SELECT {', '.join(self.exprs[i] for i in part)} FROM t").fetchall()[0]
-                for i, value in zip(part, got, strict=True):
-                    sql_row[i] = value
-        out: list[Any] = []
-        for kind, a, b in self._entries:
-            if kind == "sql":
-                out.append(sql_row[a])
-            elif kind == "const":
-                out.append(a)
-            elif kind == "later":
-                out.append(a())
-            else:
-                out.append(a[0] + a[1] * int(out[b] or 0))
-        return tuple(out)
 
 
 def evaluate(
@@ -146,19 +87,15 @@ class _Evaluation:
         self.refs = refs
         self.now = now
         self.resolve_source = resolve_source
-        self.query = _Query()
+        self.query = FusedQuery()
         self.n = 0
         self.nonnull: dict[str, int] = {}
         self.results: dict[int, CheckResult] = {}
         self.pending: list[tuple[int, Callable[[tuple[Any, ...], int], CheckResult]]] = []
         self.later: list[tuple[int, Callable[[int], CheckResult]]] = []
         self.fam = src.families
-        self._arrays: dict[str, Any] = {}
+        self.columns = NumericColumns(src)  # values for uniqueness, order and KS checks
         self.bounds: dict[str, tuple[Any, Any]] = {}
-        self.wanted: dict[str, tuple[str, bool]] = {}  # column -> (family, unique?) for start_prefetch
-        self._dups: dict[str, tuple[int, int, list[Any]]] = {}
-        self.ks_columns: set[str] = set()  # numeric columns a KS check samples
-        self._samples: dict[str, Any] = {}
         self.grouped: dict[str, int] = {}  # string column -> distinct values seen in the probe
         self.tabled: set[str] = set()  # grouped columns that get a value table
         self._groups: dict[str, str] = {}
@@ -238,7 +175,7 @@ class _Evaluation:
                 self.plan(chk)
             except _Invalid as exc:
                 self.results[slot] = self.result(chk, "error", message=str(exc))
-        prefetch = self.start_prefetch()
+        prefetch = self.columns.start_prefetch()
         row = self.query.run(self.src.con)
         if prefetch is not None:
             prefetch.join()
@@ -257,38 +194,6 @@ class _Evaluation:
             self.src.con.execute(f"DROP TABLE {name}")
         return n, out_first + [self.results[i] for i in range(len(checks))]
 
-    def start_prefetch(self) -> Any:
-        """Fetch what uniqueness, order and KS checks need (and count repeats) beside the fused scan.
-
-        On a second connection to the same database, so DuckDB's fetch and NumPy's
-        counting overlap the scan. Only for paths (registered frames are local to
-        the first connection); whatever fails here is simply done again later.
-        """
-        import threading
-
-        if self.src.kind != "path" or not (self.wanted or self.ks_columns):
-            return None
-
-        def work() -> None:
-            try:
-                cur = self.src.con.cursor()
-                try:
-                    cur.execute(NO_STATISTICS)
-                    for col, (fam, unique) in self.wanted.items():
-                        self.column_values(col, fam, cur)
-                        if unique:
-                            self._dups[col] = self.sorted_duplicates(col, fam)
-                    if self.ks_columns:
-                        self._samples.update(self.src.sample(sorted(self.ks_columns), KS_SAMPLE, seed=29, con=cur))
-                finally:
-                    cur.close()
-            except Exception:  # the main thread computes it again
-                pass
-
-        thread = threading.Thread(target=work, name="keel-contract-prefetch", daemon=True)
-        thread.start()
-        return thread
-
     def prescan(self, checks: list[Check]) -> None:
         """Row and null counts, min/max of range-checked columns, which string columns to check per value.
 
@@ -306,6 +211,7 @@ class _Evaluation:
         self.nonnull = {c: int(row[1 + i]) for i, c in enumerate(counted)}
         at = 1 + len(counted)
         self.bounds = {c: (row[at + 2 * i], row[at + 2 * i + 1]) for i, c in enumerate(ranged)}
+        self.columns.bounds = self.bounds
         strings = sorted({col for kind, col in present if kind in GROUPED_KINDS and self.src.types[col] == "VARCHAR"})
         # A reference profile of the column already tells how many distinct values it holds.
         for col in list(strings):
@@ -487,12 +393,12 @@ class _Evaluation:
 
             numeric_unique = fam in ("int", "float", "timestamp", "timestamp_tz", "date") and self.src.types[col] not in ("HUGEINT", "UHUGEINT", "UBIGINT")
             if numeric_unique:
-                self.wanted[col] = (fam, True)
+                self.columns.want(col, fam, unique=True)
 
             def finish_unique(row: tuple[Any, ...], n: int) -> CheckResult:
                 nonnull = n - int(row[ni])
                 if numeric_unique:
-                    failing, repeated, sample = self.sorted_duplicates(col, fam)
+                    failing, repeated, sample = self.columns.duplicates(col, fam)
                 else:
                     failing, repeated, sample = self.duplicates([col], f"{v} IS NOT NULL")
                 frac = failing / nonnull if nonnull else 0.0
@@ -511,7 +417,7 @@ class _Evaluation:
             self.pending.append((self._slot, finish_keys))
         elif k == "monotonic":
             self.numeric_or_time(chk, fam)
-            self.wanted.setdefault(col, (fam, False))
+            self.columns.want(col, fam)
             self.later.append((self._slot, lambda n: self.monotonic(chk, fam)))
         elif k == "freshness":
             self.need(chk, fam in ("timestamp", "timestamp_tz", "date"), "a timestamp or date column")
@@ -608,58 +514,10 @@ class _Evaluation:
         failing, groups = int(row[0]), int(row[1])
         return failing, failing - groups, list(row[2] or [])
 
-    def column_values(self, col: str, fam: str, con: Any = None) -> Any:
-        """The non-null values of ``col`` in row order, int64 or float64 (fetched once per column)."""
-        import numpy as np
-
-        cached = self._arrays.get(col)
-        if cached is not None:
-            return cached
-        x = f"epoch_us({q(col)})" if fam in ("timestamp", "timestamp_tz") else f"CAST({valid_expr(col, fam)} AS DOUBLE)"
-        if fam == "date":
-            x = f"CAST(date_diff('day', DATE '1970-01-01', {q(col)}) AS DOUBLE)"
-        if fam == "int" and self.src.types[col] in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER"):
-            x = f"CAST({q(col)} AS BIGINT)"  # exact: float64 would merge ids above 2**53
-        # Arrow buffers straight into NumPy: no copy per value, and no pandas import
-        column = fetch_arrow(con or self.src.con, f"SELECT {x} AS x FROM t WHERE x IS NOT NULL").column(0)
-        chunks = column.chunks
-        dtype = np.int64 if str(column.type) == "int64" else np.float64  # BIGINT (ids, epoch_us) or DOUBLE
-        parts = [np.frombuffer(c.buffers()[1], dtype=dtype, count=len(c), offset=c.offset * 8) for c in chunks if len(c)]
-        values = np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
-        if dtype is np.float64:
-            values = values[~np.isnan(values)]
-        self._arrays[col] = values
-        return values
-
-    def sorted_duplicates(self, col: str, fam: str) -> tuple[int, int, list[Any]]:
-        """Like :meth:`duplicates` for a numeric or time column: a numpy sort beats a hash group-by."""
-        import numpy as np
-
-        if col in self._dups:
-            return self._dups[col]
-
-        values = self.column_values(col, fam)
-        mn, mx = self.bounds.get(col, (None, None))
-        if values.dtype.kind in "iu" and mn is not None and mx is not None and 0 <= int(mx) - int(mn) <= 4 * len(values):
-            # Dense integer keys (ids): one counting pass instead of a sort.
-            counts = np.bincount((values - int(mn)).astype(np.int64), minlength=0)
-            dup_values = np.flatnonzero(counts > 1)
-            failing = int(counts[dup_values].sum())
-            sample = [_plain(int(x) + int(mn), fam) for x in dup_values[:SAMPLE_SIZE]]
-            return failing, failing - len(dup_values), sample
-        values = np.sort(values)
-        eq = values[1:] == values[:-1]
-        dup = np.zeros(len(values), dtype=bool)
-        dup[1:] |= eq
-        dup[:-1] |= eq
-        repeated = int(eq.sum())
-        sample = [_plain(x, fam) for x in np.unique(values[dup])[:SAMPLE_SIZE]] if repeated else []
-        return int(dup.sum()), repeated, sample
-
     def monotonic(self, chk: Check, fam: str) -> CheckResult:
         import numpy as np
 
-        values = self.column_values(chk.column or "", fam)
+        values = self.columns.values(chk.column or "", fam)
         d = np.diff(values)
         if chk.args["direction"] == "decreasing":
             d = -d
@@ -805,10 +663,10 @@ class _Evaluation:
                 raise _Invalid(f"the reference ({desc}) has no sample of {col!r}")
             sample = ref.sample
 
-            self.ks_columns.add(col)
+            self.columns.ks_columns.add(col)
 
             def run_ks(n: int) -> CheckResult:
-                cur = self._samples[col] if col in self._samples else self.src.sample([col], KS_SAMPLE, seed=29)[col]
+                cur = self.columns.sample(col)
                 import numpy as np
 
                 d, p = ks_2samp(cur, np.asarray(sample))
@@ -881,17 +739,6 @@ def _null_pred(col: str, fam: str) -> str:
 
 def _hist(value: Any) -> dict[str, int]:
     return {str(k): int(v) for k, v in (value or {}).items() if k is not None}
-
-
-def _plain(x: float, fam: str) -> Any:
-    """A value from :meth:`column_values` back in its column's terms, for samples."""
-    if fam == "int":
-        return str(int(x))
-    if fam == "date":
-        return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=int(x))).date().isoformat()
-    if fam in ("timestamp", "timestamp_tz"):
-        return datetime.fromtimestamp(x / 1e6, tz=UTC).isoformat()
-    return str(x)
 
 
 def _fmt(v: Any) -> str:

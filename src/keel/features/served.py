@@ -113,7 +113,7 @@ def record(selection: Selection, online: OnlineFeatures) -> None:
         for i in range(n):
             rows[SERVED_AT].append(now_us)
             for k in keys:
-                rows[k].append(_plain(online.rows[k][i]))
+                rows[k].append(python_value(online.rows[k][i]))
             rows["feature"].append(feature)
             rows["value"].append(orjson.dumps(values[i], option=orjson.OPT_SERIALIZE_NUMPY).decode())
             rows["event_us"].append(events[i])
@@ -128,7 +128,8 @@ def flush() -> None:
     _log.raise_error()
 
 
-def _plain(value: Any) -> Any:
+def python_value(value: Any) -> Any:
+    """A NumPy scalar as the Python value it holds; anything else unchanged."""
     return value.item() if hasattr(value, "item") else value
 
 

@@ -22,6 +22,7 @@ from keel.errors import ValidationError
 from keel.features.loader import Definitions, as_definitions
 from keel.features.offline import EVENT, build_training_set, connect, q, view_relation
 from keel.features.online import lookup
+from keel.features.served import python_value
 
 if TYPE_CHECKING:
     from keel.store.kv import KVStore
@@ -136,7 +137,7 @@ def check_skew(
                     continue
                 fs.mismatches += 1
                 if len(fs.examples) < max_examples:
-                    fs.examples.append({**{k: _plain(sampled[k].iloc[i]) for k in keys}, "offline": a, "online": b})
+                    fs.examples.append({**{k: python_value(sampled[k].iloc[i]) for k in keys}, "offline": a, "online": b})
             report.features.append(fs)
     return report
 
@@ -200,6 +201,3 @@ def _served_skew(selection: Any, refs: list[str], defs: Definitions, *, sample: 
             fs.examples.append({**{k: entry[k] for k in keys}, "served_at": entry[at].isoformat(), "offline": a, "served": b})
     return SkewReport(name, len(row_of), datetime.now(UTC), list(by_feature.values()), against="served")
 
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
