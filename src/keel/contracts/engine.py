@@ -104,6 +104,15 @@ class _Evaluation:
     def result(self, chk: Check, status: str, observed: Any = None, **kw: Any) -> CheckResult:
         return CheckResult(chk.id, chk.kind, chk.column, chk.severity, status, chk.describe(), observed, **kw)
 
+    def row_result(self, chk: Check, failing: int, denom: int, observed: Any, sample: Callable[[], list[Any]]) -> CheckResult:
+        """The result of a check that counts failing rows out of ``denom``; ``sample`` is called only on failure."""
+        frac = failing / denom if denom else 0.0
+        ok = _passes(chk, frac)
+        res = self.result(chk, "pass" if ok else "fail", observed, failing_count=failing, failing_fraction=frac)
+        if failing and not ok:
+            res.sample = sample()
+        return res
+
     def nulls(self, col: str) -> int:
         """Index in the fused row of the column's missing values (nulls from the pre-scan, plus NaN)."""
         base = self.n - self.nonnull[col]
@@ -134,15 +143,13 @@ class _Evaluation:
             si = self.query.add(f"min({q(chk.column)}, {SAMPLE_SIZE}) FILTER (WHERE {fail_pred})")
 
         def finish(row: tuple[Any, ...], n: int) -> CheckResult:
-            failing = int(row[fi])
+            def sample() -> list[Any]:
+                if chk.kind == "not_null":
+                    return []
+                return list(row[si] or []) if si is not None else self.sample_where(fail_pred, chk.column)
+
             denom = n - int(row[ni]) if ni is not None else n
-            frac = failing / denom if denom else 0.0
-            ok = frac <= (1 - chk.mostly) + _EPS
-            obs = observed(row) if observed else None
-            res = self.result(chk, "pass" if ok else "fail", obs, failing_count=failing, failing_fraction=frac)
-            if failing and not ok and chk.kind != "not_null":
-                res.sample = list(row[si] or []) if si is not None else self.sample_where(fail_pred, chk.column)
-            return res
+            return self.row_result(chk, int(row[fi]), denom, observed(row) if observed else None, sample)
 
         self.pending.append((self._slot, finish))
 
@@ -218,8 +225,9 @@ class _Evaluation:
             known = [cp for _, prof in self.refs.values() if prof is not None and (cp := prof.columns.get(col)) is not None and cp.distinct is not None and cp.count]
             if known:
                 strings.remove(col)
-                if known[0].distinct is not None and known[0].distinct <= GROUPED_MAX_SHARE * known[0].count:
-                    self.grouped[col] = int(known[0].distinct)
+                distinct = int(known[0].distinct or 0)
+                if distinct <= GROUPED_MAX_SHARE * known[0].count:
+                    self.grouped[col] = distinct
         if strings:
             cols = ", ".join(q(c) for c in strings)
             probe = ", ".join(f"count(DISTINCT {q(c)}), count({q(c)})" for c in strings)
@@ -266,14 +274,7 @@ class _Evaluation:
 
         def finish(row: tuple[Any, ...], n: int) -> CheckResult:
             failing, sample = self.src.con.execute(sql()).fetchall()[0]
-            failing = int(failing)
-            denom = n - int(row[ni])
-            frac = failing / denom if denom else 0.0
-            ok = frac <= (1 - chk.mostly) + _EPS
-            res = self.result(chk, "pass" if ok else "fail", observed(row) if observed else None, failing_count=failing, failing_fraction=frac)
-            if failing and not ok:
-                res.sample = list(sample or [])
-            return res
+            return self.row_result(chk, int(failing), n - int(row[ni]), observed(row) if observed else None, lambda: list(sample or []))
 
         self.pending.append((self._slot, finish))
 
@@ -402,7 +403,7 @@ class _Evaluation:
                 else:
                     failing, repeated, sample = self.duplicates([col], f"{v} IS NOT NULL")
                 frac = failing / nonnull if nonnull else 0.0
-                ok = frac <= (1 - chk.mostly) + _EPS
+                ok = _passes(chk, frac)
                 return self.result(chk, "pass" if ok else "fail", f"{repeated:,} repeated values", failing_count=failing, failing_fraction=frac, sample=sample if not ok else [])
 
             self.pending.append((self._slot, finish_unique))
@@ -525,7 +526,7 @@ class _Evaluation:
         failing = int(bad.sum())
         steps = len(d)
         frac = failing / steps if steps else 0.0
-        ok = frac <= (1 - chk.mostly) + _EPS
+        ok = _passes(chk, frac)
         res = self.result(chk, "pass" if ok else "fail", f"{failing:,} out-of-order steps", failing_count=failing, failing_fraction=frac)
         if failing and not ok:
             at = np.flatnonzero(bad)[:SAMPLE_SIZE]
@@ -576,7 +577,7 @@ class _Evaluation:
             raise _Invalid(f"custom check {chk.args['check']!r} returned {passed.shape} values for {n} rows; return one bool per row or a single bool")
         failing = int((~passed).sum())
         frac = failing / n if n else 0.0
-        ok = frac <= (1 - chk.mostly) + _EPS
+        ok = _passes(chk, frac)
         res = self.result(chk, "pass" if ok else "fail", None, failing_count=failing, failing_fraction=frac)
         if failing and not ok:
             res.sample = [f"row {i}" for i in np.flatnonzero(~passed)[:SAMPLE_SIZE]]
@@ -730,6 +731,11 @@ def _regex_sql(expr: str, pattern: str) -> str:
 def _int_bound(bound: Any) -> Any:
     """An integral float bound as an int, for comparing with an integer column (no per-row cast)."""
     return int(bound) if isinstance(bound, float) and bound.is_integer() else bound
+
+
+def _passes(chk: Check, failing_fraction: float) -> bool:
+    """Whether a check whose rows fail at ``failing_fraction`` passes, given its ``mostly`` tolerance."""
+    return failing_fraction <= (1 - chk.mostly) + _EPS
 
 
 def _null_pred(col: str, fam: str) -> str:

@@ -37,14 +37,13 @@ class _Log:
     """Buffered, batched writes of served values; the caller only appends to a deque."""
 
     def __init__(self) -> None:
-        self._queue: deque[tuple[str, list[str], dict[str, list[Any]]]] = deque()
+        self._queue: deque[tuple[str, dict[str, list[Any]]]] = deque()
         self._lock = threading.Lock()
-        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def add(self, service: str, keys: list[str], rows: dict[str, list[Any]]) -> None:
-        self._queue.append((service, keys, rows))
+    def add(self, service: str, rows: dict[str, list[Any]]) -> None:
+        self._queue.append((service, rows))
         if self._thread is None or not self._thread.is_alive():
             with self._lock:
                 if self._thread is None or not self._thread.is_alive():
@@ -55,8 +54,7 @@ class _Log:
         from keel.config import settings
 
         while True:
-            self._wake.wait(settings().flush_interval)
-            self._wake.clear()
+            time.sleep(settings().flush_interval)
             try:
                 self.flush()
             except BaseException as exc:  # kept for flush() callers; the thread carries on
@@ -69,13 +67,13 @@ class _Log:
         from keel.store.lake import get_lake
 
         with self._lock:
-            batches: dict[str, list[tuple[list[str], dict[str, list[Any]]]]] = {}
+            batches: dict[str, list[dict[str, list[Any]]]] = {}
             while self._queue:
-                service, keys, rows = self._queue.popleft()
-                batches.setdefault(service, []).append((keys, rows))
+                service, rows = self._queue.popleft()
+                batches.setdefault(service, []).append(rows)
             for service, parts in batches.items():
                 columns: dict[str, list[Any]] = {}
-                for _keys, rows in parts:  # a service's rows all have the same columns
+                for rows in parts:  # a service's rows all have the same columns
                     for name, values in rows.items():
                         columns.setdefault(name, []).extend(values)
                 table = pa.table({
@@ -119,7 +117,7 @@ def record(selection: Selection, online: OnlineFeatures) -> None:
             rows["event_us"].append(events[i])
             rows["status"].append(status[i])
     if rows[SERVED_AT]:
-        _log.add(service.name, keys, rows)
+        _log.add(service.name, rows)
 
 
 def flush() -> None:
