@@ -49,3 +49,32 @@ def test_init_refuses_to_overwrite(tmp_path: Path) -> None:
 def test_sections_hold_nested_blocks(tmp_path: Path) -> None:
     (tmp_path / "keel.yaml").write_text("registry:\n  environments: [staging, production]\n")
     assert config.load_settings(tmp_path, env={}).section("registry") == {"environments": ["staging", "production"]}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("postgresql+psycopg://bob:s3cret@db:5432/keel", "postgresql+psycopg://bob:***@db:5432/keel"),
+        ("redis://:pw@localhost:6379/0", "redis://:***@localhost:6379/0"),
+        ("redis://default:pa:ss@h:6379", "redis://default:***@h:6379"),
+        ("s3://bucket/x?access_key=AKIA&secret_key=zzz&region=eu", "s3://bucket/x?access_key=***&secret_key=***&region=eu"),
+        ("https://h/p?sslmode=require&password=x&token=abc#frag", "https://h/p?sslmode=require&password=***&token=***#frag"),
+        ("KEEL_TOKEN=abc AWS_SECRET_ACCESS_KEY=xyz PATH=/usr/bin", "KEEL_TOKEN=*** AWS_SECRET_ACCESS_KEY=*** PATH=/usr/bin"),
+        ("train.py --db-password=hunter2 --epochs=3", "train.py --db-password=*** --epochs=3"),
+        ('{"api_key": "abc", "n": 1}', '{"api_key": "***", "n": 1}'),
+        ("password='a b' x=1", "password='***' x=1"),
+        ("Authorization: Bearer abcdefghijk", "Authorization: Bearer ***"),
+    ],
+)
+def test_redact_masks_passwords_and_tokens(text: str, expected: str) -> None:
+    assert config.redact(text) == expected
+    assert config.redact(expected) == expected  # idempotent
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["sqlite:////tmp/a.db", "postgresql+psycopg://postgres@127.0.0.1/test", "learning_rate=0.1 keyword=x monkey=2 key_count=3",
+     "at 12:30:00 on host:5432", "PASSWORD=", ""],
+)
+def test_redact_keeps_what_is_not_secret(text: str) -> None:
+    assert config.redact(text) == text

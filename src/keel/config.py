@@ -8,6 +8,7 @@ directory is the project. Embedded stores live in ``<project>/.keel/``.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,62 @@ def _int(value: Any) -> int:
 
 def _str(value: Any) -> str:
     return str(value)
+
+
+MASK = "***"
+
+# A key names a secret when its last word does (DB_PASSWORD, AWS_SECRET_ACCESS_KEY, api-key,
+# X-Amz-Signature) or any word is one of _SECRET_ANY (TOKEN_FILE_CONTENT, SECRET_NAME...).
+_SECRET_LAST = {
+    "password", "passwd", "pwd", "pass", "passphrase", "token", "secret", "key", "apikey", "accesskey",
+    "secretkey", "privatekey", "credential", "credentials", "auth", "signature", "sig", "cookie", "session",
+}
+_SECRET_ANY = {"password", "passwd", "secret", "token", "credentials"}
+_WORD_SPLIT = re.compile(r"[_.\-]+")
+# scheme://user:password@host -> scheme://user:***@host (the user stays: it says who connects).
+_URI_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/?#@'\"]*):(?P<pw>[^\s@/'\"]+)@")
+# key=value, key: value, "key": "value" (query strings, env, argv, JSON, YAML).
+_KEY_VALUE = re.compile(
+    r"(?<![A-Za-z0-9_])(?P<key>[A-Za-z][A-Za-z0-9_.\-]*)(?P<sep>[\"']?\s*[=:]\s*)"
+    r"(?:(?P<q>[\"'])(?P<qvalue>[^\"'\n]*)(?P=q)|(?P<value>(?!//)[^\s&;,?#'\"}\]]+))"
+)
+# Authorization: Bearer abc / Basic abc
+_BEARER = re.compile(r"(?P<head>\b(?:Bearer|Basic)\s+)(?P<value>[A-Za-z0-9._~+/=\-]{6,})", re.IGNORECASE)
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a setting, variable, parameter or header named ``key`` holds a secret."""
+    words = [w for w in _WORD_SPLIT.split(key.lower()) if w]
+    return bool(words) and (words[-1] in _SECRET_LAST or any(w in _SECRET_ANY for w in words))
+
+
+def redact(text_or_uri: str) -> str:
+    """``text_or_uri`` with passwords and tokens replaced by ``***``.
+
+    Call it on anything that leaves the process (logs, error messages, ``keel
+    config``, stored argv and environment). It masks the password of
+    ``scheme://user:password@host`` URIs, the values of query parameters and
+    ``KEY=VALUE`` / ``key: value`` pairs whose key names a password, token,
+    secret or key (``?password=``, ``token=``, ``access_key=``,
+    ``AWS_SECRET_ACCESS_KEY=...``), and bearer/basic credentials. Everything
+    else is kept as it was, so a redacted URI still says where it points::
+
+        >>> redact("postgresql://bob:s3cret@db:5432/keel?sslmode=require&password=x")
+        'postgresql://bob:***@db:5432/keel?sslmode=require&password=***'
+    """
+    if not text_or_uri:
+        return text_or_uri
+    out = _BEARER.sub(lambda m: m["head"] + MASK, text_or_uri)
+    out = _URI_PASSWORD.sub(lambda m: f"{m['head']}:{MASK}@", out)
+
+    def _mask(m: re.Match[str]) -> str:
+        value = m["qvalue"] if m["q"] else m["value"]
+        if not value or value == MASK or not is_secret_key(m["key"]):
+            return m[0]
+        q = m["q"] or ""
+        return f"{m['key']}{m['sep']}{q}{MASK}{q}"
+
+    return _KEY_VALUE.sub(_mask, out)
 
 
 @dataclass(frozen=True)

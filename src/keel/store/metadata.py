@@ -34,10 +34,9 @@ def ms_to_datetime(ms: int | None) -> datetime | None:
 
 
 def _redact(uri: str) -> str:
-    try:
-        return sa.engine.make_url(uri).render_as_string(hide_password=True)
-    except Exception:
-        return uri
+    from keel.config import redact
+
+    return redact(uri)
 
 
 class MetadataStore:
