@@ -64,6 +64,7 @@ def test_sections_hold_nested_blocks(tmp_path: Path) -> None:
         ('{"api_key": "abc", "n": 1}', '{"api_key": "***", "n": 1}'),
         ("password='a b' x=1", "password='***' x=1"),
         ("Authorization: Bearer abcdefghijk", "Authorization: Bearer ***"),
+        ("postgresql://h/db?sslpassword=x&GITHUB_TOKEN=y", "postgresql://h/db?sslpassword=***&GITHUB_TOKEN=***"),
     ],
 )
 def test_redact_masks_passwords_and_tokens(text: str, expected: str) -> None:
@@ -74,7 +75,16 @@ def test_redact_masks_passwords_and_tokens(text: str, expected: str) -> None:
 @pytest.mark.parametrize(
     "text",
     ["sqlite:////tmp/a.db", "postgresql+psycopg://postgres@127.0.0.1/test", "learning_rate=0.1 keyword=x monkey=2 key_count=3",
-     "at 12:30:00 on host:5432", "PASSWORD=", ""],
+     "at 12:30:00 on host:5432", "PASSWORD=", "", "tokenizer=bert max_tokens=100"],
 )
 def test_redact_keeps_what_is_not_secret(text: str) -> None:
     assert config.redact(text) == text
+
+
+def test_every_keel_error_masks_uri_passwords() -> None:
+    from keel.errors import StoreError
+
+    err = StoreError("The store redis://:pw1@h:6379/0?token=abc&db=1 failed.", hint="Check postgresql://u:pw2@h/db.", uri="s3://b/x?secret_key=pw3")
+    text = str(err) + repr(err.to_dict())
+    assert "pw1" not in text and "abc" not in text and "pw2" not in text and "pw3" not in text
+    assert "redis://:***@h:6379/0?token=***&db=1" in text

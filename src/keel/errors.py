@@ -28,9 +28,14 @@ class KeelError(Exception):
     http_status: int = 400
 
     def __init__(self, message: str, *, hint: str | None = None, **detail: Any) -> None:
+        from keel.config import redact_uris
+
+        # A database or service URI in a message never shows its password or token.
+        message = redact_uris(message)
+        hint = None if hint is None else redact_uris(hint)
         self.message = message
         self.hint = hint
-        self.detail = detail
+        self.detail = {k: redact_uris(v) if isinstance(v, str) else v for k, v in detail.items()}
         super().__init__(message if hint is None else f"{message} {hint}")
 
     def to_dict(self) -> dict[str, Any]:

@@ -75,3 +75,22 @@ def test_created_schema_matches_the_migrations(tmp_path: Path) -> None:
     assert shape(created) == shape(migrated)
     created.dispose()
     migrated.dispose()
+
+
+def test_store_errors_never_show_the_password() -> None:
+    store = MetadataStore("postgresql+psycopg://bob:hunter2@127.0.0.1:1/none?connect_timeout=2&sslpassword=s3cret")
+    with pytest.raises(StoreError) as info, store.read():
+        pass
+    text = str(info.value) + repr(info.value.to_dict())
+    assert "hunter2" not in text and "s3cret" not in text
+    assert "bob:***@127.0.0.1:1/none" in text
+
+
+def test_online_store_errors_never_show_the_password() -> None:
+    pytest.importorskip("redis")
+    from keel.store.kv import open_kv_store
+
+    kv = open_kv_store("redis://:hunter2@127.0.0.1:1/0?socket_connect_timeout=1")
+    with pytest.raises(StoreError) as info:
+        kv.get_many([("ns", ["a"])])
+    assert "hunter2" not in str(info.value) and ":***@127.0.0.1:1" in str(info.value)
