@@ -7,9 +7,13 @@ HTTP status the server answers with::
     KeelError                      400  (base; "bad input" unless said otherwise)
      ├── ConfigError               400  a setting has a value keel cannot use
      ├── ValidationError           422  a name, value or argument is not acceptable
-     │    └── ContractViolation    422  data broke an error-level contract check
+     │    ├── ContractViolation    422  data broke an error-level contract check
+     │    └── GatesFailed          422  a promotion was refused by its gates (``report`` holds each gate)
+     ├── StepFailed                422  a pipeline step raised (``step``, ``result`` so far; resume to go on)
+     ├── ForbiddenError            403  the acting user may not do this (force a promotion, approve own request)
      ├── NotFoundError             404  a run, experiment, model or artifact does not exist
      ├── ConflictError             409  the write collides with existing state
+     │    └── WriteConflict        409  a concurrent write won a unique key or deadlock; nothing was written, retry
      ├── IntegrityError            409  stored content does not match its recorded hash
      ├── StoreError                503  a database or service cannot be reached or is not migrated
      └── DependencyError           500  an optional extra is not installed
@@ -62,12 +66,45 @@ class ContractViolation(ValidationError):
         self.report = report
 
 
+class GatesFailed(ValidationError):
+    """A promotion was refused by its gates; ``report`` holds every gate's result."""
+
+    def __init__(self, message: str, *, report: Any, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.report = report
+
+
+class StepFailed(KeelError):
+    """A pipeline step raised; ``result`` holds the pipeline result so far, ``step`` the step's name."""
+
+    http_status = 422
+
+    def __init__(self, message: str, *, step: str, result: Any, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint, step=step, run_id=getattr(result, "run_id", None))
+        self.step = step
+        self.result = result
+
+
+class ForbiddenError(KeelError):
+    """The acting user may not do this (force a promotion, approve their own request)."""
+
+    http_status = 403
+
+
 class NotFoundError(KeelError):
     http_status = 404
 
 
 class ConflictError(KeelError):
     http_status = 409
+
+
+class WriteConflict(ConflictError):
+    """A concurrent writer took the same unique key first, or the database broke a deadlock.
+
+    The transaction was rolled back as a whole, so nothing of it was written;
+    the operation can be retried (``MetadataStore.transact`` does so itself).
+    """
 
 
 class IntegrityError(KeelError):

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from keel.errors import KeelError, NotFoundError, ValidationError, did_you_mean
+from keel.errors import NotFoundError, StepFailed, ValidationError, did_you_mean
 from keel.pipelines import cache
 from keel.pipelines.executors import (
     BlobRef,
@@ -47,15 +47,6 @@ if TYPE_CHECKING:
     from keel.pipelines.pipeline import Pipeline
     from keel.pipelines.step import Step
     from keel.tracking.runs import Run
-
-
-class StepFailed(KeelError):
-    """A step raised; ``result`` holds the pipeline result so far, ``step`` the step's name."""
-
-    def __init__(self, message: str, *, step: str, result: PipelineResult, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint, step=step, run_id=result.run_id)
-        self.step = step
-        self.result = result
 
 
 @dataclass

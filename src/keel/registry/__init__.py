@@ -5,12 +5,11 @@ The public functions are re-exported here; ``keel.register_model`` and
 ``keel.promote`` are the same functions.
 """
 
+from keel.errors import ForbiddenError, GatesFailed
 from keel.registry.audit import history
 from keel.registry.gates import GateReport, GateResult, Policy
 from keel.registry.status import status
 from keel.registry.transitions import (
-    ForbiddenError,
-    GatesFailed,
     Transition,
     approve,
     delete_alias,

@@ -6,6 +6,8 @@ the same environment exactly one commits; the other gets a ConflictError and
 both attempts are in the audit log. Nothing is half-applied: the environment
 row and its event are written in one transaction, and subscribers are called
 only after it commits.
+``ForbiddenError`` and ``GatesFailed`` live in :mod:`keel.errors` and are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from keel.errors import ConflictError, KeelError, NotFoundError, ValidationError, did_you_mean
+from keel.errors import (
+    ConflictError,
+    ForbiddenError,
+    GatesFailed,
+    NotFoundError,
+    ValidationError,
+    did_you_mean,
+)
 from keel.models.loader import model_id
 from keel.registry import config as C
 from keel.registry.audit import append_event, history, record_event
@@ -27,22 +36,8 @@ from keel.store.metadata import get_metadata_store, ms_to_datetime, now_ms
 from keel.store.schema.registry import approval_requests, model_aliases
 
 
-class ForbiddenError(KeelError):
-    """The acting user may not do this (force a promotion, approve their own request)."""
-
-    http_status = 403
-
-
 class _Moved(Exception):
     """The environment moved under a transition (rolls its transaction back)."""
-
-
-class GatesFailed(ValidationError):
-    """A promotion was refused by its gates; ``report`` holds every gate's result."""
-
-    def __init__(self, message: str, *, report: GateReport, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.report = report
 
 
 @dataclass
