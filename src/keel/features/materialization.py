@@ -233,7 +233,7 @@ def _save_watermark(view: FeatureView, version: int, start: datetime | None, end
         "view_version": version, "watermark_ms": end_ms, "start_ms": None if start is None else int(start.timestamp() * 1000),
         "end_ms": end_ms, "rows_read": read, "keys_written": written, "updated_ms": now_ms(),
     }
+    from keel.store.metadata import upsert
+
     with get_metadata_store().write() as conn:
-        done = conn.execute(feature_materializations.update().where(feature_materializations.c.view == view.name).values(**values))
-        if not done.rowcount:
-            conn.execute(feature_materializations.insert().values(view=view.name, **values))
+        upsert(conn, feature_materializations, {"view": view.name, **values}, ["view"])

@@ -267,22 +267,11 @@ def get_object(name: str, kind: str | None = None, version: int | None = None) -
 def record_consumer(service: str, service_version: int, consumer_kind: str, consumer_id: str) -> None:
     """Note that a model / run / deployment uses a feature service version (idempotent)."""
     store = get_metadata_store()
+    from keel.store.metadata import insert_ignore
+
+    key = {"service": service, "service_version": service_version, "consumer_kind": consumer_kind, "consumer_id": consumer_id}
     with store.write() as conn:
-        exists = conn.execute(
-            sa.select(feature_consumers.c.id).where(
-                feature_consumers.c.service == service,
-                feature_consumers.c.service_version == service_version,
-                feature_consumers.c.consumer_kind == consumer_kind,
-                feature_consumers.c.consumer_id == consumer_id,
-            )
-        ).first()
-        if exists is None:
-            conn.execute(
-                feature_consumers.insert().values(
-                    service=service, service_version=service_version, consumer_kind=consumer_kind,
-                    consumer_id=consumer_id, created_ms=now_ms(),
-                )
-            )
+        insert_ignore(conn, feature_consumers, {**key, "created_ms": now_ms()}, list(key))
 
 
 def consumers() -> dict[str, list[str]]:

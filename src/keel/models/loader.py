@@ -24,7 +24,7 @@ from keel.errors import IntegrityError, NotFoundError, ValidationError, did_you_
 from keel.models import flavors
 from keel.models.package import EXAMPLE_FILE, META_FILE, PICKLE_FILE
 from keel.models.signature import ColSpec, Signature
-from keel.store.metadata import MetadataStore, get_metadata_store
+from keel.store.metadata import MetadataStore, get_metadata_store, like_escape, ms_to_datetime
 from keel.store.schema import artifacts
 from keel.store.schema.registry import model_aliases, model_versions, registered_models
 
@@ -124,9 +124,11 @@ def resolve_alias(conn: sa.Connection, mid: int, name: str, alias: str) -> tuple
 
 
 def version_row(conn: sa.Connection, mid: int, name: str, version: int | str) -> Any:
+    """The model_versions row of ``version`` (a number, tombstones included, or 'latest': the newest live one)."""
     q = sa.select(model_versions).where(model_versions.c.model_id == mid)
     if version == "latest":
-        row = conn.execute(q.order_by(model_versions.c.version.desc()).limit(1)).first()
+        live = q.where(model_versions.c.deleted_ms.is_(None), model_versions.c.archived_ms.is_(None))
+        row = conn.execute(live.order_by(model_versions.c.version.desc()).limit(1)).first()
     else:
         row = conn.execute(q.where(model_versions.c.version == int(version))).first()
     if row is None:
@@ -141,7 +143,7 @@ def version_row(conn: sa.Connection, mid: int, name: str, version: int | str) ->
 def _files(conn: sa.Connection, kind: str, owner: str, path: str) -> dict[str, str]:
     rows = conn.execute(
         sa.select(artifacts.c.path, artifacts.c.digest).where(
-            artifacts.c.owner_kind == kind, artifacts.c.owner_id == owner, artifacts.c.path.like(f"{path}/%")
+            artifacts.c.owner_kind == kind, artifacts.c.owner_id == owner, artifacts.c.path.like(like_escape(path) + "/%", escape="\\")
         )
     ).all()
     return {p[len(path) + 1 :]: d for p, d in rows}
@@ -203,6 +205,11 @@ def locate(uri: str, store: MetadataStore | None = None) -> tuple[Source, dict[s
             else:
                 version, stamp = parts["version"], None
             row = version_row(conn, mid, name, version)
+            if row.deleted_ms is not None:
+                raise NotFoundError(
+                    f"Version {row.version} of model {name!r} was deleted on {ms_to_datetime(row.deleted_ms):%Y-%m-%d %H:%M} UTC; its files are gone.",
+                    hint=f"Its record and lineage remain (keel models show {name} {row.version}); load another version.",
+                )
             src = Source(uri, row.run_id, row.artifact_path, "model_version", str(row.id), name, int(row.version), alias)
             if stamp is None:
                 stamp = ("version", int(row.version))

@@ -25,7 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from keel.errors import NotFoundError, ValidationError
+from keel.errors import NotFoundError, ValidationError, WriteConflict
 from keel.store.metadata import MetadataStore, now_ms
 from keel.store.schema import artifacts
 from keel.store.schema.pipelines import pipeline_cache
@@ -266,7 +266,7 @@ def save(store: MetadataStore, entry: Entry, *, replace: bool = False) -> Entry:
             conn.execute(sa.delete(artifacts).where(artifacts.c.owner_kind == "cache", artifacts.c.owner_id == entry.key))
             conn.execute(sa.insert(pipeline_cache).values(**row))
             conn.execute(sa.insert(artifacts).values(**art))
-    except sa.exc.IntegrityError:
+    except WriteConflict:
         # A concurrent run stored the same key first: first writer wins.
         with store.read() as conn:
             won = conn.execute(sa.select(pipeline_cache).where(pipeline_cache.c.key == entry.key)).first()

@@ -8,6 +8,14 @@ The public functions are re-exported here; ``keel.register_model`` and
 from keel.errors import ForbiddenError, GatesFailed
 from keel.registry.audit import history
 from keel.registry.gates import GateReport, GateResult, Policy
+from keel.registry.lifecycle import (
+    archive_model,
+    archive_version,
+    delete_model,
+    delete_version,
+    restore_model,
+    restore_version,
+)
 from keel.registry.status import status
 from keel.registry.transitions import (
     Transition,
@@ -43,7 +51,11 @@ __all__ = [
     "RegisteredModel",
     "Transition",
     "approve",
+    "archive_model",
+    "archive_version",
     "delete_alias",
+    "delete_model",
+    "delete_version",
     "evaluate_gates",
     "evaluations",
     "get_model",
@@ -55,6 +67,8 @@ __all__ = [
     "promote",
     "register_model",
     "reject",
+    "restore_model",
+    "restore_version",
     "rollback",
     "rollback_target",
     "set_alias",

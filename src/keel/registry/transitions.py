@@ -24,6 +24,7 @@ from keel.errors import (
     GatesFailed,
     NotFoundError,
     ValidationError,
+    WriteConflict,
     did_you_mean,
 )
 from keel.models.loader import model_id
@@ -32,8 +33,13 @@ from keel.registry.audit import append_event, history, record_event
 from keel.registry.events import emit
 from keel.registry.gates import GateReport, GateResult, Policy, policy_for
 from keel.registry.versions import ModelVersion, check_model_name, resolve_version
-from keel.store.metadata import get_metadata_store, ms_to_datetime, now_ms
-from keel.store.schema.registry import approval_requests, model_aliases
+from keel.store.metadata import get_metadata_store, insert_ignore, ms_to_datetime, now_ms
+from keel.store.schema.registry import (
+    approval_requests,
+    model_aliases,
+    model_versions,
+    registered_models,
+)
 
 
 class _Moved(Exception):
@@ -71,17 +77,41 @@ def _holder(conn: sa.Connection, mid: int, name: str) -> tuple[int | None, int |
     return (None, None, None) if row is None else (int(row[0]), int(row[1]), str(row[2]))
 
 
+def _refuse_retired(mv: ModelVersion, what: str) -> None:
+    """Archived and deleted versions never enter an environment or take an alias."""
+    if mv.status != "active":
+        restore = f"Restore it first: keel models archive {mv.model} {mv.version} --restore." if mv.status == "archived" else "Register the model again."
+        raise ValidationError(f"{mv.model} v{mv.version} is {mv.status}; cannot {what}.", hint=restore)
+
+
+def _lock_live(conn: sa.Connection, mid: int, name: str, version: int) -> None:
+    """Share-lock the version row (PostgreSQL) and check that it and its model are live, so that an
+    archive or delete running at the same time either waits for this move or makes it fail."""
+    row = conn.execute(
+        sa.select(model_versions.c.archived_ms, model_versions.c.deleted_ms, registered_models.c.archived_ms.label("model_archived_ms"))
+        .join(registered_models, registered_models.c.id == model_versions.c.model_id)
+        .where(model_versions.c.model_id == mid, model_versions.c.version == version)
+        .with_for_update(read=True, of=model_versions)
+    ).first()
+    if row is None or row.deleted_ms is not None:
+        raise ValidationError(f"{name} v{version} is deleted; it cannot enter an environment or take an alias.", hint=f"See `keel models show {name}`.")
+    if row.archived_ms is not None:
+        raise ValidationError(
+            f"{name} v{version} is archived; it cannot enter an environment or take an alias.",
+            hint=f"Restore it first: keel models archive {name} {version} --restore.",
+        )
+    if row.model_archived_ms is not None:
+        raise ValidationError(f"Model {name!r} is archived; its versions cannot move.", hint=f"Restore it first: keel models archive {name} --restore.")
+
+
 def _move(conn: sa.Connection, mid: int, name: str, kind: str, version: int, expected: int | None, user: str) -> bool:
     """Point ``name`` at ``version`` if nobody moved it since ``expected``; False when someone did."""
     if expected is None:
-        try:
-            with conn.begin_nested():
-                conn.execute(
-                    sa.insert(model_aliases).values(model_id=mid, name=name, kind=kind, version=version, revision=1, updated_ms=now_ms(), updated_by=user)
-                )
-        except sa.exc.IntegrityError:
-            return False
-        return True
+        return insert_ignore(
+            conn, model_aliases,
+            {"model_id": mid, "name": name, "kind": kind, "version": version, "revision": 1, "updated_ms": now_ms(), "updated_by": user},
+            ["model_id", "name"],
+        )
     res = conn.execute(
         sa.update(model_aliases)
         .where(model_aliases.c.model_id == mid, model_aliases.c.name == name, model_aliases.c.revision == expected)
@@ -94,6 +124,7 @@ def _apply(mv: ModelVersion, env: str, action: str, frm: int | None, expected: i
     store = get_metadata_store()
     with store.write() as conn:
         mid = model_id(conn, mv.model)
+        _lock_live(conn, mid, mv.model, mv.version)
         if _move(conn, mid, env, "environment", mv.version, expected, user):
             event = append_event(conn, mid, mv.model, action, env, frm, mv.version, outcome, user, reason, gates)
         else:
@@ -257,6 +288,7 @@ def promote(
                 f"User {user!r} may not force a promotion past its gates.",
                 hint=f"Admins (keel.yaml registry.admins): {', '.join(C.admins()) or 'none configured'}.",
             )
+    _refuse_retired(mv, f"promote it to {env}")
     check_feature_service(mv)
     _refuse_smoke(mv)
     with get_metadata_store().read() as conn:
@@ -325,6 +357,7 @@ def approve(request_id: int, reason: str) -> Transition:
             ).rowcount
             if claimed != 1:
                 raise ConflictError(f"Request #{request_id} was decided by someone else meanwhile.", hint="See `keel models requests`.")
+            _lock_live(conn, req.model_id, name, mv.version)
             if not _move(conn, req.model_id, req.environment, "environment", mv.version, saved.get("revision"), user):
                 raise _Moved()
             event = append_event(
@@ -398,18 +431,20 @@ def set_alias(name: str, alias: str, version: Any) -> dict[str, Any]:
     if alias in C.environments():
         raise ValidationError(f"{alias!r} is an environment, not a free alias.", hint=f"Move it through its gates: keel models promote {name} VERSION --to {alias}.")
     mv = resolve_version(name, version)
+    _refuse_retired(mv, f"point alias {alias!r} at it")
     user = _user()
     store = get_metadata_store()
     with store.write() as conn:
         mid = model_id(conn, name)
-        current, revision, _k = _holder(conn, mid, alias)
-        if current is None:
-            conn.execute(sa.insert(model_aliases).values(model_id=mid, name=alias, kind="alias", version=mv.version, revision=1, updated_ms=now_ms(), updated_by=user))
-        else:
-            conn.execute(
-                sa.update(model_aliases).where(model_aliases.c.model_id == mid, model_aliases.c.name == alias)
-                .values(version=mv.version, revision=(revision or 0) + 1, updated_ms=now_ms(), updated_by=user)
-            )
+        _lock_live(conn, mid, name, mv.version)
+        # Compare-and-set on the row's revision, so that of concurrent moves each is applied
+        # once, in order, and the audit log's from_version is the version it really replaced.
+        for _ in range(1000):
+            current, revision, _k = _holder(conn, mid, alias)
+            if _move(conn, mid, alias, "alias", mv.version, revision, user):
+                break
+        else:  # pragma: no cover - a thousand writers overtook this one in a row
+            raise WriteConflict(f"Alias {alias!r} of {name!r} kept moving under this write.", hint="Retry.")
         event = append_event(conn, mid, name, "alias", alias, current, mv.version, "applied", user)
     emit(event)
     return event
@@ -421,10 +456,12 @@ def delete_alias(name: str, alias: str) -> dict[str, Any]:
     user = _user()
     with get_metadata_store().write() as conn:
         mid = model_id(conn, name)
-        current, _rev, _k = _holder(conn, mid, alias)
-        if current is None:
-            raise NotFoundError(f"Model {name!r} has no alias {alias!r}.")
-        conn.execute(sa.delete(model_aliases).where(model_aliases.c.model_id == mid, model_aliases.c.name == alias))
+        current, rev, _k = _holder(conn, mid, alias)
+        gone = current is None or conn.execute(
+            sa.delete(model_aliases).where(model_aliases.c.model_id == mid, model_aliases.c.name == alias, model_aliases.c.revision == rev)
+        ).rowcount != 1
+        if gone:
+            raise NotFoundError(f"Model {name!r} has no alias {alias!r} (or it moved while being deleted).", hint=f"See `keel models status {name}`.")
         event = append_event(conn, mid, name, "unalias", alias, current, None, "applied", user)
     emit(event)
     return event
@@ -466,5 +503,6 @@ def rollback(name: str, env: str = "production", *, reason: str | None = None) -
             hint=f"Promote a specific version instead: keel models promote {name} VERSION --to {env}.",
         )
     mv = resolve_version(name, stack[-2])
+    _refuse_retired(mv, f"roll {env} back to it")
     event = _apply(mv, env, "rollback", current, revision, "applied", _user(), reason, None)
     return Transition(name, env, "applied", current, mv.version, event["id"])

@@ -17,10 +17,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from keel.errors import ConflictError, NotFoundError, ValidationError
+from keel.errors import ConflictError, NotFoundError, ValidationError, WriteConflict
 from keel.models.loader import model_id, parse_uri, version_row
 from keel.models.package import META_FILE
-from keel.store.metadata import get_metadata_store, ms_to_datetime, now_ms
+from keel.store.metadata import get_metadata_store, insert_ignore, ms_to_datetime, now_ms
 from keel.store.schema import artifacts
 from keel.store.schema.registry import (
     model_aliases,
@@ -43,6 +43,9 @@ class RegisteredModel:
     latest_version: int | None = None
     environments: dict[str, int] = field(default_factory=dict)
     aliases: dict[str, int] = field(default_factory=dict)
+    status: str = "active"  # active | archived | deleted
+    archived_time: datetime | None = None
+    deleted_time: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -62,6 +65,9 @@ class ModelVersion:
     lineage: dict[str, Any]
     environments: list[str] = field(default_factory=list)
     aliases: list[str] = field(default_factory=list)
+    status: str = "active"  # active | archived | deleted (a tombstone: lineage stays, files are released)
+    archived_time: datetime | None = None
+    deleted_time: datetime | None = None
 
     @property
     def uri(self) -> str:
@@ -85,6 +91,11 @@ def check_model_name(name: Any) -> str:
     return name
 
 
+def lifecycle_status(row: Any) -> str:
+    """active, archived or deleted, from a registered_models or model_versions row."""
+    return "deleted" if row.deleted_ms is not None else "archived" if row.archived_ms is not None else "active"
+
+
 def _row_to_version(conn: sa.Connection, name: str, row: Any) -> ModelVersion:
     held = conn.execute(
         sa.select(model_aliases.c.name, model_aliases.c.kind).where(model_aliases.c.model_id == row.model_id, model_aliases.c.version == row.version)
@@ -94,6 +105,7 @@ def _row_to_version(conn: sa.Connection, name: str, row: Any) -> ModelVersion:
         created_by=row.created_by, created_time=ms_to_datetime(row.created_ms), description=row.description,
         meta=json.loads(row.meta), lineage=json.loads(row.lineage),
         environments=sorted(n for n, k in held if k == "environment"), aliases=sorted(n for n, k in held if k == "alias"),
+        status=lifecycle_status(row), archived_time=ms_to_datetime(row.archived_ms), deleted_time=ms_to_datetime(row.deleted_ms),
     )
 
 
@@ -164,18 +176,31 @@ def register_model(
     lineage = _lineage(run, meta)
     user = settings().acting_user
     store = get_metadata_store()
-    for attempt in range(3):
+    for attempt in range(5):
         try:
             with store.write() as conn:
-                mid = conn.execute(sa.select(registered_models.c.id).where(registered_models.c.name == name)).scalar()
-                if mid is None:
-                    mid = conn.execute(
-                        sa.insert(registered_models).values(
-                            name=name, owner=owner or user, description=None, tags=json.dumps({}), created_ms=now_ms(), updated_ms=now_ms()
-                        )
-                    ).inserted_primary_key[0]  # type: ignore[index]
+                insert_ignore(
+                    conn, registered_models,
+                    {"name": name, "owner": owner or user, "description": None, "tags": json.dumps({}), "created_ms": now_ms(), "updated_ms": now_ms()},
+                    ["name"],
+                )
+                # The model row is locked (PostgreSQL) so that concurrent registrations number
+                # their versions one after the other instead of colliding on max(version) + 1.
+                model = conn.execute(sa.select(registered_models).where(registered_models.c.name == name).with_for_update()).one()
+                mid = model.id
+                if model.archived_ms is not None and model.deleted_ms is None:
+                    raise ValidationError(
+                        f"Model {name!r} is archived; it takes no new versions.",
+                        hint=f"Restore it first: keel models archive {name} --restore.",
+                    )
+                if model.deleted_ms is not None:
+                    # A deleted name comes back with its old versions still tombstoned: numbers are never reused.
+                    conn.execute(sa.update(registered_models).where(registered_models.c.id == mid).values(deleted_ms=None, archived_ms=None))
                 existing = conn.execute(
-                    sa.select(model_versions).where(model_versions.c.model_id == mid, model_versions.c.run_id == run.id, model_versions.c.artifact_path == path)
+                    sa.select(model_versions).where(
+                        model_versions.c.model_id == mid, model_versions.c.run_id == run.id, model_versions.c.artifact_path == path,
+                        model_versions.c.deleted_ms.is_(None),
+                    )
                 ).first()
                 if existing is not None:
                     return _row_to_version(conn, name, existing)
@@ -208,8 +233,8 @@ def register_model(
             emit(event)
             _record_feature_consumer(mv)
             return mv
-        except sa.exc.IntegrityError:
-            if attempt == 2:
+        except WriteConflict:
+            if attempt == 4:
                 raise ConflictError(f"Could not register a version of {name!r}: concurrent registrations kept colliding.", hint="Retry.") from None
     raise AssertionError("unreachable")
 
@@ -254,18 +279,25 @@ def get_model(name: str) -> RegisteredModel:
 
 def _model(conn: sa.Connection, mid: int) -> RegisteredModel:
     r = conn.execute(sa.select(registered_models).where(registered_models.c.id == mid)).one()
-    latest = conn.execute(sa.select(sa.func.max(model_versions.c.version)).where(model_versions.c.model_id == mid)).scalar()
+    latest = conn.execute(
+        sa.select(sa.func.max(model_versions.c.version)).where(model_versions.c.model_id == mid, model_versions.c.deleted_ms.is_(None))
+    ).scalar()
     held = conn.execute(sa.select(model_aliases.c.name, model_aliases.c.kind, model_aliases.c.version).where(model_aliases.c.model_id == mid)).all()
     return RegisteredModel(
         name=r.name, owner=r.owner, description=r.description, tags=json.loads(r.tags or "{}"),
         created_time=ms_to_datetime(r.created_ms), updated_time=ms_to_datetime(r.updated_ms), latest_version=latest,
         environments={n: int(v) for n, k, v in held if k == "environment"}, aliases={n: int(v) for n, k, v in held if k == "alias"},
+        status=lifecycle_status(r), archived_time=ms_to_datetime(r.archived_ms), deleted_time=ms_to_datetime(r.deleted_ms),
     )
 
 
-def list_models() -> list[RegisteredModel]:
+def list_models(*, include_deleted: bool = False) -> list[RegisteredModel]:
+    """Registered models by name; archived ones are listed (``status``), deleted ones only when asked."""
+    q = sa.select(registered_models.c.id).order_by(registered_models.c.name)
+    if not include_deleted:
+        q = q.where(registered_models.c.deleted_ms.is_(None))
     with get_metadata_store().read() as conn:
-        ids = list(conn.execute(sa.select(registered_models.c.id).order_by(registered_models.c.name)).scalars())
+        ids = list(conn.execute(q).scalars())
         return [_model(conn, int(i)) for i in ids]
 
 
@@ -303,10 +335,14 @@ def get_version(name: str, version: Any) -> ModelVersion:
     return resolve_version(name, version)
 
 
-def list_versions(name: str) -> list[ModelVersion]:
+def list_versions(name: str, *, include_deleted: bool = False) -> list[ModelVersion]:
+    """The versions of ``name``, oldest first; archived ones are listed (``status``), deleted ones only when asked."""
+    q = sa.select(model_versions).order_by(model_versions.c.version)
+    if not include_deleted:
+        q = q.where(model_versions.c.deleted_ms.is_(None))
     with get_metadata_store().read() as conn:
         mid = model_id(conn, name)
-        rows = conn.execute(sa.select(model_versions).where(model_versions.c.model_id == mid).order_by(model_versions.c.version)).all()
+        rows = conn.execute(q.where(model_versions.c.model_id == mid)).all()
         return [_row_to_version(conn, name, r) for r in rows]
 
 

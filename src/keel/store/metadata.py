@@ -5,24 +5,35 @@ SQLite runs in WAL mode with a busy timeout, and write transactions start with
 "database is locked" failures. The schema is managed by Alembic: a database
 with no keel tables is created on first use; one at an older revision must be
 upgraded with ``keel db upgrade``.
+
+Concurrent writers: get-or-create and last-writer-wins rows are written with
+``INSERT … ON CONFLICT`` (:func:`insert_ignore`, :func:`upsert`), never as a
+select followed by an insert, which two PostgreSQL transactions can both pass.
+Any integrity violation or deadlock that still reaches :meth:`MetadataStore.write`
+leaves the transaction rolled back as a whole and becomes a
+:class:`~keel.errors.WriteConflict`; :meth:`MetadataStore.transact` retries it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from keel.errors import StoreError
+from keel.errors import StoreError, WriteConflict
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+T = TypeVar("T")
+# PostgreSQL's serialization_failure and deadlock_detected: the transaction was rolled back, retry it.
+_RETRYABLE_SQLSTATES = {"40001", "40P01"}
 
 
 def now_ms() -> int:
@@ -37,6 +48,63 @@ def _redact(uri: str) -> str:
     from keel.config import redact
 
     return redact(uri)
+
+
+def like_escape(s: str) -> str:
+    """``s`` with LIKE's wildcards (``%``, ``_``) and the escape character escaped.
+
+    Use with ``escape="\\"``: ``col.like(like_escape(prefix) + "/%", escape="\\")``
+    matches names that start with ``prefix/`` literally, so ``model_a`` never
+    matches ``model-a``.
+    """
+    return s.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _dialect_insert(conn: Connection, table: sa.Table) -> Any:
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)
+
+
+def insert_ignore(conn: Connection, table: sa.Table, values: Mapping[str, Any], conflict: Sequence[str]) -> bool:
+    """``INSERT … ON CONFLICT (conflict) DO NOTHING``; True when this call inserted the row.
+
+    The get-or-create primitive: of many concurrent callers exactly one inserts
+    and none fails; read the row back in the same transaction afterwards.
+    """
+    stmt = _dialect_insert(conn, table).values(**values).on_conflict_do_nothing(index_elements=list(conflict))
+    # RETURNING says whether a row was inserted (psycopg's rowcount does not, with implicit RETURNING)
+    return conn.execute(stmt.returning(sa.literal_column("1"))).first() is not None
+
+
+def upsert(
+    conn: Connection, table: sa.Table, values: Mapping[str, Any], conflict: Sequence[str], update: Sequence[str] | None = None
+) -> None:
+    """``INSERT … ON CONFLICT (conflict) DO UPDATE``: the row ends up with ``values`` (last writer wins).
+
+    ``update`` names the columns to overwrite on conflict (default: every
+    column of ``values`` outside the conflict key).
+    """
+    stmt = _dialect_insert(conn, table).values(**values)
+    cols = list(update) if update is not None else [c for c in values if c not in conflict]
+    if not cols:
+        conn.execute(stmt.on_conflict_do_nothing(index_elements=list(conflict)))
+        return
+    conn.execute(stmt.on_conflict_do_update(index_elements=list(conflict), set_={c: stmt.excluded[c] for c in cols}))
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return " ".join(str(orig).split("\n")[:2]).strip()
 
 
 class MetadataStore:
@@ -103,13 +171,45 @@ class MetadataStore:
     # -- transactions ---------------------------------------------------
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
-        """A write transaction (BEGIN IMMEDIATE on SQLite), committed on exit."""
+        """A write transaction (BEGIN IMMEDIATE on SQLite), committed on exit.
+
+        It is all or nothing: on any error it is rolled back. A unique-key
+        violation or a deadlock becomes a :class:`~keel.errors.WriteConflict`
+        (no raw driver error leaves the store).
+        """
         self.ensure_schema()
         try:
             with self.engine.connect().execution_options(keel_write=True) as conn, conn.begin():
                 yield conn
+        except sa.exc.IntegrityError as exc:
+            raise WriteConflict(
+                f"A write to the metadata store collided with a row another writer stored first: {_first_line(exc)}. Nothing of it was written.",
+                hint="Retry the operation; if it keeps failing, the record already exists under that name.",
+            ) from exc
         except sa.exc.OperationalError as exc:
+            if _sqlstate(exc) in _RETRYABLE_SQLSTATES:
+                raise WriteConflict(
+                    f"The metadata store rolled this write back to resolve a conflict with a concurrent one: {_first_line(exc)}.",
+                    hint="Retry the operation.",
+                ) from exc
             raise self._unreachable(exc) from exc
+
+    def transact(self, fn: Callable[[Connection], T], *, attempts: int = 8) -> T:
+        """Run ``fn(conn)`` in one write transaction, retried on :class:`~keel.errors.WriteConflict`.
+
+        Each attempt is a fresh transaction, so a lost race leaves nothing
+        behind; ``fn`` must do all its writing through ``conn``. The last
+        conflict is raised when every attempt lost.
+        """
+        for attempt in range(attempts):
+            try:
+                with self.write() as conn:
+                    return fn(conn)
+            except WriteConflict:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(random.uniform(0, 0.005 * 2**attempt))
+        raise AssertionError("unreachable")
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 from keel.config import settings
 from keel.errors import ConflictError, NotFoundError, ValidationError, did_you_mean
-from keel.store.metadata import MetadataStore, get_metadata_store, now_ms
+from keel.store.metadata import MetadataStore, get_metadata_store, insert_ignore, now_ms
 from keel.store.schema import artifacts, experiments, params, runs, tags
 from keel.tracking import _writer
 
@@ -93,6 +93,7 @@ def effective_status_sql() -> sa.ColumnElement[Any]:
 # -- experiments ------------------------------------------------------------
 
 def get_or_create_experiment(store: MetadataStore, name: str) -> int:
+    """The id of experiment ``name``, created if missing; safe to call from many processes at once."""
     if not isinstance(name, str) or not name.strip() or len(name) > 255:
         raise ValidationError(f"Invalid experiment name {name!r}.", hint="Use a non-empty name of at most 255 characters.")
     with store.read() as conn:
@@ -100,9 +101,9 @@ def get_or_create_experiment(store: MetadataStore, name: str) -> int:
     if found is not None:
         return int(found)
     with store.write() as conn:
-        found = conn.execute(sa.select(experiments.c.id).where(experiments.c.name == name)).scalar()
-        if found is None:
-            found = conn.execute(sa.insert(experiments).values(name=name, created_ms=now_ms())).inserted_primary_key[0]  # type: ignore[index]
+        # ON CONFLICT: of many processes creating the same experiment at once, one inserts and none fails
+        insert_ignore(conn, experiments, {"name": name, "created_ms": now_ms()}, ["name"])
+        found = conn.execute(sa.select(experiments.c.id).where(experiments.c.name == name)).scalar_one()
     return int(found)
 
 

@@ -5,6 +5,11 @@ row of ``model_aliases`` keyed by (model, name): the primary key makes it
 impossible for an environment to hold two versions, and the ``revision``
 counter lets a promotion detect that someone else moved it first.
 ``model_events`` is append-only: every transition attempt, applied or not.
+
+Models and versions are retired, never erased: ``archived_ms`` marks one that
+may no longer be promoted or aliased, ``deleted_ms`` a tombstone whose files
+are released but whose row (name, version number, lineage) keeps resolving for
+the runs, lineage and logged predictions that name it (migration 0006).
 """
 
 from sqlalchemy import (
@@ -32,6 +37,8 @@ registered_models = Table(
     Column("tags", Text, nullable=True),  # JSON object
     Column("created_ms", BigInteger, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
+    Column("archived_ms", BigInteger, nullable=True),
+    Column("deleted_ms", BigInteger, nullable=True),
 )
 
 model_versions = Table(
@@ -49,6 +56,8 @@ model_versions = Table(
     # JSON: keel-model.json of the package, and the lineage (data, features, code, packages)
     Column("meta", Text, nullable=False),
     Column("lineage", Text, nullable=False),
+    Column("archived_ms", BigInteger, nullable=True),
+    Column("deleted_ms", BigInteger, nullable=True),
     UniqueConstraint("model_id", "version"),
 )
 
@@ -105,7 +114,7 @@ model_events = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("model_id", Integer, nullable=False),
     Column("model", String(255), nullable=False),
-    # register | promote | rollback | alias | unalias | request | approve | reject
+    # register | promote | rollback | alias | unalias | request | approve | reject | archive | unarchive | delete
     Column("action", String(16), nullable=False),
     Column("target", String(64), nullable=True),  # environment or alias name
     Column("from_version", Integer, nullable=True),
