@@ -133,3 +133,18 @@ def test_transact_retries_lost_races(backend: str) -> None:
     assert store.transact(once) == 2
     with store.read() as conn:
         assert conn.execute(sa.select(sa.func.count()).where(experiments.c.name == "dup")).scalar() == 0
+
+
+@pytest.mark.parametrize("literal", ["a_b", "a%b", "a\\b", "a\\_b"])
+def test_like_escape_matches_literally(backend: str, literal: str) -> None:
+    from keel.store.metadata import like_escape
+
+    names = ["a_b", "axb", "a%b", "a\\b", "a\\_b", "a\\xb", "a_b/c", "axb/c"]
+    store = get_metadata_store()
+    with store.write() as conn:
+        conn.execute(sa.insert(experiments), [{"name": n, "created_ms": 0} for n in names])
+    with store.read() as conn:
+        exact = set(conn.execute(sa.select(experiments.c.name).where(experiments.c.name.like(like_escape(literal), escape="\\"))).scalars())
+        prefix = set(conn.execute(sa.select(experiments.c.name).where(experiments.c.name.like(like_escape(literal) + "/%", escape="\\"))).scalars())
+    assert exact == {literal}
+    assert prefix == ({f"{literal}/c"} if f"{literal}/c" in names else set())

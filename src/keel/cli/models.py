@@ -63,8 +63,9 @@ def show(name: str, version: str = typer.Argument(None, help="A version number o
             if as_json:
                 print_json([v.to_dict() for v in versions])
                 return
-            console.print(table(f"Versions of {name}", ["version", "run", "flavor", "created", "by", "environments", "aliases"], [
-                (v.version, v.run_id[:12], v.flavor, _num(v.created_time), v.created_by, ", ".join(v.environments), ", ".join(v.aliases)) for v in versions
+            console.print(table(f"Versions of {name}", ["version", "run", "flavor", "created", "by", "environments", "aliases", "status"], [
+                (v.version, v.run_id[:12], v.flavor, _num(v.created_time), v.created_by, ", ".join(v.environments), ", ".join(v.aliases),
+                 "" if v.status == "active" else v.status) for v in versions
             ]))
             return
         mv = get_version(name, _version_arg(version))
@@ -72,7 +73,8 @@ def show(name: str, version: str = typer.Argument(None, help="A version number o
         if as_json:
             print_json({**mv.to_dict(), "evaluations": evals})
             return
-        console.print(f"[bold]{name} v{mv.version}[/]  {mv.uri}  flavor={mv.flavor}  run={mv.run_id}")
+        console.print(f"[bold]{name} v{mv.version}[/]  {mv.uri}  flavor={mv.flavor}  run={mv.run_id}"
+                      + ("" if mv.status == "active" else f"  [yellow]{mv.status} {_num(mv.deleted_time or mv.archived_time)}[/]"))
         lin = mv.lineage
         console.print(table("Lineage", ["what", "value"], [
             ("run", f"{lin.get('run_name')} ({mv.run_id})"), ("training data", lin.get("training_fingerprint")),
@@ -312,6 +314,60 @@ def alias_cmd(
             print_json(e)
         else:
             console.print(f"{name}@{alias} -> {('v' + str(e['to_version'])) if e['to_version'] else 'deleted'}")
+
+    run_guarded(go)
+
+
+@models_app.command("archive")
+def archive_cmd(
+    name: str, version: str = typer.Argument(None, help="A version number; the whole model when omitted."),
+    restore: bool = typer.Option(False, "--restore", help="Undo an earlier archive."),
+    reason: str = typer.Option(None, "--reason"), as_json: bool = JSON_OPTION,
+) -> None:
+    """Archive a model or version (no more promotions or aliases; still loadable by number), or --restore it.
+
+    Refused for anything an environment or alias holds. Audited.
+    Example: keel models archive churn 3 --reason "superseded by v5"
+    """
+    from keel import registry
+
+    def go() -> None:
+        v = None if version is None else _version_arg(version)
+        if v is None:
+            e = registry.restore_model(name, reason=reason) if restore else registry.archive_model(name, reason=reason)
+        else:
+            e = registry.restore_version(name, v, reason=reason) if restore else registry.archive_version(name, v, reason=reason)
+        if as_json:
+            print_json(e)
+        else:
+            console.print(f"{name}{'' if v is None else f' v{v}'} {'restored' if restore else 'archived'}.")
+
+    run_guarded(go)
+
+
+@models_app.command("delete")
+def delete_cmd(
+    name: str, version: str = typer.Argument(None, help="A version number; the whole model when omitted."),
+    reason: str = typer.Option(None, "--reason"), yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Delete a model or version as a tombstone: its record and lineage keep resolving, its files are released
+    (`keel gc` reclaims blobs no run holds). Refused for anything an environment or alias holds. Audited.
+
+    Example: keel models delete churn 3 --reason "trained on leaked labels" --yes
+    """
+    from keel import registry
+
+    def go() -> None:
+        v = None if version is None else _version_arg(version)
+        what = f"{name} v{v}" if v is not None else f"model {name} and all its versions"
+        if not yes and not as_json and not typer.confirm(f"Delete {what}?"):
+            fail("Nothing deleted.")
+        e = registry.delete_model(name, reason=reason) if v is None else registry.delete_version(name, v, reason=reason)
+        if as_json:
+            print_json(e)
+        else:
+            console.print(f"Deleted {what} (a tombstone: its lineage stays in `keel models show`).")
 
     run_guarded(go)
 
