@@ -61,10 +61,10 @@ def test_archive_refuses_held_versions_and_blocks_promotion(proj: Path, train: C
 
 
 def test_delete_is_a_tombstone(proj: Path, train: Callable[..., Any], data: pd.DataFrame) -> None:
-    from keel.store.schema.registry import model_versions
     from keel.store.metadata import get_metadata_store
+    from keel.store.schema.registry import model_versions
 
-    v1, v2 = train(), train(C=0.5)
+    v1, _v2 = train(), train(C=0.5)
     keel.promote("churn", 2, to="production")
     with pytest.raises(ConflictError, match="production"):
         registry.delete_version("churn", 2)
