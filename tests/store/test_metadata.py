@@ -94,3 +94,19 @@ def test_online_store_errors_never_show_the_password() -> None:
     with pytest.raises(StoreError) as info:
         kv.get_many([("ns", ["a"])])
     assert "hunter2" not in str(info.value) and ":***@127.0.0.1:1" in str(info.value)
+
+
+def test_a_pooled_connection_the_server_dropped_is_replaced(pg_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from keel.store import metadata
+
+    monkeypatch.setattr(metadata, "PING_AFTER_IDLE_S", 0.0)
+    store = MetadataStore(pg_uri)
+    with store.read() as conn:
+        pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+    admin = sa.create_engine(pg_uri, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        assert conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
+    admin.dispose()
+    with store.read() as conn:  # the idle connection is pinged, found dead and replaced
+        assert conn.execute(sa.text("SELECT pg_backend_pid()")).scalar() != pid
+    store.dispose()

@@ -159,10 +159,11 @@ class MetadataStore:
                 raise missing_extra("psycopg", "postgres") from None
             # Metadata queries are small: parallel workers cost more to start (~10 ms on a
             # small machine) than the work they share, so keel's sessions run them serially.
-            return sa.create_engine(
-                url, pool_pre_ping=True, pool_size=5, max_overflow=10,
-                connect_args={"options": "-c max_parallel_workers_per_gather=0"},
+            engine = sa.create_engine(
+                url, pool_size=5, max_overflow=10, connect_args={"options": "-c max_parallel_workers_per_gather=0"},
             )
+            _ping_when_idle(engine)
+            return engine
         raise StoreError(
             f"Unsupported metadata database '{self.dialect}' in {_redact(self.uri)!r}.",
             hint="keel supports sqlite:/// and postgresql+psycopg:// URLs.",
@@ -330,6 +331,38 @@ class MetadataStore:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+PING_AFTER_IDLE_S = 10.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Check a pooled connection before use only when it sat idle for a while.
+
+    ``pool_pre_ping`` costs a round trip on every checkout (two per registry call);
+    a connection used a moment ago is alive, so only one idle for PING_AFTER_IDLE_S
+    (which a restarted server or a dropped network may have closed) is pinged, and
+    a dead one is replaced before the caller sees it.
+    """
+
+    @sa.event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["keel_idle_since"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("keel_idle_since")
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_S:
+            return
+        try:
+            cur = dbapi_conn.cursor()
+            try:
+                cur.execute("SELECT 1")
+            finally:
+                cur.close()
+            dbapi_conn.rollback()
+        except Exception:
+            raise sa.exc.DisconnectionError() from None  # the pool retries with a new connection
 
 
 def _applied(conn: Connection) -> bool:
