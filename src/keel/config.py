@@ -8,13 +8,18 @@ directory is the project. Embedded stores live in ``<project>/.keel/``.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from keel.errors import ConfigError, did_you_mean
+
+# The redaction helpers live in keel.errors (the lowest layer, so every KeelError can use
+# them); keel.config.redact is where the rest of keel and users look for them.
+from keel.errors import is_secret_key as is_secret_key
+from keel.errors import redact as redact
+from keel.errors import redact_uris as redact_uris
 
 CONFIG_FILE = "keel.yaml"
 STATE_DIR = ".keel"
@@ -41,81 +46,6 @@ def _int(value: Any) -> int:
 
 def _str(value: Any) -> str:
     return str(value)
-
-
-MASK = "***"
-
-# A key names a secret when its last word is one of _SECRET_WORD (DB_PASSWORD, AWS_SECRET_ACCESS_KEY,
-# api-key, X-Amz-Signature) or ends with one of _SECRET_END (sslpassword, accesstoken, apikey), or when
-# any word is one of _SECRET_ANY (SECRET_NAME). "tokenizer", "max_tokens" and "monkey" are not secrets.
-_SECRET_WORD = {"key", "pwd", "pass", "auth", "sig", "cookie", "session", "credential", "credentials"}
-_SECRET_END = ("password", "passwd", "passphrase", "token", "secret", "apikey", "accesskey", "secretkey", "privatekey", "signature")
-_SECRET_ANY = {"password", "passwd", "secret", "token", "credentials"}
-_WORD_SPLIT = re.compile(r"[_.\-]+")
-# scheme://user:password@host -> scheme://user:***@host (the user stays: it says who connects).
-_URI_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/?#@'\"]*):(?P<pw>[^\s@/'\"]+)@")
-_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>()\[\]{}]+")
-# key=value, key: value, "key": "value" (query strings, env, argv, JSON, YAML).
-_KEY_VALUE = re.compile(
-    r"(?<![A-Za-z0-9_])(?P<key>[A-Za-z][A-Za-z0-9_.\-]*)(?P<sep>[\"']?\s*[=:]\s*)"
-    r"(?:(?P<q>[\"'])(?P<qvalue>[^\"'\n]*)(?P=q)|(?P<value>(?!//)[^\s&;,?#()<>'\"}\]]+))"
-)
-# Authorization: Bearer abc / Basic abc
-_BEARER = re.compile(r"(?P<head>\b(?:Bearer|Basic)\s+)(?P<value>[A-Za-z0-9._~+/=\-]{6,})", re.IGNORECASE)
-
-
-def is_secret_key(key: str) -> bool:
-    """Whether a setting, variable, parameter or header named ``key`` holds a secret."""
-    words = [w for w in _WORD_SPLIT.split(key.lower()) if w]
-    if not words:
-        return False
-    return words[-1] in _SECRET_WORD or words[-1].endswith(_SECRET_END) or any(w in _SECRET_ANY for w in words)
-
-
-def _mask_pair(m: re.Match[str]) -> str:
-    value = m["qvalue"] if m["q"] else m["value"]
-    if not value or value == MASK or not is_secret_key(m["key"]):
-        return m[0]
-    q = m["q"] or ""
-    return f"{m['key']}{m['sep']}{q}{MASK}{q}"
-
-
-def _mask_uri(m: re.Match[str]) -> str:
-    uri = _URI_PASSWORD.sub(lambda u: f"{u['head']}:{MASK}@", m[0])
-    head, sep, query = uri.partition("?")
-    return head + sep + _KEY_VALUE.sub(_mask_pair, query) if sep else uri
-
-
-def redact_uris(text: str) -> str:
-    """``text`` with the password and secret query parameters of every ``scheme://`` URI masked.
-
-    The narrow form of :func:`redact` that every :class:`~keel.errors.KeelError`
-    applies to its message: it touches URIs only, so prose stays as written.
-    """
-    if "://" not in text:
-        return text
-    return _URI.sub(_mask_uri, text)
-
-
-def redact(text_or_uri: str) -> str:
-    """``text_or_uri`` with passwords and tokens replaced by ``***``.
-
-    Call it on anything that leaves the process (logs, error messages, ``keel
-    config``, stored argv and environment). It masks the password of
-    ``scheme://user:password@host`` URIs, the values of query parameters and
-    ``KEY=VALUE`` / ``key: value`` pairs whose key names a password, token,
-    secret or key (``?password=``, ``token=``, ``access_key=``,
-    ``AWS_SECRET_ACCESS_KEY=...``), and bearer/basic credentials. Everything
-    else is kept as it was, so a redacted URI still says where it points::
-
-        >>> redact("postgresql://bob:s3cret@db:5432/keel?sslmode=require&password=x")
-        'postgresql://bob:***@db:5432/keel?sslmode=require&password=***'
-    """
-    if not text_or_uri:
-        return text_or_uri
-    out = _BEARER.sub(lambda m: m["head"] + MASK, text_or_uri)
-    out = redact_uris(out)
-    return _KEY_VALUE.sub(_mask_pair, out)
 
 
 @dataclass(frozen=True)
