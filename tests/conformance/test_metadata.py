@@ -148,3 +148,29 @@ def test_like_escape_matches_literally(backend: str, literal: str) -> None:
         prefix = set(conn.execute(sa.select(experiments.c.name).where(experiments.c.name.like(like_escape(literal) + "/%", escape="\\"))).scalars())
     assert exact == {literal}
     assert prefix == ({f"{literal}/c"} if f"{literal}/c" in names else set())
+
+
+def test_an_archive_racing_an_alias_move_never_both_win(backend: str, two_versions: str) -> None:
+    from keel.errors import ConflictError
+    from keel.registry import archive_version, delete_alias, get_version, restore_version, set_alias
+
+    for _ in range(6):
+        outcomes = _race(lambda i: _attempt(
+            (lambda: archive_version(two_versions, 2)) if i == 0 else (lambda: set_alias(two_versions, "challenger", 2)),
+            (ConflictError, ValidationError),
+        ), n=2)
+        assert outcomes.count(True) == 1, outcomes
+        mv = get_version(two_versions, 2)
+        assert (mv.status == "archived") != ("challenger" in mv.aliases)
+        if mv.status == "archived":
+            restore_version(two_versions, 2)
+        else:
+            delete_alias(two_versions, "challenger")
+
+
+def _attempt(fn: Callable[[], Any], refused: tuple[type[Exception], ...]) -> bool:
+    try:
+        fn()
+    except refused:
+        return False
+    return True

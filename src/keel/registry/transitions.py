@@ -6,6 +6,7 @@ the same environment exactly one commits; the other gets a ConflictError and
 both attempts are in the audit log. Nothing is half-applied: the environment
 row and its event are written in one transaction, and subscribers are called
 only after it commits.
+
 ``ForbiddenError`` and ``GatesFailed`` live in :mod:`keel.errors` and are
 re-exported here.
 """
@@ -80,7 +81,7 @@ def _holder(conn: sa.Connection, mid: int, name: str) -> tuple[int | None, int |
 def _refuse_retired(mv: ModelVersion, what: str) -> None:
     """Archived and deleted versions never enter an environment or take an alias."""
     if mv.status != "active":
-        restore = f"Restore it first: keel models archive {mv.model} {mv.version} --restore." if mv.status == "archived" else "Register the model again."
+        restore = f"Restore it first: keel models archive {mv.model} {mv.version} --restore." if mv.status == "archived" else "Pick a live version (keel models show NAME)."
         raise ValidationError(f"{mv.model} v{mv.version} is {mv.status}; cannot {what}.", hint=restore)
 
 
