@@ -165,8 +165,10 @@ class PgDatabase:
         self.name = f"keel_bench_{uuid.uuid4().hex[:10]}"
 
     def __enter__(self) -> str:
+        import sqlalchemy as sa
+
         self._admin("CREATE DATABASE")
-        return PG.rsplit("/", 1)[0] + "/" + self.name
+        return str(sa.engine.make_url(PG).set(drivername="postgresql", database=self.name).render_as_string(hide_password=False))
 
     def __exit__(self, *exc: Any) -> None:
         self._admin("DROP DATABASE IF EXISTS", " WITH (FORCE)")
@@ -205,9 +207,10 @@ def main() -> None:
                     rows[(side, backend)] = call(pythons[side], side, {"uri": f"sqlite:///{home}/meta.db", "home": home, "processes": n})
                 else:
                     with PgDatabase() as uri:
-                        if side == "keel":
-                            uri = uri.replace("postgresql://", "postgresql+psycopg://", 1)
-                        rows[(side, backend)] = call(pythons[side], side, {"uri": uri, "home": home, "processes": n})
+                        driver = "postgresql+psycopg://" if side == "keel" else "postgresql+psycopg2://"  # MLflow's venv has psycopg2
+                        rows[(side, backend)] = call(pythons[side], side, {"uri": uri.replace("postgresql://", driver, 1), "home": home, "processes": n})
+                r = rows[(side, backend)]
+                print(f"    {r['writes'] / r['seconds']:,.0f} writes/s, {r['errors']} failed, lost {r['lost']}", flush=True)
     print("\n" + report(n, sides, rows))
 
 
