@@ -23,6 +23,11 @@ def _modules_of(obj: Any) -> set[str]:
     return {c.__module__.split(".")[0] for c in type(obj).__mro__ if c is not object}
 
 
+def class_modules(model: Any) -> set[str]:
+    """Top-level modules of the model's classes (XGBRegressor needs scikit-learn too)."""
+    return _modules_of(model) - {"builtins"}
+
+
 def detect(model: Any) -> str:
     """The flavor of ``model``; a ValidationError when keel cannot package it."""
     mods = _modules_of(model)
