@@ -182,7 +182,8 @@ def verify(
     original = get_run(run_ref)
     out = reproduce(original.id, dest)
     folder = out.folder
-    result = Verification(original.id, None, folder, log=folder / "verify.log")
+    log_path = folder / "verify.log"
+    result = Verification(original.id, None, folder, log=log_path)
     if out.command is None or not (folder / "code").exists():
         raise ConflictError(
             f"Run {original.id} cannot be re-run: " + "; ".join(m for m in out.missing if m.startswith(("the code", "the command"))),
@@ -191,7 +192,7 @@ def verify(
     if not (folder / "requirements.txt").exists():
         raise ConflictError(f"Run {original.id} has no package lock.", hint="Record runs with KEEL_CAPTURE_ENVIRONMENT on (the default).")
     venv = folder / ".venv"
-    with open(result.log, "w") as log:
+    with open(log_path, "w") as log:
         say(f"creating a fresh virtual environment in {venv}")
         _call([python or sys.executable, "-m", "venv", str(venv)], log, folder, timeout)
         vpython = str(venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python"))
