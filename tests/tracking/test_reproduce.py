@@ -28,7 +28,11 @@ def test_compare_metrics_uses_the_tolerance_and_flags_missing_keys() -> None:
 
 
 @pytest.mark.slow
-def test_verify_rebuilds_the_environment_reruns_and_compares(project: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+@pytest.mark.timeout(1200)  # two real installs of keel's dependencies into fresh venvs
+def test_verify_rebuilds_the_environment_reruns_and_compares(
+    project: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIP_NO_COMPILE", "1")  # faster installs; the venvs are thrown away
     source = Path(keel.__file__).resolve().parents[2]  # the keel under test, installed from its folder
     assert (source / "pyproject.toml").exists()
     (project / "train.py").write_text(SCRIPT)

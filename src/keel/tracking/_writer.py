@@ -71,7 +71,6 @@ class MetricWriter:
         self.error: BaseException | None = None  # the last failed flush; None once one succeeds
         self.failures = 0  # flushes that failed (each kept its values for the next one)
         self.written = 0  # values written
-        self._failing_since: float | None = None
         self._inflight = 0  # values taken out of the buffer by a flush that has not finished
         self._thread = threading.Thread(target=self._loop, name="keel-metric-writer", daemon=True)
         self._thread.start()
@@ -81,20 +80,30 @@ class MetricWriter:
         """Values buffered and not written yet (a flush under way included)."""
         return len(self._rows) + self._inflight
 
+    @property
+    def max_rows(self) -> int:
+        return self._max_rows
+
+    @max_rows.setter
+    def max_rows(self, value: int) -> None:
+        self._max_rows = value
+        self._early = max(1, value // 4)  # past this, flush early: the buffer stays far from full
+
     def append(self, row: Row) -> None:
         rows = self._rows
-        if len(rows) + self._inflight >= self.max_rows:
-            self._wait_for_room(1)
+        if len(rows) + self._inflight >= self._early:
+            self._make_room(1)
         rows.append(row)
-        if len(rows) >= self.max_rows // 4:
-            self._wake.set()  # flush early: the buffer stays far from full while the store keeps up
 
     def extend(self, rows: list[Row]) -> None:
-        if self.pending + len(rows) > self.max_rows:
-            self._wait_for_room(len(rows))
+        if self.pending + len(rows) >= self._early:
+            self._make_room(len(rows))
         self._rows.extend(rows)
-        if len(self._rows) >= self.max_rows // 4:
-            self._wake.set()
+
+    def _make_room(self, n: int) -> None:
+        self._wake.set()
+        if self.pending + n > self._max_rows:
+            self._wait_for_room(n)
 
     def _wait_for_room(self, n: int) -> None:
         """Back-pressure: wait until the flush thread makes room for ``n`` values, or raise."""
@@ -178,13 +187,10 @@ class MetricWriter:
                 self._inflight = 0
                 self.failures += 1
                 self.error = exc
-                if self._failing_since is None:
-                    self._failing_since = time.monotonic()
                 raise self._flush_error(exc) from exc
             self._inflight = 0
             self.written += len(rows)
             self.error = None
-            self._failing_since = None
         with self._room:
             self._room.notify_all()
         return len(rows)
