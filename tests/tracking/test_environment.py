@@ -68,14 +68,12 @@ def test_the_package_lock_is_installable(project: Path) -> None:
         pass
     env = keel.get_run(run.id).env
     assert env["keel_version"] == keel.__version__ and env["packages_local"]
-    # pip parses the whole file as requirements (a dry run resolves nothing: --no-deps, no index)
-    from pip._internal.req.req_file import parse_requirements  # pip's own parser
-    from pip._internal.network.session import PipSession
+    # every line is a requirement pip accepts (the slow reproduce test really installs one)
+    from packaging.requirements import Requirement
 
-    path = project / "requirements.txt"
-    path.write_text(lock)
-    parsed = list(parse_requirements(str(path), session=PipSession()))
-    assert len(parsed) == len(lines)
+    for line in lines:
+        req = Requirement(line)
+        assert req.url or str(req.specifier).startswith("=="), line
 
 
 def test_secrets_in_argv_are_redacted(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:

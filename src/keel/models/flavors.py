@@ -166,7 +166,7 @@ def predict_proba(model: Any, flavor: str, frame: Any) -> Any | None:
 
 
 def feature_names(model: Any) -> list[str] | None:
-    for attr in ("feature_names_in_", "feature_name_", "feature_names"):
+    for attr in ("feature_names_in_", "feature_name_", "feature_names", "feature_name"):  # last: lightgbm.Booster
         value = getattr(model, attr, None)
         if callable(value):
             try:

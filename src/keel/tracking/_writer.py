@@ -71,6 +71,7 @@ class MetricWriter:
         self.error: BaseException | None = None  # the last failed flush; None once one succeeds
         self.failures = 0  # flushes that failed (each kept its values for the next one)
         self.written = 0  # values written
+        self._streak = 0  # failed flushes since the last one that worked
         self._inflight = 0  # values taken out of the buffer by a flush that has not finished
         self._thread = threading.Thread(target=self._loop, name="keel-metric-writer", daemon=True)
         self._thread.start()
@@ -142,9 +143,9 @@ class MetricWriter:
                 if time.monotonic() - self._last_beat >= self.heartbeat_interval:
                     self.beat()
             except BaseException as exc:  # keep the thread alive: the values stay buffered, end_run reports
-                if self.failures == 1 or self.failures % 100 == 0:
-                    _log.warning("keel: writing metrics failed %d time(s), %d values kept for the next attempt: %s",
-                                 self.failures, len(self._rows), _describe(exc))
+                if self._streak == 1 or self._streak % 100 == 0:
+                    _log.warning("keel: writing metrics failed %d time(s) in a row, %d values kept for the next attempt: %s",
+                                 self._streak, self.pending, _describe(exc))
 
     def beat(self) -> None:
         ids = list(self._runs)
@@ -186,9 +187,11 @@ class MetricWriter:
                 buf.extendleft(reversed(rows))  # keep the values, in order, for the next attempt
                 self._inflight = 0
                 self.failures += 1
+                self._streak += 1
                 self.error = exc
                 raise self._flush_error(exc) from exc
             self._inflight = 0
+            self._streak = 0
             self.written += len(rows)
             self.error = None
         with self._room:
