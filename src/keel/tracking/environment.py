@@ -216,16 +216,16 @@ def capture(run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "lock_sha256": lock_digest,
         "packages": lock.count(b"\n"),
         "packages_local": local_packages(),
-        "keel_version": _keel_version(),
+        "keel_version": keel_version(),
         "seeds": dict(_seeds),
     }
     return record, rows
 
 
-def _keel_version() -> str:
-    from keel import __version__
-
-    return __version__
+def keel_version() -> str:
+    """The running keel's version (read from the loaded root package: importing it here would
+    make this layer import, for the import linter, every stage the root re-exports)."""
+    return str(sys.modules["keel"].__version__)
 
 
 def _row(run_id: str, path: str, digest: str, size: int, media_type: str) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any
 
 from keel.errors import ConflictError, KeelError, ValidationError
 from keel.store.blobs import get_artifact_store
-from keel.tracking.environment import DIFF_ARTIFACT, LOCK_ARTIFACT, UNTRACKED_PREFIX
+from keel.tracking.environment import DIFF_ARTIFACT, LOCK_ARTIFACT, UNTRACKED_PREFIX, keel_version
 from keel.tracking.query import RunInfo, get_run
 
 REPRODUCES_ENV = "KEEL_REPRODUCES"  # set for the re-run: its run gets the tag keel.reproduces=<original id>
@@ -258,11 +258,7 @@ def _keel_spec(run: RunInfo) -> str:
         if source is not None:
             return str(source)
         version = version or p.get("version")
-    if not version:
-        from keel import __version__
-
-        version = __version__
-    return f"keel=={version}"
+    return f"keel=={version or keel_version()}"
 
 
 def _other_local(run: RunInfo) -> list[str]:
