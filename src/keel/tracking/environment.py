@@ -31,9 +31,11 @@ DIFF_ARTIFACT = "keel/git.diff"
 UNTRACKED_PREFIX = "keel/untracked/"
 UNTRACKED_STORE_MAX = 1 << 20  # untracked files up to 1 MiB are stored, larger ones only hashed
 UNTRACKED_HASH_MAX = 64 << 20  # files above 64 MiB are listed with their size, not hashed
+UNTRACKED_HASH_BUDGET = 256 << 20  # and no more than this much is hashed per run start
 UNTRACKED_MAX_FILES = 2000
 
 _seeds: dict[str, int] = {}
+_hash_cache: dict[tuple[str, int, int], str] = {}  # untracked files by (path, size, mtime): hashed once per process
 _lock_cache: tuple[str, str, list[dict[str, Any]]] | None = None
 
 
@@ -154,13 +156,21 @@ def untracked_files(root: Path) -> list[dict[str, Any]]:
         return []
     names = sorted(n for n in out.split("\0") if n and not (n == STATE_DIR or n.startswith(STATE_DIR + "/") or f"/{STATE_DIR}/" in f"/{n}"))
     files: list[dict[str, Any]] = []
+    budget = UNTRACKED_HASH_BUDGET
     for name in names[:UNTRACKED_MAX_FILES]:
         path = root / name
         try:
-            size = path.stat().st_size
+            stat = path.stat()
         except OSError:
             continue
-        files.append({"path": name, "size": size, "sha256": sha256_file(path) if size <= UNTRACKED_HASH_MAX else None})
+        digest = None
+        if stat.st_size <= min(UNTRACKED_HASH_MAX, budget):
+            key = (str(path), stat.st_size, stat.st_mtime_ns)
+            digest = _hash_cache.get(key)
+            if digest is None:
+                digest = _hash_cache[key] = sha256_file(path)
+                budget -= stat.st_size
+        files.append({"path": name, "size": stat.st_size, "sha256": digest})
     if len(names) > UNTRACKED_MAX_FILES:
         files.append({"path": None, "size": None, "sha256": None, "more": len(names) - UNTRACKED_MAX_FILES})
     return files
