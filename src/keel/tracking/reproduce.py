@@ -93,11 +93,16 @@ def reproduce(run_ref: str, dest: str | Path) -> Reproduction:
     if untracked and code.exists():
         restored = 0
         for f in untracked:
+            target = (code / f["path"]).resolve()
+            if not target.is_relative_to(code.resolve()):  # never write outside code/
+                out.missing.append(f"untracked file {f['path']!r}: not a path inside the repository")
+                continue
             art = by_path.get(UNTRACKED_PREFIX + f["path"])
             if art is None:
                 out.missing.append(f"untracked file {f['path']} ({f['size']} bytes, sha256 {str(f.get('sha256'))[:12]}): too large to store")
                 continue
-            blobs.get_file(art["digest"], code / f["path"], what=f"untracked file {f['path']} of run {run.id}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            blobs.get_file(art["digest"], target, what=f"untracked file {f['path']} of run {run.id}")
             restored += 1
         if restored:
             out.restored.append(f"{restored} untracked file(s) into code/")
