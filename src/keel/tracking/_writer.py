@@ -88,7 +88,7 @@ class MetricWriter:
     @max_rows.setter
     def max_rows(self, value: int) -> None:
         self._max_rows = value
-        self._early = max(1, value // 4)  # past this, flush early: the buffer stays far from full
+        self._early = max(1, value // 2)  # past this, flush early: the buffer stays away from full
 
     def append(self, row: Row) -> None:
         rows = self._rows
@@ -102,7 +102,8 @@ class MetricWriter:
         self._rows.extend(rows)
 
     def _make_room(self, n: int) -> None:
-        self._wake.set()
+        if not self._wake.is_set():
+            self._wake.set()
         if self.pending + n > self._max_rows:
             self._wait_for_room(n)
 
