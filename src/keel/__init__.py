@@ -67,12 +67,18 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = ["__version__", *_EXPORTS]
 
+# a public name whose module (a lower layer) needs an upper layer to have registered with it:
+# autologged models are written by keel.log_model's package writer, which keel.models registers
+_REGISTRARS = {"autolog": "keel.models.package"}
+
 
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'keel' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
+    if name in _REGISTRARS:
+        importlib.import_module(_REGISTRARS[name])
     globals()[name] = value
     return value
 

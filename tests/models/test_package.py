@@ -177,14 +177,16 @@ def test_feature_service_from_training_set_is_kept(project: Path) -> None:
     from sklearn.linear_model import LogisticRegression
 
     X, y = _data()
+    from keel.store.fingerprint import frame_fingerprint
+
     train = _numeric(X).assign(label=y)
-    train.attrs["keel"] = {"kind": "training_set", "fingerprint": "f" * 64, "feature_service": "churn_fs",
+    train.attrs["keel"] = {"kind": "training_set", "fingerprint": frame_fingerprint(train), "feature_service": "churn_fs",
                            "feature_service_version": 3, "definitions_version": 7, "features": ["age", "visits"]}
     with keel.start_run():
         keel.log_dataset(train, "train")
         info = keel.log_model(LogisticRegression().fit(_numeric(X), y), input_example=_numeric(X).head(2))
     assert (info.meta["feature_service"], info.meta["feature_service_version"], info.meta["definitions_version"]) == ("churn_fs", 3, 7)
-    assert info.meta["training_fingerprint"] == "f" * 64
+    assert info.meta["training_fingerprint"] == frame_fingerprint(train)
     mv = keel.register_model(info.uri, "churn")
     assert mv.lineage["feature_service_version"] == 3 and mv.lineage["definitions_version"] == 7
 

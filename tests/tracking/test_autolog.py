@@ -89,6 +89,26 @@ def test_sklearn_classifier_records_params_metrics_features_and_model(data, tmp_
     np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
 
 
+def test_autologged_model_is_the_package_log_model_writes(data, tmp_path: Path) -> None:
+    """One package writer: autolog's model/ has log_model's metadata, a typed signature and an example."""
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = data
+    model = LogisticRegression(max_iter=200).fit(X, y)
+    run = _only_run()
+    auto = json.loads((_download(run.id, "model", tmp_path / "a") / "keel-model.json").read_text())
+    with keel.start_run():
+        info = keel.log_model(model, input_example=X.head(5))
+    logged = json.loads((_download(info.run_id, "model", tmp_path / "b") / "keel-model.json").read_text())
+    assert set(auto) == set(logged)
+    assert auto["signature"] == logged["signature"]
+    assert [c["type"] for c in auto["signature"]["inputs"]] == ["double"] * 6
+    assert auto["input_example"] == "input_example.parquet"
+    assert auto["training_fingerprint"] == run.datasets[0]["fingerprint"]
+    loaded = keel.load_model(f"runs:/{run.id}/model")
+    np.testing.assert_array_equal(np.asarray(loaded.predict(X.head(20))), model.predict(X.head(20)))
+
+
 def test_sklearn_regressor_records_error_metrics() -> None:
     from sklearn.linear_model import Ridge
     from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
@@ -325,7 +345,7 @@ def test_lightgbm_train_records_every_iteration(data, tmp_path: Path) -> None:
     assert importance["split"] == dict(zip(X.columns, map(float, booster.feature_importance("split")), strict=True))
     folder = _download(run.id, "model", tmp_path)
     meta = json.loads((folder / "keel-model.json").read_text())
-    assert meta["flavor"] == "lightgbm" and meta["files"] == {"pickle": "model.pkl", "native": "model.txt"}
+    assert meta["flavor"] == "lightgbm" and meta["native"] == ["model.txt"]
     assert meta["feature_names"] == list(X.columns) and "lightgbm" in meta["packages"]
     native = lgb.Booster(model_file=str(folder / "model.txt"))
     np.testing.assert_allclose(native.predict(X), booster.predict(X))
@@ -395,7 +415,7 @@ def test_xgboost_train_records_every_iteration(data, tmp_path: Path) -> None:
     assert set(importance) == {"weight", "gain", "cover"}
     folder = _download(run.id, "model", tmp_path)
     meta = json.loads((folder / "keel-model.json").read_text())
-    assert meta["flavor"] == "xgboost" and meta["files"]["native"] == "model.json"
+    assert meta["flavor"] == "xgboost" and meta["native"] == ["model.json"]
     assert meta["feature_names"] == list(X.columns)
     native = xgb.Booster(model_file=str(folder / "model.json"))
     dall = xgb.DMatrix(X)
@@ -419,7 +439,7 @@ def test_xgboost_sklearn_api_logs_once_with_early_stopping(tmp_path: Path) -> No
     assert run.metrics["best_iteration"] == model.best_iteration
     assert "training_rmse" in run.metrics
     meta = json.loads((_download(run.id, "model", tmp_path) / "keel-model.json").read_text())
-    assert {"xgboost", "scikit-learn", "numpy"} <= set(meta["packages"])
+    assert {"xgboost", "scikit-learn"} <= set(meta["packages"])
     folder = tmp_path / "dl" / "model"
     loaded = pickle.loads((folder / "model.pkl").read_bytes())
     np.testing.assert_allclose(loaded.predict(X), model.predict(X))
@@ -523,9 +543,26 @@ def test_multiclass_classifier_metrics() -> None:
     run = _only_run()
     proba = model.predict_proba(X)
     assert run.metrics["training_log_loss"] == pytest.approx(log_loss(y, proba))
-    assert run.metrics["training_roc_auc"] == pytest.approx(roc_auc_score(y, proba, multi_class="ovr", average="weighted"))
+    assert run.metrics["training_roc_auc"] == pytest.approx(roc_auc_score(y, proba, multi_class="ovr", average="macro"))
     features = keel.get_run(run.id).tags["n_features"]
     assert features == "6"
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_training_metrics_have_the_definitions_of_keel_evaluate(n_classes: int) -> None:
+    """One definition per metric name: autolog's training_* equal keel.evaluate's metrics on the same rows."""
+    from sklearn.linear_model import LogisticRegression
+
+    from keel.evaluation import metrics as em
+
+    X, y = make_classification(n_samples=400, n_features=6, n_informative=4, n_classes=n_classes, random_state=5)
+    model = LogisticRegression(max_iter=500).fit(X, y)
+    run = _only_run()
+    proba = model.predict_proba(X)
+    W = np.ones((1, len(y)))
+    expected = em.binary(W, y, proba[:, 1], 0.5) if n_classes == 2 else em.multiclass(W, y, proba)
+    for name in ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"):
+        assert run.metrics[f"training_{name}"] == pytest.approx(float(expected[name][0]), rel=1e-6), name
 
 
 @pytest.mark.postgres

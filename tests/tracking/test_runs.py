@@ -220,12 +220,63 @@ def test_dataset_fingerprint_is_content_based(project: Path, tmp_path: Path) -> 
 def test_training_set_attrs_are_recorded(project: Path) -> None:
     import pandas as pd
 
+    from keel.store.fingerprint import frame_fingerprint
+
     df = pd.DataFrame({"x": [1]})
-    df.attrs["keel"] = {"kind": "training_set", "fingerprint": "f" * 64, "feature_service": "churn_v1", "definitions_version": "abc"}
+    df.attrs["keel"] = {"kind": "training_set", "fingerprint": frame_fingerprint(df), "feature_service": "churn_v1", "definitions_version": "abc"}
     with keel.start_run() as run:
-        assert keel.log_dataset(df, name="train") == "f" * 64
+        assert keel.log_dataset(df, name="train") == frame_fingerprint(df)
     extra = keel.get_run(run.id).datasets[0]["extra"]
-    assert extra["feature_service"] == "churn_v1"
+    assert extra["feature_service"] == "churn_v1" and "derived_from" not in extra
+
+
+def test_a_frame_derived_from_a_training_set_gets_its_own_fingerprint(project: Path) -> None:
+    """pandas carries attrs through drop/filter: the recorded fingerprint must not stick to other data."""
+    import pandas as pd
+
+    from keel.store.fingerprint import frame_fingerprint
+
+    train = pd.DataFrame({"x": [1, 2, 3], "label": [0, 1, 0]})
+    train.attrs["keel"] = {"kind": "training_set", "fingerprint": frame_fingerprint(train), "feature_service": "churn_v1"}
+    X = train.drop(columns=["label"])
+    assert X.attrs["keel"]["fingerprint"] == frame_fingerprint(train)  # what pandas does
+    with keel.start_run() as run:
+        fp = keel.log_dataset(X, name="features")
+    assert fp == frame_fingerprint(X) != frame_fingerprint(train)
+    extra = keel.get_run(run.id).datasets[0]["extra"]
+    assert extra["derived_from"] == frame_fingerprint(train) and extra["feature_service"] == "churn_v1"
+
+
+def test_the_same_data_gets_one_fingerprint_through_every_path(project: Path, tmp_path: Path) -> None:
+    """log_dataset (frame, Arrow, Parquet file), training sets and keel.evaluate agree on a fingerprint."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    from keel.evaluation.evaluate import read_data
+    from keel.features.offline import fingerprint as training_set_fingerprint
+
+    df = pd.DataFrame({
+        "id": np.arange(50, dtype="int64"),
+        "score": np.linspace(0, 1, 50),
+        "city": ["a", None, "bb", "c", "d"] * 10,
+        "ts": pd.date_range("2024-01-01", periods=50, freq="h", tz="UTC"),
+        "label": [0, 1] * 25,
+    })
+    path = tmp_path / "eval.parquet"
+    df.to_parquet(path)
+    arrow_backed = df.convert_dtypes(dtype_backend="pyarrow")  # as keel's training sets hold it
+    with keel.start_run():
+        fps = {
+            "frame": keel.log_dataset(df, name="a"),
+            "arrow table": keel.log_dataset(pa.Table.from_pandas(df, preserve_index=False), name="b"),
+            "parquet file": keel.log_dataset(str(path), name="c"),
+            "arrow-backed frame": keel.log_dataset(arrow_backed, name="d"),
+        }
+    fps["training set"] = training_set_fingerprint(arrow_backed)
+    fps["evaluate(path)"] = read_data(str(path))[2]
+    fps["evaluate(frame)"] = read_data(df)[2]
+    assert len(set(fps.values())) == 1, fps
 
 
 def test_run_can_be_reopened(project: Path) -> None:

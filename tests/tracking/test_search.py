@@ -376,3 +376,61 @@ def test_a_large_result_keeps_order_and_values(store_project: Path) -> None:
     assert list(df["run_id"]) == ids
     assert list(df["params.k"]) == [str(i % 7) for i in range(n)]
     assert df["metrics.auc"].to_numpy() == pytest.approx([i / n for i in range(n)])
+
+
+# -- pages ------------------------------------------------------------------------
+
+def _all_pages(page_token: str | None = None, **kwargs: Any) -> list[list[str]]:
+    pages = []
+    token = page_token
+    while True:
+        page = keel.search_runs(page_token=token, **kwargs)
+        pages.append(list(page["run_id"]))
+        token = page.attrs["next_page_token"]
+        if token is None:
+            return pages
+
+
+def test_search_runs_pages_cover_every_run_once(project: Path) -> None:
+    ids = []
+    for i in range(23):
+        with keel.start_run() as run:
+            keel.log_metric("auc", float(i % 5))  # many equal keys: the id breaks ties
+            if i % 4:
+                keel.log_param("model", f"m{i % 3}")
+        ids.append(run.id)
+    for order in (None, ["metrics.auc DESC"], ["params.model", "metrics.auc"]):
+        pages = _all_pages(max_results=5, order_by=order)
+        assert [len(p) for p in pages] == [5, 5, 5, 5, 3]
+        flat = [r for p in pages for r in p]
+        assert flat == list(keel.search_runs(order_by=order)["run_id"])  # the same order as one query
+        assert sorted(flat) == sorted(ids)
+
+
+def test_search_runs_pages_are_stable_under_concurrent_inserts(project: Path) -> None:
+    first_ids = []
+    for _ in range(6):
+        with keel.start_run() as run:
+            keel.log_metric("auc", 0.5)
+        first_ids.append(run.id)
+    page = keel.search_runs(max_results=3)  # newest first
+    seen = list(page["run_id"])
+    for _ in range(4):  # newer runs arrive between two pages
+        with keel.start_run():
+            keel.log_metric("auc", 0.5)
+    rest = _all_pages(max_results=3, page_token=page.attrs["next_page_token"])
+    seen += [r for p in rest for r in p]
+    assert seen == list(reversed(first_ids))  # no repeat, no skip
+
+
+def test_search_runs_rejects_a_token_of_another_query(project: Path) -> None:
+    for _ in range(3):
+        with keel.start_run():
+            keel.log_metric("auc", 0.5)
+    token = keel.search_runs(max_results=1).attrs["next_page_token"]
+    assert token
+    with pytest.raises(ValidationError, match="page_token"):
+        keel.search_runs(max_results=1, order_by=["metrics.auc"], page_token=token)
+    with pytest.raises(ValidationError, match="page_token"):
+        keel.search_runs(max_results=1, page_token="not-a-token")
+    assert keel.search_runs(max_results=10).attrs["next_page_token"] is None

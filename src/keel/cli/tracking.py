@@ -137,13 +137,24 @@ def runs_compare(runs: list[str] = typer.Argument(..., help="Two or more runs.")
 
 
 @runs_app.command("reproduce")
-def runs_reproduce(run: str = typer.Argument(..., help="Run id, prefix or name."), dest: Path = typer.Argument(..., help="New folder to write into."), json: bool = JSON_OPTION) -> None:
-    """Restore a run's code, package lock and command into a folder.
+def runs_reproduce(
+    run: str = typer.Argument(..., help="Run id, prefix or name."),
+    dest: Path = typer.Argument(..., help="New folder to write into."),
+    verify: bool = typer.Option(False, "--verify", help="Rebuild the environment in a fresh venv, re-run, and compare the metrics."),
+    rtol: float = typer.Option(1e-6, "--rtol", help="With --verify: relative tolerance per metric."),
+    atol: float = typer.Option(1e-9, "--atol", help="With --verify: absolute tolerance per metric."),
+    json: bool = JSON_OPTION,
+) -> None:
+    """Restore a run's code, package lock and command into a folder; --verify re-runs it and compares.
 
     Example: keel runs reproduce 3f2a9c ./repro && bash ./repro/run.sh
+    Example: keel runs reproduce 3f2a9c ./repro --verify --rtol 1e-4
     """
     from keel.tracking.reproduce import reproduce
 
+    if verify:
+        _verify(run, dest, rtol, atol, json)
+        return
     out = run_guarded(lambda: reproduce(run, dest))
     if json:
         print_json({"folder": str(out.folder), "restored": out.restored, "missing": out.missing, "command": out.command})
@@ -153,6 +164,22 @@ def runs_reproduce(run: str = typer.Argument(..., help="Run id, prefix or name."
         console.print(f"  [green]restored[/] {r}")
     for m in out.missing:
         console.print(f"  [yellow]not restored[/] {m}")
+
+
+def _verify(run: str, dest: Path, rtol: float, atol: float, json: bool) -> None:
+    from keel.tracking.reproduce import verify
+
+    with console.status("verifying") as status:
+        result = run_guarded(lambda: verify(run, dest, rtol=rtol, atol=atol, echo=lambda msg: status.update(msg)))
+    if json:
+        print_json(result.to_dict())
+    else:
+        rows = [(r["key"], _fmt(r["original"]), _fmt(r["rerun"]), "ok" if r["ok"] else "[red]differs[/]") for r in result.rows]
+        console.print(table(f"Run {result.run_id[:12]} re-run as {str(result.rerun_id)[:12]}", ["metric", "original", "re-run", ""], rows))
+        verdict = "[green]reproduced[/]" if result.ok else "[red]not reproduced[/]"
+        console.print(f"{verdict}: {sum(r['ok'] for r in result.rows)}/{len(result.rows)} metrics within rtol={rtol:g}, atol={atol:g} (log: {result.log})")
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 @runs_app.command("delete")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from keel.contracts.rules import duckdb_family
 from keel.errors import NotFoundError, ValidationError
+from keel.store.sql import quote_ident, sql_string
 
 if TYPE_CHECKING:
     import duckdb
@@ -25,9 +26,7 @@ CSV_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".tsv.gz", ".txt")
 NO_STATISTICS = "SET disabled_optimizers = 'statistics_propagation'"
 
 
-def q(name: str) -> str:
-    """Quote an identifier for DuckDB."""
-    return '"' + name.replace('"', '""') + '"'
+q = quote_ident  # quote an identifier for DuckDB
 
 
 def isnan_sql(expr: str) -> str:
@@ -52,7 +51,7 @@ def lit(value: Any) -> str:
         if value in (float("inf"), float("-inf")):
             return f"'{value}'::DOUBLE"
         return repr(value)
-    return "'" + str(value).replace("'", "''") + "'"
+    return sql_string(str(value))
 
 
 def fetch_arrow(con: Any, sql: str) -> Any:

@@ -89,7 +89,7 @@ def read_data(data: Any) -> tuple[Any, str, str]:
     """(DataFrame, name, fingerprint) of a DataFrame, Arrow table or Parquet/CSV path."""
     import pandas as pd
 
-    from keel.tracking.datasets import fingerprint_frame
+    from keel.tracking.datasets import fingerprint_with_lineage
 
     name = "dataframe"
     if isinstance(data, str | Path):
@@ -104,8 +104,7 @@ def read_data(data: Any) -> tuple[Any, str, str]:
         raise ValidationError(f"Evaluation data is a {type(data).__name__}.", hint="Pass a pandas DataFrame, an Arrow table or a file path.")
     if len(data) == 0:
         raise ValidationError("Evaluation data has no rows.", hint="Pass a non-empty dataset.")
-    meta = data.attrs.get("keel") if isinstance(data.attrs.get("keel"), dict) else {}
-    return data, name, str((meta or {}).get("fingerprint") or fingerprint_frame(data))
+    return data, name, fingerprint_with_lineage(data)[0]
 
 
 def as_model(model: Any) -> Any:

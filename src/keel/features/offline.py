@@ -14,7 +14,6 @@ appears at ``max(event, created)`` only if it then becomes the latest visible ro
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from keel.errors import ValidationError
 from keel.features.definitions import DTYPES, FeatureView, Source
 from keel.features.loader import Definitions, Selection, as_definitions
-from keel.store.lake import sql_string
+from keel.store.sql import quote_ident, sql_string
 
 if TYPE_CHECKING:
     import duckdb
@@ -60,9 +59,7 @@ def _check_contracts(target_name: str, relation: duckdb.DuckDBPyRelation, stage:
     enforce(target_name, relation.arrow(), stage=stage)
 
 
-def q(name: str) -> str:
-    """A quoted DuckDB identifier."""
-    return '"' + name.replace('"', '""') + '"'
+q = quote_ident  # a quoted DuckDB identifier
 
 
 _database: duckdb.DuckDBPyConnection | None = None
@@ -533,40 +530,10 @@ def _cast_series(series: pd.Series, dtype: str, owner: str, column: str, index: 
 
 
 def fingerprint(df: pd.DataFrame) -> str:
-    """sha256 over column names, dtypes, null masks and every value (vectorized per column).
+    """The content fingerprint of a training set (:func:`keel.store.fingerprint.frame_fingerprint`)."""
+    from keel.store.fingerprint import frame_fingerprint
 
-    Each column is digested on its own, two at a time (hashlib releases the GIL on
-    large buffers), then the column digests in order make the fingerprint.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    h = hashlib.sha256()
-    with ThreadPoolExecutor(2) as pool:
-        for digest in pool.map(lambda i: _column_digest(df.columns[i], df.iloc[:, i]), range(df.shape[1])):
-            h.update(digest)
-    return h.hexdigest()
-
-
-def _column_digest(col: Any, series: pd.Series) -> bytes:
-    import numpy as np
-    import pandas as pd
-    import pyarrow as pa
-
-    h = hashlib.sha256(f"{col}\x1f{series.dtype}\x1e".encode())
-    arr = pa.array(series, from_pandas=True)
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    h.update(np.ascontiguousarray(arr.is_null()).data)
-    t = arr.type
-    if pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_duration(t):
-        arr = arr.cast(pa.int64())
-        t = arr.type
-    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
-        h.update(np.ascontiguousarray(arr.fill_null(False if pa.types.is_boolean(t) else 0)).data)
-    else:
-        objs = np.asarray(arr.to_pandas().astype(object).where(lambda x: x.notna(), ""), dtype=object).astype(str)
-        h.update(np.ascontiguousarray(pd.util.hash_array(objs.astype(object))).data)
-    return h.digest()
+    return frame_fingerprint(df)
 
 
 def build_training_set(

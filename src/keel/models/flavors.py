@@ -23,6 +23,11 @@ def _modules_of(obj: Any) -> set[str]:
     return {c.__module__.split(".")[0] for c in type(obj).__mro__ if c is not object}
 
 
+def class_modules(model: Any) -> set[str]:
+    """Top-level modules of the model's classes (XGBRegressor needs scikit-learn too)."""
+    return _modules_of(model) - {"builtins"}
+
+
 def detect(model: Any) -> str:
     """The flavor of ``model``; a ValidationError when keel cannot package it."""
     mods = _modules_of(model)
@@ -161,7 +166,7 @@ def predict_proba(model: Any, flavor: str, frame: Any) -> Any | None:
 
 
 def feature_names(model: Any) -> list[str] | None:
-    for attr in ("feature_names_in_", "feature_name_", "feature_names"):
+    for attr in ("feature_names_in_", "feature_name_", "feature_names", "feature_name"):  # last: lightgbm.Booster
         value = getattr(model, attr, None)
         if callable(value):
             try:

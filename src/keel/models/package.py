@@ -97,6 +97,15 @@ def _training_dataset(run_id: str) -> dict[str, Any] | None:
     return chosen[0] if chosen else None
 
 
+def _lineage(run_id: str, feature_service: Any = None) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """(the run's training dataset, the package's lineage fields: training fingerprint, feature service)."""
+    training = _training_dataset(run_id)
+    return training, {
+        "training_fingerprint": None if training is None else training["fingerprint"],
+        **_feature_service(feature_service, training),
+    }
+
+
 def _feature_service(feature_service: Any, training: dict[str, Any] | None) -> dict[str, Any]:
     extra = (training or {}).get("extra") or {}
     name = getattr(feature_service, "name", feature_service) or extra.get("feature_service")
@@ -113,6 +122,24 @@ def _feature_service(feature_service: Any, training: dict[str, Any] | None) -> d
         except Exception:  # the service was never applied: keep its name only
             out["feature_service_version"] = None
     return out
+
+
+def prepare(model: Any, signature: Any, input_example: Any, run_id: str, *, what: str = "model") -> tuple[str, Signature, Any]:
+    """(flavor, signature, example frame) for packaging ``model``, checked: the model predicts on the example."""
+    flavor = flavors.detect(model)
+    example = None if input_example is None else as_frame(input_example)
+    sig = _signature(model, signature, example, run_id)
+    if example is not None:
+        checked = sig.check(example, what=f"{what} (input_example)")
+        try:
+            output = flavors.predict(model, flavor, checked)
+        except Exception as exc:
+            raise ValidationError(
+                f"The model cannot predict on its input_example: {type(exc).__name__}: {exc}.",
+                hint="Pass an example with the columns and types the model was trained on.",
+            ) from None
+        sig.outputs = sig.outputs or describe_output(output)
+    return flavor, sig, example
 
 
 def write_package(
@@ -143,7 +170,7 @@ def write_package(
         "flavor": flavor,
         "class": f"{type(model).__module__}.{type(model).__qualname__}",
         "python": platform.python_version(),
-        "packages": flavors.packages_for(flavor, flavors.pickled_modules(blob)),
+        "packages": flavors.packages_for(flavor, flavors.pickled_modules(blob) | flavors.class_modules(model)),
         "signature": None if signature is None else signature.to_dict(),
         "feature_names": [] if signature is None else signature.names,
         "has_predict_proba": callable(getattr(model, "predict_proba", None)),
@@ -179,25 +206,8 @@ def log_model(
 
     name = check_artifact_path(name)
     run = _require_run()
-    flavor = flavors.detect(model)
-    example = None if input_example is None else as_frame(input_example)
-    sig = _signature(model, signature, example, run.id)
-    output = None
-    if example is not None:
-        checked = sig.check(example, what=f"model '{name}' (input_example)")
-        try:
-            output = flavors.predict(model, flavor, checked)
-        except Exception as exc:
-            raise ValidationError(
-                f"The model cannot predict on its input_example: {type(exc).__name__}: {exc}.",
-                hint="Pass an example with the columns and types the model was trained on.",
-            ) from None
-        sig.outputs = sig.outputs or describe_output(output)
-    training = _training_dataset(run.id)
-    extra: dict[str, Any] = {
-        "training_fingerprint": None if training is None else training["fingerprint"],
-        **_feature_service(feature_service, training),
-    }
+    flavor, sig, example = prepare(model, signature, input_example, run.id, what=f"model '{name}'")
+    training, extra = _lineage(run.id, feature_service)
     if extra["feature_service"] and training is not None:
         trained_on = ((training.get("extra") or {}).get("features")) or []
         unknown = [c for c in sig.names if trained_on and c not in trained_on]
@@ -213,3 +223,37 @@ def log_model(
         rows = store_path(get_artifact_store(), folder, name)
     record(run.store, "run", run.id, rows)
     return ModelInfo(run.id, name, flavor, sig, meta)
+
+
+def write_autologged(model: Any, folder: Path, training_data: Any, run_id: str) -> dict[str, Any]:
+    """The package of an autologged fit: the same writer and metadata as :func:`log_model`.
+
+    The signature (with types) comes from the training DataFrame and its first
+    rows are the input example; a fit on a bare array gets the model's own
+    feature names (types unknown) and no example.
+    """
+    import pandas as pd
+
+    example = None
+    if isinstance(training_data, pd.DataFrame) and len(training_data.columns):
+        names = flavors.feature_names(model)
+        if names is None or [str(c) for c in training_data.columns] == names:
+            example = training_data.head(5)
+    extra = _lineage(run_id)[1]
+    if example is not None and callable(getattr(model, "predict", None)):
+        flavor, sig, example = prepare(model, training_data, example, run_id, what="autologged model")
+        return write_package(model, folder, flavor=flavor, signature=sig, example=example, extra=extra)
+    if example is not None:  # a transformer: its inputs are known, there is no prediction to describe
+        sig = infer_signature(training_data, allow_nan=accepts_nan(model))
+        return write_package(model, folder, flavor="sklearn", signature=sig, example=example, extra=extra)
+    return write_package(model, folder, flavor=None if callable(getattr(model, "predict", None)) else "sklearn", extra=extra)
+
+
+def _register_with_autolog() -> None:
+    """Autolog (in tracking, below this layer) writes its model packages with this module's writer."""
+    from keel.tracking import autolog
+
+    autolog.register_package_writer(write_autologged)
+
+
+_register_with_autolog()

@@ -67,16 +67,11 @@ class FileRef(os.PathLike[str]):
 
 def content_fingerprint(path: Path) -> str:
     """sha256 of a file's bytes, or of a folder's (relative path, file hash) list."""
-    from keel.store.blobs import sha256_file
+    from keel.store.fingerprint import path_fingerprint
 
-    if path.is_file():
-        return sha256_file(path)
-    if path.is_dir():
-        h = hashlib.sha256()
-        for f in sorted(p for p in path.rglob("*") if p.is_file()):
-            h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
-        return h.hexdigest()
-    raise NotFoundError(f"File parameter {str(path)!r} does not exist.", hint="Pass the path of an existing file or folder.")
+    if not path.exists():
+        raise NotFoundError(f"File parameter {str(path)!r} does not exist.", hint="Pass the path of an existing file or folder.")
+    return path_fingerprint(path)
 
 
 # -- code -----------------------------------------------------------------------

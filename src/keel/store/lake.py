@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keel.errors import ConfigError, NotFoundError, ValidationError
+from keel.store.sql import sql_string
 
 if TYPE_CHECKING:
     import duckdb
@@ -30,11 +31,6 @@ if TYPE_CHECKING:
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*$")
 _DOWNLOADERS = 8
-
-
-def sql_string(value: str) -> str:
-    """A SQL string literal for DuckDB."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 class _S3Parts:

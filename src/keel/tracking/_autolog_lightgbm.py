@@ -104,10 +104,10 @@ def _fit_end(session: _al.Session, model: Any, call_args: dict[str, Any]) -> Non
     if y is not None:
         session.metrics(session.safe("training metrics", _sk.training_metrics, model, X, y, call_args.get("sample_weight")) or {})
     _al.log_training_data(session, X, y)
-    _log_booster(session, model.booster_, model)
+    _log_booster(session, model.booster_, model, X)
 
 
-def _log_booster(session: _al.Session, booster: Any, model: Any) -> None:
+def _log_booster(session: _al.Session, booster: Any, model: Any, X: Any = None) -> None:
     """Iteration counts, best scores, features, importance and the model of a trained Booster."""
     best = int(getattr(booster, "best_iteration", 0) or 0)
     # with early stopping the returned booster may hold only the best iterations: count what ran
@@ -120,12 +120,7 @@ def _log_booster(session: _al.Session, booster: Any, model: Any) -> None:
     names = [str(n) for n in booster.feature_name()]
     _al.log_features(session, names, len(names))
     session.safe("feature_importance.json", _log_importance, session, booster, names)
-
-    def save_native(folder: Path) -> str:
-        booster.save_model(str(folder / "model.txt"))
-        return "model.txt"
-
-    _al.log_model_folder(session, model, "lightgbm", names, save_native)
+    _al.log_model_folder(session, model, X)
 
 
 def _log_importance(session: _al.Session, booster: Any, names: list[str]) -> None:

@@ -87,7 +87,7 @@ def log_estimator_end(session: _al.Session, estimator: Any, call_args: dict[str,
     names = _al.feature_names_of(estimator, X)
     _al.log_features(session, names, getattr(estimator, "n_features_in_", None))
     _al.log_training_data(session, X, y)
-    _al.log_model_folder(session, estimator, "sklearn", names)
+    _al.log_model_folder(session, estimator, X)
 
 
 def training_metrics(estimator: Any, X: Any, y: Any, sample_weight: Any = None) -> dict[str, float]:
@@ -114,24 +114,50 @@ def training_metrics(estimator: Any, X: Any, y: Any, sample_weight: Any = None) 
 
 
 def classification_scores(y: Any, pred: Any, proba: Any = None, labels: Any = None, sample_weight: Any = None) -> dict[str, float]:
-    """accuracy, weighted precision/recall/f1, and log_loss/roc_auc when probabilities are given."""
+    """accuracy, precision, recall, f1, and log_loss/roc_auc when probabilities are given.
+
+    The definitions are keel.evaluate's, so ``training_f1`` and an evaluation's
+    ``f1`` measure the same thing: for two classes precision/recall/f1 are those
+    of the positive class (the second of ``classes_``) and ROC AUC is that of its
+    probability; for more classes each is the macro average over the classes
+    present in ``y`` (one-vs-rest for ROC AUC), as scikit-learn's ``average="macro"``.
+    """
     import numpy as np
     from sklearn import metrics as m
 
     w = sample_weight
+    classes = np.asarray(labels) if labels is not None else np.unique(np.asarray(y))
     out: dict[str, Any] = {"accuracy": m.accuracy_score(y, pred, sample_weight=w)}
+    binary = len(classes) == 2
     for name, fn in (("precision", m.precision_score), ("recall", m.recall_score), ("f1", m.f1_score)):
-        out[name] = fn(y, pred, average="weighted", sample_weight=w, zero_division=0)
+        if binary:
+            out[name] = fn(y, pred, average="binary", pos_label=classes[1], sample_weight=w, zero_division=0)
+        else:
+            present = [c for c in classes if np.any(np.asarray(y) == c)]
+            out[name] = fn(y, pred, average="macro", labels=present, sample_weight=w, zero_division=0)
     if proba is not None:
         out["log_loss"] = m.log_loss(y, proba, sample_weight=w, labels=labels)
-        try:
-            if proba.shape[1] == 2:
-                out["roc_auc"] = m.roc_auc_score(y, proba[:, 1], sample_weight=w)
-            else:
-                out["roc_auc"] = m.roc_auc_score(y, proba, multi_class="ovr", average="weighted", sample_weight=w, labels=labels)
-        except ValueError:  # a class absent from y: AUC is undefined
-            pass
+        auc = macro_roc_auc(np.asarray(y), np.asarray(proba), classes, w)
+        if auc is not None:
+            out["roc_auc"] = auc
     return {k: float(np.asarray(v)) for k, v in out.items()}
+
+
+def macro_roc_auc(y: Any, proba: Any, classes: Any, sample_weight: Any = None) -> float | None:
+    """ROC AUC of the positive class (two classes) or the one-vs-rest macro average; None if undefined."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    if proba.ndim != 2 or proba.shape[1] != len(classes):
+        return None
+    columns = [1] if len(classes) == 2 else range(len(classes))
+    aucs = []
+    for j in columns:
+        yc = y == classes[j]
+        if yc.all() or not yc.any():  # a class absent from y (or alone in it): no AUC for it
+            continue
+        aucs.append(float(roc_auc_score(yc, proba[:, j], sample_weight=sample_weight)))
+    return float(np.mean(aucs)) if aucs else None
 
 
 def regression_scores(y: Any, pred: Any, sample_weight: Any = None) -> dict[str, float]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-from pathlib import Path
 from typing import Any
 
 from keel.tracking import _autolog_sklearn as _sk
@@ -119,10 +118,10 @@ def _fit_end(session: _al.Session, model: Any, call_args: dict[str, Any]) -> Non
     if y is not None:
         session.metrics(session.safe("training metrics", _sk.training_metrics, model, X, y, call_args.get("sample_weight")) or {})
     _al.log_training_data(session, X, y)
-    _log_booster(session, model.get_booster(), model, _al.feature_names_of(model, X))
+    _log_booster(session, model.get_booster(), model, _al.feature_names_of(model, X), X)
 
 
-def _log_booster(session: _al.Session, booster: Any, model: Any, names: list[str] | None = None) -> None:
+def _log_booster(session: _al.Session, booster: Any, model: Any, names: list[str] | None = None, X: Any = None) -> None:
     summary: dict[str, Any] = {"stopped_iteration": session.iterations or booster.num_boosted_rounds()}
     best = _attr(booster, "best_iteration")
     if best is not None:  # only set with early stopping; 0-based, as XGBoost counts
@@ -135,12 +134,7 @@ def _log_booster(session: _al.Session, booster: Any, model: Any, names: list[str
         names = [str(n) for n in booster.feature_names]
     _al.log_features(session, names, booster.num_features())
     session.safe("feature_importance.json", _log_importance, session, booster)
-
-    def save_native(folder: Path) -> str:
-        model.save_model(str(folder / "model.json"))  # XGBModel keeps its sklearn attributes in it
-        return "model.json"
-
-    _al.log_model_folder(session, model, "xgboost", names, save_native)
+    _al.log_model_folder(session, model, X)
 
 
 def _attr(booster: Any, name: str) -> Any:

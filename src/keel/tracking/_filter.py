@@ -547,6 +547,10 @@ class Compiler:
 
     # -- order by --
     def order(self, ref: Ref, desc: bool) -> list[sa.ColumnElement[Any]]:
+        return [(col.desc() if d else col.asc()).nulls_last() for col, d in self.order_columns(ref, desc)]
+
+    def order_columns(self, ref: Ref, desc: bool) -> list[tuple[sa.ColumnElement[Any], bool]]:
+        """The (column, descending) sort keys of one order_by item; missing values sort last."""
         if ref.kind == "attribute":
             cols = [self.attribute(ref.key)]
         elif ref.kind == "param":
@@ -554,7 +558,7 @@ class Compiler:
             cols = [alias.c.num, alias.c.value]  # numbers in numeric order, then text
         else:
             cols = [self.alias(ref).c.value]
-        return [(col.desc() if desc else col.asc()).nulls_last() for col in cols]
+        return [(col, desc) for col in cols]
 
 
 def _like_to_glob(pattern: str) -> str:

@@ -6,13 +6,25 @@ transaction per batch, keeps each run's latest-value summary, and beats the
 heartbeat of the runs this process has open. A crash can lose at most what was
 buffered since the last flush. Flushes happen as well when a run ends, at
 interpreter exit, and after a fork the child starts with an empty writer.
+
+Nothing is dropped while the store is down: a failed flush puts its values
+back at the head of the buffer, counts the failure (``failures``, ``error``)
+and the thread retries on its next tick. The buffer is bounded: past
+``max_rows`` values a logging call waits for room (back-pressure) and, if the
+store has not come back within ``block_timeout`` seconds, raises a
+:class:`~keel.errors.StoreError` instead of growing without end. Ending a run
+flushes synchronously and raises the flush's error, with the number of values
+still waiting; the run stays open so that ending it again, once the store is
+back, writes everything.
 """
 
 from __future__ import annotations
 
 import atexit
+import logging
 import math
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -20,6 +32,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from keel.errors import StoreError
 from keel.store.metadata import MetadataStore, now_ms
 from keel.store.schema import metric_history, runs
 
@@ -32,35 +45,89 @@ _UPSERT = sa.text(
 )
 
 HISTORY_COLUMNS = ("run_id", "key", "n", "min_step", "max_step", "steps", "ts", "vals")
-MAX_BUFFER = 200_000  # flush early past this many rows so memory stays bounded
+MAX_BUFFER = 200_000  # values held in memory at most (about 20 MB); logging waits past this
+BLOCK_TIMEOUT = 60.0  # seconds a logging call waits for room while the store is down, then raises
+_log = logging.getLogger("keel.tracking")
 
 
 class MetricWriter:
-    def __init__(self, store: MetadataStore, flush_interval: float, heartbeat_interval: float) -> None:
+    def __init__(
+        self, store: MetadataStore, flush_interval: float, heartbeat_interval: float,
+        *, max_rows: int = MAX_BUFFER, block_timeout: float = BLOCK_TIMEOUT,
+    ) -> None:
         self.store = store
         self.flush_interval = flush_interval
         self.heartbeat_interval = heartbeat_interval
+        self.max_rows = max_rows
+        self.block_timeout = block_timeout
         # deque appends and poplefts are atomic: logging threads never take a lock
         self._rows: deque[Row] = deque()
         self._flush_lock = threading.Lock()
+        self._room = threading.Condition()
         self._wake = threading.Event()
         self._stop = False
         self._runs: set[str] = set()  # runs this process keeps alive (heartbeat)
         self._last_beat = 0.0
-        self.error: BaseException | None = None
+        self.error: BaseException | None = None  # the last failed flush; None once one succeeds
+        self.failures = 0  # flushes that failed (each kept its values for the next one)
+        self.written = 0  # values written
+        self._streak = 0  # failed flushes since the last one that worked
+        self._inflight = 0  # values taken out of the buffer by a flush that has not finished
         self._thread = threading.Thread(target=self._loop, name="keel-metric-writer", daemon=True)
         self._thread.start()
 
+    @property
+    def pending(self) -> int:
+        """Values buffered and not written yet (a flush under way included)."""
+        return len(self._rows) + self._inflight
+
+    @property
+    def max_rows(self) -> int:
+        return self._max_rows
+
+    @max_rows.setter
+    def max_rows(self, value: int) -> None:
+        self._max_rows = value
+        self._early = max(1, value // 2)  # past this, flush early: the buffer stays away from full
+
     def append(self, row: Row) -> None:
         rows = self._rows
+        if len(rows) + self._inflight >= self._early:
+            self._make_room(1)
         rows.append(row)
-        if len(rows) >= MAX_BUFFER:
-            self._wake.set()
 
     def extend(self, rows: list[Row]) -> None:
+        if self.pending + len(rows) >= self._early:
+            self._make_room(len(rows))
         self._rows.extend(rows)
-        if len(self._rows) >= MAX_BUFFER:
+
+    def _make_room(self, n: int) -> None:
+        if not self._wake.is_set():
             self._wake.set()
+        if self.pending + n > self._max_rows:
+            self._wait_for_room(n)
+
+    def _wait_for_room(self, n: int) -> None:
+        """Back-pressure: wait until the flush thread makes room for ``n`` values, or raise."""
+        deadline = time.monotonic() + self.block_timeout
+        self._wake.set()
+        with self._room:
+            while self.pending + n > max(self.max_rows, n):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self._full_error()
+                self._wake.set()
+                self._room.wait(min(left, 0.1))
+
+    def _full_error(self) -> StoreError:
+        why = f": {_describe(self.error)}" if self.error is not None else " (the store is not keeping up)"
+        return StoreError(
+            f"The metric buffer is full ({self.pending} values not yet written) and the metadata store "
+            f"has not taken any for {self.block_timeout:g} s{why}",
+            hint="Bring the metadata store back: the buffered values are kept and written when it recovers; "
+            "the value of this call was not logged, log it again.",
+            pending=self.pending, failures=self.failures,
+        )
 
     def watch(self, run_id: str) -> None:
         self._runs.add(run_id)
@@ -76,8 +143,10 @@ class MetricWriter:
                 self.flush()
                 if time.monotonic() - self._last_beat >= self.heartbeat_interval:
                     self.beat()
-            except BaseException as exc:  # keep the thread alive; report on the next flush()
-                self.error = exc
+            except BaseException as exc:  # keep the thread alive: the values stay buffered, end_run reports
+                if self._streak == 1 or self._streak % 100 == 0:
+                    _log.warning("keel: writing metrics failed %d time(s) in a row, %d values kept for the next attempt: %s",
+                                 self._streak, self.pending, _describe(exc))
 
     def beat(self) -> None:
         ids = list(self._runs)
@@ -92,25 +161,54 @@ class MetricWriter:
             )
 
     def flush(self) -> int:
-        """Write everything buffered so far; returns how many values were written."""
+        """Write everything buffered so far; returns how many values were written.
+
+        On failure the values go back to the head of the buffer and a
+        :class:`StoreError` says how many wait; nothing is dropped.
+        """
         with self._flush_lock:
             buf = self._rows
             rows = [buf.popleft() for _ in range(len(buf))]
             if not rows:
                 return 0
-            chunks, latest = encode_chunks(rows)
-            for attempt in range(5):
-                try:
-                    with self.store.write() as conn:
-                        self.store.insert_many(conn, metric_history, chunks, HISTORY_COLUMNS)
-                        conn.execute(_UPSERT, latest)
-                    break
-                except Exception:
-                    if attempt == 4:
-                        buf.extendleft(reversed(rows))  # keep the values for the next attempt
-                        raise
-                    time.sleep(0.2 * (attempt + 1))
-            return len(rows)
+            self._inflight = len(rows)
+            try:
+                chunks, latest = encode_chunks(rows)
+                for attempt in range(5):
+                    try:
+                        with self.store.write() as conn:
+                            self.store.insert_many(conn, metric_history, chunks, HISTORY_COLUMNS)
+                            conn.execute(_UPSERT, latest)
+                        break
+                    except Exception:
+                        if attempt == 4:
+                            raise
+                        time.sleep(0.2 * (attempt + 1))
+            except BaseException as exc:
+                buf.extendleft(reversed(rows))  # keep the values, in order, for the next attempt
+                self._inflight = 0
+                self.failures += 1
+                self._streak += 1
+                self.error = exc
+                raise self._flush_error(exc) from exc
+            self._inflight = 0
+            self._streak = 0
+            self.written += len(rows)
+            self.error = None
+        with self._room:
+            self._room.notify_all()
+        return len(rows)
+
+    def _flush_error(self, exc: BaseException) -> StoreError:
+        if isinstance(exc, StoreError):
+            message = exc.message
+        else:
+            message = f"The metadata store {_describe_uri(self.store.uri)} failed: {_describe(exc)}"
+        return StoreError(
+            f"{message} ({len(self._rows)} metric values are buffered, not yet written; {self.failures} failed flushes).",
+            hint="They are kept: bring the store back and end the run again (keel.end_run()) or call run.flush().",
+            pending=self.pending, failures=self.failures,
+        )
 
     def close(self) -> None:
         self._stop = True
@@ -173,6 +271,19 @@ def get_writer(store: MetadataStore, flush_interval: float, heartbeat_timeout: f
         return w
 
 
+def _describe(exc: BaseException) -> str:
+    from keel.config import redact
+
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return redact(text)
+
+
+def _describe_uri(uri: str) -> str:
+    from keel.config import redact
+
+    return redact(uri)
+
+
 def flush_all() -> None:
     for w in list(_writers.values()):
         w.flush()
@@ -186,6 +297,21 @@ def close_all() -> None:
         w.close()
 
 
+def close_all_at_exit() -> None:
+    """Flush every writer at interpreter exit; values that cannot be written are reported, not swallowed."""
+    with _writers_lock:
+        writers = list(_writers.values())
+        _writers.clear()
+    for w in writers:
+        try:
+            w.close()
+        except Exception as exc:
+            sys.stderr.write(
+                f"keel: {w.pending} metric values could not be written to {_describe_uri(w.store.uri)} "
+                f"and are lost with this process: {_describe(exc)}\n"
+            )
+
+
 def _after_fork_in_child() -> None:
     global _writers_lock
     _writers.clear()
@@ -193,4 +319,4 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(close_all)
+atexit.register(close_all_at_exit)

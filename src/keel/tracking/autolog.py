@@ -13,7 +13,8 @@ post-import hook), so ``autolog()`` never imports LightGBM or XGBoost itself.
 Logging never breaks training: a failure inside keel is caught, the fit's
 result is returned, and one :class:`AutologWarning` per fit says what was not
 recorded. The model artifact format (``model/``) is described in
-``docs/tracking.md`` and in :func:`log_model_folder`.
+``docs/models.md`` (it is the package ``keel.log_model`` writes) and in
+:func:`log_model_folder`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
-import json
 import logging
 import re
 import sys
@@ -44,7 +44,6 @@ __all__ = ["AutologWarning", "autolog"]
 
 FLAVORS = ("sklearn", "lightgbm", "xgboost")
 _MODULE_OF = {"sklearn": "sklearn", "lightgbm": "lightgbm", "xgboost": "xgboost"}
-MODEL_FORMAT_VERSION = 1
 _log = logging.getLogger("keel.autolog")
 
 
@@ -463,79 +462,44 @@ def log_training_data(session: Session, X: Any, y: Any = None) -> None:
     session.safe("the training dataset", _log)
 
 
-def package_versions(model: Any, flavor: str) -> dict[str, str]:
-    """Versions of the distributions the pickled model needs (its classes' and its params' packages)."""
-    from importlib import metadata
-
-    roots = {"numpy", flavor}
-    roots.update(cls.__module__.split(".")[0] for cls in type(model).__mro__)  # LGBMClassifier needs sklearn too
-    roots.discard("builtins")
-    try:
-        for value in model.get_params(deep=True).values():
-            if hasattr(value, "fit") or hasattr(value, "transform"):
-                roots.add(type(value).__module__.split(".")[0])
-    except Exception:
-        pass
-    dists = _packages_distributions()
-    out: dict[str, str] = {}
-    for root in sorted(roots):
-        for dist in dists.get(root, [root]):
-            try:
-                out[dist] = metadata.version(dist)
-            except metadata.PackageNotFoundError:
-                continue
-    return out
+PackageWriter = Callable[[Any, Path, Any, str], Any]  # (model, folder, training data, run id)
+_package_writer: PackageWriter | None = None
 
 
-@functools.lru_cache(maxsize=1)
-def _packages_distributions() -> dict[str, list[str]]:
-    from importlib import metadata
+def register_package_writer(writer: PackageWriter) -> None:
+    """Set the function that writes an autologged model's package.
 
-    return {k: list(v) for k, v in metadata.packages_distributions().items()}
+    ``keel.models.package`` registers its writer (the one ``keel.log_model``
+    uses) when it is imported, so every model package has one format; this
+    layer cannot import it (tracking sits below models).
+    """
+    global _package_writer
+    _package_writer = writer
 
 
-def log_model_folder(
-    session: Session,
-    model: Any,
-    flavor: str,
-    feature_names: Sequence[str] | None,
-    save_native: Callable[[Path], str] | None = None,
-) -> None:
-    """Log the fitted model as the artifact folder ``model/``.
+def log_model_folder(session: Session, model: Any, training_data: Any = None) -> None:
+    """Log the fitted model as the artifact folder ``model/``: the package ``keel.log_model`` writes.
 
-    ``model/model.pkl``: the model object, pickled (``pickle.load`` it with the
-    same packages installed). ``model/model.txt`` (LightGBM) or
-    ``model/model.json`` (XGBoost): the booster in the library's own format.
-    ``model/keel-model.json``: {"format_version", "flavor", "class", "python",
-    "packages" (distribution -> version), "feature_names", "files"}.
+    ``model/model.pkl`` (the pickled model), ``model/model.txt`` (LightGBM) or
+    ``model/model.json`` (XGBoost) in the library's own format,
+    ``model/input_example.parquet`` (the first training rows, for a DataFrame
+    fit) and ``model/keel-model.json`` (flavor, class, python, packages,
+    signature with types, feature names, training-set fingerprint), so
+    ``keel.load_model("runs:/<id>/model")`` serves it like a logged model.
     """
     if not _config.log_models:
         return
 
     def _log() -> None:
-        import pickle
-        import platform
-
         from keel.tracking.artifacts import log_artifact
 
+        writer = _package_writer
+        if writer is None:
+            raise RuntimeError("no model package writer is registered; enable autologging with keel.autolog()")
+        assert session.run is not None
         with tempfile.TemporaryDirectory(prefix="keel-model-") as tmp:
             folder = Path(tmp) / "model"
-            folder.mkdir()
-            files = {"pickle": "model.pkl"}
-            with open(folder / "model.pkl", "wb") as fh:
-                pickle.dump(model, fh, protocol=pickle.HIGHEST_PROTOCOL)
-            if save_native is not None:
-                files["native"] = save_native(folder)
-            meta = {
-                "format_version": MODEL_FORMAT_VERSION,
-                "flavor": flavor,
-                "class": class_path(model),
-                "python": platform.python_version(),
-                "packages": package_versions(model, flavor),
-                "feature_names": [str(n) for n in feature_names] if feature_names is not None else None,
-                "files": files,
-            }
-            (folder / "keel-model.json").write_text(json.dumps(meta, indent=2))
+            writer(model, folder, training_data, session.run.id)
             log_artifact(folder, name="model")
 
     session.safe("the model", _log)

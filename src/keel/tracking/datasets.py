@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -10,21 +9,16 @@ from typing import Any
 import sqlalchemy as sa
 
 from keel.errors import NotFoundError, ValidationError
-from keel.store.blobs import sha256_file
+from keel.store.fingerprint import frame_fingerprint, path_fingerprint
 from keel.store.metadata import now_ms
 from keel.store.schema import datasets
+from keel.store.sql import sql_string
 from keel.tracking.runs import _require_run
 
 
 def fingerprint_frame(df: Any) -> str:
-    """sha256 over the column names, dtypes and a vectorized hash of every row."""
-    import pandas as pd
-
-    h = hashlib.sha256()
-    h.update(json.dumps([[str(c), str(t)] for c, t in df.dtypes.items()]).encode())
-    if len(df):
-        h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
-    return h.hexdigest()
+    """The content fingerprint of a DataFrame or Arrow table (:func:`keel.store.fingerprint.frame_fingerprint`)."""
+    return frame_fingerprint(df)
 
 
 def _describe(data: Any) -> tuple[str, int | None, dict[str, str], str | None, dict[str, Any]]:
@@ -34,24 +28,27 @@ def _describe(data: Any) -> tuple[str, int | None, dict[str, str], str | None, d
         if not path.exists():
             raise NotFoundError(f"Dataset path {path} does not exist.", hint="Pass an existing Parquet/CSV file or folder, or a DataFrame.")
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        h = hashlib.sha256()
-        for f in files:
-            h.update(f.relative_to(path).as_posix().encode() if path.is_dir() else b"")
-            h.update(sha256_file(f).encode())
         rows, schema = None, {}
         import duckdb
 
         suffix = files[0].suffix.lower() if files else ""
         reader = {".parquet": "read_parquet", ".csv": "read_csv_auto"}.get(suffix)
         if reader:
-            pattern = (str(path / f"**/*{suffix}") if path.is_dir() else str(path)).replace("'", "''")
+            pattern = sql_string(str(path / f"**/*{suffix}") if path.is_dir() else str(path))
             con = duckdb.connect()
-            rel = con.sql(f"SELECT * FROM {reader}('{pattern}')")
+            rel = con.sql(f"SELECT * FROM {reader}({pattern})")
             schema = {c: str(t) for c, t in zip(rel.columns, rel.dtypes, strict=True)}
-            count = con.execute(f"SELECT count(*) FROM {reader}('{pattern}')").fetchone()
+            count = con.execute(f"SELECT count(*) FROM {reader}({pattern})").fetchone()
             rows = int(count[0]) if count else 0
             con.close()
-        return h.hexdigest(), rows, schema, str(path.resolve()), {}
+        if path.is_file() and reader:
+            # a table file counts by its rows, as the same data passed as a DataFrame or to
+            # keel.evaluate (read the same way) does; folders and other files by their bytes
+            import pandas as pd
+
+            frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+            return frame_fingerprint(frame), rows, schema, str(path.resolve()), {}
+        return path_fingerprint(path), rows, schema, str(path.resolve()), {}
     import pandas as pd
 
     try:
@@ -65,9 +62,24 @@ def _describe(data: Any) -> tuple[str, int | None, dict[str, str], str | None, d
         raise ValidationError(
             f"log_dataset got a {type(data).__name__}.", hint="Pass a pandas DataFrame, a pyarrow Table or a file/folder path."
         )
+    fp, meta = fingerprint_with_lineage(data)
+    return fp, len(data), {str(c): str(t) for c, t in data.dtypes.items()}, None, meta
+
+
+def fingerprint_with_lineage(data: Any) -> tuple[str, dict[str, Any]]:
+    """(fingerprint of the frame as it is now, the lineage it carries in ``attrs["keel"]``).
+
+    pandas carries ``attrs`` through most operations, so a frame derived from a
+    training set (a column dropped, rows filtered) still holds the training
+    set's fingerprint there. The fingerprint is always computed from the data;
+    the recorded one is kept as ``derived_from`` when the data changed.
+    """
     meta = dict(data.attrs.get("keel", {})) if isinstance(data.attrs.get("keel"), dict) else {}
-    fp = meta.get("fingerprint") or fingerprint_frame(data)
-    return str(fp), len(data), {str(c): str(t) for c, t in data.dtypes.items()}, None, meta
+    fp = fingerprint_frame(data)
+    recorded = meta.pop("fingerprint", None)
+    if recorded and recorded != fp:
+        meta["derived_from"] = recorded
+    return fp, meta
 
 
 def log_dataset(data: Any, name: str = "dataset", context: str = "training", source: str | None = None) -> str:

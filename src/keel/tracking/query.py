@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from keel.errors import NotFoundError, ValidationError
-from keel.store.metadata import MetadataStore, get_metadata_store, ms_to_datetime
+from keel.store.metadata import MetadataStore, get_metadata_store, like_escape, ms_to_datetime
 from keel.store.schema import (
     artifacts,
     datasets,
@@ -69,7 +69,7 @@ def resolve_run_id(conn: sa.Connection, ref: str) -> str:
         return ref
     candidates: list[str] = []
     if len(ref) >= 6:
-        candidates = list(conn.execute(sa.select(runs.c.id).where(runs.c.id.like(f"{ref}%")).limit(3)).scalars())
+        candidates = list(conn.execute(sa.select(runs.c.id).where(runs.c.id.like(like_escape(ref) + "%", escape="\\")).limit(3)).scalars())
     if not candidates:
         candidates = list(conn.execute(sa.select(runs.c.id).where(runs.c.name == ref).limit(3)).scalars())
     if len(candidates) == 1:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import json
 import math
+import os
 import re
 import socket
 import sys
@@ -235,13 +236,15 @@ class Run:
             return
         if status not in STATUSES[1:]:
             raise ValidationError(f"Run status {status!r} is not one of finished, failed, killed.")
-        self.ended = True
+        # The buffered values are written first: if the store fails, the error (with the count of
+        # values still buffered) reaches the caller and the run stays open, so ending it again writes all.
         self._writer.flush()
-        self._writer.unwatch(self.id)
         with self.store.write() as conn:
             conn.execute(
                 sa.update(runs).where(runs.c.id == self.id).values(status=status, end_ms=now_ms(), heartbeat_ms=now_ms(), error=error)
             )
+        self.ended = True
+        self._writer.unwatch(self.id)
         _pop(self)
 
 
@@ -337,6 +340,9 @@ def start_run(
     if activate:
         with _stack_lock:
             _stack.append(run)
+    reproduces = os.environ.get("KEEL_REPRODUCES")  # set by `keel runs reproduce --verify` for its re-run
+    if reproduces and run_id is None and not (parent is not None and nested):
+        run.set_tag("keel.reproduces", reproduces)
     if description:
         run.set_tag("description", description)
     if tags:
@@ -410,8 +416,10 @@ def _end_all_at_exit() -> None:
     for run in reversed(list(_stack)):
         try:
             run.end(status, error=error)
-        except Exception:
-            pass
+        except Exception as exc:  # reported: the run stays 'running' in the store and shows as crashed later
+            from keel.config import redact
+
+            sys.stderr.write(f"keel: run {run.id} ({run.name}) could not be marked {status} at exit: {redact(str(exc))}\n")
 
 
 _uncaught: str | None = None

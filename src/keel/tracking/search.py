@@ -33,6 +33,7 @@ def search_runs(
     order_by: Sequence[str] | None = None,
     max_results: int = 1000,
     columns: Sequence[str] | None = None,
+    page_token: str | None = None,
 ) -> pd.DataFrame:
     """Runs matching ``filter``, one row each, as a DataFrame.
 
@@ -51,6 +52,18 @@ def search_runs(
     The frame holds run_id, experiment_id, run_name, status, start_time, end_time (UTC),
     user, parent_id, then ``params.<key>`` (text), ``metrics.<key>`` (float, NaN kept) and
     ``tags.<key>`` columns.
+
+    Pages: at most ``max_results`` runs come back; when more match,
+    ``frame.attrs["next_page_token"]`` holds an opaque token (else None) and
+    ``search_runs(..., page_token=token)`` returns the next page of the same
+    query. The token is a position in the sort order (the last run's sort key),
+    not an offset, so runs inserted meanwhile neither repeat nor shift a page.
+
+    Example::
+
+        page = keel.search_runs(filter="metrics.auc > 0.8", max_results=100)
+        while page.attrs["next_page_token"]:
+            page = keel.search_runs(filter="metrics.auc > 0.8", max_results=100, page_token=page.attrs["next_page_token"])
     """
     if isinstance(max_results, bool) or not isinstance(max_results, int) or max_results < 1:
         raise ValidationError(f"max_results must be a positive integer, got {max_results!r}.", hint="Pass e.g. max_results=100.")
@@ -66,13 +79,16 @@ def search_runs(
     _writer.flush_all()  # this process's buffered values are part of the answer
     compiler = Compiler(store.dialect, effective_status_sql())
     where = compiler.where(node) if node is not None else None
-    order_clauses = [clause for ref, desc in orders for clause in compiler.order(ref, desc)]
+    keys = [pair for ref, desc in orders for pair in compiler.order_columns(ref, desc)]
     if not orders:
-        order_clauses.append(runs.c.start_ms.desc())
-    order_clauses.append(runs.c.id)  # a stable order for equal keys
+        keys.append((runs.c.start_ms, True))
+    keys.append((runs.c.id, False))  # a stable, total order for equal keys
+    order_clauses = [(col.desc() if desc else col.asc()).nulls_last() for col, desc in keys]
 
     with store.read() as conn:
         exp_ids, exp_names = _experiment_ids(conn, experiment)
+        query_id = _query_id(exp_ids, filter, [f"{r.label} {'DESC' if d else 'ASC'}" for r, d in orders])
+        after = None if page_token is None else _page_after(keys, _decode_token(page_token, query_id, len(keys)))
         if not exp_ids:
             return _frame([], {}, wanted)
         column_refs = [r for r in wanted or [] if r.kind in KINDS and r.key != "*"]
@@ -82,19 +98,77 @@ def search_runs(
             sa.select(
                 runs.c.id, runs.c.experiment_id, runs.c.name, compiler.status.label("status"),
                 runs.c.start_ms, runs.c.end_ms, runs.c.user, runs.c.parent_id,
+                *[col.label(f"sort_{i}") for i, (col, _desc) in enumerate(keys)],
             )
             .select_from(compiler.from_clause())
             .where(_in_experiments(runs, exp_ids))
             .order_by(*order_clauses)
-            .limit(max_results)
+            .limit(max_results + 1)
         )
         if where is not None:
             stmt = stmt.where(where)
+        if after is not None:
+            stmt = stmt.where(after)
         head = _fetch(conn, stmt)
+        next_token = None
+        if len(head) > max_results:
+            head = head[:max_results]
+            next_token = _encode_token(query_id, list(head[-1][8:]))
         long: dict[str, tuple[Any, ...]] = {}
         if head:
             long = _long_rows(conn, store.dialect, [row[0] for row in head], _kinds_to_load(wanted))
-    return _frame(head, long, wanted)
+    frame = _frame(head, long, wanted)
+    frame.attrs["next_page_token"] = next_token
+    return frame
+
+
+# -- pages ------------------------------------------------------------------------
+
+def _query_id(exp_ids: list[int], filter: str | None, orders: list[str]) -> str:
+    import hashlib
+
+    text = json.dumps([sorted(exp_ids), filter, orders])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _encode_token(query_id: str, values: list[Any]) -> str:
+    import base64
+
+    body = json.dumps({"q": query_id, "after": values}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(body).decode().rstrip("=")
+
+
+def _decode_token(token: Any, query_id: str, n_keys: int) -> list[Any]:
+    import base64
+    import binascii
+
+    bad = ValidationError(
+        f"page_token {str(token)[:40]!r} is not a token of this query.",
+        hint="Pass the next_page_token of the previous page of the same search (same experiment, filter and order_by).",
+    )
+    if not isinstance(token, str) or not token:
+        raise bad
+    try:
+        doc = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise bad from None
+    if not isinstance(doc, dict) or doc.get("q") != query_id or not isinstance(doc.get("after"), list) or len(doc["after"]) != n_keys:
+        raise bad
+    return list(doc["after"])
+
+
+def _page_after(keys: list[tuple[Any, bool]], values: list[Any]) -> sa.ColumnElement[bool]:
+    """Rows after ``values`` in the order of ``keys`` (each ascending or descending, missing values last)."""
+    terms = []
+    equal: list[sa.ColumnElement[bool]] = []
+    for (col, desc), v in zip(keys, values, strict=True):
+        if v is not None:
+            beyond = sa.or_(col < v if desc else col > v, col.is_(None))
+            terms.append(sa.and_(*equal, beyond) if equal else beyond)
+            equal.append(col == v)
+        else:
+            equal.append(col.is_(None))  # nothing sorts after a missing value on this key
+    return sa.or_(*terms) if terms else sa.false()
 
 
 def _as_list(value: Any, name: str) -> list[Any]:
