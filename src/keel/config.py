@@ -48,20 +48,6 @@ def _str(value: Any) -> str:
     return str(value)
 
 
-def redact(text_or_uri: str) -> str:
-    """``text_or_uri`` with URI passwords and secret ``key=value`` values replaced by ``***``.
-
-    Minimal stand-in; the metadata-store branch brings the full helper at this name.
-    """
-    import re
-
-    out = re.sub(r"([A-Za-z][A-Za-z0-9+.\-]*://[^\s:/?#@]*):([^\s@/]+)@", r"\1:***@", text_or_uri)
-    return re.sub(
-        r"(?i)\b([A-Za-z0-9_.\-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key)[A-Za-z0-9_\-]*\s*[=:]\s*)([^\s&;,]+)",
-        r"\1***", out,
-    )
-
-
 @dataclass(frozen=True)
 class Setting:
     name: str

@@ -107,14 +107,6 @@ def _first_line(exc: BaseException) -> str:
     return " ".join(str(orig).split("\n")[:2]).strip()
 
 
-def like_escape(s: str) -> str:
-    """``s`` as a literal inside a LIKE pattern: ``%``, ``_`` and ``\\`` escaped with ``\\``.
-
-    Use it as ``column.like(like_escape(prefix) + "%", escape="\\")``.
-    """
-    return s.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 class MetadataStore:
     """One metadata database. Use :func:`get_metadata_store` to share one per URI."""
 
