@@ -25,9 +25,19 @@ from keel.store.kv import KVStore, SQLiteKV, open_kv_store
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port P whose cluster bus port P + 10000 is free too (so P < 55536)."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 45000)
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
 
 
 @pytest.fixture(scope="session")
@@ -52,9 +62,8 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             )
         for p in ports:
             pidfile = base / str(p) / "redis.pid"
-            for _ in range(100):
-                if pidfile.exists() and pidfile.read_text().strip():
-                    break
+            deadline = time.monotonic() + 60
+            while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < deadline:
                 time.sleep(0.05)
             pids.append(int(pidfile.read_text()))
         subprocess.run(
