@@ -1,0 +1,212 @@
+"""Windowed aggregations online: per-entity window state in the online store, aggregates as of now.
+
+The state of an entity is one value: its events of the view's longest window
+(event time, created time, the input columns, each ``where`` condition's result),
+sorted by event time. Materialization builds it for every entity from the offline
+rows in one DuckDB query; a push merges the new events into the state of the
+entities it names (one read and one write per push, nothing else of the history
+read) and drops the events that left the longest window. A lookup computes every
+aggregate as of the lookup's instant by the same rules as the offline SQL (window
+bounds, filters, arrival times), so old events leave each window on time without
+any write. The state expires from the store ``ttl`` after its last event.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from keel.features.aggregations import Aggregation, reach
+from keel.features.definitions import FeatureView
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from keel.store.kv import KVStore
+
+EVENT = "__keel_event"
+CREATED = "__keel_created"
+_PAD = 18
+
+
+def q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def reach_us(view: FeatureView) -> int:
+    return int(max(reach(a) for a in view.aggregations).total_seconds() * 1_000_000)
+
+
+def _version(as_of_us: int) -> str:
+    return str(as_of_us).rjust(_PAD, "0") + "0" * _PAD
+
+
+def state_sql(view: FeatureView, rows: str, where: str, as_of_us: int) -> str:
+    """SQL giving (k, ver, v, exp): each entity's window state as of ``as_of_us``, sorted by key."""
+    keys = ", ".join(q(k) for k in view.join_keys)
+    key_expr = (
+        f"CAST({q(view.join_keys[0])} AS VARCHAR)"
+        if len(view.join_keys) == 1
+        else "concat_ws(chr(31), " + ", ".join(f"CAST({q(k)} AS VARCHAR)" for k in view.join_keys) + ")"
+    )
+    order = f"ORDER BY {EVENT}, {CREATED} NULLS FIRST"
+    filters = [f"coalesce(CAST(({a.where}) AS BOOLEAN), false) AS __w{i}" for i, a in enumerate(view.aggregations) if a.where]
+    lists = [f"e := list(epoch_us({EVENT}) {order})", f"c := list(epoch_us({CREATED}) {order})"]
+    lists += [f"{q(f.name)} := list({q(f.name)} {order})" for f in view.schema]
+    lists += [f"__w{i} := list(__w{i} {order})" for i, a in enumerate(view.aggregations) if a.where]
+    ttl_ms = None if view.ttl is None else int(view.ttl.total_seconds() * 1000)
+    exp = "NULL::BIGINT" if ttl_ms is None else f"epoch_ms(max({EVENT})) + {ttl_ms}"
+    low = as_of_us - reach_us(view)
+    return f"""
+        WITH r AS (SELECT *{''.join(', ' + f for f in filters)} FROM {q(rows)}
+                   WHERE {where} AND {EVENT} > make_timestamptz({low})
+                     AND {' AND '.join(f'{q(k)} IS NOT NULL' for k in view.join_keys)})
+        SELECT {key_expr} AS k, {_sql_text(_version(as_of_us))} AS ver,
+               encode(CAST(to_json(struct_pack({', '.join(lists)})) AS VARCHAR)) AS v,
+               {exp} AS exp
+        FROM r GROUP BY {keys} ORDER BY k
+    """
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def write_states(con: duckdb.DuckDBPyConnection, view: FeatureView, rows: str, store: KVStore, where: str, as_of_us: int) -> int:
+    """Materialize every entity's window state; returns keys written."""
+    from keel.features.materialization import namespace
+
+    reader = con.sql(state_sql(view, rows, where, as_of_us)).to_arrow_reader(100_000)
+    ns = namespace(view)
+    written = 0
+    for batch in reader:
+        exps = None if view.ttl is None else batch.column(3).to_pylist()
+        written += store.put_many(ns, batch.column(0).to_pylist(), batch.column(1).to_pylist(), batch.column(2).to_pylist(), exps)
+    return written
+
+
+def push_events(con: duckdb.DuckDBPyConnection, view: FeatureView, rows: str, store: KVStore) -> int:
+    """Merge pushed (transformed) rows into the states of their entities; returns keys written."""
+    import orjson
+
+    from keel.features.materialization import namespace
+
+    now_us = time.time_ns() // 1_000
+    fresh = con.sql(state_sql(view, rows, "TRUE", now_us)).fetchall()
+    if not fresh:
+        return 0
+    ns = namespace(view)
+    keys = [r[0] for r in fresh]
+    old = store.get_many([(ns, keys)])[0]
+    low = now_us - reach_us(view)
+    ttl_ms = None if view.ttl is None else int(view.ttl.total_seconds() * 1000)
+    vals: list[bytes] = []
+    exps: list[int | None] = []
+    for (_, _, blob, _), prev in zip(fresh, old, strict=True):
+        new = orjson.loads(blob)
+        state = merge(orjson.loads(prev), new, low) if prev is not None else new
+        vals.append(orjson.dumps(state))
+        exps.append(None if ttl_ms is None or not state["e"] else state["e"][-1] // 1000 + ttl_ms)
+    return store.put_many(ns, keys, [_version(now_us)] * len(keys), vals, None if ttl_ms is None else exps)
+
+
+def merge(old: dict[str, list[Any]], new: dict[str, list[Any]], low_us: int) -> dict[str, list[Any]]:
+    """The union of two states, sorted by (event, created), without events at or before ``low_us``."""
+    names = list(new)
+    n_old, n_new = len(old["e"]), len(new["e"])
+    order = sorted(
+        [(old["e"][i], -1 if old["c"][i] is None else old["c"][i], 0, i) for i in range(n_old) if old["e"][i] > low_us]
+        + [(new["e"][i], -1 if new["c"][i] is None else new["c"][i], 1, i) for i in range(n_new) if new["e"][i] > low_us]
+    )
+    src = (old, new)
+    return {name: [src[s][name][i] if name in src[s] else None for _, _, s, i in order] for name in names}
+
+
+def _calendar_start_us(tz: str, days: int, at_us: int) -> int:
+    """Local midnight ``days - 1`` days before the local day of ``at_us``, in epoch microseconds."""
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(tz)
+    local = datetime.fromtimestamp(at_us / 1_000_000, UTC).astimezone(zone)
+    start = datetime.combine(local.date() - timedelta(days=days - 1), datetime.min.time(), tzinfo=zone)
+    return int(start.timestamp()) * 1_000_000
+
+
+def lower_bounds(view: FeatureView, at_us: int) -> list[tuple[int, bool]]:
+    """Per aggregation (bound in µs, inclusive?) as of ``at_us``; calendar bounds by zoneinfo."""
+    out = []
+    for agg in view.aggregations:
+        if agg.calendar:
+            out.append((_calendar_start_us(str(agg.timezone), agg.days, at_us), True))
+        else:
+            out.append((at_us - int(agg.span.total_seconds() * 1_000_000), False))
+    return out
+
+
+def compute(
+    view: FeatureView, names: Sequence[str], states: Sequence[dict[str, list[Any]] | None], at_us: int
+) -> tuple[dict[str, list[Any]], list[int | None]]:
+    """Each requested aggregate as of ``at_us`` for each state, and each state's last counted event time."""
+    respect = view.late_events == "respect_created_time" and view.source.created_timestamp_field is not None
+    bounds = lower_bounds(view, at_us)
+    wanted = [(i, a) for i, a in enumerate(view.aggregations) if a.name in names]
+    out: dict[str, list[Any]] = {str(a.name): [] for _, a in wanted}
+    last: list[int | None] = []
+    for st in states:
+        if st is None:
+            for _, a in wanted:
+                out[str(a.name)].append(a.empty)
+            last.append(None)
+            continue
+        ev = st["e"]
+        hi = bisect.bisect_right(ev, at_us)
+        visible = range(hi)
+        if respect:
+            cr = st["c"]
+            visible = [j for j in range(hi) if cr[j] is None or cr[j] <= at_us]  # type: ignore[assignment]
+        last.append(ev[visible[-1]] if len(visible) else None)
+        for i, a in wanted:
+            lo, inclusive = bounds[i]
+            start = bisect.bisect_left(ev, lo) if inclusive else bisect.bisect_right(ev, lo)
+            idx = [j for j in visible if j >= start] if respect else range(start, hi)
+            if a.where:
+                w = st[f"__w{i}"]
+                idx = [j for j in idx if w[j]]
+            out[str(a.name)].append(_apply(a, st, idx, ev, at_us))
+    return out, last
+
+
+def _apply(a: Aggregation, st: dict[str, list[Any]], idx: Sequence[int], ev: list[int], at_us: int) -> Any:
+    f = a.function
+    if f == "time_since_last":
+        if a.column is not None:
+            col = st[a.column]
+            idx = [j for j in idx if col[j] is not None]
+        return (at_us - ev[idx[-1]]) / 1e6 if len(idx) else None
+    if a.column is None:  # count of events
+        return len(idx)
+    col = st[a.column]
+    values = [col[j] for j in idx if col[j] is not None]
+    if f == "count":
+        return len(values)
+    if f == "count_distinct":
+        return len(set(values))
+    if not values:
+        return a.empty
+    if f == "sum":
+        return math.fsum(values) if isinstance(values[0], float) else sum(values)
+    if f == "min":
+        return min(values)
+    if f == "max":
+        return max(values)
+    mean = math.fsum(values) / len(values)
+    if f == "mean":
+        return mean
+    dof = len(values) - (1 if f == "stddev" else 0)
+    if dof <= 0:
+        return None
+    return math.sqrt(math.fsum((x - mean) ** 2 for x in values) / dof)
