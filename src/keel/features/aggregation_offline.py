@@ -98,7 +98,7 @@ def aggregate_sql(
     lbs = ", ".join(f"{sql} AS {names[k]}" for k, sql in bounds.items())
     ev_cols = ", ".join([*(q(k) for k in keys), EVENT, CREATED, *(q(f.name) for f in view.schema), *filters])
     return f"""
-        WITH e AS (SELECT {entity_cols}, {lbs} FROM {q(entity)}),
+        WITH e AS (SELECT {entity_cols}, {lbs} FROM {q(entity)} e),
              ev AS (SELECT {ev_cols} FROM {q(rows)})
         SELECT e.{ROW}, {', '.join(outs)}
         FROM e LEFT JOIN ev ON {' AND '.join(on)}

@@ -73,7 +73,7 @@ def parse_window(window: timedelta | str, where: str) -> timedelta:
 
 def window_label(window: timedelta) -> str:
     seconds = int(window.total_seconds())
-    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
