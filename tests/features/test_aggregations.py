@@ -83,11 +83,24 @@ def _calendar_start(t: datetime, days: int) -> datetime:
     return datetime.combine(local.date() - timedelta(days=days - 1), datetime.min.time(), tzinfo=BERLIN)
 
 
+_grouped: dict[int, tuple[pd.DataFrame, dict[int, list[Any]]]] = {}
+
+
+def _by_customer(events: pd.DataFrame) -> dict[int, list[Any]]:
+    hit = _grouped.get(id(events))
+    if hit is None or hit[0] is not events:
+        groups: dict[int, list[Any]] = {}
+        for r in events.itertuples():
+            groups.setdefault(r.customer_id, []).append(r)
+        hit = _grouped[id(events)] = (events, groups)
+    return hit[1]
+
+
 def oracle(events: pd.DataFrame, key: int, t: datetime, agg: Aggregation, respect_created: bool) -> Any:
     """The aggregate by its definition, one event at a time."""
     rows = []
-    for r in events.itertuples():
-        if r.customer_id != key or r.event_timestamp.to_pydatetime() > t:
+    for r in _by_customer(events).get(key, []):
+        if r.event_timestamp.to_pydatetime() > t:
             continue
         e = r.event_timestamp.to_pydatetime()
         if agg.calendar:

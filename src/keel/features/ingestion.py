@@ -51,8 +51,14 @@ def _as_table(view: FeatureView, df: Any) -> pa.Table:
         table = pa.Table.from_pandas(df, preserve_index=False)
     elif isinstance(df, pa.Table):
         table = df
+    elif isinstance(df, dict):
+        table = pa.Table.from_pydict({k: v if isinstance(v, list | tuple) else [v] for k, v in df.items()})
+    elif isinstance(df, list) and all(isinstance(r, dict) for r in df):
+        table = pa.Table.from_pylist(df)
     else:
-        raise ValidationError(f"push() needs a pandas DataFrame or Arrow table, got {type(df).__name__}.")
+        raise ValidationError(
+            f"push() needs a pandas DataFrame, an Arrow table, a dict of columns or a list of row dicts, got {type(df).__name__}."
+        )
     created = view.source.created_timestamp_field
     if created and created not in table.column_names:
         now = pa.array([datetime.now(UTC)] * table.num_rows, type=pa.timestamp("us", tz="UTC"))
@@ -75,7 +81,10 @@ def push(
     """Write rows of ``view``'s source shape to the online store and append them offline.
 
     ``to`` is ``online_and_offline`` (default), ``online`` or ``offline``. A missing
-    created-time column is filled with the push time.
+    created-time column is filled with the push time. A small push to a view without
+    a SQL transformation takes the hot path (:mod:`.fast_push`): no DuckDB query, and
+    the offline copy is appended in the background within a second
+    (``keel.features.fast_push.flush()`` writes it at once).
 
     Example::
 
@@ -97,6 +106,16 @@ def push(
             f"push to '{fv.name}': the rows lack column '{missing[0]}' of source '{fv.source.name}'.",
             hint=f"Push rows shaped like the source (columns {', '.join(expected)}); the view's transformation runs on them.",
         )
+    from keel.features import fast_push
+
+    if to != "offline" and fast_push.eligible(fv, table.num_rows):
+        con.close()
+        written = fast_push.push_online(fv, table, store or get_kv_store())
+        path = None
+        if to != "online":
+            fast_push.queue_offline(push_dataset(fv), table)
+            path = str(get_lake().path(push_dataset(fv)))
+        return PushResult(fv.name, table.num_rows, written, path)
     rows = view_relation(con, fv, extra_rows=table)  # validates columns and types, runs the transformation
     if not fv.aggregations:  # events may tie; a row view's latest value may not
         check_duplicates(con, fv, rows, by_created=fv.source.created_timestamp_field is not None)

@@ -163,6 +163,10 @@ def view_relation(
         raw = f"SELECT * FROM __push_{tag}"
     else:
         raw = f"SELECT * FROM {src}"
+        from keel.features import fast_push
+
+        if fast_push.pending_rows():
+            fast_push.flush()  # pushed rows still queued for the lake are part of the view
         lake = get_lake()
         if lake.exists(push_dataset(view)):
             raw = f"{raw} UNION ALL BY NAME SELECT * FROM {lake.scan_sql(push_dataset(view))}"
