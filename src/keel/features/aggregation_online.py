@@ -150,47 +150,85 @@ def lower_bounds(view: FeatureView, at_us: int) -> list[tuple[int, bool]]:
 def compute(
     view: FeatureView, names: Sequence[str], states: Sequence[dict[str, list[Any]] | None], at_us: int
 ) -> tuple[dict[str, list[Any]], list[int | None]]:
-    """Each requested aggregate as of ``at_us`` for each state, and each state's last counted event time."""
+    """Each requested aggregate as of ``at_us`` for each state, and each state's last counted event time.
+
+    Aggregations of one column over one window (and filter) share the values they read:
+    sum, count and mean of a 7-day window slice the state once.
+    """
     respect = view.late_events == "respect_created_time" and view.source.created_timestamp_field is not None
     bounds = lower_bounds(view, at_us)
-    wanted = [(i, a) for i, a in enumerate(view.aggregations) if a.name in names]
-    out: dict[str, list[Any]] = {str(a.name): [] for _, a in wanted}
+    wanted = [(i, a, str(a.name)) for i, a in enumerate(view.aggregations) if a.name in names]
+    share = {i: (bounds[i], i if a.where else -1, a.column, a.function == "time_since_last") for i, a, _ in wanted}
+    out: dict[str, list[Any]] = {n: [] for _, _, n in wanted}
     last: list[int | None] = []
     for st in states:
         if st is None:
-            for _, a in wanted:
-                out[str(a.name)].append(a.empty)
+            for _, a, n in wanted:
+                out[n].append(a.empty)
             last.append(None)
             continue
         ev = st["e"]
         hi = bisect.bisect_right(ev, at_us)
-        visible = range(hi)
-        if respect:
-            cr = st["c"]
-            visible = [j for j in range(hi) if cr[j] is None or cr[j] <= at_us]  # type: ignore[assignment]
-        last.append(ev[visible[-1]] if len(visible) else None)
-        for i, a in wanted:
-            lo, inclusive = bounds[i]
-            start = bisect.bisect_left(ev, lo) if inclusive else bisect.bisect_right(ev, lo)
-            idx = [j for j in visible if j >= start] if respect else range(start, hi)
-            if a.where:
-                w = st[f"__w{i}"]
-                idx = [j for j in idx if w[j]]
-            out[str(a.name)].append(_apply(a, st, idx, ev, at_us))
+        cr = st["c"] if respect else None
+        if cr is not None:
+            seen = [j for j in range(hi) if cr[j] is None or cr[j] <= at_us]
+            last.append(ev[seen[-1]] if seen else None)
+        else:
+            last.append(ev[hi - 1] if hi else None)
+        cache: dict[Any, Any] = {}
+        for i, a, n in wanted:
+            key = share[i]
+            got = cache.get(key)
+            if got is None:
+                (lo, inclusive) = bounds[i]
+                start = bisect.bisect_left(ev, lo) if inclusive else bisect.bisect_right(ev, lo)
+                idx: Sequence[int] = range(start, hi)
+                if cr is not None:
+                    idx = [j for j in idx if cr[j] is None or cr[j] <= at_us]
+                if a.where:
+                    w = st[f"__w{i}"]
+                    idx = [j for j in idx if w[j]]
+                got = cache[key] = _values(a, st, idx, ev)
+            out[n].append(_apply(a, got, at_us))
     return out, last
 
 
-def _apply(a: Aggregation, st: dict[str, list[Any]], idx: Sequence[int], ev: list[int], at_us: int) -> Any:
-    f = a.function
-    if f == "time_since_last":
+def _values(a: Aggregation, st: dict[str, list[Any]], idx: Sequence[int], ev: list[int]) -> Any:
+    """What the aggregation reads: the non-null column values (or the event count), or the last event time."""
+    if a.function == "time_since_last":
         if a.column is not None:
             col = st[a.column]
             idx = [j for j in idx if col[j] is not None]
-        return (at_us - ev[idx[-1]]) / 1e6 if len(idx) else None
-    if a.column is None:  # count of events
+        return ev[idx[-1]] if len(idx) else None
+    if a.column is None:
         return len(idx)
     col = st[a.column]
-    values = [col[j] for j in idx if col[j] is not None]
+    if isinstance(idx, range):
+        values = col[idx.start : idx.stop]
+        if None in values:
+            values = [x for x in values if x is not None]
+    else:
+        values = [x for x in (col[j] for j in idx) if x is not None]
+    return _Values(values)
+
+
+class _Values(list):  # type: ignore[type-arg]
+    """A window's values, with their (exact) sum computed once for sum and mean alike."""
+
+    _sum: Any = None
+
+    def total(self) -> Any:
+        if self._sum is None:
+            self._sum = math.fsum(self) if isinstance(self[0], float) else sum(self)
+        return self._sum
+
+
+def _apply(a: Aggregation, values: Any, at_us: int) -> Any:
+    f = a.function
+    if f == "time_since_last":
+        return None if values is None else (at_us - values) / 1e6
+    if a.column is None:  # count of events
+        return values
     if f == "count":
         return len(values)
     if f == "count_distinct":
@@ -198,12 +236,12 @@ def _apply(a: Aggregation, st: dict[str, list[Any]], idx: Sequence[int], ev: lis
     if not values:
         return a.empty
     if f == "sum":
-        return math.fsum(values) if isinstance(values[0], float) else sum(values)
+        return values.total()
     if f == "min":
         return min(values)
     if f == "max":
         return max(values)
-    mean = math.fsum(values) / len(values)
+    mean = values.total() / len(values)
     if f == "mean":
         return mean
     dof = len(values) - (1 if f == "stddev" else 0)

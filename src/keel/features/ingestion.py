@@ -98,8 +98,7 @@ def push(
     defs = as_definitions(definitions)
     fv = defs.view(view if isinstance(view, str) else view.name)
     table = _as_table(fv, df)
-    con = connect()
-    expected = _source_columns(con, fv)
+    expected = _source_columns(fv)
     missing = [c for c in expected if c not in table.column_names]
     if missing:
         raise ValidationError(
@@ -109,13 +108,13 @@ def push(
     from keel.features import fast_push
 
     if to != "offline" and fast_push.eligible(fv, table.num_rows):
-        con.close()
         written = fast_push.push_online(fv, table, store or get_kv_store())
         path = None
         if to != "online":
             fast_push.queue_offline(push_dataset(fv), table)
             path = str(get_lake().path(push_dataset(fv)))
         return PushResult(fv.name, table.num_rows, written, path)
+    con = connect()
     rows = view_relation(con, fv, extra_rows=table)  # validates columns and types, runs the transformation
     if not fv.aggregations:  # events may tie; a row view's latest value may not
         check_duplicates(con, fv, rows, by_created=fv.source.created_timestamp_field is not None)
@@ -141,7 +140,7 @@ def push(
 _columns: dict[str, tuple[tuple[Any, ...], dict[str, str]]] = {}
 
 
-def _source_columns(con: Any, fv: FeatureView) -> dict[str, str]:
+def _source_columns(fv: FeatureView) -> dict[str, str]:
     """The source's columns and types, read once per version of its files (a push must not read the source)."""
     from keel.features.offline import source_files
 
@@ -152,6 +151,8 @@ def _source_columns(con: Any, fv: FeatureView) -> dict[str, str]:
     hit = _columns.get(fv.source.name)
     if hit is not None and hit[0] == stamp:
         return hit[1]
+    con = connect()
     cols = _describe(con, f"SELECT * FROM {_source_sql(con, fv.source, fv.name)}")
+    con.close()
     _columns[fv.source.name] = (stamp, cols)
     return cols
