@@ -254,7 +254,7 @@ def worker_online(folder: Path, uri: str) -> None:
         t0 = time.perf_counter()
         keel.push("payments", row, store=store, to="online")
         push_t.append(time.perf_counter() - t0)
-    for i in range(500):
+    for _ in range(500):
         ids = [int(x) for x in rng.integers(0, entities, 100)]
         t0 = time.perf_counter()
         keel.get_online_features(refs, {"entity_id": ids}, store=store)

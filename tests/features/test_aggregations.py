@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from keel.errors import ValidationError
-from keel.features import Aggregation, Entity, FeatureView, Field, Float64, Int64, Source, String
+from keel.features import Aggregation, Entity, FeatureView, Field, Float64, Source, String
 from keel.features.loader import Definitions
 from keel.features.materialization import materialize
 from keel.features.offline import build_training_set
@@ -225,13 +225,13 @@ def test_bad_definitions_name_the_view_the_aggregation_and_the_fix(project: Path
         view(Aggregation("kind", "mean", "7d"))
     with pytest.raises(ValidationError, match="calendar window needs a timezone"):
         Aggregation("amount", "sum", "7d", calendar=True)
-    with pytest.raises(ValidationError, match="unknown timezone 'Europe/Berlln'. Did you mean 'Europe/Berlin'"):
+    with pytest.raises(ValidationError, match=r"unknown timezone 'Europe/Berlln'\. Did you mean 'Europe/Berlin'"):
         Aggregation("amount", "sum", "7d", calendar=True, timezone="Europe/Berlln")
     with pytest.raises(ValidationError, match="unknown function 'avg'"):
         Aggregation("amount", "avg", "7d")
     with pytest.raises(ValidationError, match="window '7 days' is not a duration"):
         Aggregation("amount", "sum", "7 days")
-    with pytest.raises(ValidationError, match="column 'amout' is not in the view's schema. Did you mean 'amount'"):
+    with pytest.raises(ValidationError, match=r"column 'amout' is not in the view's schema\. Did you mean 'amount'"):
         view(Aggregation("amout", "sum", "7d"))
     from keel.features.offline import validate_view
 
@@ -281,7 +281,7 @@ def test_changing_a_window_is_a_breaking_change(churn_project: tuple[Path, dict[
     path = root / "features.py"
     path.write_text(text.replace("WINDOW", "30d"))
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
-    with pytest.raises(ConflictError, match="usage.minutes_total: aggregation window_seconds changed"):
+    with pytest.raises(ConflictError, match=r"usage\.minutes_total: aggregation window_seconds changed"):
         apply()
 
 

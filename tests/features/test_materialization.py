@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 
 from keel.errors import ValidationError
 from keel.features import materialization
-from keel.features.materialization import materialize, namespace, watermarks
 from keel.features.loader import load_definitions
+from keel.features.materialization import materialize, namespace, watermarks
 from keel.features.registry import apply
 from keel.store.kv import MemoryKV, open_kv_store
 from tests.features.conftest import make_churn_data

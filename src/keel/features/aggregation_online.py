@@ -212,7 +212,7 @@ def _values(a: Aggregation, st: dict[str, list[Any]], idx: Sequence[int], ev: li
     return _Values(values)
 
 
-class _Values(list):  # type: ignore[type-arg]
+class _Values(list):
     """A window's values, with their (exact) sum computed once for sum and mean alike."""
 
     _sum: Any = None

@@ -98,7 +98,7 @@ class Aggregation:
     calendar: bool = False
     timezone: str | None = None
     where: str | None = None
-    empty: int | None | str = "default"
+    empty: int | str | None = "default"
 
     def __post_init__(self) -> None:
         label = f"Aggregation({self.column!r}, {self.function!r}, {self.window!r})"

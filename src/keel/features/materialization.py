@@ -30,9 +30,8 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from keel.errors import ValidationError
-from keel.features.definitions import FeatureView
+from keel.features.definitions import FeatureView, content_hash
 from keel.features.loader import Definitions, as_definitions
-from keel.features.definitions import content_hash
 from keel.features.offline import (
     CREATED,
     EVENT,

@@ -122,7 +122,7 @@ def check_pushed_rows(view: str, table: pa.Table, timestamp_field: str) -> None:
             continue  # the contract's column checks report missing columns in bulk runs
         bad = chk.failing(table.column(col))
         failed = int(pc.sum(bad).as_py() or 0)
-        if failed == 0 or (n - failed) / n >= chk.mostly and chk.mostly < 1.0:
+        if failed == 0 or ((n - failed) / n >= chk.mostly and chk.mostly < 1.0):
             continue
         if chk.severity != "error":
             warnings[(view, chk.label)] = warnings.get((view, chk.label), 0) + failed
