@@ -231,7 +231,7 @@ def _run_python_transform(view: FeatureView, table: pa.Table) -> pa.Table:
     if result.num_rows != table.num_rows:
         raise ValidationError(
             f"FeatureView '{view.name}': the transformation returned {result.num_rows} rows for {table.num_rows}.",
-            hint="Transformations must be row-wise (one output row per source row); aggregate in the source.",
+            hint="Transformations must be row-wise (one output row per source row); windowed aggregates are Aggregation(...) definitions.",
         )
     return result
 
