@@ -307,7 +307,7 @@ def main() -> None:
     ap.add_argument("args", nargs="*", help=argparse.SUPPRESS)
     opts = ap.parse_args()
     if opts.worker:
-        folder = Path(opts.args[0])
+        folder = Path(opts.args[0]).resolve()
         if opts.worker == "online":
             worker_online(folder, opts.args[1])
         else:

@@ -392,6 +392,11 @@ class RedisKV:
         try:
             if self.cluster:
                 return self._put_cluster(namespace, keys, versions, values, exps)
+            if len(keys) <= self._CHUNK:  # one script call, one round trip (a pipeline adds SCRIPT EXISTS)
+                full = [self._key(namespace, k) for k in keys]
+                one: list[Any] = [None] * (3 * len(full))
+                one[0::3], one[1::3], one[2::3] = versions, values, exps
+                return int(self._put(keys=full, args=one)) if full else 0
             written = 0
             # each chunk is one atomic script call; chunks travel in pipelines of ~20
             for group in range(0, len(keys), self._CHUNK * 20):
