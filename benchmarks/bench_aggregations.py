@@ -357,7 +357,7 @@ def main() -> None:
     body = "\n".join(lines)
     print("\n" + body)
     if not opts.no_readme:
-        write_section("bench_aggregations", body, intro="## Windowed aggregations (benchmarks/bench_aggregations.py)")
+        write_section("bench_aggregations", "## Windowed aggregations (`bench_aggregations.py`)\n\n" + body)
 
 
 if __name__ == "__main__":
