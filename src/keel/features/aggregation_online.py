@@ -158,6 +158,8 @@ def compute(
     respect = view.late_events == "respect_created_time" and view.source.created_timestamp_field is not None
     bounds = lower_bounds(view, at_us)
     wanted = [(i, a, str(a.name)) for i, a in enumerate(view.aggregations) if a.name in names]
+    if len(states) >= _NUMPY_FROM and all(_vectorizable(view, a) for _, a, _ in wanted):
+        return _compute_numpy(view, wanted, states, at_us, respect, bounds)
     share = {i: (bounds[i], i if a.where else -1, a.column, a.function == "time_since_last") for i, a, _ in wanted}
     out: dict[str, list[Any]] = {n: [] for _, _, n in wanted}
     last: list[int | None] = []
@@ -248,3 +250,109 @@ def _apply(a: Aggregation, values: Any, at_us: int) -> Any:
     if dof <= 0:
         return None
     return math.sqrt(math.fsum((x - mean) ** 2 for x in values) / dof)
+
+
+# From this many entities a lookup computes with NumPy over all entities at once.
+_NUMPY_FROM = 8
+_NUMERIC = {"int64", "int32", "float64", "float32"}
+
+
+def _vectorizable(view: FeatureView, a: Aggregation) -> bool:
+    if a.function == "count_distinct":
+        return False
+    if a.column is None:
+        return True
+    dtype = next(f.dtype for f in view.schema if f.name == a.column)
+    return dtype in _NUMERIC
+
+
+def _compute_numpy(
+    view: FeatureView, wanted: list[tuple[int, Aggregation, str]], states: Sequence[dict[str, list[Any]] | None],
+    at_us: int, respect: bool, bounds: list[tuple[int, bool]],
+) -> tuple[dict[str, list[Any]], list[int | None]]:
+    """The same numbers as the per-entity loop, computed over every entity's events at once."""
+    from itertools import chain
+
+    import numpy as np
+
+    where = [i for i, st in enumerate(states) if st is not None]
+    present = [states[i] for i in where]
+    p = len(present)
+    lens = np.fromiter((len(st["e"]) for st in present), np.int64, p)  # type: ignore[index]
+    total = int(lens.sum())
+    seg = np.repeat(np.arange(p), lens)
+    ev = np.fromiter(chain.from_iterable(st["e"] for st in present), np.int64, total)  # type: ignore[index]
+    base = ev <= at_us
+    if respect:
+        cr = np.fromiter((-1 if c is None else c for c in chain.from_iterable(st["c"] for st in present)), np.int64, total)  # type: ignore[index]
+        base &= cr <= at_us
+    columns: dict[str, tuple[Any, Any, bool]] = {}
+
+    def column(name: str) -> tuple[Any, Any, bool]:
+        hit = columns.get(name)
+        if hit is None:
+            flat = list(chain.from_iterable(st[name] for st in present))  # type: ignore[index]
+            is_int = next(f.dtype for f in view.schema if f.name == name).startswith("int")
+            if None in flat:
+                valid = np.fromiter((x is not None for x in flat), np.bool_, total)
+                flat = [0 if x is None else x for x in flat]
+            else:
+                valid = np.ones(total, np.bool_)
+            hit = columns[name] = (np.asarray(flat, dtype=np.float64), valid, is_int)
+        return hit
+
+    def per_entity(values: Any, reduce: Any, fill: float) -> Any:
+        if total == 0:
+            return np.full(p, fill)
+        starts = np.minimum(np.concatenate(([0], np.cumsum(lens)[:-1])), total - 1)
+        return reduce.reduceat(values, starts)
+
+    out: dict[str, list[Any]] = {}
+    counted_last = np.full(p, -1, np.int64)
+    if total:
+        counted_last = per_entity(np.where(base, ev, -1), np.maximum, -1)
+    for i, a, name in wanted:
+        lo, inclusive = bounds[i]
+        mask = base & ((ev >= lo) if inclusive else (ev > lo))
+        if a.where:
+            mask &= np.fromiter(chain.from_iterable(st[f"__w{i}"] for st in present), np.bool_, total)  # type: ignore[index]
+        vals: Any = None
+        is_int = False
+        if a.column is not None:
+            vals, valid, is_int = column(a.column)
+            mask = mask & valid
+        n = np.bincount(seg, weights=mask, minlength=p).astype(np.int64)
+        f = a.function
+        if f == "time_since_last":
+            last = per_entity(np.where(mask, ev, -1), np.maximum, -1)
+            res: list[Any] = [None if c == 0 else (at_us - int(t)) / 1e6 for c, t in zip(n.tolist(), last.tolist(), strict=True)]
+        elif a.column is None or f == "count":
+            res = n.tolist()
+        else:
+            if f in ("min", "max"):
+                fill = np.inf if f == "min" else -np.inf
+                got = per_entity(np.where(mask, vals, fill), np.minimum if f == "min" else np.maximum, fill)
+            else:
+                sums = np.bincount(seg, weights=np.where(mask, vals, 0.0), minlength=p)
+                if f == "sum":
+                    got = sums
+                else:
+                    mean = np.divide(sums, n, out=np.zeros(p), where=n > 0)
+                    if f == "mean":
+                        got = mean
+                    else:
+                        dev = np.where(mask, vals - mean[seg], 0.0)
+                        ss = np.bincount(seg, weights=dev * dev, minlength=p)
+                        dof = n - (1 if f == "stddev" else 0)
+                        got = np.sqrt(np.divide(ss, dof, out=np.zeros(p), where=dof > 0))
+                        n = np.where(dof > 0, n, 0)
+            as_int = is_int and f in ("sum", "min", "max")
+            res = [a.empty if c == 0 else (int(v) if as_int else float(v)) for c, v in zip(n.tolist(), got.tolist(), strict=True)]
+        full: list[Any] = [a.empty] * len(states)
+        for j, v in zip(where, res, strict=True):
+            full[j] = v
+        out[name] = full
+    last_out: list[int | None] = [None] * len(states)
+    for j, t in zip(where, counted_last.tolist(), strict=True):
+        last_out[j] = None if t < 0 else int(t)
+    return out, last_out
