@@ -44,5 +44,14 @@ def test_quickstart_aggregates_train_offline_and_serve_online_without_skew(proje
     assert report.ok
     served = keel.get_online_features("churn_v1", [{"customer_id": 1}]).to_dict()
     assert served["minutes_30d"][0] is not None and served["minutes_trend"][0] is not None
+    import json
+
+    from typer.testing import CliRunner
+
+    from keel.cli.main import app
+
+    listing = json.loads(CliRunner().invoke(app, ["features", "ls", "--json"]).output)
+    view = next(r for r in listing if r["name"] == "usage_30d")
+    assert view["features"][:2] == ["sessions_30d", "minutes_30d"] and view["used_by"] == ["churn_v1"]
     loader.clear_cache()
     online.reset_context()

@@ -73,7 +73,8 @@ def _listing() -> list[dict[str, Any]]:
             {
                 "kind": kind, "name": name, "version": obj["version"], "owner": spec.get("owner", ""),
                 "description": spec.get("description", ""), "tags": spec.get("tags", {}),
-                "features": [f["name"] for f in spec.get("schema", [])],
+                # an aggregating view's features are its aggregations (its schema names their inputs)
+                "features": [a["name"] for a in spec["aggregations"]] if spec.get("aggregations") else [f["name"] for f in spec.get("schema", [])],
                 "materialized_until": _when(mark["watermark_ms"]) if mark else None,
                 "used_by": sorted(set(used_by.get(name, []))) if kind != "feature_service" else users.get(name, []),
             }
