@@ -155,6 +155,7 @@ def entity_rows(seed: int = 2, n: int = 160) -> pd.DataFrame:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("late_events", ["respect_created_time", "by_event_time"])
 def test_offline_values_equal_the_oracle(project: Path, late_events: str) -> None:
     events = make_events()
@@ -180,6 +181,7 @@ def test_offline_values_equal_the_oracle(project: Path, late_events: str) -> Non
     assert len(empty) and (empty["amount_sum_1d"] == 0).all() and empty["amount_mean_7d"].isna().all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["numpy", "loop"])
 def test_online_values_equal_offline_at_the_same_instant(project: Path, monkeypatch: pytest.MonkeyPatch, path: str) -> None:
     from keel.features import aggregation_online
