@@ -80,7 +80,11 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         probe.close()
         yield f"redis+cluster://127.0.0.1:{ports[0]}/0"
     finally:
-        for pid in pids:
+        for p in ports:  # also the nodes that started when another did not
+            pidfile = base / str(p) / "redis.pid"
+            if pidfile.exists() and pidfile.read_text().strip():
+                pids.append(int(pidfile.read_text()))
+        for pid in set(pids):
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
