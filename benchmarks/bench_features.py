@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,9 @@ START, END = "<!-- bench_features:start -->", "<!-- bench_features:end -->"
 FEATURES = [f"f{i}" for i in range(10)]
 TTL_DAYS = 30
 YEAR_S = 365 * 24 * 3600
-BASE = "2024-01-01T00:00:00+00:00"
+# The data's year ends today: the online stores expire values past the TTL by the clock,
+# so data from a fixed past year would materialize nothing.
+BASE = (datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=365)).isoformat()
 REDIS = os.environ.get("KEEL_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 LOAD = os.getloadavg()
 
@@ -237,10 +240,12 @@ def worker_keel_online(data: Path, online_uri: str, entities: int, repeats: int)
 
     apply(validate=False)
     store = get_kv_store()
-    store.drop("fv:bench")
     import keel.features.materialization  # imports are not part of the figure
-    # materialize "as of" the end of the data so the TTL keeps values present
-    end = datetime(2025, 1, 1, tzinfo=UTC)
+    from keel.features.loader import load_definitions as _defs
+
+    store.drop(keel.features.materialization.namespace(_defs().view("bench")))
+    # the data's year ends today; values older than the TTL are not written (they would expire at once)
+    end = datetime.now(UTC)
     t0 = time.perf_counter()
     res = keel.materialize(end=end)
     mat_s = time.perf_counter() - t0
@@ -266,7 +271,7 @@ def worker_feast_online(data: Path, entities: int, repeats: int) -> dict[str, An
 
     store = _feast_store(data, "file")
     t0 = time.perf_counter()
-    store.materialize(datetime(2023, 12, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC))
+    store.materialize(datetime.fromisoformat(BASE) - timedelta(days=31), datetime.now(UTC) + timedelta(days=1))
     mat_s = time.perf_counter() - t0
     refs = [f"bench:{f}" for f in FEATURES]
     one = _latencies(lambda ids: store.get_online_features(features=refs, entity_rows=[{"entity_id": i} for i in ids]).to_dict(), _batches(entities, 1, 200), repeats)
@@ -361,7 +366,7 @@ def main() -> None:
     if args.quick:
         args.rows, args.entity_rows, args.repeats = 200_000, 20_000, 1000
     entities = args.entities or max(1, args.rows // 20)
-    data = DATA / f"r{args.rows}_e{args.entity_rows}_k{entities}"
+    data = DATA / f"r{args.rows}_e{args.entity_rows}_k{entities}_{BASE[:10]}"
     print(f"data: {args.rows:,} feature rows x 10 features, {args.entity_rows:,} entity rows, {entities:,} entities -> {data}", flush=True)
     generate(data, args.rows, args.entity_rows, entities)
     feast_py = None if args.skip_feast else ensure_feast()

@@ -63,12 +63,19 @@ def make_churn_data(root: Path, customers: int = 50, days: int = 60, seed: int =
 
 
 @pytest.fixture
-def churn_project(project: Path) -> tuple[Path, dict[str, pd.DataFrame]]:
-    """A project with the example churn definitions and generated data."""
+def churn_project(project: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict[str, pd.DataFrame]]:
+    """A project with the example churn definitions and generated data.
+
+    The data is from early 2024 and the memory and SQLite online stores expire values
+    past their TTL by the clock, so their clock stands at T0: nothing the tests write
+    has expired in the store (lookups still apply the TTL as of their ``now_us``).
+    Tests of expiry move it with :func:`set_store_clock`.
+    """
     from keel.features import loader, online
     from keel.store import kv
 
     online.reset_context()
+    set_store_clock(monkeypatch, T0)
 
     shutil.copy(EXAMPLE, project / "features.py")
     data = make_churn_data(project)
@@ -76,6 +83,13 @@ def churn_project(project: Path) -> tuple[Path, dict[str, pd.DataFrame]]:
     loader.clear_cache()
     online.reset_context()
     kv.reset_kv_stores()
+
+
+def set_store_clock(monkeypatch: pytest.MonkeyPatch, at: datetime) -> None:
+    """Stop the clock by which the memory and SQLite online stores expire values at ``at``."""
+    from keel.store import kv
+
+    monkeypatch.setattr(kv, "now_ms", lambda: int(at.timestamp() * 1000))
 
 
 def now() -> datetime:

@@ -51,3 +51,20 @@ def test_every_command_has_an_example() -> None:
 
     for command in features_app.registered_commands:
         assert command.callback is not None and "Example:" in (command.callback.__doc__ or ""), command.name
+
+
+def test_retire_deletes_an_old_versions_online_values(churn_project: tuple[Path, dict[str, pd.DataFrame]]) -> None:
+    import os
+
+    root, _ = churn_project
+    assert runner.invoke(app, ["features", "apply"]).exit_code == 0
+    assert runner.invoke(app, ["features", "materialize"]).exit_code == 0
+    path = root / "features.py"
+    path.write_text(path.read_text().replace("minutes / nullif(sessions, 0)", "minutes / nullif(sessions + 1, 0)"))
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
+    assert runner.invoke(app, ["features", "apply", "--allow-breaking"]).exit_code == 0
+    bad = runner.invoke(app, ["features", "retire", "usage", "2"])
+    assert bad.exit_code == 1 and "cannot be retired" in bad.output
+    res = runner.invoke(app, ["features", "retire", "usage", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["namespace"].startswith("fv:usage:")

@@ -65,3 +65,38 @@ def test_bad_pushes_name_the_problem(churn_project: tuple[Path, dict[str, pd.Dat
         keel.push("usage", twice, store=store)
     with pytest.raises(NotFoundError, match="Did you mean 'usage'"):
         keel.push("usag", _row(7, datetime.now(UTC)), store=store)
+
+
+def test_push_runs_the_views_row_level_contract_checks(churn_project: tuple[Path, dict[str, pd.DataFrame]]) -> None:
+    from keel.contracts.history import history
+    from keel.errors import ContractViolation
+    from keel.features import push_checks
+
+    root, _ = churn_project
+    (root / "contracts").mkdir(exist_ok=True)
+    (root / "contracts" / "usage.yaml").write_text(
+        "contract: usage\nunexpected_columns: ignore\ncolumns:\n"
+        "  minutes: {type: float, nullable: false, checks: [{min: 0}, {max: 1000, severity: warn}]}\n"
+        "  minutes_per_session: {type: float, checks: [{between: [0, 100]}]}\n"
+    )
+    apply()
+    store = open_kv_store("memory://push-contract")
+    now = datetime.now(UTC)
+    with pytest.raises(ContractViolation, match=r"1 of 1 rows fail usage: min\(minutes\) \(e.g. minutes=-5.0\)"):
+        keel.push("usage", _row(7, now, minutes=-5.0), store=store, to="online")
+    # the check runs on the transformed rows: minutes_per_session = 1000 / 4 = 250
+    with pytest.raises(ContractViolation, match="between"):
+        keel.push("usage", _row(7, now, sessions=4, minutes=1000.0), store=store, to="online")
+    assert store.count(namespace_of("usage")) == 0  # nothing of a rejected push was written
+    # a warning does not block, is counted, and stores no report
+    assert keel.push("usage", _row(8, now, sessions=20, minutes=1500.0), store=store, to="online").keys_written == 1
+    assert push_checks.warnings[("usage", "usage: max(minutes)")] == 1
+    with pytest.raises(NotFoundError, match="No validations recorded"):
+        history("usage")
+
+
+def namespace_of(view: str) -> str:
+    from keel.features.loader import load_definitions
+    from keel.features.materialization import namespace
+
+    return namespace(load_definitions().view(view))

@@ -73,7 +73,8 @@ def _listing() -> list[dict[str, Any]]:
             {
                 "kind": kind, "name": name, "version": obj["version"], "owner": spec.get("owner", ""),
                 "description": spec.get("description", ""), "tags": spec.get("tags", {}),
-                "features": [f["name"] for f in spec.get("schema", [])],
+                # an aggregating view's features are its aggregations (its schema names their inputs)
+                "features": [a["name"] for a in spec["aggregations"]] if spec.get("aggregations") else [f["name"] for f in spec.get("schema", [])],
                 "materialized_until": _when(mark["watermark_ms"]) if mark else None,
                 "used_by": sorted(set(used_by.get(name, []))) if kind != "feature_service" else users.get(name, []),
             }
@@ -202,6 +203,31 @@ def materialize_cmd(
         )
     )
     console.print(f"{result.rows_read:,} rows read, {result.keys_written:,} keys written in {result.seconds:.2f} s.")
+    for v in result.views:
+        if v.reread:
+            console.print(f"{v.view}: read again in full (changed since the last run): {', '.join(v.reread)}")
+
+
+@features_app.command("retire")
+def retire_cmd(
+    view: str = typer.Argument(..., help="The feature view."),
+    version: int = typer.Argument(..., help="The applied version of the view whose online values to delete."),
+    json: bool = JSON_OPTION,
+) -> None:
+    """Delete the online values of an old version of a feature view (models pinned to it then read nothing).
+
+    Each version of a view keeps its own online values, so a model trained on an older
+    definitions version keeps being served its own values until that version is retired.
+
+    Example: keel features retire usage 3
+    """
+    from keel.features.materialization import retire
+
+    ns = run_guarded(lambda: retire(view, version))
+    if json:
+        print_json({"view": view, "version": version, "namespace": ns})
+        return
+    console.print(f"Retired {view} v{version}: online values under {ns} deleted.")
 
 
 @features_app.command("skew")

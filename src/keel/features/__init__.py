@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from keel.features.aggregations import Aggregation
 from keel.features.definitions import (
     Bool,
     Entity,
@@ -40,6 +41,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "Aggregation",
     "Bool",
     "Entity",
     "FeatureService",

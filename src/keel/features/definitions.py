@@ -227,6 +227,12 @@ class FeatureView(_Object):
     function taking and returning a pandas DataFrame (``mode="pandas"``) or an
     Arrow table (``mode="arrow"``). It must be row-wise (one output row per input
     row) and keep the join keys and timestamp columns.
+
+    With ``aggregations=[Aggregation(...)]`` the view's features are windowed
+    aggregates of the (transformed) event rows, and ``schema`` names the input
+    columns they read (see :mod:`keel.features.aggregations`). ``late_events``:
+    ``"respect_created_time"`` (default) counts an event from the time it arrived,
+    offline and online alike; ``"by_event_time"`` counts it as if it had arrived on time.
     """
 
     kind = "feature_view"
@@ -242,6 +248,8 @@ class FeatureView(_Object):
         transformation: str | Callable[[Any], Any] | None = None,
         mode: str | None = None,
         online: bool = True,
+        aggregations: Sequence[Any] = (),
+        late_events: str = "respect_created_time",
         description: str = "",
         owner: str = "",
         tags: Mapping[str, str] | None = None,
@@ -281,6 +289,21 @@ class FeatureView(_Object):
         self.transformation = transformation
         self.mode = mode
         self.online = online
+        from keel.features.aggregations import LATE_EVENTS, check_view
+
+        self.aggregations = list(aggregations)
+        check_view(name, {f.name: f.dtype for f in self.schema}, self.aggregations, ttl)
+        if late_events not in LATE_EVENTS:
+            raise ValidationError(f"FeatureView '{name}' has late_events={late_events!r}.", hint=f"Use one of {', '.join(LATE_EVENTS)}.")
+        if late_events != LATE_EVENTS[0] and not self.aggregations:
+            raise ValidationError(f"FeatureView '{name}': late_events= applies to views with aggregations.", hint="Drop late_events=.")
+        self.late_events = late_events
+        dtypes = {f.name: f.dtype for f in self.schema}
+        self.outputs: list[Field] = (
+            [Field(str(a.name), a.output_dtype(None if a.column is None else dtypes[a.column])) for a in self.aggregations]
+            if self.aggregations
+            else self.schema
+        )
         self.projection: list[str] | None = None
         self._meta(description, owner, tags)
 
@@ -291,21 +314,21 @@ class FeatureView(_Object):
     @property
     def features(self) -> list[Field]:
         if self.projection is None:
-            return self.schema
-        return [f for f in self.schema if f.name in self.projection]
+            return self.outputs
+        return [f for f in self.outputs if f.name in self.projection]
 
     def __getitem__(self, names: Sequence[str]) -> FeatureView:
         """A projection of some features, for a FeatureService: ``usage[["minutes"]]``."""
         if isinstance(names, str):
             names = [names]
-        known = {f.name for f in self.schema}
+        known = {f.name for f in self.outputs}
         for n in names:
             if n not in known:
                 from keel.errors import did_you_mean
 
                 raise ValidationError(
                     f"FeatureView '{self.name}' has no feature '{n}'." + did_you_mean(n, known),
-                    hint=f"Its features are: {', '.join(f.name for f in self.schema)}.",
+                    hint=f"Its features are: {', '.join(f.name for f in self.outputs)}.",
                 )
         view = object.__new__(FeatureView)
         view.__dict__.update(self.__dict__)
@@ -326,6 +349,11 @@ class FeatureView(_Object):
             "ttl_seconds": None if self.ttl is None else self.ttl.total_seconds(),
             "transformation": self.transformation_code(), "mode": self.mode, "online": self.online,
             "description": self.description, "owner": self.owner, "tags": self.tags,
+            **(
+                {"aggregations": [a.spec() for a in self.aggregations], "late_events": self.late_events}
+                if self.aggregations
+                else {}
+            ),
         }
 
 

@@ -4,6 +4,9 @@ Pushed rows have the *source's* shape (before the view's transformation); the
 same transformation runs on them as on the source, so a pushed value and a
 materialized one are computed by one definition. The offline copy is a Parquet
 part in the lake (``features/push/<view>``) that training sets read with the source.
+The view's row-level contract checks run on the transformed rows before anything
+is written (:mod:`.push_checks`). For a view with aggregations a push adds the
+rows to each entity's window state, without reading the rest of its history.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from keel.features.offline import (
     check_duplicates,
     connect,
     push_dataset,
+    q,
     view_relation,
 )
 
@@ -47,8 +51,14 @@ def _as_table(view: FeatureView, df: Any) -> pa.Table:
         table = pa.Table.from_pandas(df, preserve_index=False)
     elif isinstance(df, pa.Table):
         table = df
+    elif isinstance(df, dict):
+        table = pa.Table.from_pydict({k: v if isinstance(v, list | tuple) else [v] for k, v in df.items()})
+    elif isinstance(df, list) and all(isinstance(r, dict) for r in df):
+        table = pa.Table.from_pylist(df)
     else:
-        raise ValidationError(f"push() needs a pandas DataFrame or Arrow table, got {type(df).__name__}.")
+        raise ValidationError(
+            f"push() needs a pandas DataFrame, an Arrow table, a dict of columns or a list of row dicts, got {type(df).__name__}."
+        )
     created = view.source.created_timestamp_field
     if created and created not in table.column_names:
         now = pa.array([datetime.now(UTC)] * table.num_rows, type=pa.timestamp("us", tz="UTC"))
@@ -71,7 +81,10 @@ def push(
     """Write rows of ``view``'s source shape to the online store and append them offline.
 
     ``to`` is ``online_and_offline`` (default), ``online`` or ``offline``. A missing
-    created-time column is filled with the push time.
+    created-time column is filled with the push time. A small push to a view without
+    a SQL transformation takes the hot path (:mod:`.fast_push`): no DuckDB query, and
+    the offline copy is appended in the background within a second
+    (``keel.features.fast_push.flush()`` writes it at once).
 
     Example::
 
@@ -85,21 +98,61 @@ def push(
     defs = as_definitions(definitions)
     fv = defs.view(view if isinstance(view, str) else view.name)
     table = _as_table(fv, df)
-    con = connect()
-    expected = _describe(con, f"SELECT * FROM {_source_sql(con, fv.source, fv.name)}")
+    expected = _source_columns(fv)
     missing = [c for c in expected if c not in table.column_names]
     if missing:
         raise ValidationError(
             f"push to '{fv.name}': the rows lack column '{missing[0]}' of source '{fv.source.name}'.",
             hint=f"Push rows shaped like the source (columns {', '.join(expected)}); the view's transformation runs on them.",
         )
+    from keel.features import fast_push
+
+    if to != "offline" and fast_push.eligible(fv, table.num_rows):
+        written = fast_push.push_online(fv, table, store or get_kv_store())
+        path = None
+        if to != "online":
+            fast_push.queue_offline(push_dataset(fv), table)
+            path = str(get_lake().path(push_dataset(fv)))
+        return PushResult(fv.name, table.num_rows, written, path)
+    con = connect()
     rows = view_relation(con, fv, extra_rows=table)  # validates columns and types, runs the transformation
-    check_duplicates(con, fv, rows, by_created=fv.source.created_timestamp_field is not None)
+    if not fv.aggregations:  # events may tie; a row view's latest value may not
+        check_duplicates(con, fv, rows, by_created=fv.source.created_timestamp_field is not None)
+    from keel.features.push_checks import check_pushed_rows
+
+    check_pushed_rows(fv.name, con.sql(f"SELECT * FROM {q(rows)}").to_arrow_table(), fv.source.timestamp_field)
     path = None
     if to != "online":
         path = str(get_lake().append(push_dataset(fv), table))
     written = 0
     if to != "offline":
-        written = write_online(con, fv, rows, store or get_kv_store())
+        kv = store or get_kv_store()
+        if fv.aggregations:
+            from keel.features.aggregation_online import push_events
+
+            written = push_events(con, fv, rows, kv)
+        else:
+            written = write_online(con, fv, rows, kv)
     con.close()
     return PushResult(fv.name, table.num_rows, written, path)
+
+
+_columns: dict[str, tuple[tuple[Any, ...], dict[str, str]]] = {}
+
+
+def _source_columns(fv: FeatureView) -> dict[str, str]:
+    """The source's columns and types, read once per version of its files (a push must not read the source)."""
+    from keel.features.offline import source_files
+
+    files = source_files(fv.source)
+    stamp: tuple[Any, ...] = (
+        (fv.source.spec()["path"], *((str(p), p.stat().st_mtime_ns) for p in files)) if files else (id(fv.source.df), fv.source.query)
+    )
+    hit = _columns.get(fv.source.name)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    con = connect()
+    cols = _describe(con, f"SELECT * FROM {_source_sql(con, fv.source, fv.name)}")
+    con.close()
+    _columns[fv.source.name] = (stamp, cols)
+    return cols

@@ -6,6 +6,16 @@ it is not older than what the store holds, so running a materialization twice
 changes nothing and a late or replayed batch never moves a key backwards.
 Incremental runs start from a stored watermark: the created (ingestion) time
 when the source has one, so late-arriving rows are picked up, else event time.
+A backfill written with created times before the watermark is picked up too: every
+row of a source file modified since the last run is read again (a SQL or DataFrame
+source, which has no such record, is read whole).
+
+Values live under the view's *version*: the namespace ``fv:<view>:<hash>`` names
+the hash of what decides the values (keys, schema, source, transformation,
+aggregations), so a new definition is materialized beside the old one and a model
+pinned to an older definitions version keeps reading its own values until that
+version is retired (:func:`retire`). With a TTL, each value expires in the store
+itself at event time + TTL.
 """
 
 from __future__ import annotations
@@ -14,21 +24,25 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from keel.errors import ValidationError
-from keel.features.definitions import FeatureView
+from keel.features.definitions import FeatureView, content_hash
 from keel.features.loader import Definitions, as_definitions
 from keel.features.offline import (
     CREATED,
     EVENT,
+    FILE,
     _check_contracts,
     connect,
     q,
+    source_files,
     view_relation,
 )
+from keel.store.lake import sql_string
 from keel.store.metadata import get_metadata_store, now_ms
 from keel.store.schema.features import feature_materializations
 
@@ -43,8 +57,23 @@ _BATCH = 100_000
 Progress = Callable[[str, int, int], None]  # (view, keys done, keys total)
 
 
-def namespace(view: FeatureView | str) -> str:
-    return "fv:" + (view if isinstance(view, str) else view.name)
+# Spec fields that decide a view's online values; description, owner, tags and TTL do not.
+_VALUE_FIELDS = ("join_keys", "schema", "source", "transformation", "mode", "aggregations", "late_events")
+
+
+def value_hash(spec: dict[str, Any]) -> str:
+    """The hash of the parts of a view's spec that decide its values (12 hex digits)."""
+    part = {k: spec.get(k) for k in _VALUE_FIELDS}
+    part["schema"] = [{"name": f["name"], "dtype": f["dtype"]} for f in spec.get("schema", [])]
+    return content_hash(part)[:12]
+
+
+def namespace(view: FeatureView) -> str:
+    """The online namespace of this version of ``view``: ``fv:<name>:<value hash>``."""
+    ns = view.__dict__.get("_online_ns")
+    if ns is None:
+        ns = view.__dict__["_online_ns"] = f"fv:{view.name}:{value_hash(view.spec())}"
+    return str(ns)
 
 
 def encode_sql(view: FeatureView, rows: str, where: str = "TRUE") -> str:
@@ -61,6 +90,8 @@ def encode_sql(view: FeatureView, rows: str, where: str = "TRUE") -> str:
         else "concat_ws(chr(31), " + ", ".join(f"CAST(r.{q(k)} AS VARCHAR)" for k in view.join_keys) + ")"
     )
     order = f"epoch_us({EVENT})::HUGEINT * 10000000000000000000 + coalesce(epoch_us({CREATED}), 0)"
+    ttl_ms = None if view.ttl is None else int(view.ttl.total_seconds() * 1000)
+    exp = "NULL::BIGINT" if ttl_ms is None else f"epoch_ms(r.{EVENT}) + {ttl_ms}"
     fields = ", ".join(f"{q(f.name)} := r.{q(f.name)}" for f in view.schema)
     filt = f"{where} AND " + " AND ".join(f"{q(k)} IS NOT NULL" for k in view.join_keys)
     on = " AND ".join(f"r.{q(k)} = w.{q(k)}" for k in view.join_keys)
@@ -70,7 +101,8 @@ def encode_sql(view: FeatureView, rows: str, where: str = "TRUE") -> str:
         SELECT {key_expr} AS k,
                lpad(CAST(epoch_us(r.{EVENT}) AS VARCHAR), 18, '0')
                  || lpad(CAST(coalesce(epoch_us(r.{CREATED}), 0) AS VARCHAR), 18, '0') AS ver,
-               encode(CAST(to_json(struct_pack(__e := epoch_us(r.{EVENT}), {fields})) AS VARCHAR)) AS v
+               encode(CAST(to_json(struct_pack(__e := epoch_us(r.{EVENT}), {fields})) AS VARCHAR)) AS v,
+               {exp} AS exp
         FROM r JOIN w ON {on} AND r.__ord = w.__ord
         ORDER BY k
     """
@@ -84,7 +116,7 @@ def write_online(
     where: str = "TRUE",
     on_progress: Progress | None = None,
 ) -> int:
-    """Write the latest row per key into the online store; returns keys written."""
+    """Write the latest row per key into the online store (expiring at event time + TTL); returns keys written."""
     reader = con.sql(encode_sql(view, rows, where)).to_arrow_reader(_BATCH)
     ns = namespace(view)
     done = written = 0
@@ -96,7 +128,8 @@ def write_online(
         previous = keys[-1] if keys else previous
         vers = batch.column(1).to_pylist()
         vals = batch.column(2).to_pylist()
-        written += store.put_many(ns, keys, vers, vals)
+        exps = None if view.ttl is None else batch.column(3).to_pylist()
+        written += store.put_many(ns, keys, vers, vals, exps)
         done += len(keys)
         if on_progress is not None:
             on_progress(view.name, done, total)
@@ -132,6 +165,7 @@ class ViewResult:
     start: datetime | None
     end: datetime
     seconds: float
+    reread: list[str] = field(default_factory=list)  # files modified since the last run, read whole again
 
 
 @dataclass
@@ -205,26 +239,90 @@ def materialize(
     for view in chosen:
         t0 = time.perf_counter()
         con = connect()
-        rows = view_relation(con, view)
+        last = marks.get(view.name) if incremental else None
+        changed: list[Path | str] = [] if last is None else list(_changed_files(view, int(last["updated_ms"])))
+        files = bool(changed) and (view.transformation is None or view.mode == "sql")
+        rows = view_relation(con, view, with_files=files)
         _check_contracts(view.name, con.table(rows), "materialize")
         has_created = view.source.created_timestamp_field is not None
         mark_col = CREATED if has_created else EVENT
         end_us = int(end.timestamp() * 1_000_000)
         where = [f"{EVENT} <= make_timestamptz({end_us})", f"{mark_col} <= make_timestamptz({end_us})"]
         view_start = start
-        if incremental and view.name in marks:
-            view_start = datetime.fromtimestamp(marks[view.name]["watermark_ms"] / 1000, UTC)
-            where.append(f"{mark_col} > make_timestamptz({marks[view.name]['watermark_ms'] * 1000})")
+        if last is not None:
+            view_start = datetime.fromtimestamp(last["watermark_ms"] / 1000, UTC)
+            fresh = f"{mark_col} > make_timestamptz({last['watermark_ms'] * 1000})"
+            if view.source.path is None:
+                changed = ["<whole source>"]  # no file times to tell a backfill by: read it all
+            elif changed and FILE in con.table(rows).columns:
+                listed = ", ".join(sql_string(str(p)) for p in changed)
+                where.append(f"({fresh} OR {FILE} IN ({listed}))")
+            elif not changed:
+                where.append(fresh)
         elif start is not None:
             where.append(f"{EVENT} >= make_timestamptz({int(start.timestamp() * 1_000_000)})")
-        cond = " AND ".join(where)
-        read = int(con.sql(f"SELECT count(*) FROM {q(rows)} WHERE {cond}").fetchall()[0][0])
-        written = write_online(con, view, rows, store, cond, on_progress)
+        if view.aggregations:
+            # a window's state needs every event of the longest window, not only the new ones:
+            # rebuild the state of every entity with events in it (a backfill included)
+            from keel.features.aggregation_online import reach_us, write_states
+
+            where = where[:2]
+            cond = " AND ".join(where)
+            low = f"{EVENT} > make_timestamptz({end_us - reach_us(view)})"
+            read = int(con.sql(f"SELECT count(*) FROM {q(rows)} WHERE {cond} AND {low}").fetchall()[0][0])
+            written = write_states(con, view, rows, store, cond, end_us)
+        else:
+            cond = " AND ".join(where)
+            read = int(con.sql(f"SELECT count(*) FROM {q(rows)} WHERE {cond}").fetchall()[0][0])
+            written = write_online(con, view, rows, store, cond, on_progress)
         con.close()
         _save_watermark(view, pin.version_of("feature_view", view.name) or 0, view_start, end, read, written)
-        result.views.append(ViewResult(view.name, read, written, view_start, end, time.perf_counter() - t0))
+        result.views.append(
+            ViewResult(view.name, read, written, view_start, end, time.perf_counter() - t0, [str(p) for p in changed])
+        )
     result.seconds = time.perf_counter() - t_all
     return result
+
+
+# Files modified this long before the last run finished count as changed too: a file
+# written while that run was reading, or clock skew. Reading a file again is harmless
+# (writes are idempotent); missing one is not.
+_MTIME_SLACK_MS = 60_000
+
+
+def _changed_files(view: FeatureView, last_run_ms: int) -> list[Path]:
+    """Source files modified since (about) the last run of ``view``."""
+    return [p for p in source_files(view.source) if p.stat().st_mtime_ns // 1_000_000 > last_run_ms - _MTIME_SLACK_MS]
+
+
+def retire(view: str, version: int, *, store: KVStore | None = None) -> str:
+    """Delete the online values of an applied version of ``view``; returns its namespace.
+
+    The version the current definitions use cannot be retired (materialize and lookups use it).
+
+    Example::
+
+        keel.features.materialization.retire("usage", 3)
+    """
+    from keel.errors import ConflictError
+    from keel.features.registry import get_object
+    from keel.store.kv import get_kv_store
+
+    obj = get_object(view, "feature_view", version)
+    ns = f"fv:{view}:{value_hash(obj['spec'])}"
+    try:
+        from keel.features.loader import load_definitions
+
+        current = load_definitions().views.get(view)
+    except Exception:  # the project module may not load; retiring an old version still works
+        current = None
+    if current is not None and namespace(current) == ns:
+        raise ConflictError(
+            f"Version {version} of feature view '{view}' holds the same values as the current definition; it cannot be retired.",
+            hint="Retire versions that the current features module no longer uses.",
+        )
+    (store or get_kv_store()).drop(ns)
+    return ns
 
 
 def _save_watermark(view: FeatureView, version: int, start: datetime | None, end: datetime, read: int, written: int) -> None:

@@ -32,6 +32,7 @@ ROW = "__keel_row"
 EVENT = "__keel_event"
 CREATED = "__keel_created"
 VISIBLE = "__keel_visible"
+FILE = "__keel_file"
 
 _INTS = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "HUGEINT"}
 _FLOATS = {"FLOAT", "DOUBLE"}
@@ -86,22 +87,38 @@ def push_dataset(view: FeatureView) -> str:
 
 
 # -- reading sources ------------------------------------------------------------------
-def _source_sql(con: duckdb.DuckDBPyConnection, source: Source, tag: str) -> str:
+def source_files(source: Source) -> list[Path]:
+    """The files a path source reads (empty for SQL and DataFrame sources)."""
+    path = _source_path(source)
+    if path is None:
+        return []
+    return sorted(path.glob(f"**/*.{source.file_format}")) if path.is_dir() else [path]
+
+
+def _source_path(source: Source) -> Path | None:
     from keel.config import settings
 
-    if source.path is not None:
-        path = Path(source.path)
-        if not path.is_absolute():
-            path = settings().root / path
-        if not path.exists():
-            raise ValidationError(
-                f"Source '{source.name}': {path} does not exist.",
-                hint="Fix path= (relative paths are relative to the project root) or create the file.",
-            )
+    if source.path is None:
+        return None
+    path = Path(source.path)
+    if not path.is_absolute():
+        path = settings().root / path
+    if not path.exists():
+        raise ValidationError(
+            f"Source '{source.name}': {path} does not exist.",
+            hint="Fix path= (relative paths are relative to the project root) or create the file.",
+        )
+    return path
+
+
+def _source_sql(con: duckdb.DuckDBPyConnection, source: Source, tag: str, *, with_files: bool = False) -> str:
+    path = _source_path(source)
+    if path is not None:
         pattern = str(path / "**" / f"*.{source.file_format}") if path.is_dir() else str(path)
+        extra = f", filename = {sql_string(FILE)}" if with_files else ""
         if source.file_format == "csv":
-            return f"read_csv_auto({sql_string(pattern)}, union_by_name = true)"
-        return f"read_parquet({sql_string(pattern)}, union_by_name = true)"
+            return f"read_csv_auto({sql_string(pattern)}, union_by_name = true{extra})"
+        return f"read_parquet({sql_string(pattern)}, union_by_name = true{extra})"
     if source.df is not None:
         import pyarrow as pa
 
@@ -125,20 +142,28 @@ def _source_sql(con: duckdb.DuckDBPyConnection, source: Source, tag: str) -> str
     return f"__sql_{tag}"
 
 
-def view_relation(con: duckdb.DuckDBPyConnection, view: FeatureView, *, extra_rows: pa.Table | None = None) -> str:
+def view_relation(
+    con: duckdb.DuckDBPyConnection, view: FeatureView, *, extra_rows: pa.Table | None = None, with_files: bool = False
+) -> str:
     """Create a temp view of ``view``'s rows (source + pushed rows, transformed, typed); returns its name.
 
-    Columns: join keys, ``__keel_event``, ``__keel_created`` (or NULL) and every feature of the schema.
+    Columns: join keys, ``__keel_event``, ``__keel_created`` (or NULL) and every feature of the schema;
+    with ``with_files`` also ``__keel_file``, the file a row came from, when a SQL transformation
+    keeps it (NULL for pushed rows).
     """
     from keel.store.lake import get_lake
 
     tag = view.name
-    src = _source_sql(con, view.source, tag) if extra_rows is None else None
+    src = _source_sql(con, view.source, tag, with_files=with_files) if extra_rows is None else None
     if extra_rows is not None:
         con.register(f"__push_{tag}", extra_rows)
         raw = f"SELECT * FROM __push_{tag}"
     else:
         raw = f"SELECT * FROM {src}"
+        from keel.features import fast_push
+
+        if fast_push.pending_rows():
+            fast_push.flush()  # pushed rows still queued for the lake are part of the view
         lake = get_lake()
         if lake.exists(push_dataset(view)):
             raw = f"{raw} UNION ALL BY NAME SELECT * FROM {lake.scan_sql(push_dataset(view))}"
@@ -168,6 +193,8 @@ def view_relation(con: duckdb.DuckDBPyConnection, view: FeatureView, *, extra_ro
     select.append(f"{q(created)} AS {CREATED}" if created else f"NULL::TIMESTAMPTZ AS {CREATED}")
     for f in view.schema:
         select.append(f"CAST({q(f.name)} AS {DTYPES[f.dtype]}) AS {q(f.name)}")
+    if with_files and FILE in cols:
+        select.append(q(FILE))
     name = "rows_" + tag
     con.execute(f"CREATE OR REPLACE TEMP VIEW {q(name)} AS SELECT {', '.join(select)} FROM ({body})")
     return name
@@ -201,7 +228,7 @@ def _run_python_transform(view: FeatureView, table: pa.Table) -> pa.Table:
     if result.num_rows != table.num_rows:
         raise ValidationError(
             f"FeatureView '{view.name}': the transformation returned {result.num_rows} rows for {table.num_rows}.",
-            hint="Transformations must be row-wise (one output row per source row); aggregate in the source.",
+            hint="Transformations must be row-wise (one output row per source row); windowed aggregates are Aggregation(...) definitions.",
         )
     return result
 
@@ -403,6 +430,21 @@ def point_in_time_join(
         _check_contracts(view.name, con.table(rows), "training_set")
         _check_key_types(con, view, rows, "__entity")
         relations.append(rows)
+        if view.aggregations:
+            from keel.features.aggregation_offline import aggregate
+
+            table = aggregate(
+                con, view, rows, "__entity", timestamp_column,
+                respect_created=respect_created_time, include_event_time=include_event_times,
+            )
+            fetches.append(f"LEFT JOIN {q(table)} a{i} ON a{i}.{ROW} = m.{ROW}")
+            for f in view.features:
+                fetched.append(f"a{i}.{q(f.name)}")
+                outer.append(f.name)
+            if include_event_times:
+                fetched.append(f"a{i}.{EVENT} AS {q(EVENT + '_' + view.name)}")
+                outer.append(EVENT + "_" + view.name)
+            continue
         tl = timeline(con, view, rows, respect_created=respect_created_time)
         alias = f"v{i}"
         on = " AND ".join(f"e.{q(k)} = {alias}.{q(k)}" for k in view.join_keys)
@@ -433,7 +475,8 @@ def point_in_time_join(
         joined = con.sql(f"SELECT {', '.join(fetched)} FROM __matches m {' '.join(fetches)}").to_arrow_table()
         if joined.num_rows != entity.num_rows:  # some entity row fetched two source rows: a tie
             for i, view in enumerate(selection.views):
-                _reject_ambiguous_matches(con, view, relations[i], i)
+                if not view.aggregations:
+                    _reject_ambiguous_matches(con, view, relations[i], i)
             raise AssertionError("a tie was detected but not found")  # pragma: no cover
     finally:
         con.unregister("__matches")
@@ -617,3 +660,7 @@ def validate_view(view: FeatureView) -> None:
     con = connect()
     rows = view_relation(con, view)
     con.sql(f"SELECT * FROM {q(rows)} LIMIT 10").to_arrow_table()
+    if view.aggregations:
+        from keel.features.aggregations import check_filters
+
+        check_filters(con, view.name, q(rows), view.aggregations)

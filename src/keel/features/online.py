@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from keel.errors import ValidationError
+from keel.features.definitions import FeatureView
 from keel.features.loader import Definitions, Selection, as_definitions
 from keel.features.materialization import KEY_SEP, namespace
 
@@ -126,6 +127,9 @@ def lookup(selection: Selection, entity_rows: Any, store: KVStore, *, now_us: in
         names = [f.name for f in view.features]
         # one decoder call for the whole batch: far cheaper than one per value
         decoded = loads(b"[" + b",".join(b"null" if b is None else b for b in blobs) + b"]")
+        if view.aggregations:
+            _aggregates(view, names, decoded, now, values, status, ages, events)
+            continue
         ev = [None if d is None else d["__e"] for d in decoded]
         age = [None if e is None else (now - e) / 1_000_000 for e in ev]
         fresh = [d is not None and (ttl_us is None or now - d["__e"] <= ttl_us) for d in decoded]
@@ -142,6 +146,24 @@ def lookup(selection: Selection, entity_rows: Any, store: KVStore, *, now_us: in
         list(selection.features), cols, out_values, {f: status[f] for f in selection.features},
         {f: ages[f] for f in selection.features}, events,
     )
+
+
+def _aggregates(
+    view: FeatureView, names: list[str], states: list[Any], now: int, values: dict[str, list[Any]],
+    status: dict[str, list[str]], ages: dict[str, list[float | None]], events: dict[str, list[int | None]],
+) -> None:
+    """Aggregates as of ``now`` from each entity's window state: ``present`` when the entity has a
+    state, else ``missing`` with the aggregation's empty value (0 for counts), as offline."""
+    from keel.features.aggregation_online import compute
+
+    computed, last = compute(view, names, states, now)
+    events[view.name] = last
+    age = [None if e is None else (now - e) / 1_000_000 for e in last]
+    st = [MISSING if d is None else PRESENT for d in states]
+    for name in names:
+        values[name] = computed[name]
+        status[name] = st
+        ages[name] = age
 
 
 def _on_demand(
@@ -210,6 +232,7 @@ def get_online_features(
     *,
     definitions: Definitions | str | None = None,
     store: KVStore | None = None,
+    definitions_version: int | None = None,
 ) -> OnlineFeatures:
     """The latest feature values for ``entity_rows``, with status and age, in one store round trip.
 
@@ -221,10 +244,16 @@ def get_online_features(
     With ``log_served_features`` on, what a feature service returns is also queued for
     the served-values log (see :mod:`keel.features.served`).
 
+    ``definitions_version`` reads the values of an applied definitions version (the one
+    a model was trained on) instead of the current definitions': each version of a view
+    keeps its own values until it is retired.
+
     Example::
 
         keel.get_online_features("churn_v1", [{"customer_id": 42, "discount": 0.1}]).to_dict()
     """
+    if definitions_version is not None:
+        definitions = _definitions_at(definitions_version)
     if definitions is None or store is None:
         project_defs, project_store, log = _project_context()
         defs = project_defs if definitions is None else as_definitions(definitions)
@@ -251,8 +280,22 @@ def get_online_features(
     return result
 
 
+_versions: dict[int, Definitions] = {}
+
+
+def _definitions_at(version: int) -> Definitions:
+    """Applied versions never change: rebuilt from the metadata store once per process."""
+    hit = _versions.get(version)
+    if hit is None:
+        from keel.features.registry import definitions_at
+
+        hit = _versions[version] = definitions_at(version)
+    return hit
+
+
 def reset_context() -> None:
     """Forget the cached project context (tests)."""
     global _context
     _context = None
     _plans.clear()
+    _versions.clear()

@@ -87,8 +87,22 @@ def _field_diff(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], di
             if o[name] != n[name]:
                 details.append(f"~ feature {name}: type {o[name]} -> {n[name]}")
                 broken[name] = f"type {o[name]} -> {n[name]}"
+    if "aggregations" in old or "aggregations" in new:
+        # an aggregation is a feature: a changed window, function or filter changes its meaning
+        o_agg = {a["name"]: a for a in old.get("aggregations", [])}
+        n_agg = {a["name"]: a for a in new.get("aggregations", [])}
+        for name in o_agg.keys() - n_agg.keys():
+            details.append(f"- aggregation {name}")
+            broken[name] = "removed"
+        for name in n_agg.keys() - o_agg.keys():
+            details.append(f"+ aggregation {name}")
+        for name in o_agg.keys() & n_agg.keys():
+            diff = sorted(k for k in o_agg[name].keys() | n_agg[name].keys() if o_agg[name].get(k) != n_agg[name].get(k))
+            if diff:
+                details.append(f"~ aggregation {name}: {', '.join(diff)} changed")
+                broken[name] = f"aggregation {', '.join(diff)} changed"
     for key in sorted(set(old) | set(new)):
-        if key in ("schema", "kind", "name"):
+        if key in ("schema", "kind", "name", "aggregations"):
             continue
         if old.get(key) != new.get(key):
             label = "transformation code" if key in ("transformation", "function") else key
@@ -281,3 +295,90 @@ def consumers() -> dict[str, list[str]]:
         for r in conn.execute(sa.select(feature_consumers)).mappings():
             out.setdefault(r["service"], []).append(f"{r['consumer_kind']}:{r['consumer_id']} (v{r['service_version']})")
     return out
+
+
+def definitions_at(version: int) -> Definitions:
+    """The definitions of an applied definitions version, rebuilt from the stored specs for
+    online lookups: a model pinned to an older version reads that version's values.
+
+    Feature views and services are rebuilt from their specs (sources keep their name and
+    kind; their data is not read); an on-demand view is taken from the current features
+    module when its stored code matches, since stored code is never executed.
+    """
+    from keel.features.definitions import Entity, FeatureService, FeatureView, Field, Source
+    from keel.features.materialization import value_hash
+
+    with get_metadata_store().read() as conn:
+        row = conn.execute(sa.select(feature_definitions.c.objects).where(feature_definitions.c.version == version)).first()
+        if row is None:
+            last = conn.execute(sa.select(sa.func.max(feature_definitions.c.version))).scalar()
+            raise NotFoundError(
+                f"There is no definitions version {version}" + (f" (the latest is {last})." if last else " (nothing was applied)."),
+                hint="Run `keel features ls` to see the applied versions.",
+            )
+        wanted: dict[str, int] = json.loads(row[0])
+        specs: dict[tuple[str, str], dict[str, Any]] = {}
+        for r in conn.execute(sa.select(feature_objects)).mappings():
+            if wanted.get(f"{r['kind']}:{r['name']}") == r["version"]:
+                specs[(r["kind"], r["name"])] = json.loads(r["spec"])
+
+    def of(kind: str) -> dict[str, dict[str, Any]]:
+        return {n: s for (k, n), s in specs.items() if k == kind}
+
+    entities = {n: Entity(n, join_keys=s["join_keys"], value_type=s["value_type"]) for n, s in of("entity").items()}
+    sources = {}
+    for n, s in of("source").items():
+        import pyarrow as pa
+
+        where: dict[str, Any] = (
+            {"path": s["path"]} if s.get("path") else ({"query": s["query"], "connection": s["connection"]} if s.get("query") else {"df": pa.table({})})
+        )
+        sources[n] = Source(n, timestamp_field=s["timestamp_field"], created_timestamp_field=s["created_timestamp_field"], **where)
+    views: dict[str, FeatureView] = {}
+    for n, s in of("feature_view").items():
+        from datetime import timedelta
+
+        from keel.features.aggregations import aggregations_from_spec
+
+        ttl = None if s.get("ttl_seconds") is None else timedelta(seconds=s["ttl_seconds"])
+        view = FeatureView(
+            n, entities=[entities[e] for e in s["entities"]], source=sources[s["source"]], ttl=ttl,
+            schema=[Field(f["name"], f["dtype"]) for f in s["schema"]], online=s.get("online", True),
+            aggregations=aggregations_from_spec(s.get("aggregations")), late_events=s.get("late_events") or "respect_created_time",
+        )
+        view.__dict__["_online_ns"] = f"fv:{n}:{value_hash(s)}"
+        views[n] = view
+    objects: list[Any] = [*entities.values(), *sources.values(), *views.values()]
+    on_demand: dict[str, Any] = {}
+    if of("on_demand_feature_view"):
+        from keel.features.loader import load_definitions
+
+        current = load_definitions()
+        for n, s in of("on_demand_feature_view").items():
+            odfv = current.on_demand.get(n)
+            if odfv is None or odfv.spec().get("function") != s.get("function"):
+                on_demand[n] = None
+            else:  # the current code, over this version's views
+                from keel.features.definitions import OnDemandFeatureView
+
+                old = object.__new__(OnDemandFeatureView)
+                old.__dict__.update(odfv.__dict__)
+                old.sources = [views[src["view"]][src["features"]] for src in s["sources"]]
+                on_demand[n] = old
+    objects += [o for o in on_demand.values() if o is not None]
+    for n, s in of("feature_service").items():
+        items: list[Any] = []
+        for item in s["features"]:
+            if item["kind"] == "feature_view":
+                items.append(views[item["view"]][item["features"]])
+            else:
+                odfv = on_demand.get(item["view"])
+                if odfv is None:
+                    raise ConflictError(
+                        f"Feature service '{n}' of definitions version {version} uses on-demand view '{item['view']}', "
+                        "whose code has changed since (stored code is never run).",
+                        hint="Serve that model with the features module it was trained with, or retrain it on the current version.",
+                    )
+                items.append(odfv)
+        objects.append(FeatureService(n, features=items))
+    return Definitions(objects, origin=f"definitions version {version}")

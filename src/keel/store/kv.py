@@ -8,17 +8,28 @@ move a key backwards, and running a materialization twice writes nothing. A valu
 one blob written in one operation, so a reader sees a key's old row or its new
 row, never half of one.
 
+A write may carry an expiry (epoch milliseconds): the store itself forgets the key
+then (Redis key expiry; SQLite and memory hide it from reads at once and sweep it
+out), so a value past its feature view's TTL is gone even if nobody reads it.
+
+Redis keys put the entity key in a hash tag (``<prefix><namespace>|{<key>}``), so
+every view's value of one entity lives in one slot and a Redis Cluster
+(``redis+cluster://host:port``) works: batch writes go one script call per slot,
+batch reads split by slot.
+
 Choose the backend by URI (``settings().online_uri``)::
 
     memory://[name]                      process-local, for tests
     sqlite:///path/online.db             embedded default
     redis://host:port/db?prefix=keel:    production; one round trip per batch lookup
+    redis+cluster://host:port?prefix=... a Redis Cluster (any node; the others are discovered)
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -34,9 +45,13 @@ class KVStore(Protocol):
 
     uri: str
 
-    def put_many(self, namespace: str, keys: Sequence[str], versions: Sequence[str], values: Sequence[bytes]) -> int:
+    def put_many(
+        self, namespace: str, keys: Sequence[str], versions: Sequence[str], values: Sequence[bytes],
+        expires_ms: Sequence[int | None] | None = None,
+    ) -> int:
         """Write each key whose version is newer than the stored one, or equal with another value;
-        returns how many keys changed."""
+        returns how many keys changed. ``expires_ms`` (epoch ms, None = never) makes the store
+        forget a key at that time; a value already expired is not written."""
         ...
 
     def get_many(self, requests: Sequence[Request]) -> list[list[bytes | None]]:
@@ -52,24 +67,53 @@ class KVStore(Protocol):
         ...
 
     def count(self, namespace: str) -> int:
-        """How many keys a namespace holds."""
+        """How many live (unexpired) keys a namespace holds."""
+        ...
+
+    def namespaces(self) -> list[str]:
+        """Every namespace holding a key."""
+        ...
+
+    def sweep(self) -> int:
+        """Physically delete expired keys now; returns how many (Redis expires keys by itself: 0)."""
         ...
 
     def close(self) -> None: ...
 
 
-def _check(namespace: str, keys: Sequence[str], versions: Sequence[str], values: Sequence[bytes]) -> None:
-    if not (len(keys) == len(versions) == len(values)):
+def _check(
+    namespace: str, keys: Sequence[str], versions: Sequence[str], values: Sequence[bytes], expires_ms: Sequence[int | None] | None
+) -> None:
+    if not (len(keys) == len(versions) == len(values)) or (expires_ms is not None and len(expires_ms) != len(keys)):
         raise ValidationError(
-            f"put_many got {len(keys)} keys, {len(versions)} versions and {len(values)} values for {namespace!r}.",
-            hint="Pass one version and one value per key.",
+            f"put_many got {len(keys)} keys, {len(versions)} versions and {len(values)} values"
+            + ("" if expires_ms is None else f" and {len(expires_ms)} expiries")
+            + f" for {namespace!r}.",
+            hint="Pass one version and one value (and one expiry, if any) per key.",
         )
-    if "|" in namespace or not namespace:
-        raise ValidationError(f"Online namespace {namespace!r} must be non-empty and must not contain '|'.")
+    if not namespace or any(c in namespace for c in "|{}*?[]\\"):
+        raise ValidationError(f"Online namespace {namespace!r} must be non-empty and must not contain '|', braces or glob characters.")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _live(
+    keys: Sequence[str], versions: Sequence[str], values: Sequence[bytes], expires_ms: Sequence[int | None] | None
+) -> tuple[Sequence[str], Sequence[str], Sequence[bytes], Sequence[int | None] | None]:
+    """Drop the writes that have already expired (they would be invisible at once)."""
+    if expires_ms is None:
+        return keys, versions, values, None
+    now = now_ms()
+    if all(e is None or e > now for e in expires_ms):
+        return keys, versions, values, expires_ms
+    keep = [i for i, e in enumerate(expires_ms) if e is None or e > now]
+    return [keys[i] for i in keep], [versions[i] for i in keep], [values[i] for i in keep], [expires_ms[i] for i in keep]
 
 
 # -- memory ---------------------------------------------------------------------
-_MEMORY: dict[str, dict[str, dict[str, tuple[str, bytes]]]] = {}
+_MEMORY: dict[str, dict[str, dict[str, tuple[str, bytes, int | None]]]] = {}
 _MEMORY_LOCK = threading.Lock()
 
 
@@ -82,23 +126,36 @@ class MemoryKV:
             self._data = _MEMORY.setdefault(uri, {})
         self._lock = threading.Lock()
 
-    def put_many(self, namespace: str, keys: Sequence[str], versions: Sequence[str], values: Sequence[bytes]) -> int:
-        _check(namespace, keys, versions, values)
+    def put_many(
+        self, namespace: str, keys: Sequence[str], versions: Sequence[str], values: Sequence[bytes],
+        expires_ms: Sequence[int | None] | None = None,
+    ) -> int:
+        _check(namespace, keys, versions, values, expires_ms)
+        keys, versions, values, expires_ms = _live(keys, versions, values, expires_ms)
+        exps = expires_ms if expires_ms is not None else [None] * len(keys)
+        now = now_ms()
         written = 0
         with self._lock:
             space = self._data.setdefault(namespace, {})
-            for key, ver, val in zip(keys, versions, values, strict=True):
+            for key, ver, val, exp in zip(keys, versions, values, exps, strict=True):
                 cur = space.get(key)
+                if cur is not None and cur[2] is not None and cur[2] <= now:
+                    cur = None  # expired: as if absent
                 if cur is None or cur[0] < ver or (cur[0] == ver and cur[1] != val):
-                    space[key] = (ver, bytes(val))
+                    space[key] = (ver, bytes(val), exp)
                     written += 1
         return written
 
     def get_many(self, requests: Sequence[Request]) -> list[list[bytes | None]]:
         out: list[list[bytes | None]] = []
+        now = now_ms()
         for namespace, keys in requests:
             space = self._data.get(namespace, {})
-            out.append([(space[k][1] if k in space else None) for k in keys])
+            row: list[bytes | None] = []
+            for k in keys:
+                hit = space.get(k)
+                row.append(None if hit is None or (hit[2] is not None and hit[2] <= now) else hit[1])
+            out.append(row)
         return out
 
     def delete_many(self, namespace: str, keys: Sequence[str]) -> int:
@@ -111,7 +168,22 @@ class MemoryKV:
             self._data.pop(namespace, None)
 
     def count(self, namespace: str) -> int:
-        return len(self._data.get(namespace, {}))
+        now = now_ms()
+        return sum(1 for v in list(self._data.get(namespace, {}).values()) if v[2] is None or v[2] > now)
+
+    def namespaces(self) -> list[str]:
+        return sorted(ns for ns, space in self._data.items() if space)
+
+    def sweep(self) -> int:
+        now = now_ms()
+        gone = 0
+        with self._lock:
+            for space in self._data.values():
+                dead = [k for k, v in space.items() if v[2] is not None and v[2] <= now]
+                for k in dead:
+                    del space[k]
+                gone += len(dead)
+        return gone
 
     def close(self) -> None:
         pass
@@ -119,9 +191,14 @@ class MemoryKV:
 
 # -- SQLite -----------------------------------------------------------------------
 class SQLiteKV:
-    """One SQLite file, one ``WITHOUT ROWID`` table keyed by (namespace, key)."""
+    """One SQLite file, one ``WITHOUT ROWID`` table keyed by (namespace, key).
+
+    ``exp`` holds each key's expiry (epoch ms, NULL = never): reads skip expired
+    rows at once, and writes sweep them out at most every ``SWEEP_SECONDS``.
+    """
 
     _CHUNK = 50_000
+    SWEEP_SECONDS = 60.0
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
@@ -134,24 +211,43 @@ class SQLiteKV:
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute(
                 "CREATE TABLE IF NOT EXISTS kv (ns TEXT NOT NULL, k TEXT NOT NULL, ver TEXT NOT NULL, "
-                "v BLOB NOT NULL, PRIMARY KEY (ns, k)) WITHOUT ROWID"
+                "v BLOB NOT NULL, exp INTEGER, PRIMARY KEY (ns, k)) WITHOUT ROWID"
             )
+            cols = {r[1] for r in self._conn.execute("PRAGMA table_info(kv)")}
+            if "exp" not in cols:  # a store written before expiries existed
+                self._conn.execute("ALTER TABLE kv ADD COLUMN exp INTEGER")
+            self._conn.execute("CREATE INDEX IF NOT EXISTS kv_exp ON kv (exp) WHERE exp IS NOT NULL")
         except sqlite3.Error as exc:
             raise StoreError(f"The online store {uri} cannot be opened: {exc}", hint="Check KEEL_ONLINE_URI.") from None
         self._lock = threading.Lock()
+        self._swept = time.monotonic()
 
-    def put_many(self, namespace: str, keys: Sequence[str], versions: Sequence[str], values: Sequence[bytes]) -> int:
-        _check(namespace, keys, versions, values)
+    def put_many(
+        self, namespace: str, keys: Sequence[str], versions: Sequence[str], values: Sequence[bytes],
+        expires_ms: Sequence[int | None] | None = None,
+    ) -> int:
+        _check(namespace, keys, versions, values, expires_ms)
+        keys, versions, values, expires_ms = _live(keys, versions, values, expires_ms)
+        # an expired row counts as absent: any write replaces it
         sql = (
-            "INSERT INTO kv (ns, k, ver, v) VALUES (?, ?, ?, ?) ON CONFLICT (ns, k) DO UPDATE "
-            "SET ver = excluded.ver, v = excluded.v "
-            "WHERE excluded.ver > kv.ver OR (excluded.ver = kv.ver AND excluded.v != kv.v)"
+            "INSERT INTO kv (ns, k, ver, v, exp) VALUES (?, ?, ?, ?, ?) ON CONFLICT (ns, k) DO UPDATE "
+            "SET ver = excluded.ver, v = excluded.v, exp = excluded.exp "
+            "WHERE excluded.ver > kv.ver OR (excluded.ver = kv.ver AND excluded.v != kv.v) "
+            "OR (kv.exp IS NOT NULL AND kv.exp <= ?)"
         )
+        now = now_ms()
+        exps: Sequence[int | None] = expires_ms if expires_ms is not None else [None] * len(keys)
         written = 0
         with self._lock:
+            if time.monotonic() - self._swept > self.SWEEP_SECONDS:
+                self._sweep_locked()
             for start in range(0, len(keys), self._CHUNK):
                 end = start + self._CHUNK
-                rows = zip([namespace] * len(keys[start:end]), keys[start:end], versions[start:end], values[start:end], strict=True)
+                n = len(keys[start:end])
+                rows = zip(
+                    [namespace] * n, keys[start:end], versions[start:end], values[start:end], exps[start:end], [now] * n,
+                    strict=True,
+                )
                 before = self._conn.total_changes
                 try:
                     self._conn.execute("BEGIN IMMEDIATE")
@@ -166,13 +262,16 @@ class SQLiteKV:
 
     def get_many(self, requests: Sequence[Request]) -> list[list[bytes | None]]:
         out: list[list[bytes | None]] = []
+        now = now_ms()
         with self._lock:
             for namespace, keys in requests:
                 found: dict[str, bytes] = {}
                 for start in range(0, len(keys), 900):
                     part = keys[start : start + 900]
                     marks = ",".join("?" * len(part))
-                    cur = self._conn.execute(f"SELECT k, v FROM kv WHERE ns = ? AND k IN ({marks})", (namespace, *part))
+                    cur = self._conn.execute(
+                        f"SELECT k, v FROM kv WHERE ns = ? AND k IN ({marks}) AND (exp IS NULL OR exp > ?)", (namespace, *part, now)
+                    )
                     found.update(cur.fetchall())
                 out.append([found.get(k) for k in keys])
         return out
@@ -189,7 +288,22 @@ class SQLiteKV:
 
     def count(self, namespace: str) -> int:
         with self._lock:
-            return int(self._conn.execute("SELECT count(*) FROM kv WHERE ns = ?", (namespace,)).fetchone()[0])
+            sql = "SELECT count(*) FROM kv WHERE ns = ? AND (exp IS NULL OR exp > ?)"
+            return int(self._conn.execute(sql, (namespace, now_ms())).fetchone()[0])
+
+    def namespaces(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._conn.execute("SELECT DISTINCT ns FROM kv ORDER BY ns")]
+
+    def sweep(self) -> int:
+        with self._lock:
+            return self._sweep_locked()
+
+    def _sweep_locked(self) -> int:
+        before = self._conn.total_changes
+        self._conn.execute("DELETE FROM kv WHERE exp IS NOT NULL AND exp <= ?", (now_ms(),))
+        self._swept = time.monotonic()
+        return self._conn.total_changes - before
 
     def close(self) -> None:
         with self._lock:
@@ -199,21 +313,27 @@ class SQLiteKV:
 # -- Redis --------------------------------------------------------------------------
 # Conditional write of a batch in one server-side step: a key is set only when its
 # stored version (the text before the first '|') is not newer than the new one.
+# ARGV holds (version, value, expiry ms or '') per key.
 _PUT_SCRIPT = """
 local n = 0
 for i, key in ipairs(KEYS) do
-  local ver = ARGV[2 * i - 1]
+  local ver = ARGV[3 * i - 2]
   local cur = redis.call('GET', key)
   local write = true
   if cur then
     local bar = string.find(cur, '|', 1, true)
     if bar then
       local old = string.sub(cur, 1, bar - 1)
-      if old > ver or (old == ver and string.sub(cur, bar + 1) == ARGV[2 * i]) then write = false end
+      if old > ver or (old == ver and string.sub(cur, bar + 1) == ARGV[3 * i - 1]) then write = false end
     end
   end
   if write then
-    redis.call('SET', key, ver .. '|' .. ARGV[2 * i])
+    local exp = ARGV[3 * i]
+    if exp == '' then
+      redis.call('SET', key, ver .. '|' .. ARGV[3 * i - 1])
+    else
+      redis.call('SET', key, ver .. '|' .. ARGV[3 * i - 1], 'PXAT', exp)
+    end
     n = n + 1
   end
 end
@@ -222,13 +342,18 @@ return n
 
 
 class RedisKV:
-    """Redis strings ``<prefix><namespace>|<key>`` holding ``<version>|<value>``."""
+    """Redis strings ``<prefix><namespace>|{<key>}`` holding ``<version>|<value>``.
+
+    The braces make the entity key the hash tag, so on a cluster (``redis+cluster://``)
+    one entity's values share a slot and a write's script touches one slot only.
+    """
 
     _CHUNK = 2_000
 
     def __init__(self, uri: str) -> None:
         try:
             import redis
+            import redis.cluster
         except ImportError:
             from keel.errors import missing_extra
 
@@ -237,34 +362,75 @@ class RedisKV:
         parts = urlsplit(uri)
         query = parse_qs(parts.query)
         self.prefix = (query.pop("prefix", ["keel:"]) or ["keel:"])[0]
-        clean = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
-        self._redis = redis.Redis.from_url(clean)
+        if any(c in self.prefix for c in "{}*?[]\\"):
+            raise ConfigError(f"The Redis key prefix {self.prefix!r} must not contain braces or glob characters.")
+        self.cluster = parts.scheme.endswith("+cluster")
+        scheme = parts.scheme.removesuffix("+cluster")
+        clean = urlunsplit(parts._replace(scheme=scheme, query=urlencode(query, doseq=True)))
+        self._redis: Any = redis.cluster.RedisCluster.from_url(clean) if self.cluster else redis.Redis.from_url(clean)
         self._put = self._redis.register_script(_PUT_SCRIPT)
-        self._errors: tuple[type[BaseException], ...] = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+        self._errors: tuple[type[BaseException], ...] = (
+            redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ClusterError,
+        )
 
     def _key(self, namespace: str, key: str) -> str:
-        return f"{self.prefix}{namespace}|{key}"
+        return f"{self.prefix}{namespace}|{{{key}}}"
 
     def _unreachable(self, exc: BaseException) -> StoreError:
-        return StoreError(f"The online store {self.uri} failed: {exc}", hint="Check that Redis is running and KEEL_ONLINE_URI is right.")
+        return StoreError(
+            f"The online store {_redact_uri(self.uri)} failed: {exc}",
+            hint="Check that Redis is running and KEEL_ONLINE_URI is right.",
+        )
 
-    def put_many(self, namespace: str, keys: Sequence[str], versions: Sequence[str], values: Sequence[bytes]) -> int:
-        _check(namespace, keys, versions, values)
-        written = 0
+    def put_many(
+        self, namespace: str, keys: Sequence[str], versions: Sequence[str], values: Sequence[bytes],
+        expires_ms: Sequence[int | None] | None = None,
+    ) -> int:
+        _check(namespace, keys, versions, values, expires_ms)
+        keys, versions, values, expires_ms = _live(keys, versions, values, expires_ms)
+        exps: list[Any] = ["" if e is None else str(int(e)) for e in expires_ms] if expires_ms is not None else [""] * len(keys)
         try:
+            if self.cluster:
+                return self._put_cluster(namespace, keys, versions, values, exps)
+            if len(keys) <= self._CHUNK:  # one script call, one round trip (a pipeline adds SCRIPT EXISTS)
+                full = [self._key(namespace, k) for k in keys]
+                one: list[Any] = [None] * (3 * len(full))
+                one[0::3], one[1::3], one[2::3] = versions, values, exps
+                return int(self._put(keys=full, args=one)) if full else 0
+            written = 0
             # each chunk is one atomic script call; chunks travel in pipelines of ~20
             for group in range(0, len(keys), self._CHUNK * 20):
                 pipe = self._redis.pipeline(transaction=False)
                 for start in range(group, min(group + self._CHUNK * 20, len(keys)), self._CHUNK):
                     end = start + self._CHUNK
                     full = [self._key(namespace, k) for k in keys[start:end]]
-                    args: list[Any] = [None] * (2 * len(full))
-                    args[0::2] = versions[start:end]
-                    args[1::2] = values[start:end]
+                    args: list[Any] = [None] * (3 * len(full))
+                    args[0::3] = versions[start:end]
+                    args[1::3] = values[start:end]
+                    args[2::3] = exps[start:end]
                     self._put(keys=full, args=args, client=pipe)
                 written += sum(int(n) for n in pipe.execute())
         except self._errors as exc:
             raise self._unreachable(exc) from None
+        return written
+
+    def _put_cluster(
+        self, namespace: str, keys: Sequence[str], versions: Sequence[str], values: Sequence[bytes], exps: list[Any]
+    ) -> int:
+        """A script may touch one slot only: one call per slot (a cluster pipeline cannot carry scripts)."""
+        by_slot: dict[int, list[int]] = {}
+        full = [self._key(namespace, k) for k in keys]
+        slot = self._redis.keyslot
+        for i, k in enumerate(full):
+            by_slot.setdefault(slot(k), []).append(i)
+        written = 0
+        for idx in by_slot.values():
+            for start in range(0, len(idx), self._CHUNK):
+                part = idx[start : start + self._CHUNK]
+                args: list[Any] = []
+                for i in part:
+                    args += [versions[i], values[i], exps[i]]
+                written += int(self._put(keys=[full[i] for i in part], args=args))
         return written
 
     def get_many(self, requests: Sequence[Request]) -> list[list[bytes | None]]:
@@ -272,7 +438,7 @@ class RedisKV:
         if not full:
             return [[] for _ in requests]
         try:
-            raw = self._redis.mget(full)
+            raw = self._redis.mget_nonatomic(full) if self.cluster else self._redis.mget(full)
         except self._errors as exc:
             raise self._unreachable(exc) from None
         out: list[list[bytes | None]] = []
@@ -285,23 +451,66 @@ class RedisKV:
     def delete_many(self, namespace: str, keys: Sequence[str]) -> int:
         if not keys:
             return 0
-        return int(self._redis.delete(*[self._key(namespace, k) for k in keys]))
+        full = [self._key(namespace, k) for k in keys]
+        try:
+            if self.cluster:
+                return sum(int(self._redis.delete(k)) for k in full)
+            return int(self._redis.delete(*full))
+        except self._errors as exc:
+            raise self._unreachable(exc) from None
+
+    def _scan(self, match: str) -> Any:
+        if self.cluster:
+            return self._redis.scan_iter(match=match, count=1000, target_nodes=self._redis.PRIMARIES)
+        return self._redis.scan_iter(match=match, count=1000)
 
     def drop(self, namespace: str) -> None:
         batch: list[bytes] = []
-        for key in self._redis.scan_iter(match=self._key(namespace, "*"), count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                self._redis.delete(*batch)
-                batch.clear()
-        if batch:
-            self._redis.delete(*batch)
+        try:
+            for key in self._scan(self._key(namespace, "*")[:-1]):  # '<prefix><ns>|{*'
+                batch.append(key)
+                if len(batch) >= 1000:
+                    self._delete(batch)
+                    batch.clear()
+            if batch:
+                self._delete(batch)
+        except self._errors as exc:
+            raise self._unreachable(exc) from None
+
+    def _delete(self, keys: list[bytes]) -> None:
+        if self.cluster:
+            for k in keys:
+                self._redis.delete(k)
+        else:
+            self._redis.delete(*keys)
 
     def count(self, namespace: str) -> int:
-        return sum(1 for _ in self._redis.scan_iter(match=self._key(namespace, "*"), count=1000))
+        try:
+            return sum(1 for _ in self._scan(self._key(namespace, "*")[:-1]))
+        except self._errors as exc:
+            raise self._unreachable(exc) from None
+
+    def namespaces(self) -> list[str]:
+        found: set[str] = set()
+        for key in self._scan(self.prefix + "*|{*"):
+            text = key.decode() if isinstance(key, bytes) else str(key)
+            found.add(text[len(self.prefix) :].split("|", 1)[0])
+        return sorted(found)
+
+    def sweep(self) -> int:
+        return 0  # Redis expires keys itself
 
     def close(self) -> None:
         self._redis.close()
+
+
+def _redact_uri(uri: str) -> str:
+    """The URI without its password, for messages."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def open_kv_store(uri: str) -> KVStore:
@@ -311,11 +520,11 @@ def open_kv_store(uri: str) -> KVStore:
         return MemoryKV(uri)
     if scheme == "sqlite":
         return SQLiteKV(uri)
-    if scheme in {"redis", "rediss", "unix"}:
+    if scheme in {"redis", "rediss", "unix", "redis+cluster", "rediss+cluster"}:
         return RedisKV(uri)
     raise ConfigError(
-        f"KEEL_ONLINE_URI {uri!r} names no known online store.",
-        hint="Use sqlite:///path/online.db, redis://host:6379/0 or memory://.",
+        f"KEEL_ONLINE_URI {_redact_uri(uri)!r} names no known online store.",
+        hint="Use sqlite:///path/online.db, redis://host:6379/0, redis+cluster://host:7000 or memory://.",
     )
 
 

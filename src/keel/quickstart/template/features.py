@@ -3,7 +3,9 @@
 Data, relative to the project root:
   data/customers.parquet   customer profile snapshots
   data/usage.parquet       daily usage events per customer
-  data/usage_30d.parquet   30-day usage totals per customer and day (built by the pipeline)
+
+The 30-day aggregates are Aggregation definitions: one definition computes them
+offline as of each label's time and online as of now, so they cannot drift apart.
 """
 
 from datetime import timedelta
@@ -11,6 +13,7 @@ from datetime import timedelta
 import pandas as pd
 
 from keel.features import (
+    Aggregation,
     Entity,
     FeatureService,
     FeatureView,
@@ -35,11 +38,13 @@ profile = FeatureView(
     tags={"team": "growth"},
 )
 
+usage_feed = Source("usage_feed", path="data/usage.parquet", timestamp_field="event_timestamp",
+                    created_timestamp_field="created_timestamp", description="Daily usage events per customer.")
+
 usage = FeatureView(
     "usage",
     entities=[customer],
-    source=Source("usage_feed", path="data/usage.parquet", timestamp_field="event_timestamp",
-                  created_timestamp_field="created_timestamp", description="Daily usage events per customer."),
+    source=usage_feed,
     ttl=timedelta(days=3),
     # written once: runs for training sets, materialization and pushes alike
     transformation="SELECT *, minutes / nullif(sessions, 0) AS minutes_per_session FROM source",
@@ -52,14 +57,35 @@ usage = FeatureView(
 usage_30d = FeatureView(
     "usage_30d",
     entities=[customer],
-    source=Source("usage_30d", path="data/usage_30d.parquet", timestamp_field="event_timestamp",
-                  created_timestamp_field="created_timestamp", description="30-day usage totals, one row per customer and day."),
-    ttl=timedelta(days=3),
-    schema=[Field("sessions_30d", Int64), Field("minutes_30d", Float64), Field("tickets_30d", Int64),
-            Field("failures_30d", Int64), Field("minutes_trend", Float64)],
+    source=usage_feed,
+    ttl=timedelta(days=31),
+    schema=[Field("sessions", Int64), Field("minutes", Float64), Field("support_tickets", Int64), Field("payment_failures", Int64)],
+    # windows end at the row's time (a label's, or now online); a day of usage counts once it arrived
+    aggregations=[
+        Aggregation("sessions", "sum", "30d", name="sessions_30d", empty=0),
+        Aggregation("minutes", "sum", "30d", name="minutes_30d", empty=0),
+        Aggregation("support_tickets", "sum", "30d", name="tickets_30d", empty=0),
+        Aggregation("payment_failures", "sum", "30d", name="failures_30d", empty=0),
+        Aggregation("minutes", "mean", "7d", name="minutes_mean_7d"),
+        Aggregation("minutes", "mean", "30d", name="minutes_mean_30d"),
+    ],
     owner="growth@example.com",
-    description="Usage over the 30 days before each day, and the trend of the last 7 days against it.",
+    description="Usage over the 30 days before each instant, and the mean of the last 7 days.",
     tags={"team": "growth"},
+)
+
+
+def _trend(df: pd.DataFrame) -> pd.DataFrame:
+    week, month = df["minutes_mean_7d"].astype("float64"), df["minutes_mean_30d"].astype("float64")
+    return pd.DataFrame({"minutes_trend": week / month.where(month > 0)}, index=df.index)
+
+
+trend = OnDemandFeatureView(
+    "trend",
+    sources=[usage_30d[["minutes_mean_7d", "minutes_mean_30d"]]],
+    schema=[Field("minutes_trend", Float64)],
+    function=_trend,
+    description="Minutes per day of the last 7 days against the last 30.",
 )
 
 
@@ -79,7 +105,8 @@ pricing = OnDemandFeatureView(
 
 churn_v1 = FeatureService(
     "churn_v1",
-    features=[profile, usage[["sessions", "minutes_per_session"]], usage_30d, pricing],
+    features=[profile, usage[["sessions", "minutes_per_session"]],
+              usage_30d[["sessions_30d", "minutes_30d", "tickets_30d", "failures_30d"]], trend, pricing],
     description="Features of the churn model.",
     owner="growth@example.com",
 )

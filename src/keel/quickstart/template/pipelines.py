@@ -3,7 +3,7 @@
     keel pipelines run pipelines:training            # the full path
     keel pipelines run pipelines:training --smoke    # the same on a sample, in seconds
 
-usage feed ─► contract ─► 30-day aggregates ─► feature definitions ─► point-in-time
+usage feed ─► contract ─► feature definitions (30-day aggregates included) ─► point-in-time
 training set ─► time split ─► tuned LightGBM (Optuna) ─► registry: log, register,
 evaluate against the champion, promote to production through the gates.
 """
@@ -32,43 +32,19 @@ def validate_usage(usage: FileRef) -> dict:
     return {"checks": 0 if report is None else len(report.results), "passed": True}
 
 
-@keel.step(produces=["data/usage_30d.parquet"])
-def aggregate_usage(usage: FileRef, contract: dict, out: str = "data/usage_30d.parquet") -> str:
-    """30-day usage totals per customer and day (a batch job upstream of the feature store)."""
-    import duckdb
+@keel.step
+def apply_features(definitions: FileRef, usage: FileRef, contract: dict) -> dict:
+    """Store the definitions in features.py as a new version when anything changed.
 
+    The 30-day aggregates are Aggregation definitions in features.py: the training set
+    computes them as of each label, serving as of now, from the same definition.
+    """
+    from keel.features import apply
     from keel.store.blobs import sha256_file
 
-    src = str(usage).replace("'", "''")
-    tmp = out + ".tmp"
-    duckdb.sql(
-        f"""
-        COPY (
-          SELECT customer_id, event_timestamp, created_timestamp,
-            CAST(sum(sessions) OVER w30 AS BIGINT) AS sessions_30d,
-            sum(minutes) OVER w30 AS minutes_30d,
-            CAST(sum(support_tickets) OVER w30 AS BIGINT) AS tickets_30d,
-            CAST(sum(payment_failures) OVER w30 AS BIGINT) AS failures_30d,
-            (avg(minutes) OVER w7) / nullif(avg(minutes) OVER w30, 0) AS minutes_trend
-          FROM read_parquet('{src}')
-          WINDOW w30 AS (PARTITION BY customer_id ORDER BY event_timestamp RANGE BETWEEN INTERVAL 29 DAYS PRECEDING AND CURRENT ROW),
-                 w7 AS (PARTITION BY customer_id ORDER BY event_timestamp RANGE BETWEEN INTERVAL 6 DAYS PRECEDING AND CURRENT ROW)
-        ) TO '{tmp}' (FORMAT parquet)
-        """
-    )
-    import os
-
-    os.replace(tmp, out)
-    return sha256_file(Path(out))
-
-
-@keel.step
-def apply_features(definitions: FileRef, aggregates: str) -> dict:
-    """Store the definitions in features.py as a new version when anything changed."""
-    from keel.features import apply
-
     result = apply()
-    return {"definitions_version": result.definitions_version, "changes": len(result.changes)}
+    # the usage data's hash: a new day of usage makes a new training set
+    return {"definitions_version": result.definitions_version, "changes": len(result.changes), "usage": sha256_file(Path(str(usage)))}
 
 
 @keel.step(sample=True)
@@ -147,8 +123,7 @@ def training(
     definitions: FileRef = FileRef("features.py"),
 ) -> Any:
     checked = validate_usage(usage)
-    aggregates = aggregate_usage(usage, checked)
-    defs = apply_features(definitions, aggregates)
+    defs = apply_features(definitions, usage, checked)
     data = training_set(labels, defs)
     train_df, valid_df = split(data)
     tuned = train(train_df, valid_df)
