@@ -219,19 +219,22 @@ INIT_TEMPLATE = """\
 # metadata_uri: postgresql+psycopg://user@host:5432/keel   # default: SQLite in .keel/
 # artifacts_uri: s3://bucket/keel                           # default: .keel/artifacts
 # online_uri: redis://localhost:6379/0                      # default: SQLite in .keel/
-experiment: Default
+experiment: {experiment}
 features_module: features.py
 """
 
 
-def init_project(folder: Path, *, force: bool = False) -> Path:
-    """Create keel.yaml and .keel/ in ``folder``; returns the keel.yaml path."""
+def init_project(folder: Path, *, force: bool = False, experiment: str = "Default") -> Path:
+    """Create keel.yaml and .keel/ in ``folder``; returns the keel.yaml path.
+
+    ``experiment`` is the project's default experiment (where runs that name none go).
+    """
     folder = folder.resolve()
     path = folder / CONFIG_FILE
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists.", hint="Use --force to overwrite it.")
     folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(INIT_TEMPLATE)
+    path.write_text(INIT_TEMPLATE.format(experiment=experiment))
     (folder / STATE_DIR).mkdir(exist_ok=True)
     gi = folder / STATE_DIR / ".gitignore"
     if not gi.exists():

@@ -12,8 +12,26 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
-err_console = Console(stderr=True)
+
+class _Console(Console):
+    """Wraps text at the terminal's width; piped or redirected, each line stays whole.
+
+    Rich hard-wraps at 80 columns when it cannot see a terminal, which breaks
+    sentences and file paths in logs and CI output; there text is soft-wrapped
+    (left to the reader's pager or log viewer) while tables keep the width.
+    """
+
+    @property  # type: ignore[override]
+    def soft_wrap(self) -> bool:
+        return not self.is_terminal
+
+    @soft_wrap.setter
+    def soft_wrap(self, value: bool) -> None:  # rich assigns its default in __init__
+        pass
+
+
+console = _Console()
+err_console = _Console(stderr=True)
 
 JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
 

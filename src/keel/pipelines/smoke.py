@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SMOKE_TAG = "keel.smoke"
+PROMOTION_TAG = "keel.smoke.promotion"  # set by the registry's dry-run promote: "would promote ...: yes/no (why)"
 SAMPLE_ROWS = 200
 _smoke: contextvars.ContextVar[bool] = contextvars.ContextVar("keel_smoke", default=False)
 
@@ -89,11 +90,12 @@ def sample_output(data: Any, n: int = SAMPLE_ROWS) -> Any:
 class CiReport:
     """What ``keel ci`` checked: the smoke run and each attached contract."""
 
-    pipeline: str
+    pipeline: str | None
     run_id: str | None = None
     smoke_ok: bool = False
     smoke_error: str | None = None
     summary: str = ""
+    promotions: list[str] = field(default_factory=list)
     contracts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -101,19 +103,42 @@ class CiReport:
         return self.smoke_ok and all(c["passed"] for c in self.contracts)
 
 
-def run_ci(pipeline: str, params: dict[str, Any] | None = None, *, engine: str | None = None, contracts: bool = True) -> CiReport:
-    """Run the smoke pipeline, then validate every attached contract (when keel.contracts has any)."""
+def promotion_verdicts(run_id: str) -> list[str]:
+    """What the dry-run promotions of a smoke pipeline run found, one line each ("would promote ...: yes/no (why)")."""
+    from keel.tracking.query import get_run
+
+    out = []
+    pending = list(get_run(run_id).children)
+    while pending:  # steps, and runs the steps started
+        child = get_run(pending.pop(0))
+        source = child.tags.get("keel.cache.source_run")
+        if PROMOTION_TAG in child.tags:
+            out.append(str(child.tags[PROMOTION_TAG]))
+        elif source:  # a cached step: the verdict of the run its output came from
+            verdict = get_run(str(source)).tags.get(PROMOTION_TAG)
+            if verdict:
+                out.append(f"{verdict} (cached from run {str(source)[:12]})")
+        pending.extend(child.children)
+    return out
+
+
+def run_ci(pipeline: str | None, params: dict[str, Any] | None = None, *, engine: str | None = None, contracts: bool = True) -> CiReport:
+    """Run the smoke pipeline (when ``pipeline`` is given), then validate every attached contract."""
     from keel.errors import KeelError
     from keel.pipelines.runner import StepFailed, run
 
     report = CiReport(pipeline)
-    try:
-        result = run(pipeline, params, smoke=True, engine=engine, trigger="ci")
-        report.run_id, report.smoke_ok, report.summary = result.run_id, True, result.summary()
-    except StepFailed as exc:
-        report.run_id, report.smoke_error = exc.result.run_id, str(exc)
-    except KeelError as exc:
-        report.smoke_error = str(exc)
+    if pipeline is not None:
+        try:
+            result = run(pipeline, params, smoke=True, engine=engine, trigger="ci")
+            report.run_id, report.smoke_ok, report.summary = result.run_id, True, result.summary()
+            report.promotions = promotion_verdicts(result.run_id)
+        except StepFailed as exc:
+            report.run_id, report.smoke_error = exc.result.run_id, str(exc)
+        except KeelError as exc:
+            report.smoke_error = str(exc)
+    else:
+        report.smoke_ok = True  # nothing to smoke-test: only the contracts
     if contracts:
         report.contracts = _validate_contracts()
     return report
@@ -121,6 +146,7 @@ def run_ci(pipeline: str, params: dict[str, Any] | None = None, *, engine: str |
 
 def _validate_contracts() -> list[dict[str, Any]]:
     try:
+        import keel.features  # noqa: F401  (registers the project's sources and feature views as targets)
         from keel.contracts import validate
         from keel.contracts.targets import attached_targets, resolve_data
     except ImportError:
