@@ -305,7 +305,7 @@ def _num(v: Any) -> str:
     except (TypeError, ValueError):
         return str(v)
     text = f"{f:.4f}" if abs(f) < 1e6 else f"{f:.4g}"
-    return "0" if text.lstrip("-").strip("0.") == "" else text
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 def _text(v: Any) -> str:
