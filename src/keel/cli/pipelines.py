@@ -193,9 +193,9 @@ def ls_cmd(
     if json:
         print_json(rows)
         return
-    console.print(table("Pipeline runs", ["run", "pipeline", "status", "steps", "cached", "smoke", "trigger", "started"], [
-        (r["run_id"], r["name"], r["status"], r["steps"], r["cached"] or 0, "yes" if r["smoke"] else "", r["trigger"],
-         ms_to_datetime(r["created_ms"]).strftime("%Y-%m-%d %H:%M:%S")) for r in rows  # type: ignore[union-attr]
+    console.print(table("Pipeline runs (newest first; `keel pipelines show RUN` for one)", ["run", "pipeline", "status", "cached", "smoke", "trigger", "started"], [
+        (r["run_id"][:8], r["name"], r["status"], f"{r['cached'] or 0}/{r['steps']}", "yes" if r["smoke"] else "", r["trigger"],
+         ms_to_datetime(r["created_ms"]).strftime("%m-%d %H:%M")) for r in rows  # type: ignore[union-attr]
     ]))
 
 

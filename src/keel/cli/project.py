@@ -64,7 +64,8 @@ def config(json: bool = JSON_OPTION) -> None:
         print_json({"project": str(s.root), "settings": [dict(zip(("name", "value", "source", "env"), r, strict=True)) for r in rows]})
         return
     console.print(f"Project: [bold]{s.root}[/] ({s.config_file or 'no keel.yaml: using defaults'})")
-    console.print(table(None, ["setting", "value", "source", "environment variable"], rows))
+    console.print(table(None, ["setting", "value", "source"], [r[:3] for r in rows]))
+    console.print("Each setting can be overridden by the environment variable KEEL_<SETTING>, e.g. KEEL_METADATA_URI; `keel config --json` lists them.")
 
 
 @db_app.command("upgrade")
