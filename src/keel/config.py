@@ -180,7 +180,7 @@ def describe_yaml_error(exc: Exception) -> tuple[int | None, str, str | None]:
     mark = cmark if opened else (pmark or cmark)
     line = None if mark is None else int(mark.line) + 1
     text = problem
-    if opened and pmark is not None and pmark.line != cmark.line:
+    if opened and cmark is not None and pmark is not None and pmark.line != cmark.line:
         text = f"{context.removeprefix('while ')} that starts here is not closed ({problem} at line {pmark.line + 1})"
     elif context and cmark is not None and cmark.line + 1 != line:
         text = f"{problem} ({context} that starts at line {cmark.line + 1})"

@@ -21,7 +21,7 @@ class _Console(Console):
     (left to the reader's pager or log viewer) while tables keep the width.
     """
 
-    @property  # type: ignore[override]
+    @property
     def soft_wrap(self) -> bool:
         return not self.is_terminal
 

@@ -92,9 +92,10 @@ def _print_result(result: Any, error: Any, json: bool) -> None:
         })
     else:
         columns = ["step", "status", "cache", "duration", "saved", "error"]
+        shown: list[tuple[Any, ...]] = list(rows)
         if not any(r[-1] for r in rows):  # no step failed: no empty error column
-            columns, rows = columns[:-1], [r[:-1] for r in rows]
-        console.print(table(f"Pipeline {result.pipeline} run {result.run_id}", columns, rows))
+            columns, shown = columns[:-1], [r[:-1] for r in rows]
+        console.print(table(f"Pipeline {result.pipeline} run {result.run_id}", columns, shown))
         console.print(result.summary())
         for line in verdicts:
             console.print(f"smoke check: {escape(line)}")
