@@ -15,7 +15,7 @@ contracts_app = typer.Typer(
 
 
 def validate(
-    target: str = typer.Argument(..., help="A Parquet/CSV path, or a source/feature view/dataset with an attached contract."),
+    target: str = typer.Argument(..., help="A Parquet/CSV path, or a target with an attached contract (found by the contract's data: or a feature-store source or view)."),
     contract: Path = typer.Option(None, "--contract", "-c", help="Contract file (default: the contracts attached to TARGET)."),
     name: str = typer.Option(None, "--target", help="Name to keep history and references under (default: TARGET if attached, else the contract's name)."),
     stage: str = typer.Option("manual", "--stage", help="Stage recorded with the result (e.g. ci, training_set)."),

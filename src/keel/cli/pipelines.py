@@ -134,7 +134,7 @@ def _pipeline_run(ref: str) -> Any:
 def run_cmd(
     pipeline: str = typer.Argument(..., help="MODULE:NAME or path/to/file.py:NAME of a @keel.pipeline."),
     param: list[str] = PARAM_OPTION,
-    smoke: bool = typer.Option(False, "--smoke", help="Run on a data sample with shrunken params, in the <experiment>-smoke namespace."),
+    smoke: bool = typer.Option(False, "--smoke", help="Run on a data sample with shrunken params, in the <experiment>-smoke namespace; registration and promotion are dry runs."),
     refresh: bool = typer.Option(False, "--refresh", help="Ignore the cache: run every step again."),
     refresh_step: list[str] = typer.Option(None, "--refresh-step", help="Run this step again whatever the cache holds (repeatable)."),
     engine: str = ENGINE_OPTION,
