@@ -53,6 +53,15 @@ def test_quickstart_end_to_end_then_from_cache(tmp_path: Path, monkeypatch: pyte
         assert "7 of 7 steps from cache" in out.getvalue()
         assert second.keys_materialized == 0 and "Online store: already up to date" in out.getvalue()
         assert second.gates == first.gates  # the cached rerun shows the same promotion's gates
+
+        # `keel ci pipelines:training` on the quickstart project: the smoke run passes, checks the
+        # registration and the gates, and stores no version that could never be promoted
+        from keel.pipelines.smoke import run_ci
+
+        rep = run_ci("pipelines:training")
+        assert rep.ok, rep.smoke_error or rep.contracts
+        assert len(rep.promotions) == 1 and rep.promotions[0].startswith("would promote churn v2 -> production: ")
+        assert [v.version for v in registry.list_versions("churn")] == [first.output["version"]]
     finally:
         import sys
 
