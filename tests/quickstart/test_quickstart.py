@@ -94,3 +94,11 @@ def test_text_keeps_whole_lines_without_a_terminal_and_wraps_on_one() -> None:
     tty = _Console(file=io.StringIO(), width=80, force_terminal=True)
     tty.print(line)
     assert tty.file.getvalue().count("\n") > 1
+    # a tree's long labels wrap inside the width instead of being cut off
+    from rich.tree import Tree
+
+    tree = Tree("training run 1598e1c27d924840a8d6096483ed0370 (pipelines:training, smoke; started by ci)")
+    tree.add("validate_usage cached 0.00 s cache hit /tmp/some/long/project/folder/keel-quickstart/pipelines.py:24")
+    piped = _Console(file=io.StringIO(), width=80)
+    piped.print(tree)
+    assert "started by ci" in piped.file.getvalue() and "pipelines.py:24" in piped.file.getvalue()

@@ -14,20 +14,18 @@ from rich.table import Table
 
 
 class _Console(Console):
-    """Wraps text at the terminal's width; piped or redirected, each line stays whole.
+    """Wraps text at the terminal's width; piped or redirected, each line of text stays whole.
 
     Rich hard-wraps at 80 columns when it cannot see a terminal, which breaks
-    sentences and file paths in logs and CI output; there text is soft-wrapped
-    (left to the reader's pager or log viewer) while tables keep the width.
+    sentences and file paths in logs and CI output; there plain text is
+    soft-wrapped (left to the reader's pager or log viewer). Tables and trees
+    keep the width and wrap inside their cells.
     """
 
-    @property
-    def soft_wrap(self) -> bool:
-        return not self.is_terminal
-
-    @soft_wrap.setter
-    def soft_wrap(self, value: bool) -> None:  # rich assigns its default in __init__
-        pass
+    def print(self, *objects: Any, soft_wrap: bool | None = None, **kwargs: Any) -> None:
+        if soft_wrap is None:
+            soft_wrap = not self.is_terminal and all(isinstance(o, str) for o in objects)
+        super().print(*objects, soft_wrap=soft_wrap, **kwargs)
 
 
 console = _Console()
