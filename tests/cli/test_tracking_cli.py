@@ -109,6 +109,7 @@ def test_init_ci_github_in_an_existing_project_installs_the_extras_it_needs(proj
     out = runner.invoke(app, ["init", ".", "--ci", "github"])
     assert out.exit_code == 0, out.output
     assert (project / "keel.yaml").read_text() == before  # the project's settings are kept
+    assert "it installs keel[lightgbm,tuning]" in out.output
     wf = (project / ".github" / "workflows" / "keel.yml").read_text()
     assert 'pip install "keel[lightgbm,tuning]"' in wf and "keel ci pipelines:training" in wf
     assert "pip install -e ." not in wf  # the project is not a package

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from keel.cli._common import JSON_OPTION, console, print_json, run_guarded, table
 
@@ -37,8 +38,8 @@ def init(
 
         wf = run_guarded(lambda: write_github_workflow(written.parent, pipeline=pipeline, force=force))
         extras = project_extras(written.parent)
-        console.print(f"Wrote {wf}: `keel ci {pipeline}` on every push, the full pipeline on main; it installs "
-                      + (f"keel[{','.join(extras)}]" if extras else "keel (the project imports no optional package)") + ".")
+        what = f"keel[{','.join(extras)}]" if extras else "keel (the project imports no optional package)"
+        console.print(f"Wrote {wf}: `keel ci {pipeline}` on every push, the full pipeline on main; it installs {escape(what)}.")
 
 
 def _shown(value: object) -> object:

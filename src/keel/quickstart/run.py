@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from keel import config
@@ -168,7 +169,7 @@ def stage_blocked_batch(result: QuickstartResult) -> None:
             result.blocked_checks = _contract_failures(exc)
             console.print(f"  [red]blocked[/] at step [bold]{failed[0].name if failed else '?'}[/]: run {str(result.blocked_run)[:12]} is failed; nothing downstream ran")
             for line in result.blocked_checks[:6]:
-                console.print(f"    [red]✗[/] {line}")
+                console.print(f"    [red]✗[/] {escape(line)}")
         else:
             console.print("  [yellow]the bad batch was not blocked: check contracts/usage_feed.yaml[/]")
 
@@ -276,7 +277,7 @@ def _print_gates(console: Console, gates: dict[str, Any] | None, outcome: str) -
                   f"[{style}]{r['status']}[/]")
     console.print(t)
     for r in gates.get("results", []):
-        console.print(f"  [dim]{r['name']}: {r['detail']}[/]")
+        console.print(f"  [dim]{escape(r['name'])}: {escape(r['detail'])}[/]")
 
 
 def _print_status(console: Console) -> None:
