@@ -325,8 +325,11 @@ def _dry_promote(mv: ModelVersion, env: str, **gate_args: Any) -> Transition:
             pass
     report, evaluation = evaluate_gates(mv, env, **gate_args)
     moved = Transition(mv.model, env, "dry-run", current, mv.version, gates=report, evaluation=evaluation)
+    verdict = moved.explain()
+    if report.passed and C.requires_approval(env):
+        verdict = verdict.replace(": yes (", ": yes, once approved (", 1)
     if active_run() is not None:
-        set_tag("keel.smoke.promotion", moved.explain()[:2000])
+        set_tag("keel.smoke.promotion", verdict[:2000])
     return moved
 
 
