@@ -22,6 +22,16 @@ class _Console(Console):
     keep the width and wrap inside their cells.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Rich freezes COLUMNS/LINES as they are when the console is made (at import); read them
+        # when printing instead, as rich does when they are unset (so COLUMNS=140 keel ... works
+        # in-process too).
+        if kwargs.get("width") is None:
+            self._width = None
+        if kwargs.get("height") is None:
+            self._height = None
+
     def print(self, *objects: Any, soft_wrap: bool | None = None, **kwargs: Any) -> None:
         if soft_wrap is None:
             soft_wrap = not self.is_terminal and all(isinstance(o, str) for o in objects)
