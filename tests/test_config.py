@@ -36,6 +36,11 @@ def test_bad_values_name_the_setting(tmp_path: Path) -> None:
     (tmp_path / "keel.yaml").write_text("a: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         config.load_settings(tmp_path, env={})
+    # one line, at the line to fix (where the bracket opened, not where the parser gave up)
+    (tmp_path / "keel.yaml").write_text("experiment: a\nregistry:\n  admins: [bob\nfeatures_module: x.py\n")
+    with pytest.raises(ConfigError) as exc:
+        config.load_settings(tmp_path, env={})
+    assert str(exc.value).startswith(f"{tmp_path / 'keel.yaml'}:3: not valid YAML") and "\n" not in str(exc.value)
 
 
 def test_init_refuses_to_overwrite(tmp_path: Path) -> None:

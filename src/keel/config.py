@@ -171,13 +171,45 @@ class Settings:
             return "unknown"
 
 
+def describe_yaml_error(exc: Exception) -> tuple[int | None, str, str | None]:
+    """(1-based line to fix, one-line description, hint) of a PyYAML error.
+
+    An unclosed bracket, brace or quote is only noticed where the parser gives
+    up, often lines later; the line to fix is where the construct started (the
+    context mark). Anything else (a bad indent, a stray ``:``) is at the line
+    where the parser stopped (the problem mark).
+    """
+    context = str(getattr(exc, "context", None) or "")
+    cmark, pmark = getattr(exc, "context_mark", None), getattr(exc, "problem_mark", None)
+    problem = str(getattr(exc, "problem", None) or str(exc).splitlines()[0])
+    opened = cmark is not None and any(word in context for word in ("flow", "scanning", "quoted"))
+    mark = cmark if opened else (pmark or cmark)
+    line = None if mark is None else int(mark.line) + 1
+    text = problem
+    if opened and cmark is not None and pmark is not None and pmark.line != cmark.line:
+        text = f"{context.removeprefix('while ')} that starts here is not closed ({problem} at line {pmark.line + 1})"
+    elif context and cmark is not None and cmark.line + 1 != line:
+        text = f"{problem} ({context} that starts at line {cmark.line + 1})"
+    if opened:
+        hint = None
+    elif "mapping values are not allowed" in problem:
+        hint = "Quote a value that contains ': ', or look for a missing ':' on the line above."
+    else:
+        hint = "Check the indentation of this line against the lines above it."
+    return line, text, hint
+
+
 def _read_file(path: Path) -> dict[str, Any]:
     import yaml
 
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}", hint="Fix the file or run `keel init --force`.") from None
+        line, text, hint = describe_yaml_error(exc)
+        where = f"{path}:{line}" if line else str(path)
+        raise ConfigError(
+            f"{where}: not valid YAML: {text}.", hint=(hint + " " if hint else "") + "Fix the file or run `keel init --force`.", file=str(path), line=line
+        ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of settings, found {type(data).__name__}.")
     return data
@@ -225,19 +257,22 @@ INIT_TEMPLATE = """\
 # metadata_uri: postgresql+psycopg://user@host:5432/keel   # default: SQLite in .keel/
 # artifacts_uri: s3://bucket/keel                           # default: .keel/artifacts
 # online_uri: redis://localhost:6379/0                      # default: SQLite in .keel/
-experiment: Default
+experiment: {experiment}
 features_module: features.py
 """
 
 
-def init_project(folder: Path, *, force: bool = False) -> Path:
-    """Create keel.yaml and .keel/ in ``folder``; returns the keel.yaml path."""
+def init_project(folder: Path, *, force: bool = False, experiment: str = "Default") -> Path:
+    """Create keel.yaml and .keel/ in ``folder``; returns the keel.yaml path.
+
+    ``experiment`` is the project's default experiment (where runs that name none go).
+    """
     folder = folder.resolve()
     path = folder / CONFIG_FILE
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists.", hint="Use --force to overwrite it.")
     folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(INIT_TEMPLATE)
+    path.write_text(INIT_TEMPLATE.format(experiment=experiment))
     (folder / STATE_DIR).mkdir(exist_ok=True)
     gi = folder / STATE_DIR / ".gitignore"
     if not gi.exists():

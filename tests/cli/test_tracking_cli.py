@@ -98,3 +98,28 @@ def test_init_with_a_github_workflow(tmp_path: Path) -> None:
     wf = (tmp_path / "p" / ".github" / "workflows" / "keel.yml").read_text()
     assert "keel ci" in wf and "pipelines:training" in wf
     assert runner.invoke(app, ["init", str(tmp_path / "q"), "--ci", "gitlab"]).exit_code == 1
+
+
+def test_init_ci_github_in_an_existing_project_installs_the_extras_it_needs(project: Path) -> None:
+    (project / "pipelines.py").write_text(
+        "import keel\nfrom sklearn.linear_model import LogisticRegression\n\n\n"
+        "@keel.tune(space={'c': (0.1, 1.0)}, n_trials=2)\ndef train(df, *, params, trial):\n    import lightgbm\n    return 0.0, None\n"
+    )
+    before = (project / "keel.yaml").read_text()
+    out = runner.invoke(app, ["init", ".", "--ci", "github"])
+    assert out.exit_code == 0, out.output
+    assert (project / "keel.yaml").read_text() == before  # the project's settings are kept
+    assert "it installs keel[lightgbm,tuning]" in out.output
+    wf = (project / ".github" / "workflows" / "keel.yml").read_text()
+    assert 'pip install "keel[lightgbm,tuning]"' in wf and "keel ci pipelines:training" in wf
+    assert "pip install -e ." not in wf  # the project is not a package
+
+
+def test_config_masks_passwords_in_uris(project: Path, monkeypatch) -> None:
+    monkeypatch.setenv("KEEL_METADATA_URI", "postgresql+psycopg://bob:s3cret-pw@db.example:5432/keel")
+    monkeypatch.setenv("KEEL_ONLINE_URI", "redis://:t0ken-value@cache.example:6379/0")
+    for args in (["config"], ["config", "--json"]):
+        out = runner.invoke(app, args, env={"COLUMNS": "200"})
+        assert out.exit_code == 0, out.output
+        assert "s3cret-pw" not in out.output and "t0ken-value" not in out.output
+        assert "bob:***@db.example" in out.output and ":***@cache.example" in out.output

@@ -60,7 +60,7 @@ def test_suggest_validate_history_show(project: Path) -> None:
 def test_validate_errors_are_one_line(project: Path) -> None:
     runner = CliRunner()
     res = runner.invoke(app, ["validate", "nowhere.parquet"])
-    assert res.exit_code == 1 and "neither a Parquet/CSV path nor a known source" in res.output
+    assert res.exit_code == 1 and "File 'nowhere.parquet' does not exist" in res.output
     write(project / "x.parquet", 0)
     res = runner.invoke(app, ["validate", "x.parquet"])
     assert res.exit_code == 1 and "No contract is attached" in res.output
@@ -87,3 +87,35 @@ def test_validate_attached_target_through_a_resolver(project: Path) -> None:
     report = json.loads(res.stdout)
     assert report["target"] == "payments" and report["errors"] == 1
     assert next(r for r in report["results"] if r["check_id"] == "amount.positive")["sample"] == [-3.0]
+
+
+def test_suggest_then_keel_ci_finds_the_data_by_the_contract(project: Path) -> None:
+    runner = CliRunner()
+    (project / "data").mkdir()
+    write(project / "data" / "orders.parquet", 1)
+    res = runner.invoke(app, ["contracts", "suggest", "data/orders.parquet", "-o", "contracts/orders.yaml"])
+    assert res.exit_code == 0, res.output
+    assert "data: data/orders.parquet" in (project / "contracts" / "orders.yaml").read_text()
+    ci = runner.invoke(app, ["ci"])
+    assert ci.exit_code == 0, ci.output
+    assert "contract orders: passed" in ci.output
+    by_name = runner.invoke(app, ["validate", "orders"])
+    assert by_name.exit_code == 0 and "checks passed" in by_name.output
+    # bad data at that path fails CI
+    write(project / "data" / "orders.parquet", 3, bad_ids=True)
+    assert runner.invoke(app, ["ci"]).exit_code == 1
+
+
+def test_a_contract_without_data_says_so_and_a_missing_file_says_it_is_missing(project: Path) -> None:
+    runner = CliRunner()
+    write(project / "orders.parquet", 1)
+    assert runner.invoke(app, ["contracts", "suggest", "orders.parquet", "-o", "contracts/orders.yaml"]).exit_code == 0
+    text = (project / "contracts" / "orders.yaml").read_text()
+    (project / "contracts" / "orders.yaml").write_text("\n".join(line for line in text.splitlines() if not line.startswith("data:")))
+    res = runner.invoke(app, ["validate", "orders"])
+    assert res.exit_code == 1
+    assert "has a contract (contracts/orders.yaml), but keel does not know where its data is" in res.output
+    assert "Did you mean" not in res.output
+    missing = runner.invoke(app, ["contracts", "suggest", "data/orders.parquet", "-o", "contracts/o2.yaml"])
+    assert missing.exit_code == 1 and "File 'data/orders.parquet' does not exist" in missing.output
+    assert not (project / "contracts" / "o2.yaml").exists()

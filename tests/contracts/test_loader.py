@@ -100,3 +100,28 @@ def test_python_api_rejects_bad_checks() -> None:
         Contract("x", checks=[c.not_null()])
     with pytest.raises(ValidationError, match="two checks have the id"):
         Contract("x", columns={"a": Column("int", checks=[c.min(0), c.min(1)])})
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        # an unclosed brace is noticed a line later: the line to fix is where it opened
+        ("contract: x\ncolumns:\n  a: {type: int\n  b:\n    type: int\n", 3, "flow mapping that starts here is not closed"),
+        # a bad indent is at the line itself, not at the mapping it breaks
+        ("contract: x\ncolumns:\n  a:\n    type: int\n   checks:\n      - min: 0\n", 5, "Check the indentation"),
+        ("contract: x\ncolumns:\n  a:\n    description: \"abc\n    type: int\n", 4, "quoted scalar that starts here is not closed"),
+    ],
+)
+def test_yaml_syntax_errors_point_at_the_line_to_fix(tmp_path: Path, text: str, line: int, message: str) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    with pytest.raises(ValidationError, match=message) as exc:
+        load_contract(path)
+    assert str(exc.value).startswith(f"{path}:{line}: not valid YAML")
+
+
+def test_data_location_round_trips_and_is_not_part_of_the_digest() -> None:
+    with_data = loads_contract(GOOD.replace("contract: orders\n", "contract: orders\ndata: data/orders.parquet\n"))
+    assert with_data.data == "data/orders.parquet"
+    assert loads_contract(with_data.to_yaml()).data == "data/orders.parquet"
+    assert with_data.digest() == loads_contract(GOOD).digest()

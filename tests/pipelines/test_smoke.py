@@ -87,3 +87,49 @@ def test_github_workflow_runs_smoke_on_push_and_full_on_main(project: Path) -> N
     assert "keel pipelines run pipelines:training" in text
     with pytest.raises(keel.KeelError, match="already exists"):
         write_github_workflow(project)
+
+
+REGISTERING = '''
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+import keel
+from keel.pipelines import sample
+
+
+@keel.step(sample=True)
+def load(n: int) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=n)
+    return pd.DataFrame({"x": x, "y": (x + rng.normal(scale=0.5, size=n) > 0).astype(int)})
+
+
+@keel.step
+def register(df: pd.DataFrame) -> dict:
+    keel.log_model(LogisticRegression().fit(df[["x"]], df["y"]), input_example=df[["x"]].head(3))
+    run = keel.active_run()
+    version = keel.register_model(f"runs:/{run.id}/model", "smoky")
+    moved = keel.promote("smoky", version.version, to="production", data=df, target="y")
+    return {"version": version.version, "status": moved.status}
+
+
+@keel.pipeline(experiment="smoky")
+def training(n: int = 2000):
+    return register(load(n))
+'''
+
+
+def test_smoke_run_checks_registration_and_gates_without_creating_versions(write_module) -> None:
+    from keel import registry
+
+    mod = write_module("smoky_reg", REGISTERING)
+    full = mod.training.run()
+    assert full.output == {"version": 1, "status": "applied"}
+    rep = run_ci("smoky_reg:training")
+    assert rep.ok, rep.smoke_error
+    # the registration and the promotion were checked, but nothing was stored or moved
+    assert [v.version for v in registry.list_versions("smoky")] == [1]
+    assert registry.status("smoky")["environments"][-1]["version"] == 1
+    assert len(rep.promotions) == 1
+    assert rep.promotions[0].startswith("would promote smoky v2 -> production: ")
+    assert "roc_auc" in rep.promotions[0] and "champion v1" in rep.promotions[0]

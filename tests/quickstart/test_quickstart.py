@@ -26,6 +26,13 @@ def test_quickstart_end_to_end_then_from_cache(tmp_path: Path, monkeypatch: pyte
         first = run_quickstart(tmp_path / "qs", Console(file=out, width=120), n_customers=600)
         assert first.steps == 6 and first.cached_steps == 0  # the 30-day aggregates are definitions, not a step
         assert first.output["promotion"] == "applied"
+        # the project's default experiment is the one its runs go to
+        assert "experiment: churn" in (tmp_path / "qs" / "keel.yaml").read_text()
+        assert len(keel.search_runs(filter="tags.`keel.kind` = 'trial'")) == 12
+        # the gate table of the promotion: gate, metric, threshold, champion, result
+        text = out.getvalue()
+        assert "Promotion gates: churn v1 -> production" in text and "│ roc_auc >= champion (default gate) │" in text
+        assert first.gates is not None and first.gates["passed"] and first.keys_materialized > 0
         status = registry.status("churn")
         production = next(e for e in status["environments"] if e["environment"] == "production")
         assert production["version"] == first.output["version"]
@@ -44,9 +51,54 @@ def test_quickstart_end_to_end_then_from_cache(tmp_path: Path, monkeypatch: pyte
         assert second.cached_steps == second.steps == 6
         assert second.output == first.output  # nothing new registered
         assert "6 of 6 steps from cache" in out.getvalue()
+        assert second.keys_materialized == 0 and "Online store: already up to date" in out.getvalue()
+        assert second.gates == first.gates  # the cached rerun shows the same promotion's gates
+
+        # `keel ci pipelines:training` on the quickstart project: the smoke run passes, checks the
+        # registration and the gates, and stores no version that could never be promoted
+        from keel.pipelines.smoke import run_ci
+
+        rep = run_ci("pipelines:training")
+        assert rep.ok, rep.smoke_error or rep.contracts
+        assert len(rep.promotions) == 1 and rep.promotions[0].startswith("would promote churn v2 -> production: ")
+        assert [v.version for v in registry.list_versions("churn")] == [first.output["version"]]
     finally:
         import sys
 
         sys.modules.pop("pipelines", None)
         metadata.reset_stores()
         config.reset()
+
+
+def test_quickstart_without_its_extra_stops_in_one_line_before_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from keel.errors import DependencyError
+    from keel.quickstart.run import run_quickstart
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lightgbm" else real(name, *a))
+    with pytest.raises(DependencyError) as exc:
+        run_quickstart(tmp_path / "qs", Console(file=io.StringIO()))
+    assert "'lightgbm'" in str(exc.value) and "pip install 'keel[quickstart]'" in str(exc.value)
+    assert "\n" not in str(exc.value) and not (tmp_path / "qs").exists()
+
+
+def test_text_keeps_whole_lines_without_a_terminal_and_wraps_on_one() -> None:
+    from keel.cli._common import _Console
+
+    line = "✓ Run pipelines:training (contract → features → training set → tuning → registry) (9.3s) " * 2
+    piped = _Console(file=io.StringIO(), width=80)
+    piped.print(line)
+    assert piped.file.getvalue().count("\n") == 1  # one line, for the log viewer to wrap
+    tty = _Console(file=io.StringIO(), width=80, force_terminal=True)
+    tty.print(line)
+    assert tty.file.getvalue().count("\n") > 1
+    # a tree's long labels wrap inside the width instead of being cut off
+    from rich.tree import Tree
+
+    tree = Tree("training run 1598e1c27d924840a8d6096483ed0370 (pipelines:training, smoke; started by ci)")
+    tree.add("validate_usage cached 0.00 s cache hit /tmp/some/long/project/folder/keel-quickstart/pipelines.py:24")
+    piped = _Console(file=io.StringIO(), width=80)
+    piped.print(tree)
+    assert "started by ci" in piped.file.getvalue() and "pipelines.py:24" in piped.file.getvalue()

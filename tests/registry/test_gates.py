@@ -174,5 +174,13 @@ def test_a_smoke_run_can_never_be_promoted(project: Path) -> None:
     with keel.start_run(tags={"keel.smoke": "true"}) as run:
         keel.log_model(LogisticRegression().fit(x, y), input_example=x.head(3))
     mv = keel.register_model(f"runs:/{run.id}/model", "smoke-model")
-    with pytest.raises(ValidationError, match="smoke run"):
-        keel.promote("smoke-model", mv.version, to="staging", force=False)
+    # a smoke run's registration is a dry run: checked, numbered, never stored
+    assert mv.dry_run and mv.version == 1 and mv.uri == f"runs:/{run.id}/model"
+    with pytest.raises(keel.KeelError, match="smoke-model"):
+        registry.get_model("smoke-model")
+    # its promotion runs the gates and moves nothing
+    moved = keel.promote("smoke-model", mv.version, to="staging")
+    assert moved.status == "dry-run" and moved.gates is not None and moved.gates.passed
+    assert moved.explain().startswith("would promote smoke-model v1 -> staging: yes")
+    with pytest.raises(keel.KeelError):
+        registry.get_model("smoke-model")

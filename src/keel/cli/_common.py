@@ -12,8 +12,34 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
-err_console = Console(stderr=True)
+
+class _Console(Console):
+    """Wraps text at the terminal's width; piped or redirected, each line of text stays whole.
+
+    Rich hard-wraps at 80 columns when it cannot see a terminal, which breaks
+    sentences and file paths in logs and CI output; there plain text is
+    soft-wrapped (left to the reader's pager or log viewer). Tables and trees
+    keep the width and wrap inside their cells.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Rich freezes COLUMNS/LINES as they are when the console is made (at import); read them
+        # when printing instead, as rich does when they are unset (so COLUMNS=140 keel ... works
+        # in-process too).
+        if kwargs.get("width") is None:
+            self._width = None
+        if kwargs.get("height") is None:
+            self._height = None
+
+    def print(self, *objects: Any, soft_wrap: bool | None = None, **kwargs: Any) -> None:
+        if soft_wrap is None:
+            soft_wrap = not self.is_terminal and all(isinstance(o, str) for o in objects)
+        super().print(*objects, soft_wrap=soft_wrap, **kwargs)
+
+
+console = _Console()
+err_console = _Console(stderr=True)
 
 JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
 

@@ -15,7 +15,7 @@ contracts_app = typer.Typer(
 
 
 def validate(
-    target: str = typer.Argument(..., help="A Parquet/CSV path, or a source/feature view/dataset with an attached contract."),
+    target: str = typer.Argument(..., help="A Parquet/CSV path, or a target with an attached contract (found by the contract's data: or a feature-store source or view)."),
     contract: Path = typer.Option(None, "--contract", "-c", help="Contract file (default: the contracts attached to TARGET)."),
     name: str = typer.Option(None, "--target", help="Name to keep history and references under (default: TARGET if attached, else the contract's name)."),
     stage: str = typer.Option("manual", "--stage", help="Stage recorded with the result (e.g. ci, training_set)."),
@@ -94,6 +94,8 @@ def suggest(
         cname = name or output.name.split(".")[0]
         with console.status(f"Profiling {source}...", spinner="dots"):
             contract = run_suggest(data, name=cname, pin=not no_pin)
+        if isinstance(data, str):  # a file: the contract says where its data is, for `keel validate NAME` and `keel ci`
+            contract.data = _project_relative(data)
         output.parent.mkdir(parents=True, exist_ok=True)
         tmp = output.with_name(f".{output.name}.tmp")
         tmp.write_text(f"# Suggested by `keel contracts suggest {source}`: review the margins before committing.\n" + contract.to_yaml())
@@ -157,6 +159,13 @@ def show(
     rows = [(c.id, c.kind, c.column or "", c.severity, c.describe(), (c.where or "").rsplit(":", 1)[-1]) for c in contract.checks]
     console.print(table(f"Contract {contract.name} ({len(contract.columns)} columns, unexpected columns: {contract.unexpected_columns}, reference: {contract.reference})",
                         ["check", "rule", "column", "severity", "expects", "line"], rows))
+
+
+def _project_relative(path: str) -> str:
+    from keel.config import settings
+
+    p, root = Path(path).resolve(), Path(settings().root).resolve()
+    return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
 
 
 def _when(dt) -> str:

@@ -19,7 +19,10 @@ def _num(v: Any) -> str:
     if isinstance(v, datetime):
         return v.strftime("%Y-%m-%d %H:%M:%S UTC")
     if isinstance(v, float):
-        return "nan" if v != v else f"{v:.4f}"
+        if v != v:
+            return "nan"
+        text = f"{v:.4f}"
+        return text[1:] if text.startswith("-") and float(text) == 0 else text  # never '-0.0000'
     return str(v)
 
 

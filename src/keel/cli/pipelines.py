@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from keel.cli._common import JSON_OPTION, console, err_console, fail, print_json, run_guarded, table
 
@@ -72,26 +73,68 @@ def _run_with_progress(json: bool, go: Any, steps: int) -> Any:
             raise
 
 
+def _cache(status: str | None, hit: Any) -> str:
+    """hit, miss (the step ran), or blank (it never started)."""
+    if hit:
+        return "hit"
+    return "miss" if status in ("finished", "failed", "running") else ""
+
+
 def _print_result(result: Any, error: Any, json: bool) -> None:
-    rows = [(s.name, s.status, "hit" if s.cache_hit else "", f"{s.duration_s:.2f} s", f"{s.saved_s:.2f} s" if s.cache_hit else "", s.error or "") for s in result.steps.values()]
+    rows = [(s.name, s.status, _cache(s.status, s.cache_hit), f"{s.duration_s:.2f} s", f"{s.saved_s:.2f} s" if s.cache_hit else "", _first_line(s.error)) for s in result.steps.values()]
+    verdicts = _verdicts(result) if result.smoke else []
     if json:
         print_json({
             "run_id": result.run_id, "pipeline": result.pipeline, "status": result.status, "smoke": result.smoke,
             "duration_s": result.duration_s, "cached": result.cached, "time_saved_s": result.time_saved_s,
             "steps": [s.__dict__ for s in result.steps.values()], "error": str(error) if error else None,
+            **({"promotions": verdicts} if result.smoke else {}),
         })
     else:
-        console.print(table(f"Pipeline {result.pipeline} run {result.run_id}", ["step", "status", "cache", "duration", "saved", "error"], rows))
+        columns = ["step", "status", "cache", "duration", "saved", "error"]
+        shown: list[tuple[Any, ...]] = list(rows)
+        if not any(r[-1] for r in rows):  # no step failed: no empty error column
+            columns, shown = columns[:-1], [r[:-1] for r in rows]
+        console.print(table(f"Pipeline {result.pipeline} run {result.run_id}", columns, shown))
         console.print(result.summary())
+        for line in verdicts:
+            console.print(f"smoke check: {escape(line)}")
     if error is not None:
         fail(str(error).replace("\n", " "))
+
+
+def _first_line(text: str | None) -> str:
+    """A step's error in the table: its first line (the full message follows the table)."""
+    return "" if not text else text.strip().splitlines()[0][:120]
+
+
+def _verdicts(result: Any) -> list[str]:
+    """The smoke run's dry-run promotions ("would promote ...: yes/no (why)")."""
+    from keel.errors import KeelError
+    from keel.pipelines.smoke import promotion_verdicts
+
+    try:
+        return promotion_verdicts(result.run_id)
+    except KeelError:
+        return []
+
+
+def _pipeline_run(ref: str) -> Any:
+    """run_steps(ref), with an unknown run pointing at `keel pipelines ls`."""
+    from keel.errors import NotFoundError
+    from keel.pipelines.runner import run_steps
+
+    try:
+        return run_steps(ref)
+    except NotFoundError:
+        raise NotFoundError(f"No pipeline run {ref!r}.", hint="List pipeline runs (id, name, status) with `keel pipelines ls`.") from None
 
 
 @pipelines_app.command("run")
 def run_cmd(
     pipeline: str = typer.Argument(..., help="MODULE:NAME or path/to/file.py:NAME of a @keel.pipeline."),
     param: list[str] = PARAM_OPTION,
-    smoke: bool = typer.Option(False, "--smoke", help="Run on a data sample with shrunken params, in the <experiment>-smoke namespace."),
+    smoke: bool = typer.Option(False, "--smoke", help="Run on a data sample with shrunken params, in the <experiment>-smoke namespace; registration and promotion are dry runs."),
     refresh: bool = typer.Option(False, "--refresh", help="Ignore the cache: run every step again."),
     refresh_step: list[str] = typer.Option(None, "--refresh-step", help="Run this step again whatever the cache holds (repeatable)."),
     engine: str = ENGINE_OPTION,
@@ -127,9 +170,9 @@ def resume_cmd(
 
     Example: keel pipelines resume 3f2a9c --from train
     """
-    from keel.pipelines.runner import resume, run_steps
+    from keel.pipelines.runner import resume
 
-    _, steps = run_guarded(lambda: run_steps(run))
+    _, steps = run_guarded(lambda: _pipeline_run(run))
     result, error = _run_with_progress(json, lambda cb: resume(run, from_step=from_step, engine=engine, on_step=cb), len(steps))
     _print_result(result, error, json)
 
@@ -151,9 +194,9 @@ def ls_cmd(
     if json:
         print_json(rows)
         return
-    console.print(table("Pipeline runs", ["run", "pipeline", "status", "steps", "cached", "smoke", "trigger", "started"], [
-        (r["run_id"], r["name"], r["status"], r["steps"], r["cached"] or 0, "yes" if r["smoke"] else "", r["trigger"],
-         ms_to_datetime(r["created_ms"]).strftime("%Y-%m-%d %H:%M:%S")) for r in rows  # type: ignore[union-attr]
+    console.print(table("Pipeline runs (newest first; `keel pipelines show RUN` for one)", ["run", "pipeline", "status", "cached", "smoke", "trigger", "started"], [
+        (r["run_id"][:8], r["name"], r["status"], f"{r['cached'] or 0}/{r['steps']}", "yes" if r["smoke"] else "", r["trigger"],
+         ms_to_datetime(r["created_ms"]).strftime("%m-%d %H:%M")) for r in rows  # type: ignore[union-attr]
     ]))
 
 
@@ -161,16 +204,26 @@ _STYLE = {"finished": "green", "cached": "cyan", "failed": "red", "skipped": "di
 
 
 @pipelines_app.command("show")
-def show_cmd(run: str = typer.Argument(..., help="The pipeline run (id, id prefix or name)."), json: bool = JSON_OPTION) -> None:
-    """Show a pipeline run: its graph as a tree, each step's status, duration and cache hit.
+def show_cmd(
+    run: str = typer.Argument(None, help="The pipeline run (id, id prefix or name); default: the latest. `keel pipelines ls` lists them."),
+    json: bool = JSON_OPTION,
+) -> None:
+    """Show a pipeline run: its graph as a tree, each step's status, duration and cache hit or miss.
 
     Example: keel pipelines show 3f2a9c
     """
     from rich.tree import Tree
 
-    from keel.pipelines.runner import run_steps
+    from keel.pipelines.runner import list_runs
 
-    row, steps = run_guarded(lambda: run_steps(run))
+    if run is None:
+        latest = run_guarded(lambda: list_runs(None, 1))
+        if not latest:
+            fail("No pipeline runs yet: start one with `keel pipelines run MODULE:NAME`, then list them with `keel pipelines ls`.")
+        run = latest[0]["run_id"]
+        if not json:
+            err_console.print("[dim]The latest pipeline run; `keel pipelines ls` lists them all.[/]")
+    row, steps = run_guarded(lambda: _pipeline_run(run))
     graph = _json.loads(row.graph)
     by_name = {s["step"]: s for s in steps}
     if json:
@@ -183,7 +236,7 @@ def show_cmd(run: str = typer.Argument(..., help="The pipeline run (id, id prefi
         s = by_name.get(st["name"], {})
         status = s.get("status", "pending")
         style = _STYLE.get(status, "")
-        cache = " cache hit" if s.get("cache_hit") else ""
+        cache = {"hit": " cache hit", "miss": " cache miss"}.get(_cache(status, s.get("cache_hit")), "")
         dur = _fmt_s(s.get("duration_ms"))
         ups = st["upstream"]
         also = f" [dim](also needs {', '.join(ups[:-1])})[/]" if len(ups) > 1 else ""
@@ -279,10 +332,18 @@ def scheduler(
 
     Example: keel scheduler --poll 60
     """
+    from keel.pipelines.schedule import list_schedules
     from keel.pipelines.triggers import run_scheduler
 
     fixed = run_guarded(lambda: _when(now, "--now"))
     stop = run_guarded(lambda: _when(until, "--until"))
+    known = run_guarded(list_schedules)
+    if not json:
+        names = ", ".join(f"{s.name} ({s.describe()})" for s in known[:5]) + (f" and {len(known) - 5} more" if len(known) > 5 else "")
+        when = "once" if once else f"every {poll:g} s" + (f" until {stop:%Y-%m-%d %H:%M} UTC" if stop else " until stopped (Ctrl-C)")
+        err_console.print(
+            f"keel scheduler: checking {len(known)} schedule(s) {when}" + (f": {names}" if known else "; add one with `keel schedule add`") + "."
+        )
 
     def show(f: Any) -> None:
         if not json:
@@ -298,29 +359,40 @@ def scheduler(
 
 
 def ci(
-    pipeline: str = typer.Argument(..., help="MODULE:NAME of the pipeline to smoke-test."),
+    pipeline: str = typer.Argument(None, help="MODULE:NAME of the pipeline to smoke-test (default: none, only the contracts)."),
     param: list[str] = PARAM_OPTION,
     engine: str = ENGINE_OPTION,
     no_contracts: bool = typer.Option(False, "--no-contracts", help="Skip validating the attached contracts."),
     json: bool = JSON_OPTION,
 ) -> None:
-    """Run the smoke pipeline and validate every attached contract; exit 1 on any failure.
+    """Smoke-run a pipeline (sample, shrunk params, dry-run promotion) and validate every attached contract; exit 1 on any failure.
+
+    Without PIPELINE only the contracts are validated.
 
     Example: keel ci pipelines:training
     """
     from keel.pipelines.smoke import run_ci
 
     def go() -> Any:
-        _, bound = _bound(pipeline, param)
+        bound = _bound(pipeline, param)[1] if pipeline else None
+        if param and not pipeline:
+            from keel.errors import ValidationError
+
+            raise ValidationError("--param needs a PIPELINE to pass it to.", hint="e.g. keel ci pipelines:training --param n=100")
         return run_ci(pipeline, bound, engine=engine, contracts=not no_contracts)
 
     rep = run_guarded(go)
     if json:
         print_json({**rep.__dict__, "ok": rep.ok})
     else:
-        console.print(f"smoke run {rep.run_id or '-'}: " + ("[green]passed[/] " + rep.summary if rep.smoke_ok else f"[red]failed[/] {rep.smoke_error}"))
+        if rep.pipeline:
+            console.print(f"smoke run {rep.run_id or '-'}: " + ("[green]passed[/] " + rep.summary if rep.smoke_ok else f"[red]failed[/] {escape(str(rep.smoke_error))}"))
+        for line in rep.promotions:
+            console.print(f"smoke check: {escape(line)}")
+        if not rep.contracts and not no_contracts:
+            console.print("contracts: none attached (contracts/<target>.yaml or keel.yaml contracts:)")
         for c in rep.contracts:
-            console.print(f"contract {c['target']}: " + ("[green]passed[/]" if c["passed"] else f"[red]failed[/] {c['detail']}"))
+            console.print(f"contract {c['target']}: " + ("[green]passed[/]" if c["passed"] else f"[red]failed[/] {escape(str(c['detail']))}"))
     if not rep.ok:
         raise typer.Exit(1)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from keel.cli._common import JSON_OPTION, console, print_json, run_guarded, table
 
@@ -17,39 +18,55 @@ def init(
     ci: str = typer.Option(None, "--ci", help="Also write a CI workflow: 'github' (smoke pipeline on every push, full on main)."),
     pipeline: str = typer.Option("pipelines:training", "--pipeline", help="MODULE:pipeline the CI workflow runs."),
 ) -> None:
-    """Create keel.yaml and the .keel/ state folder.
+    """Create keel.yaml and the .keel/ state folder; with --ci github, also a CI workflow (in an existing project, only that).
 
     Example: keel init my-project --ci github --pipeline pipelines:training
     """
-    from keel.config import init_project
+    from keel.config import CONFIG_FILE, init_project
 
     if ci is not None and ci != "github":
         from keel.cli._common import fail
 
         fail(f"--ci {ci!r} is not supported; use --ci github.")
-    written = run_guarded(lambda: init_project(path, force=force))
-    console.print(f"Created {written} and {written.parent / '.keel'}/")
+    if ci and (path / CONFIG_FILE).is_file() and not force:  # an existing project: add the workflow, keep keel.yaml
+        written = (path / CONFIG_FILE).resolve()
+    else:
+        written = run_guarded(lambda: init_project(path, force=force))
+        console.print(f"Created {written} and {written.parent / '.keel'}/")
     if ci == "github":
-        from keel.pipelines.smoke import write_github_workflow
+        from keel.pipelines.smoke import project_extras, write_github_workflow
 
         wf = run_guarded(lambda: write_github_workflow(written.parent, pipeline=pipeline, force=force))
-        console.print(f"Wrote {wf}: `keel ci` on every push, the full pipeline on main.")
+        extras = project_extras(written.parent)
+        what = f"keel[{','.join(extras)}]" if extras else "keel (the project imports no optional package)"
+        console.print(f"Wrote {wf}: `keel ci {pipeline}` on every push, the full pipeline on main; it installs {escape(what)}.")
+
+
+def _shown(value: object) -> object:
+    """A setting as printed: passwords and tokens in URIs masked (postgresql://bob:***@db/keel)."""
+    if not isinstance(value, str) or "://" not in value:
+        return value
+    # the store's redaction of URIs, shared with its error messages
+    from keel.store.metadata import _redact
+
+    return _redact(value)
 
 
 def config(json: bool = JSON_OPTION) -> None:
-    """Print every effective setting and where it came from (env, keel.yaml, default).
+    """Print every effective setting and where it came from (env, keel.yaml, default); passwords and tokens are masked.
 
     Example: keel config --json
     """
     from keel.config import settings
 
     s = run_guarded(settings)
-    rows = [(st.name, v.value, v.source, st.env) for st, v in s.items()]
+    rows = [(st.name, _shown(v.value), v.source, st.env) for st, v in s.items()]
     if json:
         print_json({"project": str(s.root), "settings": [dict(zip(("name", "value", "source", "env"), r, strict=True)) for r in rows]})
         return
     console.print(f"Project: [bold]{s.root}[/] ({s.config_file or 'no keel.yaml: using defaults'})")
-    console.print(table(None, ["setting", "value", "source", "environment variable"], rows))
+    console.print(table(None, ["setting", "value", "source"], [r[:3] for r in rows]))
+    console.print("Each setting can be overridden by the environment variable KEEL_<SETTING>, e.g. KEEL_METADATA_URI; `keel config --json` lists them.")
 
 
 @db_app.command("upgrade")

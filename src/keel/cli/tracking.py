@@ -20,7 +20,7 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         if math.isnan(v):
             return "nan"
-        return f"{v:.6g}"
+        return "0" if v == 0 else f"{v:.6g}"  # never '-0'
     if hasattr(v, "strftime"):
         return v.strftime("%Y-%m-%d %H:%M:%S")
     return str(v)
@@ -43,27 +43,31 @@ def experiments_ls(json: bool = JSON_OPTION) -> None:
 
 @runs_app.command("ls")
 def runs_ls(
-    experiment: str = typer.Option(None, "--experiment", "-e", help="Experiment name or id (default: the project's)."),
-    filter: str = typer.Option(None, "--filter", "-f", help="e.g. \"metrics.auc > 0.8 and params.model = 'lgbm'\""),
-    order_by: list[str] = typer.Option(None, "--order-by", "-o", help="e.g. 'metrics.auc DESC' (repeatable)"),
+    experiment: str = typer.Option(None, "--experiment", "-e", help="Experiment name or id (default: the project's, keel.yaml experiment:)."),
+    filter: str = typer.Option(None, "--filter", "-f", help="e.g. \"metrics.valid_roc_auc > 0.9 and params.num_leaves > 16\""),
+    order_by: list[str] = typer.Option(None, "--order-by", "-o", help="e.g. 'metrics.valid_roc_auc DESC' (repeatable); default: newest first."),
     limit: int = typer.Option(50, "--limit", "-n", help="Most runs to show."),
-    columns: list[str] = typer.Option(None, "--column", "-c", help="Only these columns, e.g. metrics.auc (repeatable)."),
+    columns: list[str] = typer.Option(None, "--column", "-c", help="Also show this column, e.g. params.num_leaves or metrics.* (repeatable)."),
     json: bool = JSON_OPTION,
 ) -> None:
-    """List runs, filtered and ordered.
+    """List runs, filtered and ordered, in a table that fits the terminal.
 
-    Example: keel runs ls -f "metrics.auc > 0.8 and (params.model = 'lgbm' or params.model = 'xgb')" -o "metrics.auc DESC"
+    The table shows each run's id, name, status and start, the sort keys, the
+    columns given with -c, then the most informative other params and metrics
+    that fit; columns empty for every run are left out and the caption names
+    the rest. --json prints every column.
+
+    Example: keel runs ls -e churn -f "metrics.valid_roc_auc > 0.9" -o "metrics.valid_roc_auc DESC" -c params.num_leaves
     """
+    from keel.cli.runs_table import choose
     from keel.tracking.search import search_runs
 
-    df = run_guarded(lambda: search_runs(experiment, filter=filter, order_by=order_by or None, max_results=limit, columns=columns or None))
+    df = run_guarded(lambda: search_runs(experiment, filter=filter, order_by=order_by or None, max_results=limit))
     if json:
         print_json(df.astype(object).where(df.notna(), None).to_dict(orient="records"))
         return
-    base = ["run_id", "run_name", "status", "start_time"]
-    extra = [c for c in df.columns if c.startswith(("params.", "metrics."))][:12]
-    rows = [[r["run_id"][:12], r["run_name"], r["status"], _fmt(r["start_time"]), *(_fmt(r[c]) for c in extra)] for r in df.to_dict(orient="records")]
-    console.print(table(f"{len(df)} runs", [*base, *extra], rows))
+    view = run_guarded(lambda: choose(df, console.width, order_by or [], columns or []))
+    console.print(view.table(f"{len(df)} run{'s' if len(df) != 1 else ''}"))
 
 
 @runs_app.command("show")

@@ -3,6 +3,7 @@
 ::
 
     contract: transactions
+    data: data/transactions.parquet  # where the data is (for `keel validate transactions`, `keel ci`)
     unexpected_columns: error        # error | warn | ignore
     reference: last_accepted         # default reference of relative checks
     columns:
@@ -43,7 +44,7 @@ from keel.contracts.rules import RULES
 from keel.errors import NotFoundError, ValidationError, did_you_mean
 
 COMMON_KEYS = ("severity", "mostly", "name", "reference")
-TOP_KEYS = ("contract", "description", "unexpected_columns", "reference", "columns", "checks")
+TOP_KEYS = ("contract", "description", "data", "unexpected_columns", "reference", "columns", "checks")
 COLUMN_KEYS = ("type", "nullable", "required", "description", "checks")
 
 _DUCK_TYPES = {
@@ -100,14 +101,10 @@ def loads_contract(text: str, path: str = "<string>") -> Contract:
     try:
         root = yaml.compose(text)
     except yaml.YAMLError as exc:
-        # The context mark is where the broken construct starts (an unclosed '['), the
-        # problem mark where the parser gave up; name the first, mention the second.
-        context, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
-        problem, pmark = getattr(exc, "problem", None) or str(exc), getattr(exc, "problem_mark", None)
-        mark = cmark or pmark
-        line = f":{mark.line + 1}" if mark is not None else ""
-        text = f"{context} started here, then {problem} at line {pmark.line + 1}" if cmark and pmark and context else problem
-        raise ValidationError(f"{path}{line}: not valid YAML: {text}.", file=path) from None
+        from keel.config import describe_yaml_error
+
+        line, problem, hint = describe_yaml_error(exc)
+        raise ValidationError(f"{path}{f':{line}' if line else ''}: not valid YAML: {problem}.", hint=hint, file=path, line=line) from None
     if root is None:
         raise ValidationError(f"{path}: the contract file is empty.", hint="Start from `keel contracts suggest`.")
     top = doc.mapping(root, "A contract")
@@ -129,7 +126,7 @@ def loads_contract(text: str, path: str = "<string>") -> Contract:
     if "checks" in fields:
         table_checks = _checks(doc, fields["checks"][1], None)
     kwargs: dict[str, Any] = {}
-    for key in ("description", "unexpected_columns", "reference"):
+    for key in ("description", "data", "unexpected_columns", "reference"):
         if key in fields:
             kwargs[key] = str(doc.scalar(fields[key][1], f"'{key}'"))
     if "reference" in kwargs:

@@ -260,6 +260,9 @@ class Contract:
     (default), ``same_weekday_last_week``, ``snapshot:NAME`` or ``KIND[:ARG]``
     of a resolver registered with
     :func:`~keel.contracts.reference.register_reference_resolver`.
+    ``data`` says where the guarded data is (a Parquet/CSV path, a folder or a
+    glob, relative to the project root), so ``keel validate TARGET`` and ``keel
+    ci`` find it; it is not part of :meth:`digest`.
     """
 
     def __init__(
@@ -272,6 +275,7 @@ class Contract:
         reference: str = "last_accepted",
         description: str | None = None,
         source_file: str | None = None,
+        data: str | None = None,
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ValidationError(f"A contract needs a non-empty name, got {name!r}.")
@@ -287,6 +291,7 @@ class Contract:
         self.reference = reference
         self.description = description
         self.source_file = source_file
+        self.data = data
         self.table_checks: list[Check] = list(checks)
         self.checks: list[Check] = self._all_checks()
         self._verify()
@@ -340,7 +345,9 @@ class Contract:
 
     def digest(self) -> str:
         """A hash of what the contract checks (not of its formatting)."""
-        payload = json.dumps(self.to_spec(), sort_keys=True, default=str)
+        spec = self.to_spec()
+        spec.pop("data", None)  # where the data lives is not what is checked
+        payload = json.dumps(spec, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()
 
     def to_spec(self) -> dict[str, Any]:
@@ -348,6 +355,8 @@ class Contract:
         spec: dict[str, Any] = {"contract": self.name}
         if self.description:
             spec["description"] = self.description
+        if self.data:
+            spec["data"] = self.data
         if self.unexpected_columns != "error":
             spec["unexpected_columns"] = self.unexpected_columns
         if self.reference != "last_accepted":

@@ -13,9 +13,11 @@ model's inputs, by name) in either of two ways:
 - a file ``contracts/<target>.yaml`` in the project root.
 
 ``keel validate TARGET`` needs the target's data too: a Parquet/CSV path is used
-as it is; a name is asked of the resolvers registered with
-:func:`register_target_resolver` (the feature store registers one that returns
-a defined source's or feature view's data).
+as it is; for a name, the ``data:`` of an attached contract (a path relative to
+the project root; ``keel contracts suggest PATH -o contracts/NAME.yaml`` writes
+it), else the resolvers registered with :func:`register_target_resolver` (the
+feature store registers one that returns a defined source's or feature view's
+data).
 """
 
 from __future__ import annotations
@@ -103,21 +105,59 @@ def attached_contracts(target: str) -> list[Contract]:
     return out
 
 
+def _looks_like_path(target: str) -> bool:
+    from keel.contracts.source import CSV_SUFFIXES, PARQUET_SUFFIXES
+
+    return "/" in target or "\\" in target or target.lower().endswith(PARQUET_SUFFIXES + CSV_SUFFIXES)
+
+
+def _contract_data(target: str, root: Path) -> str | None:
+    """The ``data:`` path of the first attached contract that has one."""
+    for contract in attached_contracts(target):
+        if contract.data:
+            path = Path(contract.data)
+            path = path if path.is_absolute() else root / path
+            if not path.exists() and not any(ch in contract.data for ch in "*?["):
+                raise NotFoundError(
+                    f"The contract of {target!r} ({contract.source_file}) says its data is at {contract.data!r}, but there is no file there.",
+                    hint=f"Fix 'data:' in {contract.source_file} (relative to the project root {root}).",
+                )
+            return str(path)
+    return None
+
+
 def resolve_data(target: str) -> Any:
-    """The data of ``target``: an existing path as is, else a registered resolver's answer."""
+    """The data of ``target``: an existing path as is, an attached contract's ``data:``, else a registered resolver's answer."""
     from keel.config import settings
 
     p = Path(target)
     if p.exists() or any(ch in target for ch in "*?["):
         return target
-    under_root = Path(settings().root) / target
+    root = Path(settings().root)
+    under_root = root / target
     if under_root.exists():
         return str(under_root)
+    if _looks_like_path(target):
+        raise NotFoundError(
+            f"File {target!r} does not exist (looked in {Path.cwd()}" + (f" and {root}" if root != Path.cwd() else "") + ").",
+            hint="Check the path; it is relative to the working directory or the project root.",
+        )
+    found = _contract_data(target, root)
+    if found is not None:
+        return found
     for fn in _TARGET_RESOLVERS:
         data = fn(target)
         if data is not None:
             return data
-    known = attached_targets()
+    files = contract_files(target)
+    if files:
+        rel = files[0].relative_to(root) if files[0].is_relative_to(root) else files[0]
+        raise NotFoundError(
+            f"{target!r} has a contract ({rel}), but keel does not know where its data is.",
+            hint=f"Add 'data: path/to/{target}.parquet' to {rel}, pass the file itself (keel validate path/to/file --contract {rel}), "
+            f"or define a source named {target!r} in the feature store.",
+        )
+    known = [t for t in attached_targets() if t != target]
     raise NotFoundError(
         f"{target!r} is neither a Parquet/CSV path nor a known source.{did_you_mean(target, known)}",
         hint="Give a file path, or define the source in the feature store.",

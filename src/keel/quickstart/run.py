@@ -1,139 +1,212 @@
 """The quickstart: a churn project from raw data to a gated production model and back.
 
-It creates (or reuses) a project folder with `features.py`, `contracts/usage.yaml`
+It creates (or reuses) a project folder with `features.py`, `contracts/usage_feed.yaml`
 and `pipelines.py` copied from the template next to this module, generates the
 data, and runs the project's training pipeline: contract -> features ->
 point-in-time training set -> Optuna-tuned LightGBM -> evaluation against the
 champion -> gated promotion. Then it serves a few customers from the online
 store with the production model, and shows a bad batch being blocked. Run
 again in the same folder, the pipeline is served from cache.
+
+Each part is a stage function (``stage_data``, ``stage_training``,
+``stage_serving``, ``stage_blocked_batch``) taking the shared
+:class:`QuickstartResult`; :data:`STAGES` lists them in order, so a new part
+of the walk-through is one more function in that list.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from keel import config
+from keel.errors import DependencyError
 
 TEMPLATE = Path(__file__).with_name("template")
 PROJECT_FILES = ["features.py", "pipelines.py", "contracts/usage_feed.yaml"]
+EXPERIMENT = "churn"  # the template pipeline's experiment, and the project's default in keel.yaml
+# What the template's pipeline imports beyond keel's base install: the `quickstart` extra.
+REQUIRED = {"optuna": "tuning", "lightgbm": "lightgbm"}
 
 
 @dataclass
 class QuickstartResult:
     folder: Path
+    console: Console = field(repr=False, default_factory=Console)
+    n_customers: int = 3_000
     pipeline_run: str | None = None
     steps: int = 0
     cached_steps: int = 0
     time_saved_s: float = 0.0
     output: dict[str, Any] = field(default_factory=dict)
+    gates: dict[str, Any] | None = None
+    keys_materialized: int = 0
     blocked_run: str | None = None
     blocked_checks: list[str] = field(default_factory=list)
     served: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def data_dir(self) -> Path:
+        return self.folder / "data"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (``keel quickstart --json``)."""
+        return {
+            "folder": str(self.folder), "pipeline_run": self.pipeline_run, "steps": self.steps, "cached_steps": self.cached_steps,
+            "time_saved_s": self.time_saved_s, "output": self.output, "gates": self.gates, "keys_materialized": self.keys_materialized,
+            "served": self.served, "blocked_run": self.blocked_run, "blocked_checks": self.blocked_checks, "timings": self.timings,
+        }
+
+
+def check_requirements() -> None:
+    """Fail in one line, before anything is written, when the quickstart's extra is not installed."""
+    missing = [m for m in REQUIRED if importlib.util.find_spec(m) is None]
+    if missing:
+        raise DependencyError(
+            f"keel quickstart needs {' and '.join(repr(m) for m in missing)}, which {'is' if len(missing) == 1 else 'are'} not installed.",
+            hint="Install the quickstart's extra: pip install 'keel[quickstart]' (from a checkout: pip install -e '.[quickstart]').",
+        )
+
 
 @contextmanager
-def _stage(console: Console, result: QuickstartResult, title: str) -> Iterator[None]:
+def _stage(result: QuickstartResult, title: str) -> Iterator[None]:
     start = time.perf_counter()
-    with console.status(f"[bold]{title}[/] ..."):
+    with result.console.status(f"[bold]{title}[/] ..."):
         yield
     result.timings[title] = round(time.perf_counter() - start, 3)
-    console.print(f"[green]✓[/] {title} [dim]({result.timings[title]:.1f}s)[/]")
+    result.console.print(f"[green]✓[/] {title} [dim]({result.timings[title]:.1f}s)[/]")
 
 
 def ensure_project(folder: Path) -> Path:
     """Create the project (keel.yaml, .keel/, the template files) unless it exists; chdir into it."""
     folder = folder.resolve()
     if not (folder / config.CONFIG_FILE).exists():
-        config.init_project(folder)
+        config.init_project(folder, experiment=EXPERIMENT)
     for rel in PROJECT_FILES:
         dest = folder / rel
         if not dest.exists():  # never overwrite a file the user may have edited
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(TEMPLATE / rel, dest)
-    import os
-
     os.chdir(folder)
     config.reset()
     return folder
 
 
-def _pipeline(folder: Path) -> Any:
+def _project_module() -> Any:
+    """The project's own ``pipelines`` module (another project's is reloaded from this folder)."""
+    folder = Path.cwd()
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
+    importlib.invalidate_caches()  # the folder may be newer than the import system's view of sys.path
     module = importlib.import_module("pipelines")
-    if Path(getattr(module, "__file__", "")).resolve().parent != folder:  # another project's module
+    if Path(getattr(module, "__file__", "")).resolve().parent != folder:
         module = importlib.reload(module)
-    return module.training
+    return module
 
 
-def run_quickstart(folder: Path, console: Console | None = None, n_customers: int = 3_000) -> QuickstartResult:
-    from keel.pipelines import FileRef, StepFailed
+# -- stages -------------------------------------------------------------------------
+
+def stage_data(result: QuickstartResult) -> None:
     from keel.quickstart import data as qdata
 
-    console = console or Console()
-    start = time.perf_counter()
-    result = QuickstartResult(ensure_project(folder))
-    console.print(f"[bold]keel quickstart[/] in {result.folder}")
-    data_dir = result.folder / "data"
+    with _stage(result, "Generate the churn data set (customers, daily usage, labels)"):
+        if not (result.data_dir / "labels.parquet").exists():
+            qdata.write(qdata.generate(n_customers=result.n_customers), result.data_dir)
 
-    with _stage(console, result, "Generate the churn data set (customers, daily usage, labels)"):
-        if not (data_dir / "labels.parquet").exists():
-            qdata.write(qdata.generate(n_customers=n_customers), data_dir)
 
-    training = _pipeline(result.folder)
-    with _stage(console, result, "Run pipelines:training (contract → features → training set → tuning → registry)"):
+def stage_training(result: QuickstartResult) -> None:
+    """Run pipelines:training and show its steps, the best trials, the promotion's gates and the registry."""
+    console = result.console
+    training = _project_module().training
+    with _stage(result, "Run pipelines:training (contract → features → training set → tuning → registry)"):
         run = training.run()
-    features_of = importlib.import_module("pipelines").features_of
     result.pipeline_run, result.steps, result.cached_steps, result.time_saved_s = run.run_id, len(run.steps), run.cached, run.time_saved_s
     result.output = dict(run.output)
     _print_steps(console, run)
     console.print(f"  {run.summary()}")
-    _print_tuning(console, run)
+    _print_tuning(console)
+    result.gates = _promotion_gates(result.output.get("version"))
+    _print_gates(console, result.gates, str(result.output.get("promotion", "")))
     _print_status(console)
 
-    with _stage(console, result, "Serve: materialize features, look up customers online, predict with models:/churn@production"):
-        result.served = _serve(console, features_of)
 
-    with _stage(console, result, "A bad usage batch arrives: the same pipeline, blocked by the contract"):
-        bad = data_dir / "incoming" / "usage-bad-batch.parquet"
+def stage_serving(result: QuickstartResult) -> None:
+    with _stage(result, "Serve: materialize features, look up customers online, predict with models:/churn@production"):
+        result.served = _serve(result, _project_module().features_of)
+
+
+def stage_blocked_batch(result: QuickstartResult) -> None:
+    from keel.pipelines import FileRef, StepFailed
+    from keel.quickstart import data as qdata
+
+    console = result.console
+    with _stage(result, "A bad usage batch arrives: the same pipeline, blocked by the contract"):
+        bad = result.data_dir / "incoming" / "usage-bad-batch.parquet"
         if not bad.exists():
             bad.parent.mkdir(parents=True, exist_ok=True)
             import pandas as pd
 
-            qdata.bad_batch(pd.read_parquet(data_dir / "usage.parquet")).to_parquet(bad, index=False)
+            qdata.bad_batch(pd.read_parquet(result.data_dir / "usage.parquet")).to_parquet(bad, index=False)
         try:
-            training.run({"usage": FileRef(str(bad))})
+            _project_module().training.run({"usage": FileRef(str(bad))})
         except StepFailed as exc:
             result.blocked_run = exc.result.run_id if exc.result is not None else None
             failed = [s for s in (exc.result.steps.values() if exc.result else []) if s.status == "failed"]
             result.blocked_checks = _contract_failures(exc)
             console.print(f"  [red]blocked[/] at step [bold]{failed[0].name if failed else '?'}[/]: run {str(result.blocked_run)[:12]} is failed; nothing downstream ran")
             for line in result.blocked_checks[:6]:
-                console.print(f"    [red]✗[/] {line}")
+                console.print(f"    [red]✗[/] {escape(line)}")
         else:
-            console.print("  [yellow]the bad batch was not blocked: check contracts/usage.yaml[/]")
+            console.print("  [yellow]the bad batch was not blocked: check contracts/usage_feed.yaml[/]")
 
-    s = config.settings()
-    console.print(
-        f"\nStored: metadata [bold]{s.metadata_uri}[/]\n        artifacts [bold]{s.artifacts_uri}[/]\n        online features [bold]{s.online_uri}[/]\n        data [bold]{data_dir}[/]"
-        "\nNext: keel models status churn · keel pipelines show " + str(result.pipeline_run)[:8] + " · keel runs ls -e churn -o 'metrics.valid_roc_auc DESC'"
-        "\nRun `keel quickstart` again: the pipeline comes from cache."
-    )
+
+Stage = Callable[[QuickstartResult], None]
+STAGES: list[tuple[str, Stage]] = [
+    ("data", stage_data),
+    ("training", stage_training),
+    ("serving", stage_serving),
+    ("blocked_batch", stage_blocked_batch),
+]
+
+
+def run_quickstart(folder: Path, console: Console | None = None, n_customers: int = 3_000) -> QuickstartResult:
+    """Create or reuse the churn project in ``folder`` and run every stage; returns what happened."""
+    check_requirements()
+    start = time.perf_counter()
+    result = QuickstartResult(ensure_project(folder), console or Console(), n_customers)
+    result.console.print(f"[bold]keel quickstart[/] in {result.folder}")
+    for _name, stage in STAGES:
+        stage(result)
+    _print_closing(result)
     result.timings["total"] = round(time.perf_counter() - start, 3)
     return result
+
+
+# -- output -------------------------------------------------------------------------
+
+def _print_closing(result: QuickstartResult) -> None:
+    s = config.settings()
+    run = str(result.pipeline_run)[:8]
+    result.console.print(
+        f"\nStored: metadata [bold]{s.metadata_uri}[/]\n        artifacts [bold]{s.artifacts_uri}[/]\n"
+        f"        online features [bold]{s.online_uri}[/]\n        data [bold]{result.data_dir}[/]\n"
+        f"Next (cd {result.folder.name}): keel models status churn · keel pipelines show {run} · keel runs ls -o 'metrics.valid_roc_auc DESC'\n"
+        "Run `keel quickstart` again: the pipeline comes from cache."
+    )
 
 
 def _contract_failures(exc: BaseException) -> list[str]:
@@ -160,10 +233,10 @@ def _print_steps(console: Console, run: Any) -> None:
     console.print(t)
 
 
-def _print_tuning(console: Console, run: Any) -> None:
+def _print_tuning(console: Console) -> None:
     import keel
 
-    trials = keel.search_runs("churn", filter="tags.`keel.kind` = 'trial'", order_by=["metrics.valid_roc_auc DESC"], max_results=5,
+    trials = keel.search_runs(EXPERIMENT, filter="tags.`keel.kind` = 'trial'", order_by=["metrics.valid_roc_auc DESC"], max_results=5,
                               columns=["metrics.valid_roc_auc", "params.num_leaves", "params.learning_rate", "params.min_child_samples"])
     if not len(trials):
         return
@@ -171,15 +244,46 @@ def _print_tuning(console: Console, run: Any) -> None:
     for col in ("trial run", "valid_roc_auc", "num_leaves", "learning_rate", "min_child_samples"):
         t.add_column(col)
     for _, r in trials.iterrows():
-        t.add_row(str(r["run_name"]), f"{r.get('metrics.valid_roc_auc', float('nan')):.4f}", str(r.get("params.num_leaves", "")),
-                  str(r.get("params.learning_rate", ""))[:8], str(r.get("params.min_child_samples", "")))
+        t.add_row(str(r["run_name"]), _num(r.get("metrics.valid_roc_auc")), str(r.get("params.num_leaves", "")),
+                  _num(r.get("params.learning_rate")), str(r.get("params.min_child_samples", "")))
     console.print(t)
+
+
+def _promotion_gates(version: Any) -> dict[str, Any] | None:
+    """The gate report of the last promotion attempt of ``version`` (from the audit log; cached reruns have it too)."""
+    from keel import registry
+
+    if version is None:
+        return None
+    events = [e for e in registry.history(EXPERIMENT) if e["action"] == "promote" and e["to_version"] == version and e.get("gates")]
+    return events[-1]["gates"] if events else None
+
+
+def _print_gates(console: Console, gates: dict[str, Any] | None, outcome: str) -> None:
+    if not gates:
+        return
+    champion = gates.get("champion_version")
+    verdict = outcome.split(":", 1)[0] or ("passed" if gates.get("passed") else "refused")
+    t = Table(
+        title=f"Promotion gates: {gates['model']} v{gates['version']} -> {gates['environment']} "
+        f"(policy: {gates.get('policy')}; champion: {'v' + str(champion) if champion else 'none'}): {verdict}",
+        header_style="bold",
+    )
+    for col in ("gate", "metric", "threshold", "champion", "result"):
+        t.add_column(col)
+    for r in gates.get("results", []):
+        style = {"pass": "green", "fail": "red"}.get(r["status"], "yellow")
+        t.add_row(r["name"], _num(r.get("value")), _num(r.get("required")), _num(r.get("champion")) if champion else "none",
+                  f"[{style}]{r['status']}[/]")
+    console.print(t)
+    for r in gates.get("results", []):
+        console.print(f"  [dim]{escape(r['name'])}: {escape(r['detail'])}[/]")
 
 
 def _print_status(console: Console) -> None:
     from keel import registry
 
-    st = registry.status("churn")
+    st = registry.status(EXPERIMENT)
     t = Table(title="keel models status churn", header_style="bold")
     for col in ("environment", "version", "trained by run", "roc_auc", "previous roc_auc", "rollback restores"):
         t.add_column(col)
@@ -194,19 +298,28 @@ def _print_status(console: Console) -> None:
 
 
 def _num(v: Any) -> str:
-    return "-" if v is None or v != v else f"{float(v):.4f}"
+    """A number for a table: 4 significant decimals, '-' when missing, never '-0'."""
+    if v is None or v != v:
+        return "-"
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    text = f"{f:.4f}" if abs(f) < 1e6 else f"{f:.4g}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 def _text(v: Any) -> str:
     return "-" if v is None or v != v else str(v)
 
 
-def _serve(console: Console, features_of: Any) -> list[dict[str, Any]]:
+def _serve(result: QuickstartResult, features_of: Any) -> list[dict[str, Any]]:
     """The serving path: the same feature definitions, read online, scored by the production model."""
     import keel
     from keel.features import materialize
 
-    done = materialize()
+    done = materialize(incremental=True)  # a rerun reads nothing new: the online store is already up to date
+    result.keys_materialized = done.keys_written
     online = keel.get_online_features("churn_v1", [{"customer_id": 1}, {"customer_id": 2}, {"customer_id": 999_999}])
     frame = online.to_df()
     model = keel.load_model("models:/churn@production")
@@ -214,7 +327,8 @@ def _serve(console: Console, features_of: Any) -> list[dict[str, Any]]:
     scored = frame[present]
     # the project's own features_of: the same model input as in training
     risks = iter(model.predict_proba(features_of(scored))[:, 1]) if len(scored) else iter(())
-    t = Table(title=f"Online: {done.keys_written} keys materialized; churn risk from models:/churn@production", header_style="bold")
+    fresh = f"{done.keys_written:,} keys materialized" if done.keys_written else "already up to date"
+    t = Table(title=f"Online store: {fresh}; churn risk from models:/churn@production", header_style="bold")
     for col in ("customer", "plan", "minutes_30d", "tickets_30d", "feature status", "churn risk"):
         t.add_column(col)
     served = []
@@ -224,5 +338,5 @@ def _serve(console: Console, features_of: Any) -> list[dict[str, Any]]:
         t.add_row(str(r["customer_id"]), _text(r.get("plan")), _num(r.get("minutes_30d")), _text(r.get("tickets_30d")),
                   ",".join(statuses), "-" if risk is None else f"{risk:.1%}")
         served.append({"customer_id": int(r["customer_id"]), "risk": risk, "status": statuses})
-    console.print(t)
+    result.console.print(t)
     return served

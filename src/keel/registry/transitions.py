@@ -51,7 +51,7 @@ class _Moved(Exception):
 class Transition:
     model: str
     environment: str
-    status: str  # applied | forced | pending | unchanged
+    status: str  # applied | forced | pending | unchanged | dry-run (a smoke run's version: gates checked, nothing moved)
     from_version: int | None
     to_version: int
     event_id: int | None = None
@@ -63,6 +63,17 @@ class Transition:
         out = {k: v for k, v in self.__dict__.items() if k not in ("gates", "evaluation")}
         out["gates"] = None if self.gates is None else self.gates.to_dict()
         return out
+
+    def explain(self) -> str:
+        """One line: what happened (or, for a dry run, would happen) and which gate decided it."""
+        head = f"{self.model} v{self.to_version} -> {self.environment}"
+        if self.gates is None:
+            return f"{head}: {self.status}"
+        failed = self.gates.failures
+        why = "; ".join(f"{r.name}: {r.detail}" for r in (failed or self.gates.results)) or "no gates"
+        if self.status == "dry-run":
+            return f"would promote {head}: {'no' if failed else 'yes'} ({why})"
+        return f"{head}: {self.status} ({why})"
 
 
 def _user() -> str:
@@ -180,8 +191,13 @@ def evaluate_gates(
     from keel.registry import gates as G
 
     pol, source = policy_for(mv.model, env, policy)
+    champion_version = None
     with get_metadata_store().read() as conn:
-        champion_version, _rev, _k = _holder(conn, model_id(conn, mv.model), env)
+        try:
+            champion_version, _rev, _k = _holder(conn, model_id(conn, mv.model), env)
+        except NotFoundError:
+            if not mv.dry_run:  # a dry-run version's model may not be registered yet
+                raise
     if champion_version == mv.version:
         champion_version = None
     data = data if data is not None else pol.data
@@ -209,7 +225,7 @@ def evaluate_gates(
         champ_uri = f"models:/{mv.model}/{champion_version}" if champion_version is not None else None
         cand = evaluate(
             mv.uri, frame, target=str(target), task=task, slices=pol.slices, custom_metrics=pol.custom_metrics, threshold=pol.threshold,
-            baseline=champ_uri, bootstrap=boot, confidence=float(pol.confidence or 0.95),
+            baseline=champ_uri, bootstrap=boot, confidence=float(pol.confidence or 0.95), store=not mv.dry_run,
         )
         champ = cand.baseline
         ci = {r["metric"]: r for r in cand.comparison if "low" in r}
@@ -291,6 +307,8 @@ def promote(
             )
     _refuse_retired(mv, f"promote it to {env}")
     check_feature_service(mv)
+    if mv.dry_run:
+        return _dry_promote(mv, env, data=data, target=target, task=task, policy=policy)
     _refuse_smoke(mv)
     with get_metadata_store().read() as conn:
         mid = model_id(conn, name)
@@ -321,6 +339,26 @@ def promote(
         return Transition(name, env, "pending", current, mv.version, event["id"], int(rid), report, evaluation)
     event = _apply(mv, env, "promote", current, revision, outcome, user, reason, gates)
     return Transition(name, env, outcome, current, mv.version, event["id"], None, report, evaluation)
+
+
+def _dry_promote(mv: ModelVersion, env: str, **gate_args: Any) -> Transition:
+    """A smoke run's version: run the gates, move nothing, record the verdict on the active run."""
+    from keel.tracking.runs import active_run, set_tag
+
+    current = None
+    with get_metadata_store().read() as conn:
+        try:
+            current, _rev, _kind = _holder(conn, model_id(conn, mv.model), env)
+        except NotFoundError:
+            pass
+    report, evaluation = evaluate_gates(mv, env, **gate_args)
+    moved = Transition(mv.model, env, "dry-run", current, mv.version, gates=report, evaluation=evaluation)
+    verdict = moved.explain()
+    if report.passed and C.requires_approval(env):
+        verdict = verdict.replace(": yes (", ": yes, once approved (", 1)
+    if active_run() is not None:
+        set_tag("keel.smoke.promotion", verdict[:2000])
+    return moved
 
 
 # -- approvals -------------------------------------------------------------------

@@ -30,6 +30,8 @@ from keel.store.schema.registry import (
 )
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]{0,127}$")
+SMOKE_TAG = "keel.smoke"  # on the runs of `--smoke` pipeline runs (sampled data, shrunk params)
+_dry_versions: dict[tuple[str, int], ModelVersion] = {}  # dry-run versions handed out in this process
 
 
 @dataclass
@@ -68,9 +70,12 @@ class ModelVersion:
     status: str = "active"  # active | archived | deleted (a tombstone: lineage stays, files are released)
     archived_time: datetime | None = None
     deleted_time: datetime | None = None
+    dry_run: bool = False  # from a smoke run: checked like a registration, never stored
 
     @property
     def uri(self) -> str:
+        if self.dry_run:
+            return f"runs:/{self.run_id}/{self.artifact_path}"
         return f"models:/{self.model}/{self.version}"
 
     def load(self) -> Any:
@@ -157,6 +162,9 @@ def register_model(
 
     The registered model is created on first use (owner: the acting user).
     Registering the same run's model twice returns the existing version.
+    A model from a smoke run (``--smoke``) is checked as a registration would
+    be and returned with ``dry_run=True``, numbered as the next version, but
+    nothing is stored: such a model could never be promoted.
     """
     from keel.config import settings
     from keel.store.blobs import get_artifact_store
@@ -176,6 +184,18 @@ def register_model(
     lineage = _lineage(run, meta)
     user = settings().acting_user
     store = get_metadata_store()
+    if run.tags.get(SMOKE_TAG) == "true":
+        with store.read() as conn:
+            last = conn.execute(
+                sa.select(sa.func.max(model_versions.c.version)).select_from(model_versions.join(registered_models, registered_models.c.id == model_versions.c.model_id))
+                .where(registered_models.c.name == name)
+            ).scalar()
+        dry = ModelVersion(
+            model=name, version=int(last or 0) + 1, run_id=run.id, artifact_path=path, flavor=str(meta.get("flavor") or "python"),
+            created_by=user, created_time=None, description=description, meta=meta, lineage=lineage, dry_run=True,
+        )
+        _dry_versions[(name, dry.version)] = dry  # so promote(name, dry.version) finds it, as for a stored one
+        return dry
     for attempt in range(5):
         try:
             with store.write() as conn:
@@ -301,11 +321,7 @@ def list_models(*, include_deleted: bool = False) -> list[RegisteredModel]:
         return [_model(conn, int(i)) for i in ids]
 
 
-def resolve_version(name: str, version: Any) -> ModelVersion:
-    """A version of ``name`` from an int, 'latest', an alias/environment, a models:/ URI or a ModelVersion.
-
-    A version that belongs to another model is an error, not a silent switch.
-    """
+def _resolve_stored(name: str, version: Any) -> ModelVersion:
     check_model_name(name)
     other: str | None = None
     if isinstance(version, ModelVersion):
@@ -329,6 +345,24 @@ def resolve_version(name: str, version: Any) -> ModelVersion:
         elif isinstance(version, bool) or not isinstance(version, int | str):
             raise ValidationError(f"Version {version!r} is not a number.", hint="Pass e.g. 3, 'latest' or an alias such as 'champion'.")
         return _row_to_version(conn, name, version_row(conn, mid, name, ref))
+
+
+def resolve_version(name: str, version: Any) -> ModelVersion:
+    """A version of ``name`` from an int, 'latest', an alias/environment, a models:/ URI or a ModelVersion.
+
+    A version that belongs to another model is an error, not a silent switch. A
+    number that is not stored but was handed out by a smoke run's dry-run
+    registration in this process resolves to that dry-run version.
+    """
+    if isinstance(version, ModelVersion) and version.dry_run and version.model == name:
+        return version
+    try:
+        return _resolve_stored(name, version)
+    except NotFoundError:
+        dry = _dry_versions.get((name, version)) if isinstance(version, int) and not isinstance(version, bool) else None
+        if dry is None:
+            raise
+        return dry
 
 
 def get_version(name: str, version: Any) -> ModelVersion:

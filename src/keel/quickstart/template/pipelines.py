@@ -98,7 +98,12 @@ def train(train_df: pd.DataFrame, valid_df: pd.DataFrame, *, params: dict, trial
 
 @keel.step(produces=["model:churn"])
 def register(tuned: dict, train_df: pd.DataFrame, valid_df: pd.DataFrame) -> dict:
-    """Package the best model, register it, evaluate it against the champion and promote it through the gates."""
+    """Package the best model, register it, evaluate it against the champion and promote it through the gates.
+
+    In a smoke run (--smoke) registration and promotion are dry runs: the gates
+    are evaluated and the verdict recorded ("would promote ... yes/no"), but no
+    version is stored and nothing moves.
+    """
     from keel import registry
 
     keel.log_dataset(train_df, name="train", context="training")
@@ -109,8 +114,8 @@ def register(tuned: dict, train_df: pd.DataFrame, valid_df: pd.DataFrame) -> dic
     version = keel.register_model(f"runs:/{run.id}/model", MODEL)
     evaluation = keel.evaluate(version, valid_df, target="churned", task="binary", slices=["region"])
     try:
-        moved = keel.promote(MODEL, version.version, to="production", data=valid_df, target="churned")
-        outcome = moved.status
+        moved = keel.promote(MODEL, version, to="production", data=valid_df, target="churned")
+        outcome = moved.status if moved.status != "dry-run" else moved.explain()
     except registry.GatesFailed as exc:
         outcome = f"refused: {exc}"
     return {"version": version.version, "roc_auc": evaluation.metrics.get("roc_auc"), "promotion": outcome}
