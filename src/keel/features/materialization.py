@@ -238,9 +238,10 @@ def materialize(
     t_all = time.perf_counter()
     for view in chosen:
         t0 = time.perf_counter()
+        read_from = now_ms()
         con = connect()
         last = marks.get(view.name) if incremental else None
-        changed: list[Path | str] = [] if last is None else list(_changed_files(view, int(last["updated_ms"])))
+        changed: list[Path | str] = [] if last is None else list(_changed_files(view, last))
         files = bool(changed) and (view.transformation is None or view.mode == "sql")
         rows = view_relation(con, view, with_files=files)
         _check_contracts(view.name, con.table(rows), "materialize")
@@ -266,17 +267,21 @@ def materialize(
             # rebuild the state of every entity with events in it (a backfill included)
             from keel.features.aggregation_online import reach_us, write_states
 
+            news = " AND ".join(where)
             where = where[:2]
             cond = " AND ".join(where)
             low = f"{EVENT} > make_timestamptz({end_us - reach_us(view)})"
-            read = int(con.sql(f"SELECT count(*) FROM {q(rows)} WHERE {cond} AND {low}").fetchall()[0][0])
-            written = write_states(con, view, rows, store, cond, end_us)
+            if last is not None and not con.sql(f"SELECT 1 FROM {q(rows)} WHERE {news} LIMIT 1").fetchall():
+                read = written = 0  # no new or backfilled event since the last run: every state is current
+            else:
+                read = int(con.sql(f"SELECT count(*) FROM {q(rows)} WHERE {cond} AND {low}").fetchall()[0][0])
+                written = write_states(con, view, rows, store, cond, end_us)
         else:
             cond = " AND ".join(where)
             read = int(con.sql(f"SELECT count(*) FROM {q(rows)} WHERE {cond}").fetchall()[0][0])
             written = write_online(con, view, rows, store, cond, on_progress)
         con.close()
-        _save_watermark(view, pin.version_of("feature_view", view.name) or 0, view_start, end, read, written)
+        _save_watermark(view, pin.version_of("feature_view", view.name) or 0, view_start, end, read, written, read_from)
         result.views.append(
             ViewResult(view.name, read, written, view_start, end, time.perf_counter() - t0, [str(p) for p in changed])
         )
@@ -284,15 +289,18 @@ def materialize(
     return result
 
 
-# Files modified this long before the last run finished count as changed too: a file
-# written while that run was reading, or clock skew. Reading a file again is harmless
-# (writes are idempotent); missing one is not.
-_MTIME_SLACK_MS = 60_000
+# Files modified this long before the last run started reading count as changed too
+# (coarse file-system timestamps). Reading a file again is harmless (writes are
+# idempotent); missing one is not. Rows from before read_from_ms existed fall back
+# to a minute before the run ended.
+_MTIME_SLACK_MS = 2_000
 
 
-def _changed_files(view: FeatureView, last_run_ms: int) -> list[Path]:
-    """Source files modified since (about) the last run of ``view``."""
-    return [p for p in source_files(view.source) if p.stat().st_mtime_ns // 1_000_000 > last_run_ms - _MTIME_SLACK_MS]
+def _changed_files(view: FeatureView, last: dict[str, Any]) -> list[Path]:
+    """Source files modified since the last run of ``view`` started reading."""
+    since = last.get("read_from_ms")
+    cutoff = int(since) - _MTIME_SLACK_MS if since is not None else int(last["updated_ms"]) - 60_000
+    return [p for p in source_files(view.source) if p.stat().st_mtime_ns // 1_000_000 > cutoff]
 
 
 def retire(view: str, version: int, *, store: KVStore | None = None) -> str:
@@ -325,11 +333,13 @@ def retire(view: str, version: int, *, store: KVStore | None = None) -> str:
     return ns
 
 
-def _save_watermark(view: FeatureView, version: int, start: datetime | None, end: datetime, read: int, written: int) -> None:
+def _save_watermark(
+    view: FeatureView, version: int, start: datetime | None, end: datetime, read: int, written: int, read_from_ms: int
+) -> None:
     end_ms = int(end.timestamp() * 1000)
     values = {
         "view_version": version, "watermark_ms": end_ms, "start_ms": None if start is None else int(start.timestamp() * 1000),
-        "end_ms": end_ms, "rows_read": read, "keys_written": written, "updated_ms": now_ms(),
+        "end_ms": end_ms, "rows_read": read, "keys_written": written, "updated_ms": now_ms(), "read_from_ms": read_from_ms,
     }
     from keel.store.metadata import upsert
 

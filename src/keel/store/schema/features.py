@@ -45,6 +45,8 @@ feature_materializations = Table(
     Column("rows_read", BigInteger, nullable=False),
     Column("keys_written", BigInteger, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
+    # when the run started listing and reading files: a file modified later was maybe not seen whole
+    Column("read_from_ms", BigInteger, nullable=True),
 )
 
 # Who consumes a feature service version: models, runs, deployments.
