@@ -214,7 +214,7 @@ class _Run:
         self.store = store
         self.prun = prun
         self.root = Path(settings().root)
-        self.lock = cache.lock_hash()
+        cache.refresh_environment()  # what is installed now, read once per run
         self.outcomes: dict[str, Outcome] = {}
         self.results: dict[str, StepResult] = {n: StepResult(n, "pending") for n in graph.nodes}
         self.running: dict[cf.Future[Any], tuple[str, Run, str, float, Any]] = {}
@@ -259,9 +259,10 @@ class _Run:
                 inputs[k] = substitute(v, self._fingerprint)
             else:
                 params[k] = cache.canonical(v, path_typed=k in paths)
+        code = cache.code_key(step.fn, self.root)
         key = cache.step_key(
-            code=cache.code_fingerprint(step.fn, self.root), params=params, inputs=inputs,
-            options=step.options(), lock=self.lock, smoke=self.smoke,
+            code=code.digest, params=params, inputs=inputs, options=step.options(),
+            deps=cache.dependency_versions(code.modules), smoke=self.smoke,
         )
         return key, bound
 
