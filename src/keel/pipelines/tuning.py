@@ -154,10 +154,14 @@ def run_trial(task: TrialTask, trial: Any = None, step: Any = None, run: Any = N
         run.set_tags({"keel.trial.state": "complete"})
         digest = ser = None
         if model is not None:
-            digest, ser, size = executors.store_output(model, None)
-            from keel.tracking.artifacts import record
+            # a model is packaged as keel.log_model does (keel.load_model("runs:/<trial run>/model")); anything else is the trial's output
+            digest, ser, size = executors.store_output(model, None, (args, kwargs))
+            if ser == "model":
+                executors.record_models(run.store, run.id, digest)
+            else:
+                from keel.tracking.artifacts import record
 
-            record(run.store, "run", run.id, [("model", digest, size, None)])
+                record(run.store, "run", run.id, [("output", digest, size, None)])
     return TrialOutcome(task.number, "complete", value, digest, ser, duration_ms=int((time.perf_counter() - t0) * 1000))
 
 
@@ -258,9 +262,14 @@ class TuneStep(Step):
         in_flight: dict[cf.Future[Any], tuple[Any, Any]] = {}
         asked = 0
 
+        missing: list[Any] = []  # a package a trial needs is not installed: every trial would fail the same way
+
         def tell(trial: Any, trial_run: Any, out: TrialOutcome | None, exc: BaseException | None) -> None:
             if exc is not None:
-                out = TrialOutcome(trial.number, "failed", error=f"{type(exc).__name__}: {exc}")
+                dep = executors.missing_package(exc)
+                if dep is not None:
+                    missing.append(dep)
+                out = TrialOutcome(trial.number, "failed", error=executors.one_line(exc))
                 if not trial_run.ended:
                     trial_run.end("failed", error=out.error)
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -273,8 +282,8 @@ class TuneStep(Step):
                 trial_run.end("finished")
             outcomes[trial.number] = out
 
-        while asked < n_trials or in_flight:
-            while asked < n_trials and len(in_flight) < width:
+        while (asked < n_trials and not missing) or in_flight:
+            while asked < n_trials and len(in_flight) < width and not missing:
                 trial = study.ask(dists)
                 asked += 1
                 # in parallel the trial run is open but not active: the next trial starts beside it
@@ -299,13 +308,17 @@ class TuneStep(Step):
                         tell(trial, trial_run, fut.result(), None)
                     except Exception as exc:
                         tell(trial, trial_run, None, exc)
+        if missing:
+            dep = missing[0]
+            first = min(o.number for o in outcomes.values() if o.state == "failed")
+            raise type(dep)(f"Trial {first} {dep.message}", hint=dep.hint, **dep.detail)
         complete = [o for o in outcomes.values() if o.state == "complete"]
         if not complete:
             errors = sorted({o.error for o in outcomes.values() if o.error})
             raise ValidationError(
                 f"Tuned step {self.name} ({self.where}): none of its {n_trials} trials completed."
                 + (f" First error: {errors[0]}" if errors else ""),
-                hint="Look at the failed trial runs (keel runs ls), or loosen pruning.",
+                hint="Look at the failed trial runs (keel runs ls)." if errors else "Every trial was pruned: loosen pruning (pruner=None, or more warm-up steps).",
             )
         best = study.best_trial
         best_out = outcomes[best.number]
