@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from keel.errors import DependencyError, KeelError, ValidationError, did_you_mean, missing_extra
@@ -53,19 +54,24 @@ class Outcome:
     has_value: bool = False
 
 
-def worker_context() -> dict[str, Any]:
-    """What a worker needs to see the same project: folder, import path, KEEL_* settings."""
+def worker_context(*, ship_path: bool = True) -> dict[str, Any]:
+    """What a worker needs to see the same project: folder, KEEL_* settings, and the import path.
+
+    ``ship_path=False`` (Ray) leaves the import path out: the code travels in
+    Ray's runtime environment instead, so workers on other machines import it too.
+    """
     from keel.config import settings
 
     return {
         "cwd": os.getcwd(),
-        "sys_path": list(sys.path),
+        "sys_path": list(sys.path) if ship_path else [],
         "env": {k: v for k, v in os.environ.items() if k.startswith("KEEL_")},
         "root": str(settings().root),
     }
 
 
 def enter_context(ctx: dict[str, Any]) -> None:
+    """Take on the parent's project context; its folder only where this machine has it (one host, shared storage)."""
     if not ctx:
         return
     for p in reversed(ctx["sys_path"]):
@@ -73,8 +79,9 @@ def enter_context(ctx: dict[str, Any]) -> None:
             sys.path.insert(0, p)
     for k, v in ctx["env"].items():
         os.environ[k] = v
-    os.environ.setdefault("KEEL_HOME", ctx["root"])
-    if os.getcwd() != ctx["cwd"]:
+    if os.path.isdir(ctx["root"]):
+        os.environ.setdefault("KEEL_HOME", ctx["root"])
+    if os.getcwd() != ctx["cwd"] and os.path.isdir(ctx["cwd"]):
         os.chdir(ctx["cwd"])
 
 
@@ -318,8 +325,31 @@ class ProcessExecutor:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+# Never shipped to Ray workers: keel's state, version control, virtualenvs, caches, data files
+# (data goes through the stores or shared storage).
+RAY_EXCLUDES = [".keel", ".git", ".venv*", "venv", "__pycache__", "*.pyc", ".mypy_cache", ".ruff_cache", ".pytest_cache",
+                "*.parquet", "*.csv", "*.npy", "*.pkl", "*.zip", "*.tar.gz"]
+
+
+def ray_runtime_env(root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Ray's runtime environment for keel's tasks: the project folder as ``working_dir`` and the KEEL_* settings.
+
+    Ray uploads the folder once (by content) and every worker, on any node,
+    starts in its own copy, so the project's modules import there without the
+    driver's ``sys.path``.
+    """
+    from keel.config import settings
+
+    folder = Path(root or settings().root).resolve()
+    env: dict[str, Any] = {"env_vars": {k: v for k, v in os.environ.items() if k.startswith("KEEL_")}}
+    if folder != Path(folder.anchor):
+        env["working_dir"] = str(folder)
+        env["excludes"] = list(RAY_EXCLUDES)
+    return env
+
+
 class RayExecutor:
-    """Ray tasks; Ray is started locally when no cluster address is set (KEEL_RAY_ADDRESS)."""
+    """Ray tasks on a cluster (KEEL_RAY_ADDRESS) or a local Ray; the project's code ships in Ray's runtime environment."""
 
     name = "ray"
     parallel = True
@@ -330,13 +360,16 @@ class RayExecutor:
         except ImportError:
             raise missing_extra("ray", "ray") from None
         self.ray = ray
+        self.runtime_env = ray_runtime_env()
+        remote = ray.remote(_ray_call)
         if not ray.is_initialized():
             from keel.config import settings
 
             addr = address or str(settings().ray_address or "") or None
-            ray.init(address=addr, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
-                     runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}})
-        self._remote = ray.remote(_ray_call)
+            ray.init(address=addr, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True, runtime_env=self.runtime_env)
+        else:  # Ray was started by the caller: the environment goes with each task
+            remote = remote.options(runtime_env=self.runtime_env)
+        self._remote = remote
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> cf.Future[Any]:
         ref = self._remote.remote(fn, *args)

@@ -325,7 +325,7 @@ class _Run:
             # open but not active: other steps start beside it
             child = start_run(name=name, nested=True, activate=False, tags=self._tags(name, {"keel.cache": mode, "keel.cache.key": key}))
             if self._ctx is None:
-                self._ctx = worker_context()
+                self._ctx = worker_context(ship_path=self.executor.name != "ray")
             task = StepTask(
                 name, step.ref, substitute(tuple(bound.args), self._blobref), substitute(dict(bound.kwargs), self._blobref),
                 run_id=child.id, smoke=self.smoke, context=self._ctx,
