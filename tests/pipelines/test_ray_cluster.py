@@ -90,7 +90,8 @@ def _node_args(temp: str, worker_base: int) -> list[str]:
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "RAY_")) and k != "PYTHONPATH"}
-    env.update(PYTHONPATH=KEEL_SRC, PYTHONDONTWRITEBYTECODE="1", RAY_USAGE_STATS_ENABLED="0", **extra)
+    # a throw-away cluster on this machine: no auth token to hand around
+    env.update(PYTHONPATH=KEEL_SRC, PYTHONDONTWRITEBYTECODE="1", RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled", **extra)
     return env
 
 
@@ -132,13 +133,13 @@ def _stop(procs: list[subprocess.Popen[bytes]], temp: str) -> None:
 def ray_cluster() -> Iterator[str]:
     """A head node and a second node joining it, each with one CPU; yields the address."""
     temp = tempfile.mkdtemp(prefix="rk", dir="/tmp")  # short: Ray's socket paths live under it
-    (gcs, client) = _free_ports(2)
+    (gcs, client, dashboard) = _free_ports(3)
     address = f"127.0.0.1:{gcs}"
     procs: list[subprocess.Popen[bytes]] = []
     logs = [open(Path(temp) / f"node{i}.log", "wb") for i in range(2)]  # noqa: SIM115
     try:
         procs.append(subprocess.Popen(
-            [RAY, "start", "--head", f"--port={gcs}", f"--ray-client-server-port={client}", "--include-dashboard=false",
+            [RAY, "start", "--head", f"--port={gcs}", f"--ray-client-server-port={client}", "--include-dashboard=false", f"--dashboard-port={dashboard}",
              *_node_args(temp, _port_range(25))],
             env=_env(), stdout=logs[0], stderr=subprocess.STDOUT, start_new_session=True,
         ))
