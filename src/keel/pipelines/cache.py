@@ -108,15 +108,19 @@ def _is_local(obj: Any, root: Path) -> bool:
     return path.is_relative_to(root)
 
 
-def _names(code: types.CodeType) -> set[str]:
+# Code objects and classes never change once created, so what is read from them is kept (a
+# re-imported module makes new ones). Globals are read on every key: constants may change.
+@functools.lru_cache(maxsize=8192)
+def _names(code: types.CodeType) -> frozenset[str]:
     out = set(code.co_names)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             out |= _names(const)
-    return out
+    return frozenset(out)
 
 
-def _imports(code: types.CodeType) -> set[str]:
+@functools.lru_cache(maxsize=8192)
+def _imports(code: types.CodeType) -> frozenset[str]:
     """The modules an ``import`` statement in ``code`` (or a nested function) names."""
     out: set[str] = set()
     for ins in dis.get_instructions(code):
@@ -125,7 +129,25 @@ def _imports(code: types.CodeType) -> set[str]:
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             out |= _imports(const)
-    return out
+    return frozenset(out)
+
+
+@functools.lru_cache(maxsize=8192)
+def _source_of(key: Any, obj: Any) -> bytes:
+    try:
+        return inspect.getsource(obj).encode()
+    except (OSError, TypeError):
+        code = getattr(obj, "__code__", None)
+        return code.co_code if code is not None else repr(obj).encode()
+
+
+def _source(obj: Any) -> bytes:
+    """The source text of a function (by its code object) or a class."""
+    code = getattr(obj, "__code__", None)
+    try:
+        return _source_of(code if code is not None else obj, obj)
+    except TypeError:  # unhashable
+        return _source_of.__wrapped__(None, obj)
 
 
 def _root(module: Any) -> str | None:
@@ -153,11 +175,7 @@ class _Walk:
         self.modules: set[str] = set()
 
     def source(self, obj: Any) -> None:
-        try:
-            self.h.update(inspect.getsource(obj).encode())
-        except (OSError, TypeError):
-            code = getattr(obj, "__code__", None)
-            self.h.update(code.co_code if code is not None else repr(obj).encode())
+        self.h.update(_source(obj))
 
     def function(self, f: Any) -> None:
         f = inspect.unwrap(f)
