@@ -143,7 +143,7 @@ def test_a_scheduler_killed_mid_run_never_gets_its_run_started_again(project: Pa
     write_module("jobs_mod", JOBS)
     add_schedule("long", "jobs_mod:slow", cron="* * * * *", now=T0)
     now = (T0 + timedelta(minutes=2)).isoformat()
-    first = _keel(project, "scheduler", "--once", "--now", now, "--lease", "2", start_new_session=True)
+    first = _keel(project, "scheduler", "--once", "--now", now, "--lease", "60", start_new_session=True)
     deadline = time.time() + 120
     while not (project / "napping").exists():
         assert first.poll() is None, first.communicate()
@@ -153,12 +153,13 @@ def test_a_scheduler_killed_mid_run_never_gets_its_run_started_again(project: Pa
     first.communicate()
     (row,) = fires("long")
     assert row["status"] == "running"
-    second = _keel(project, "scheduler", "--once", "--now", now, "--lease", "2", "--json")
+    second = _keel(project, "scheduler", "--once", "--now", now, "--json")
     out, err = second.communicate(timeout=120)
     assert second.returncode == 0, err
-    assert json.loads(out) == []  # the occurrence is claimed: not started again, while its lease may still be renewed
-    time.sleep(2.5)
-    third = _keel(project, "scheduler", "--once", "--now", now, "--lease", "2", "--json")
+    assert json.loads(out) == []  # the occurrence is claimed and its lease still runs: not started again
+    with get_metadata_store().write() as conn:  # the lease runs out: nobody renews it
+        conn.execute(sa.update(schedule_fires).where(schedule_fires.c.schedule == "long").values(lease_expires_ms=1))
+    third = _keel(project, "scheduler", "--once", "--now", now, "--json")
     out, err = third.communicate(timeout=120)
     assert third.returncode == 1, err  # a crashed run is reported as a failure
     (crashed,) = json.loads(out)
@@ -204,3 +205,29 @@ def test_jobs_run_off_the_tick_loop_in_worker_processes(project: Path, write_mod
     a, b = sorted(notes, key=lambda n: n["start"])
     assert b["start"] < a["end"]  # they ran side by side, each in its own process
     assert len({p.name.split("-")[0] for p in (project / "notes_out").iterdir()}) == 2
+
+
+def test_a_running_job_keeps_its_lease_alive_past_the_lease_time(project: Path, write_module) -> None:
+    import threading
+
+    from keel.pipelines.triggers import reap_crashed
+
+    write_module("jobs_mod", JOBS)
+    add_schedule("renewed", "notes_out", job="note", cron="* * * * *", params={"sleep": 2.5}, now=T0)
+    reaped: list[object] = []
+    stop = threading.Event()
+
+    def other_scheduler() -> None:  # checks for crashed runs all along
+        while not stop.wait(0.2):
+            reaped.extend(reap_crashed())
+
+    t = threading.Thread(target=other_scheduler)
+    t.start()
+    try:
+        (fired,) = tick(T0 + timedelta(minutes=2), lease_seconds=0.6)
+    finally:
+        stop.set()
+        t.join()
+    assert fired.status == "finished" and reaped == []
+    (row,) = fires("renewed")
+    assert row["status"] == "finished" and row["ended_ms"] is not None
