@@ -75,7 +75,7 @@ def _backend_class() -> type:
                             {"journal": self.journal, "seq": start + i, "log": json.dumps(log), "created_ms": t} for i, log in enumerate(logs)
                         ])
                     return
-                except sa.exc.IntegrityError:  # another worker appended the same numbers first
+                except (sa.exc.IntegrityError, ConflictError):  # another worker appended the same numbers first
                     time.sleep(random.uniform(0.001, 0.01) * (attempt + 1))
             raise ConflictError(
                 f"Could not append to tuning journal {self.journal} after {_RETRIES} tries: too many writers at once.",

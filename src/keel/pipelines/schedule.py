@@ -136,7 +136,7 @@ def add_schedule(
                 name=name, job=job, target=target, kind=kind, spec=str(spec), params=json.dumps(bound_params, default=str),
                 enabled=True, state=json.dumps(state), created_ms=now_ms(),
             ))
-    except sa.exc.IntegrityError:  # added at the same moment by another process
+    except (sa.exc.IntegrityError, ConflictError):  # already there, or added at the same moment by another process
         raise ConflictError(f"Schedule {name!r} already exists.", hint=f"Remove it first: keel schedule rm {name}.") from None
     return get_schedule(name)
 

@@ -43,7 +43,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from keel.errors import KeelError, ValidationError
+from keel.errors import ConflictError, KeelError, ValidationError
 from keel.pipelines.jobs import JobOutcome, get_job_kind, job_kinds, run_job
 from keel.pipelines.schedule import Cron, Schedule, get_schedule, list_schedules
 from keel.store.metadata import get_metadata_store, now_ms
@@ -235,7 +235,7 @@ def _claim_fire(s: Schedule, owner: str, lease_ms: int, event: dict[str, Any], s
             ))
     except _LostLease:
         return False
-    except sa.exc.IntegrityError:  # the occurrence was claimed already (a stale state, another scheduler)
+    except (sa.exc.IntegrityError, ConflictError):  # claimed already (a stale state, another scheduler); the store may report it as WriteConflict
         _commit_check(s.name, owner, state)
         return False
     return True
