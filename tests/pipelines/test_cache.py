@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
-import time
 from pathlib import Path
 
 import pytest
@@ -251,7 +250,13 @@ def test_unchanged_code_and_constants_keep_the_key_in_a_new_process(write_module
     assert out.stdout.strip().splitlines()[-1] == "1"  # set order differs per process (hash seed); the key does not
 
 
-def test_refresh_expiry_and_opt_out(write_module) -> None:
+def test_refresh_expiry_and_opt_out(write_module, monkeypatch: pytest.MonkeyPatch) -> None:
+    from keel.pipelines import runner
+    from keel.store.metadata import now_ms
+
+    skew = [0]  # the cache's clock, moved on by hand: a loaded machine must not expire entries early
+    monkeypatch.setattr(cache, "now_ms", lambda: now_ms() + skew[0])
+    monkeypatch.setattr(runner, "now_ms", lambda: now_ms() + skew[0])
     mod = write_module("opts_flow", """
     import keel
     calls = {"n": 0}
@@ -260,7 +265,7 @@ def test_refresh_expiry_and_opt_out(write_module) -> None:
     def always(n: int) -> int:
         return n
 
-    @keel.step(expire=0.2)
+    @keel.step(expire=60)
     def short(n: int) -> int:
         return n + 1
 
@@ -272,7 +277,7 @@ def test_refresh_expiry_and_opt_out(write_module) -> None:
     r = mod.p.run()
     assert hits(r) == {"always": False, "short": True}  # the uncached step's output is unchanged content
     assert hits(mod.p.run(refresh=True)) == {"always": False, "short": False}
-    time.sleep(0.3)
+    skew[0] = 61_000
     assert hits(mod.p.run()) == {"always": False, "short": False}
     assert hits(mod.p.run(refresh=["short"])) == {"always": False, "short": False}
     with pytest.raises(Exception, match=r"no step 'shrt' to refresh\. Did you mean 'short'"):
