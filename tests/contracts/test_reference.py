@@ -121,6 +121,11 @@ def test_psi_and_ks_math() -> None:
     assert p > 0.01
     d2, p2 = ks_2samp(a, b + 0.3)
     assert d2 > d and p2 < 1e-6
+    from scipy import stats
+
+    small = rng.normal(0, 1, 40)
+    assert ks_2samp(small, b[:30]) == (stats.ks_2samp(small, b[:30]).statistic, stats.ks_2samp(small, b[:30]).pvalue)  # SciPy's exact test
+    assert ks_2samp(np.array([np.nan, 1.0, 2.0]), np.array([1.0, 2.0])) == ks_2samp(np.array([1.0, 2.0]), np.array([1.0, 2.0]))
 
 
 def test_psi_bins_leave_nan_out(project: Path) -> None:

@@ -1,8 +1,9 @@
-"""Cache keys: each component (code, params, inputs, file content, lock) misses when it changes."""
+"""Cache keys: each component (code, constants, params, inputs, file content, dependency versions) misses when it changes."""
 
 from __future__ import annotations
 
-import time
+import functools
+import importlib.metadata
 from pathlib import Path
 
 import pytest
@@ -108,16 +109,154 @@ def test_file_content_change_with_same_path_misses(write_module, project: Path) 
     assert r.output == [3, 3]
 
 
-def test_environment_lock_change_misses(flow, monkeypatch: pytest.MonkeyPatch) -> None:
-    from keel.tracking import environment
+def test_version_of_a_used_distribution_misses_and_an_unrelated_install_does_not(write_module, monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = write_module("deps_flow", """
+    import keel
 
-    flow.flow.run({"n": 3})
-    real = environment.package_lock()
-    monkeypatch.setattr(environment, "package_lock", lambda: real + "newpkg==1.0\n")
-    assert hits(flow.flow.run({"n": 3})) == {"load": False, "double": False, "total": False}
+    @keel.step
+    def plain(n: int) -> int:
+        return n + 1
+
+    @keel.step
+    def fit(n: int) -> int:
+        from sklearn.linear_model import LinearRegression
+
+        return n + len(type(LinearRegression()).__name__)
+
+    @keel.pipeline
+    def p(n: int = 1):
+        return [plain(n), fit(n)]
+    """)
+    mod.p.run()
+    real_closure = cache._closure.__wrapped__
+    real_index = importlib.metadata.packages_distributions
+
+    def index() -> dict[str, list[str]]:  # a package that nothing here imports was installed
+        return {**real_index(), "pytest_newplugin": ["pytest-newplugin"]}
+
+    monkeypatch.setattr(importlib.metadata, "packages_distributions", index)
+    monkeypatch.setattr(cache, "_dist_index", None)  # read the environment again
+    assert hits(mod.p.run()) == {"plain": True, "fit": True}
+
+    def bumped(dist: str) -> tuple[tuple[str, str], ...]:  # scipy (required by scikit-learn) was upgraded
+        return tuple((n, "999.0" if n == "scipy" else v) for n, v in real_closure(dist))
+
+    monkeypatch.setattr(cache, "_closure", functools.lru_cache(bumped))
+    assert hits(mod.p.run()) == {"plain": True, "fit": False}
 
 
-def test_refresh_expiry_and_opt_out(write_module) -> None:
+def test_dependency_versions_follow_requirements_transitively() -> None:
+    deps = cache.dependency_versions({"sklearn"})
+    assert {"scikit-learn", "numpy", "scipy", "joblib"} <= set(deps)
+    assert "pytest" not in deps
+    assert deps["numpy"] == importlib.metadata.version("numpy")
+    key = cache.code_key(_uses_json_and_numpy, Path(__file__).parent)
+    assert {"json", "numpy"} <= key.modules
+    assert "numpy" in cache.dependency_versions(key.modules)
+
+
+def _uses_json_and_numpy() -> None:
+    import json
+
+    import numpy
+
+    json.dumps(numpy.zeros(1).tolist())
+
+
+@pytest.mark.parametrize(("before", "after"), [
+    ("LABELS = ['a', 'b']", "LABELS = ['a', 'c']"),
+    ("LABELS = {'a': 1}", "LABELS = {'a': 2}"),
+    ("LABELS = {'a', 'b'}", "LABELS = {'a', 'c'}"),
+    ("LABELS = Cfg(k=1)", "LABELS = Cfg(k=2)"),
+    ("LABELS = [Cfg(k=1)]", "LABELS = [Cfg(k=2)]"),
+])
+def test_change_of_a_module_level_constant_that_is_not_a_primitive_misses(write_module, before: str, after: str) -> None:
+    src = """
+    from dataclasses import dataclass
+    import keel
+
+    @dataclass(frozen=True)
+    class Cfg:
+        k: int
+
+    {CONST}
+
+    @keel.step
+    def use(n: int) -> str:
+        return repr(LABELS) + str(n)
+
+    @keel.pipeline
+    def p(n: int = 1):
+        return use(n)
+    """
+    mod = write_module("const_flow", src.replace("{CONST}", before))
+    first = mod.p.run()
+    assert hits(mod.p.run()) == {"use": True}  # no false miss: the same constant keeps its key
+    mod = write_module("const_flow", src.replace("{CONST}", after))
+    r = mod.p.run()
+    assert hits(r) == {"use": False}
+    assert r.output != first.output
+
+
+def test_change_of_a_helper_reached_through_a_class_method_misses(write_module) -> None:
+    write_module("cls_helpers", "def scale(x):\n    return x * 2\n")
+    src = """
+    import keel
+    from cls_helpers import scale
+
+    class Model:
+        def fit(self, n):
+            return scale(n)
+
+        @staticmethod
+        def make():
+            return Model()
+
+    @keel.step
+    def train(n: int) -> int:
+        return Model.make().fit(n)
+
+    @keel.pipeline
+    def p(n: int = 3):
+        return train(n)
+    """
+    mod = write_module("cls_flow", src)
+    assert mod.p.run().output == 6
+    assert hits(mod.p.run()) == {"train": True}
+    write_module("cls_helpers", "def scale(x):\n    return x * 3\n")
+    mod = write_module("cls_flow", src)
+    r = mod.p.run()
+    assert hits(r) == {"train": False}
+    assert r.output == 9
+
+
+def test_unchanged_code_and_constants_keep_the_key_in_a_new_process(write_module, python) -> None:
+    mod = write_module("stable_flow", """
+    import keel
+
+    TABLE = {"b": [1, 2], "a": {3, 4}}
+
+    @keel.step
+    def use(n: int) -> int:
+        return n + len(TABLE)
+
+    @keel.pipeline
+    def p(n: int = 1):
+        return use(n)
+    """)
+    mod.p.run()
+    out = python("import stable_flow; print(stable_flow.p.run().cached)")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "1"  # set order differs per process (hash seed); the key does not
+
+
+def test_refresh_expiry_and_opt_out(write_module, monkeypatch: pytest.MonkeyPatch) -> None:
+    from keel.pipelines import runner
+    from keel.store.metadata import now_ms
+
+    skew = [0]  # the cache's clock, moved on by hand: a loaded machine must not expire entries early
+    monkeypatch.setattr(cache, "now_ms", lambda: now_ms() + skew[0])
+    monkeypatch.setattr(runner, "now_ms", lambda: now_ms() + skew[0])
     mod = write_module("opts_flow", """
     import keel
     calls = {"n": 0}
@@ -126,7 +265,7 @@ def test_refresh_expiry_and_opt_out(write_module) -> None:
     def always(n: int) -> int:
         return n
 
-    @keel.step(expire=0.2)
+    @keel.step(expire=60)
     def short(n: int) -> int:
         return n + 1
 
@@ -138,7 +277,7 @@ def test_refresh_expiry_and_opt_out(write_module) -> None:
     r = mod.p.run()
     assert hits(r) == {"always": False, "short": True}  # the uncached step's output is unchanged content
     assert hits(mod.p.run(refresh=True)) == {"always": False, "short": False}
-    time.sleep(0.3)
+    skew[0] = 61_000
     assert hits(mod.p.run()) == {"always": False, "short": False}
     assert hits(mod.p.run(refresh=["short"])) == {"always": False, "short": False}
     with pytest.raises(Exception, match=r"no step 'shrt' to refresh\. Did you mean 'short'"):
@@ -177,8 +316,8 @@ def test_save_keeps_the_first_entry(project: Path) -> None:
 def test_canonical_params_are_order_independent_and_typed() -> None:
     assert cache.canonical({"b": 1, "a": 2}) == cache.canonical({"a": 2, "b": 1})
     assert cache.canonical([1, 2]) != cache.canonical((1, 2))
-    assert cache.step_key(code="c", params={"x": 1}, inputs={}, options={}, lock="l", smoke=False) != cache.step_key(
-        code="c", params={"x": "1"}, inputs={}, options={}, lock="l", smoke=False
+    assert cache.step_key(code="c", params={"x": 1}, inputs={}, options={}, deps={"numpy": "2.0"}, smoke=False) != cache.step_key(
+        code="c", params={"x": "1"}, inputs={}, options={}, deps={"numpy": "2.0"}, smoke=False
     )
 
 

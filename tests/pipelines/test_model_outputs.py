@@ -396,3 +396,52 @@ def test_declaring_the_model_serializer_for_an_object_without_predict_says_why()
         serializers.choose([1, 2], "model")
     with pytest.raises(ValidationError, match=r"its key 'output' cannot name a model package"):
         serializers.choose({"output": _fitted()}, "model")
+
+
+def test_a_step_model_package_has_a_typed_signature_and_an_input_example_like_log_model(write_module) -> None:
+    mod = write_module("sk_models_typed", SKLEARN_FLOW)
+    result = mod.fit.run()
+    loaded = keel.load_model(result.model_uri("train"))
+    assert [(c.name, c.type, c.nullable) for c in loaded.signature.inputs] == [("a", "double", False), ("b", "double", False)]
+    assert loaded.signature.outputs == {"type": "integer", "shape": [-1]}
+    example = loaded.input_example
+    assert list(example.columns) == ["a", "b"] and len(example) == 5
+    pd.testing.assert_frame_equal(example, mod.data(200)[["a", "b"]].head(5))
+    with pytest.raises(ValidationError, match="'b'"):
+        loaded.predict(pd.DataFrame({"a": [1.0]}))  # the signature is enforced on a missing column
+
+
+def test_an_input_example_in_a_dict_output_is_used_first(write_module) -> None:
+    mod = write_module("sk_models_example", """
+    import pandas as pd
+    from sklearn.linear_model import LinearRegression
+
+    import keel
+
+    @keel.step
+    def train(n: int) -> dict:
+        x = pd.DataFrame({"k": list(range(n)), "w": [float(i) / 2 for i in range(n)]})
+        return {"model": LinearRegression().fit(x, x["w"] * 2), "input_example": x.head(2)}
+
+    @keel.pipeline(experiment="examples")
+    def p(n: int = 8):
+        return train(n)
+    """)
+    loaded = keel.load_model(mod.p.run().model_uri("train"))
+    assert [(c.name, c.type) for c in loaded.signature.inputs] == [("k", "integer"), ("w", "double")]
+    assert len(loaded.input_example) == 2
+
+
+def test_every_tuning_trial_model_is_a_package_keel_load_model_opens(write_module) -> None:
+    mod = write_module("sk_models_trials", SKLEARN_FLOW)
+    result = mod.tuned.run()
+    search = result.steps["search"]
+    best_run = keel.get_run(search.run_id).tags["keel.tune.best_run"]
+    df = _frame()
+    with get_metadata_store().read() as conn:
+        trial_runs = list(conn.execute(sa.select(runs.c.id).where(runs.c.parent_id == search.run_id)).scalars())
+    assert len(trial_runs) == 2 and best_run in trial_runs
+    for run_id in trial_runs:
+        loaded = keel.load_model(f"runs:/{run_id}/model")
+        assert loaded.flavor == "sklearn" and [c.type for c in loaded.signature.inputs] == ["double", "double"]
+        assert loaded.input_example is not None and loaded.predict(df[["a", "b"]]).shape == (200,)

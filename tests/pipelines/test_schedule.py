@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 import keel
 from keel.errors import ConflictError, NotFoundError, ValidationError
@@ -58,8 +57,22 @@ def test_cron_parsing_and_next_time() -> None:
     assert Cron("*/15 * * * mon-fri").next_after(datetime(2026, 1, 3, 0, 1, tzinfo=UTC)) == datetime(2026, 1, 5, 0, 0, tzinfo=UTC)
     with pytest.raises(ValidationError, match="does not have 5 fields"):
         Cron("0 3 * *")
-    with pytest.raises(ValidationError, match="hour '25' is outside 0-23"):
+    with pytest.raises(ValidationError, match=r"Cron expression '0 25 \* \* \*' is not valid: .*out of range"):
         Cron("0 25 * * *")
+    with pytest.raises(ValidationError, match="is not valid"):
+        Cron("x * * * *")
+    # croniter's rules: day-of-month and day-of-week restricted together match either (Vixie cron)
+    assert Cron("0 0 13 * fri").next_after(datetime(2026, 1, 1, tzinfo=UTC)) == datetime(2026, 1, 2, 0, 0, tzinfo=UTC)
+    assert Cron("@daily").next_after(T0) == datetime(2026, 1, 2, 0, 0, tzinfo=UTC)
+    assert Cron("0 3 * * *").matches(datetime(2026, 1, 5, 3, 0, 30, tzinfo=UTC))
+
+
+def test_the_hand_written_cron_parser_is_gone() -> None:
+    import inspect
+
+    from keel.pipelines import schedule
+
+    assert "croniter" in inspect.getsource(schedule.Cron) and not hasattr(schedule, "_FIELDS")
 
 
 def test_cron_schedule_starts_a_run_once_when_due(write_module) -> None:
@@ -100,21 +113,46 @@ def test_new_data_in_a_source_triggers_a_run_with_the_event(write_module, projec
     assert tick() == []
 
 
-def test_model_registered_triggers_a_run(write_module) -> None:
-    write_module("events_mod", EVENTS)
-    from keel.store.metadata import get_metadata_store
+MODEL_FLOW = """
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
 
-    store = get_metadata_store()
-    with store.read() as conn:
-        if not sa.inspect(conn).has_table("model_events"):
-            pytest.skip("the registry's model_events table is not in this schema yet")
-    add_schedule("on-model", "events_mod:ingest_flow", on_model="churn")
+import keel
+
+
+@keel.step
+def train(n: int) -> LogisticRegression:
+    x = pd.DataFrame({"a": [float(i) for i in range(n)]})
+    return LogisticRegression().fit(x, [int(i >= n / 2) for i in range(n)])
+
+
+@keel.pipeline(experiment="trained")
+def fit(n: int = 20):
+    return train(n)
+"""
+
+
+def test_model_triggers_fire_on_registration_promotion_and_alias_moves(write_module) -> None:
+    write_module("events_mod", EVENTS)
+    models = write_module("model_flow", MODEL_FLOW)
+    uri = models.fit.run().model_uri("train")
+    add_schedule("on-model", "events_mod:ingest_flow", on_model="fitted")
+    add_schedule("on-prod", "events_mod:ingest_flow", on_model="fitted@production")
     assert tick() == []
-    with store.write() as conn:
-        t = sa.Table("model_events", sa.MetaData(), autoload_with=conn)
-        conn.execute(sa.insert(t).values(model_id=1, model="churn", action="register", to_version=3, outcome="applied", user="me", ts_ms=1))
+    keel.register_model(uri, "fitted")
     (fired,) = tick()
-    assert fired.event == {"kind": "model", "model": "churn", "version": 3, "event_id": fired.event["event_id"]}
+    assert fired.schedule == "on-model" and fired.event["action"] == "register" and fired.event["version"] == 1
+    keel.promote("fitted", 1, to="production")
+    fired_all = sorted(tick(), key=lambda f: f.schedule)
+    assert [(f.schedule, f.event["action"], f.event["target"]) for f in fired_all] == [
+        ("on-model", "promote", "production"), ("on-prod", "promote", "production"),
+    ]
+    from keel.registry import set_alias
+
+    set_alias("fitted", "champion", 1)
+    (fired,) = tick()  # an alias move fires the trigger on the model, not the one on production
+    assert fired.schedule == "on-model" and fired.event["action"] == "alias" and fired.event["target"] == "champion"
+    assert all(f.status == "finished" for f in fired_all)
     assert tick() == []
 
 

@@ -251,10 +251,11 @@ def show_cmd(
 @schedule_app.command("add")
 def schedule_add(
     name: str = typer.Argument(..., help="A name for the schedule."),
-    pipeline: str = typer.Argument(..., help="MODULE:NAME of the pipeline to start."),
+    pipeline: str = typer.Argument(..., help="MODULE:NAME of the pipeline to start (or the target of another --job kind)."),
     cron: str = typer.Option(None, "--cron", help='Five-field cron expression in UTC, e.g. "0 3 * * *".'),
     on_source: str = typer.Option(None, "--on-source", help="Start when this file or folder's content changes (new data)."),
-    on_model: str = typer.Option(None, "--on-model", help="Start when a version of this model is registered."),
+    on_model: str = typer.Option(None, "--on-model", help="Start when a version of this model is registered, promoted, rolled back or aliased (MODEL@ENV: only moves of ENV)."),
+    job: str = typer.Option("pipeline", "--job", help="The job kind to start (pipeline, or one another keel module registers)."),
     param: list[str] = PARAM_OPTION,
     json: bool = JSON_OPTION,
 ) -> None:
@@ -265,9 +266,11 @@ def schedule_add(
     from keel.pipelines.schedule import add_schedule
 
     def go() -> Any:
-        _pipe, bound = _bound(pipeline, param)
         given = _params(param)
-        return add_schedule(name, pipeline, cron=cron, on_source=on_source, on_model=on_model, params={k: bound[k] for k in given})
+        if job == "pipeline":
+            _pipe, bound = _bound(pipeline, param)
+            given = {k: bound[k] for k in given}
+        return add_schedule(name, pipeline, job=job, cron=cron, on_source=on_source, on_model=on_model, params=given)
 
     s = run_guarded(go)
     if json:
@@ -325,10 +328,15 @@ def scheduler(
     until: str = typer.Option(None, "--until", help="Stop at this UTC time (ISO)."),
     now: str = typer.Option(None, "--now", help="Use this time as the clock (tests; with --once)."),
     poll: float = typer.Option(30.0, "--poll", help="Seconds between checks."),
+    workers: int = typer.Option(2, "--workers", help="Jobs that may run at once (each in its own process)."),
+    lease: float = typer.Option(60.0, "--lease", help="Seconds a claim on a run lasts unless renewed; a crashed scheduler's runs are marked crashed after it."),
     engine: str = ENGINE_OPTION,
     json: bool = JSON_OPTION,
 ) -> None:
-    """Run the schedules and triggers: start each pipeline when its time or event comes.
+    """Run the schedules and triggers: start each job when its time or event comes.
+
+    Several schedulers may run at once (on one or more machines): each run is
+    claimed in the metadata store first, so none starts twice.
 
     Example: keel scheduler --poll 60
     """
@@ -349,12 +357,13 @@ def scheduler(
         if not json:
             console.print(f"{datetime.now(UTC):%H:%M:%S} {f.schedule}: run {f.run_id or '-'} {f.status}{' (' + f.error + ')' if f.error else ''}")
 
-    fired = run_guarded(lambda: run_scheduler(once=once, until=stop, poll_seconds=poll, clock=(lambda: fixed) if fixed else None, engine=engine, on_fire=show))
+    fired = run_guarded(lambda: run_scheduler(once=once, until=stop, poll_seconds=poll, clock=(lambda: fixed) if fixed else None, engine=engine, on_fire=show,
+                                                     workers=workers, lease_seconds=lease))
     if json:
         print_json([f.__dict__ for f in fired])
     elif once and not fired:
         console.print("Nothing due.")
-    if any(f.status == "failed" for f in fired):
+    if any(f.status in ("failed", "crashed") for f in fired):
         raise typer.Exit(1)
 
 

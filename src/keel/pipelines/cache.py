@@ -1,10 +1,15 @@
 """Content-addressed step caching.
 
 A step's key is the sha256 of: its own source and the source of the project
-code it reaches (functions, classes and modules defined under the project
-root, found through its globals and closure), its parameters in canonical form
-(sorted JSON; files by content), the fingerprints of its inputs (the sha256 of
-each upstream output), every serializer version and the environment lock. The
+code it reaches (functions, classes with their methods, and modules defined
+under the project root, found through its globals, closure and containers),
+the module-level constants it reads (by value: lists, dicts, dataclass
+instances included), its parameters in canonical form (sorted JSON; files by
+content), the fingerprints of its inputs (the sha256 of each upstream output),
+every serializer version, Python's and keel's versions, and the versions of
+the distributions that own the modules its code loads, with what those
+require (not the whole environment: installing an unrelated package changes
+no key). The
 output is stored once, as a blob named by its hash, and referenced from the
 ``artifacts`` table (owner_kind "cache") so that ``keel gc`` keeps it.
 
@@ -14,11 +19,20 @@ the same key, the first insert wins and the second reuses it.
 
 from __future__ import annotations
 
+import dataclasses
+import dis
+import enum
+import functools
 import hashlib
+import importlib.metadata
 import inspect
 import json
 import os
+import platform
+import re
+import sys
 import types
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +44,7 @@ from keel.store.metadata import MetadataStore, now_ms
 from keel.store.schema import artifacts
 from keel.store.schema.pipelines import pipeline_cache
 
-KEY_VERSION = "1"
+KEY_VERSION = "2"
 
 
 class FileRef(os.PathLike[str]):
@@ -89,77 +103,294 @@ def _is_local(obj: Any, root: Path) -> bool:
     return path.is_relative_to(root)
 
 
-def _names(code: types.CodeType) -> set[str]:
+# Code objects and classes never change once created, so what is read from them is kept (a
+# re-imported module makes new ones). Globals are read on every key: constants may change.
+@functools.lru_cache(maxsize=8192)
+def _names(code: types.CodeType) -> frozenset[str]:
     out = set(code.co_names)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             out |= _names(const)
-    return out
+    return frozenset(out)
 
 
-def code_fingerprint(fn: Any, root: Path) -> str:
-    """Hash of ``fn``'s source and of the project-local code it reaches."""
-    h = hashlib.sha256()
-    seen: set[int] = set()
-    root = root.resolve()
+@functools.lru_cache(maxsize=8192)
+def _imports(code: types.CodeType) -> frozenset[str]:
+    """The modules an ``import`` statement in ``code`` (or a nested function) names."""
+    out: set[str] = set()
+    for ins in dis.get_instructions(code):
+        if ins.opname == "IMPORT_NAME" and isinstance(ins.argval, str):
+            out.add(ins.argval)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            out |= _imports(const)
+    return frozenset(out)
 
-    def add_source(obj: Any) -> None:
-        try:
-            h.update(inspect.getsource(obj).encode())
-        except (OSError, TypeError):
-            code = getattr(obj, "__code__", None)
-            h.update(code.co_code if code is not None else repr(obj).encode())
 
-    def add_function(f: Any) -> None:
+@functools.lru_cache(maxsize=8192)
+def _source_of(key: Any, obj: Any) -> bytes:
+    try:
+        return inspect.getsource(obj).encode()
+    except (OSError, TypeError):
+        code = getattr(obj, "__code__", None)
+        return code.co_code if code is not None else repr(obj).encode()
+
+
+def _source(obj: Any) -> bytes:
+    """The source text of a function (by its code object) or a class."""
+    code = getattr(obj, "__code__", None)
+    try:
+        return _source_of(code if code is not None else obj, obj)
+    except TypeError:  # unhashable
+        return _source_of.__wrapped__(None, obj)
+
+
+def _root(module: Any) -> str | None:
+    return module.partition(".")[0] or None if isinstance(module, str) else None
+
+
+@dataclass(frozen=True)
+class CodeKey:
+    """What a step's code is, for its cache key: a digest and the top-level modules it loads."""
+
+    digest: str
+    modules: frozenset[str]
+
+
+_PRIMITIVES = (int, float, str, bytes, bool, complex, type(None), type(Ellipsis))
+
+
+class _Walk:
+    """One pass over a function and the project code and constants it reaches."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.h = hashlib.sha256()
+        self.seen: set[int] = set()
+        self.modules: set[str] = set()
+
+    def source(self, obj: Any) -> None:
+        self.h.update(_source(obj))
+
+    def function(self, f: Any) -> None:
         f = inspect.unwrap(f)
-        if id(f) in seen:
+        if id(f) in self.seen:
             return
-        seen.add(id(f))
-        add_source(f)
+        self.seen.add(id(f))
+        self.source(f)
         code = getattr(f, "__code__", None)
         if code is None:
             return
+        self.modules.update(r for r in map(_root, _imports(code)) if r)
         g = getattr(f, "__globals__", {})
         for name in sorted(_names(code)):
             if name in g:
-                add_value(name, g[name])
+                self.value(name, g[name])
         for i, cell in enumerate(f.__closure__ or ()):
             try:
-                add_value(f"<closure {i}>", cell.cell_contents)
+                self.value(f"<closure {i}>", cell.cell_contents)
             except ValueError:  # an empty cell
                 pass
 
-    def add_module(m: types.ModuleType) -> None:
-        if id(m) in seen:
+    def module(self, m: types.ModuleType) -> None:
+        if id(m) in self.seen:
             return
-        seen.add(id(m))
+        self.seen.add(id(m))
         file = getattr(m, "__file__", None)
         if file and os.path.exists(file):
-            h.update(Path(file).read_bytes())
+            self.h.update(Path(file).read_bytes())
         for v in list(vars(m).values()):
-            if isinstance(v, types.ModuleType) and _is_local(v, root):
-                add_module(v)
+            if isinstance(v, types.ModuleType):
+                if _is_local(v, self.root):
+                    self.module(v)
+                elif r := _root(v.__name__):
+                    self.modules.add(r)
+            elif isinstance(v, type | types.FunctionType) and not _is_local(v, self.root) and (r := _root(getattr(v, "__module__", None))):
+                self.modules.add(r)
 
-    def add_value(name: str, v: Any) -> None:
+    def klass(self, cls: type) -> None:
+        """A project class: its source and every method's code, so helpers its methods call count."""
+        if id(cls) in self.seen:
+            return
+        self.seen.add(id(cls))
+        for c in cls.__mro__:
+            if c is object:
+                continue
+            if not _is_local(c, self.root):
+                if r := _root(c.__module__):
+                    self.modules.add(r)
+                continue
+            if c is not cls:
+                self.seen.add(id(c))
+            self.source(c)
+            for attr, member in sorted(vars(c).items(), key=lambda kv: kv[0]):
+                if attr.startswith("__") and attr.endswith("__") and not isinstance(member, types.FunctionType):
+                    continue
+                for fn in _callables(member):
+                    self.function(fn)
+                if isinstance(member, (*_PRIMITIVES, list, dict, set, frozenset, tuple)):
+                    self.h.update(f"{c.__qualname__}.{attr}={self.token(member)}\n".encode())
+
+    def value(self, name: str, v: Any) -> None:
         from keel.pipelines.step import Step
 
         if isinstance(v, Step):
-            add_function(v.fn)
-        elif isinstance(v, types.FunctionType | types.MethodType):
-            if _is_local(v, root):
-                add_function(v)
+            self.function(v.fn)
+        elif isinstance(v, types.FunctionType | types.MethodType | types.BuiltinFunctionType):
+            if _is_local(v, self.root):
+                self.function(v)
+            elif r := _root(getattr(v, "__module__", None)):
+                self.modules.add(r)
         elif isinstance(v, types.ModuleType):
-            if _is_local(v, root):
-                add_module(v)
+            if _is_local(v, self.root):
+                self.module(v)
+            elif r := _root(v.__name__):
+                self.modules.add(r)
         elif isinstance(v, type):
-            if id(v) not in seen and _is_local(v, root):
-                seen.add(id(v))
-                add_source(v)
-        elif v is None or isinstance(v, int | float | str | bytes | bool | tuple | frozenset):
-            h.update(f"{name}={v!r}\n".encode())
+            if _is_local(v, self.root):
+                self.klass(v)
+            elif r := _root(v.__module__):
+                self.modules.add(r)
+        else:
+            self.h.update(f"{name}={self.token(v)}\n".encode())
 
-    add_function(fn)
-    return h.hexdigest()
+    def token(self, v: Any, depth: int = 0) -> str:
+        """Stable text for a constant: primitives by repr, containers and dataclasses by their parts, the rest by content."""
+        if isinstance(v, _PRIMITIVES):
+            return repr(v)
+        if depth > 20 or (id(v) in self.seen and isinstance(v, list | dict | set)):
+            return "<cycle>"
+        t = type(v)
+        tname = f"{t.__module__}.{t.__qualname__}"
+        if isinstance(v, type | types.FunctionType | types.MethodType | types.ModuleType):
+            self.value("", v)  # code inside a container (a dict of handlers) counts as code
+            return f"<code {getattr(v, '__qualname__', getattr(v, '__name__', ''))}>"
+        if isinstance(v, list | tuple | set | frozenset | dict):
+            self.seen.add(id(v))
+            try:
+                if isinstance(v, dict):
+                    items = sorted(f"{self.token(k, depth + 1)}:{self.token(x, depth + 1)}" for k, x in v.items())
+                elif isinstance(v, set | frozenset):
+                    items = sorted(self.token(x, depth + 1) for x in v)
+                else:
+                    items = [self.token(x, depth + 1) for x in v]
+            finally:
+                self.seen.discard(id(v))
+            return f"{tname}[{','.join(items)}]"
+        if isinstance(v, enum.Enum):
+            return f"{tname}.{v.name}"
+        if isinstance(v, os.PathLike):
+            return f"{tname}({os.fspath(v)!r})"
+        if _is_local(t, self.root):
+            self.klass(t)
+        elif r := _root(t.__module__):
+            self.modules.add(r)
+        if dataclasses.is_dataclass(v):
+            fields = ",".join(f"{f.name}={self.token(getattr(v, f.name), depth + 1)}" for f in dataclasses.fields(v))
+            return f"{tname}({fields})"
+        try:
+            from keel.pipelines import serializers
+
+            data = serializers.choose(v).dumps(v)
+        except Exception:  # not serializable (a lock, a connection): its type stands for it
+            return f"<{tname}>"
+        return f"{tname}#{hashlib.sha256(data).hexdigest()}"
+
+
+def _callables(member: Any) -> list[Any]:
+    if isinstance(member, staticmethod | classmethod):
+        return [member.__func__]
+    if isinstance(member, property):
+        return [f for f in (member.fget, member.fset, member.fdel) if f is not None]
+    if isinstance(member, functools.cached_property):
+        return [member.func]
+    if isinstance(member, types.FunctionType):
+        return [member]
+    return []
+
+
+def code_key(fn: Any, root: Path) -> CodeKey:
+    """The digest of ``fn``'s source and of the project code and constants it reaches, and the modules it loads.
+
+    Reached: functions, classes (with their methods, so helpers a method calls
+    count) and modules defined under ``root``, found through globals, closures
+    and containers; module-level constants by value (primitives, lists, dicts,
+    sets, dataclass instances, arrays and frames by content). Modules outside
+    the project are not hashed: their distributions' versions go in the key
+    instead (see :func:`dependency_versions`).
+    """
+    walk = _Walk(root)
+    walk.function(fn)
+    return CodeKey(walk.h.hexdigest(), frozenset(walk.modules))
+
+
+def code_fingerprint(fn: Any, root: Path) -> str:
+    """Hash of ``fn``'s source and of the project-local code and constants it reaches."""
+    return code_key(fn, root).digest
+
+
+# -- environment ----------------------------------------------------------------
+
+_dist_index: tuple[Any, dict[str, list[str]]] | None = None
+
+
+def _environment_stamp() -> tuple[tuple[str, int], ...]:
+    """The modification times of the import path's folders: an install or uninstall changes one."""
+    out = []
+    for p in sys.path:
+        try:
+            out.append((p, os.stat(p or ".").st_mtime_ns))
+        except OSError:
+            continue
+    return tuple(out)
+
+
+def refresh_environment() -> None:
+    """Read what is installed again when the import path's folders changed (each pipeline run starts with this)."""
+    global _dist_index
+    stamp = _environment_stamp()
+    if _dist_index is None or _dist_index[0] != stamp:
+        _dist_index = (stamp, dict(importlib.metadata.packages_distributions()))
+        _closure.cache_clear()
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@functools.lru_cache(maxsize=4096)
+def _closure(dist: str) -> tuple[tuple[str, str], ...]:
+    """(name, version) of ``dist`` and every installed distribution it requires, transitively."""
+    out: dict[str, str] = {}
+    todo = [dist]
+    while todo:
+        name = _normalize(todo.pop())
+        if name in out:
+            continue
+        try:
+            d = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        out[name] = d.version
+        for req in d.requires or []:
+            if "extra ==" in req.partition(";")[2].replace("extra==", "extra =="):
+                continue  # only what an extra pulls in
+            m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", req)
+            if m:
+                todo.append(m.group(1))
+    return tuple(sorted(out.items()))
+
+
+def dependency_versions(modules: Iterable[str]) -> dict[str, str]:
+    """{distribution: version} of the distributions that own ``modules``, and what they require (installed ones)."""
+    if _dist_index is None:
+        refresh_environment()
+    assert _dist_index is not None
+    out: dict[str, str] = {}
+    for module in sorted(set(modules)):
+        for dist in _dist_index[1].get(module, ()):
+            out.update(_closure(dist))
+    return out
 
 
 # -- values ---------------------------------------------------------------------
@@ -184,18 +415,15 @@ def canonical(value: Any, *, path_typed: bool = False) -> Any:
     return {"__blob__": ser.name, "sha256": hashlib.sha256(ser.dumps(value)).hexdigest()}
 
 
-def lock_hash() -> str:
-    from keel.tracking import environment
-
-    return hashlib.sha256(environment.package_lock().encode()).hexdigest()
-
-
-def step_key(*, code: str, params: Any, inputs: Any, options: Any, lock: str, smoke: bool) -> str:
+def step_key(*, code: str, params: Any, inputs: Any, options: Any, deps: Mapping[str, str], smoke: bool) -> str:
+    """The cache key: code digest, params, input digests, step options, dependency versions, serializers, Python, keel."""
+    from keel import __version__
     from keel.pipelines import serializers
 
     doc = {
         "v": KEY_VERSION, "code": code, "params": params, "inputs": inputs, "options": options,
-        "serializers": serializers.versions(), "lock": lock, "smoke": smoke,
+        "serializers": serializers.versions(), "deps": dict(sorted(deps.items())), "smoke": smoke,
+        "python": platform.python_version(), "keel": __version__,
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 

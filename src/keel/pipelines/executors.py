@@ -11,13 +11,15 @@ from __future__ import annotations
 import concurrent.futures as cf
 import importlib
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
-from keel.errors import ValidationError, did_you_mean, missing_extra
+from keel.errors import DependencyError, KeelError, ValidationError, did_you_mean, missing_extra
 
 ENGINES = ("local", "process", "ray")
 
@@ -52,19 +54,24 @@ class Outcome:
     has_value: bool = False
 
 
-def worker_context() -> dict[str, Any]:
-    """What a worker needs to see the same project: folder, import path, KEEL_* settings."""
+def worker_context(*, ship_path: bool = True) -> dict[str, Any]:
+    """What a worker needs to see the same project: folder, KEEL_* settings, and the import path.
+
+    ``ship_path=False`` (Ray) leaves the import path out: the code travels in
+    Ray's runtime environment instead, so workers on other machines import it too.
+    """
     from keel.config import settings
 
     return {
         "cwd": os.getcwd(),
-        "sys_path": list(sys.path),
+        "sys_path": list(sys.path) if ship_path else [],
         "env": {k: v for k, v in os.environ.items() if k.startswith("KEEL_")},
         "root": str(settings().root),
     }
 
 
 def enter_context(ctx: dict[str, Any]) -> None:
+    """Take on the parent's project context; its folder only where this machine has it (one host, shared storage)."""
     if not ctx:
         return
     for p in reversed(ctx["sys_path"]):
@@ -72,9 +79,55 @@ def enter_context(ctx: dict[str, Any]) -> None:
             sys.path.insert(0, p)
     for k, v in ctx["env"].items():
         os.environ[k] = v
-    os.environ.setdefault("KEEL_HOME", ctx["root"])
-    if os.getcwd() != ctx["cwd"]:
+    if os.path.isdir(ctx["root"]):
+        os.environ.setdefault("KEEL_HOME", ctx["root"])
+    if os.getcwd() != ctx["cwd"] and os.path.isdir(ctx["cwd"]):
         os.chdir(ctx["cwd"])
+
+
+# import name -> the keel extra that installs it (pyproject's optional dependencies)
+EXTRAS = {
+    "lightgbm": "lightgbm", "xgboost": "xgboost", "optuna": "tuning", "ray": "ray", "redis": "redis",
+    "psycopg": "postgres", "psycopg2": "postgres", "boto3": "s3", "botocore": "s3",
+}
+_NO_MODULE = re.compile(r"No module named '([^']+)'")
+
+
+def missing_package(exc: BaseException | None, where: str = "") -> DependencyError | None:
+    """The one-line error for an exception that comes from a package that is not installed, else None.
+
+    Looks through the exception's causes (a worker's error arrives wrapped), so
+    ``ModuleNotFoundError: lightgbm`` raised in a step, a trial, a process-pool
+    worker or a Ray task becomes "... pip install 'keel[lightgbm]'".
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, DependencyError):
+            return exc
+        if isinstance(exc, ImportError):
+            name = getattr(exc, "name", None)
+            m = _NO_MODULE.search(str(exc))
+            module = (m.group(1) if m else name) or ""
+            if module:
+                root = module.partition(".")[0]
+                extra = EXTRAS.get(root)
+                install = f"pip install 'keel[{extra}]'" if extra else f"pip install {root} (the distribution that provides the {root!r} module)"
+                return DependencyError(f"{where}needs the {root!r} package, which is not installed.", hint=f"Install it with: {install}", module=root)
+        nxt = getattr(exc, "cause", None)  # Ray's RayTaskError
+        exc = nxt if isinstance(nxt, BaseException) else (exc.__cause__ or exc.__context__)
+    return None
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line; a missing package as the install command."""
+    dep = missing_package(exc)
+    if dep is not None:
+        return f"{dep.message} {dep.hint}" if dep.hint else dep.message
+    if isinstance(exc, KeelError):
+        return str(exc).replace("\n", " ")
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return text.splitlines()[0]
 
 
 def import_ref(ref: str) -> Any:
@@ -130,14 +183,49 @@ def resolve(value: Any, *, memo: bool = False) -> Any:
     return value
 
 
-def store_output(value: Any, serializer: str | None) -> tuple[str, str, int]:
+def store_output(value: Any, serializer: str | None, inputs: Any = None) -> tuple[str, str, int]:
+    """Write a step output by content; ``inputs`` (the step's arguments) type the packages of model outputs."""
     from keel.pipelines import serializers
     from keel.store.blobs import get_artifact_store
 
     ser = serializers.choose(value, serializer)
-    data = ser.dumps(value)
+    data = ser.dumps(value, inputs) if isinstance(ser, serializers.ModelSerializer) else ser.dumps(value)
     digest, size = get_artifact_store().put_bytes(data)
     return digest, ser.name, size
+
+
+def record_models(store: Any, run_id: str, digest: str) -> dict[str, str]:
+    """Record each package of a "model" output with a run, as keel.log_model does; {name: runs:/ URI}.
+
+    A package the run logged itself under the same name (keel.log_model) is kept.
+    """
+    import mimetypes
+
+    import sqlalchemy as sa
+
+    from keel.models.package import META_FILE
+    from keel.pipelines.serializers import ModelSerializer
+    from keel.store.blobs import get_artifact_store
+    from keel.store.schema import artifacts
+    from keel.tracking.artifacts import record
+
+    blobs = get_artifact_store()
+    packages = ModelSerializer().packages(blobs.get_bytes(digest, what=f"step output {digest[:12]}"))
+    with store.read() as conn:
+        logged = set(conn.execute(
+            sa.select(artifacts.c.path).where(
+                artifacts.c.owner_kind == "run", artifacts.c.owner_id == run_id, artifacts.c.path.in_([f"{p}/{META_FILE}" for p in packages])
+            )
+        ).scalars())
+    rows: list[tuple[str, str, int, str | None]] = []
+    for pkg, files in packages.items():
+        if f"{pkg}/{META_FILE}" in logged:
+            continue
+        for rel, body in sorted(files.items()):
+            d, size = blobs.put_bytes(body)
+            rows.append((f"{pkg}/{rel}", d, size, mimetypes.guess_type(rel)[0]))
+    record(store, "run", run_id, rows)
+    return {pkg: f"runs:/{run_id}/{pkg}" for pkg in packages}
 
 
 def call_step(step: Any, args: tuple[Any, ...], kwargs: dict[str, Any], smoke: bool) -> Any:
@@ -168,8 +256,9 @@ def run_task(task: StepTask) -> Outcome:
 
     t0 = time.perf_counter()
     with start_run(run_id=task.run_id) if task.run_id else _null():
-        out = call_step(step, resolve(task.args), resolve(task.kwargs), task.smoke)
-        digest, ser, size = store_output(out, step.serializer)
+        args, kwargs = resolve(task.args), resolve(task.kwargs)
+        out = call_step(step, args, kwargs, task.smoke)
+        digest, ser, size = store_output(out, step.serializer, (args, kwargs))
     return Outcome(digest, ser, size, int((time.perf_counter() - t0) * 1000))
 
 
@@ -236,8 +325,31 @@ class ProcessExecutor:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+# Never shipped to Ray workers: keel's state, version control, virtualenvs, caches, data files
+# (data goes through the stores or shared storage).
+RAY_EXCLUDES = [".keel", ".git", ".venv*", "venv", "__pycache__", "*.pyc", ".mypy_cache", ".ruff_cache", ".pytest_cache",
+                "*.parquet", "*.csv", "*.npy", "*.pkl", "*.zip", "*.tar.gz"]
+
+
+def ray_runtime_env(root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Ray's runtime environment for keel's tasks: the project folder as ``working_dir`` and the KEEL_* settings.
+
+    Ray uploads the folder once (by content) and every worker, on any node,
+    starts in its own copy, so the project's modules import there without the
+    driver's ``sys.path``.
+    """
+    from keel.config import settings
+
+    folder = Path(root or settings().root).resolve()
+    env: dict[str, Any] = {"env_vars": {k: v for k, v in os.environ.items() if k.startswith("KEEL_")}}
+    if folder != Path(folder.anchor):
+        env["working_dir"] = str(folder)
+        env["excludes"] = list(RAY_EXCLUDES)
+    return env
+
+
 class RayExecutor:
-    """Ray tasks; Ray is started locally when no cluster address is set (KEEL_RAY_ADDRESS)."""
+    """Ray tasks on a cluster (KEEL_RAY_ADDRESS) or a local Ray; the project's code ships in Ray's runtime environment."""
 
     name = "ray"
     parallel = True
@@ -248,13 +360,16 @@ class RayExecutor:
         except ImportError:
             raise missing_extra("ray", "ray") from None
         self.ray = ray
+        self.runtime_env = ray_runtime_env()
+        remote = ray.remote(_ray_call)
         if not ray.is_initialized():
             from keel.config import settings
 
             addr = address or str(settings().ray_address or "") or None
-            ray.init(address=addr, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
-                     runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}})
-        self._remote = ray.remote(_ray_call)
+            ray.init(address=addr, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True, runtime_env=self.runtime_env)
+        else:  # Ray was started by the caller: the environment goes with each task
+            remote = remote.options(runtime_env=self.runtime_env)
+        self._remote = remote
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> cf.Future[Any]:
         ref = self._remote.remote(fn, *args)

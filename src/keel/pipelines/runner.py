@@ -32,6 +32,8 @@ from keel.pipelines.executors import (
     call_step,
     get_executor,
     load_blob,
+    missing_package,
+    one_line,
     run_task,
     store_output,
     worker_context,
@@ -205,11 +207,12 @@ class _Run:
         self.store = store
         self.prun = prun
         self.root = Path(settings().root)
-        self.lock = cache.lock_hash()
+        cache.refresh_environment()  # what is installed now, read once per run
         self.outcomes: dict[str, Outcome] = {}
         self.results: dict[str, StepResult] = {n: StepResult(n, "pending") for n in graph.nodes}
         self.running: dict[cf.Future[Any], tuple[str, Run, str, float, Any]] = {}
         self.failed: tuple[str, BaseException, str] | None = None
+        self.failed_hint: str | None = None
         self._ctx: dict[str, Any] | None = None
         self._deferred: list[tuple[str, dict[str, Any]]] = []
         self._lineage = "{}"
@@ -250,9 +253,10 @@ class _Run:
                 inputs[k] = substitute(v, self._fingerprint)
             else:
                 params[k] = cache.canonical(v, path_typed=k in paths)
+        code = cache.code_key(step.fn, self.root)
         key = cache.step_key(
-            code=cache.code_fingerprint(step.fn, self.root), params=params, inputs=inputs,
-            options=step.options(), lock=self.lock, smoke=self.smoke,
+            code=code.digest, params=params, inputs=inputs, options=step.options(),
+            deps=cache.dependency_versions(code.modules), smoke=self.smoke,
         )
         return key, bound
 
@@ -312,7 +316,7 @@ class _Run:
             # open but not active: other steps start beside it
             child = start_run(name=name, nested=True, activate=False, tags=self._tags(name, {"keel.cache": mode, "keel.cache.key": key}))
             if self._ctx is None:
-                self._ctx = worker_context()
+                self._ctx = worker_context(ship_path=self.executor.name != "ray")
             task = StepTask(
                 name, step.ref, substitute(tuple(bound.args), self._blobref), substitute(dict(bound.kwargs), self._blobref),
                 run_id=child.id, smoke=self.smoke, context=self._ctx,
@@ -330,7 +334,7 @@ class _Run:
                     value = step.run_study(args, kwargs, executor=self.executor, smoke=self.smoke, run=child)  # type: ignore[attr-defined]
                 else:
                     value = call_step(step, args, kwargs, self.smoke)
-                digest, ser, size = store_output(value, step.serializer)
+                digest, ser, size = store_output(value, step.serializer, (args, kwargs))
                 outcome = Outcome(digest, ser, size, int((time.perf_counter() - t0) * 1000), value, True)
                 self._finished(name, child, key, outcome)
         except KeyboardInterrupt:
@@ -387,33 +391,9 @@ class _Run:
         return models if have == wanted else None
 
     def _record_models(self, run_id: str, digest: str) -> dict[str, str]:
-        """Record each package of a "model" output with a step's run, as keel.log_model does; {name: URI}.
+        from keel.pipelines.executors import record_models
 
-        A package the step logged itself under the same name (keel.log_model) is kept.
-        """
-        import mimetypes
-
-        from keel.models.package import META_FILE
-        from keel.pipelines.serializers import ModelSerializer
-        from keel.store.schema import artifacts
-        from keel.tracking.artifacts import record
-
-        packages = ModelSerializer().packages(self.blobs.get_bytes(digest, what=f"step output {digest[:12]}"))
-        with self.store.read() as conn:
-            logged = set(conn.execute(
-                sa.select(artifacts.c.path).where(
-                    artifacts.c.owner_kind == "run", artifacts.c.owner_id == run_id, artifacts.c.path.in_([f"{p}/{META_FILE}" for p in packages])
-                )
-            ).scalars())
-        rows: list[tuple[str, str, int, str | None]] = []
-        for pkg, files in packages.items():
-            if f"{pkg}/{META_FILE}" in logged:
-                continue
-            for rel, body in sorted(files.items()):
-                d, size = self.blobs.put_bytes(body)
-                rows.append((f"{pkg}/{rel}", d, size, mimetypes.guess_type(rel)[0]))
-        record(self.store, "run", run_id, rows)
-        return {pkg: f"runs:/{run_id}/{pkg}" for pkg in packages}
+        return record_models(self.store, run_id, digest)
 
     def _finished(self, name: str, child: Run, key: str, outcome: Outcome) -> None:
         from keel.tracking.artifacts import record
@@ -449,13 +429,16 @@ class _Run:
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         if child is not None and not child.ended:
             child.end("failed", error=text)
-        summary = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
+        dep = missing_package(exc)
+        summary = one_line(exc)
         self.results[name] = StepResult(name, "failed", False, child.id if child else None, self.results[name].key,
                                         duration_s=time.perf_counter() - t0, error=summary)
         self._update(name, status="failed", step_run_id=child.id if child else None, ended_ms=now_ms(), error=text[-20000:],
                      duration_ms=int((time.perf_counter() - t0) * 1000))
         if self.failed is None:
-            self.failed = (name, exc, f"Step {name} ({node.where}) failed: {summary}")
+            self.failed = (name, exc, f"Step {name} ({node.where}) failed: {dep.message if dep else summary}")
+            if dep is not None:
+                self.failed_hint = f"{dep.hint}, then run `keel pipelines resume {self.prun.id}`."
         self._report(name)
 
     def collect(self, fut: cf.Future[Any]) -> None:
@@ -573,7 +556,8 @@ def run(
             if state.failed is not None:
                 name, exc, message = state.failed
                 result.status = "failed"
-                raise StepFailed(message, step=name, result=result, hint=f"Fix it and run `keel pipelines resume {prun.id}`; finished steps come from the cache.") from exc
+                hint = state.failed_hint or f"Fix it and run `keel pipelines resume {prun.id}`; finished steps come from the cache."
+                raise StepFailed(message, step=name, result=result, hint=hint) from exc
             prun.log_metrics({"keel.steps": len(names), "keel.steps_cached": result.cached, "keel.time_saved_s": result.time_saved_s, "keel.duration_s": result.duration_s})
             result.status = "finished"
             return result

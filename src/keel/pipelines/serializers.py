@@ -10,7 +10,10 @@ The first serializer that accepts an output writes it, in this order:
   same folder :func:`keel.log_model` writes) inside one zip with fixed
   timestamps and sorted names, so the same model always gives the same bytes.
   The runner also records each package with the step's run, where
-  ``keel.load_model`` and ``keel.register_model`` find it. Other objects with a
+  ``keel.load_model`` and ``keel.register_model`` find it. Each package has a
+  signature with column types and an input example, taken from the step's
+  input DataFrame that holds the model's features (or from a DataFrame the
+  output holds under ``input_example``). Other objects with a
   ``predict`` method are packaged (flavor ``python``) only when the step
   declares ``serializer="model"``, or in a dict beside a model packaged anyway;
 - ``pickle``: anything else (protocol 5).
@@ -201,7 +204,7 @@ class ModelSerializer:
     """Models as keel model packages, one zip per output (a dict's other values by their own serializer)."""
 
     name: str = "model"
-    version: str = f"1-py{sys.version_info.major}.{sys.version_info.minor}"
+    version: str = f"2-py{sys.version_info.major}.{sys.version_info.minor}"
 
     def accepts(self, obj: Any) -> bool:
         return _plan(obj, declared=False)[1] is None
@@ -216,7 +219,12 @@ class ModelSerializer:
                 "or a dict holding some; or remove serializer='model'.",
             )
 
-    def dumps(self, obj: Any) -> bytes:
+    def dumps(self, obj: Any, inputs: Any = None) -> bytes:
+        """The zip of packages; ``inputs`` (the step's arguments) give each model its typed signature and input example.
+
+        A DataFrame under ``input_example`` in a dict output is used first; else
+        the first input DataFrame that holds every feature the model was fit on.
+        """
         import tempfile
         from pathlib import Path
 
@@ -224,12 +232,17 @@ class ModelSerializer:
 
         self.check(obj)
         plan = _plan(obj, declared=True)[0]  # in a dict, every value with predict() is packaged
+        frames = _frames(inputs)
+        if type(obj) is dict and _is_frame(obj.get("input_example")):
+            frames.insert(0, obj["input_example"])
         files: dict[str, bytes] = {}
         entries: list[dict[str, Any]] = []
         with tempfile.TemporaryDirectory() as tmp:
             for name, flavor in plan.items():
                 folder = Path(tmp) / name
-                write_package(obj if type(obj) is not dict else obj[name], folder, flavor=flavor)
+                model = obj if type(obj) is not dict else obj[name]
+                signature, example = typed_signature(model, flavor, frames)
+                write_package(model, folder, flavor=flavor, signature=signature, example=example)
                 for f in sorted(p for p in folder.rglob("*") if p.is_file()):
                     files[f"{name}/{f.relative_to(folder).as_posix()}"] = f.read_bytes()
         if type(obj) is dict:
@@ -329,6 +342,55 @@ class ModelSerializer:
                 )
             values[entry.get("key", name)] = model
         return values if index["kind"] == "dict" else values["model"]
+
+
+def _is_frame(obj: Any) -> bool:
+    return type(obj).__module__.startswith("pandas") and type(obj).__name__ == "DataFrame"
+
+
+def _frames(value: Any, depth: int = 0) -> list[Any]:
+    """The DataFrames among a step's arguments (also inside tuples, lists and dicts)."""
+    if _is_frame(value):
+        return [value]
+    if depth >= 3:
+        return []
+    if isinstance(value, list | tuple):
+        return [f for v in value for f in _frames(v, depth + 1)]
+    if isinstance(value, dict):
+        return [f for v in value.values() for f in _frames(v, depth + 1)]
+    return []
+
+
+def typed_signature(model: Any, flavor: str, frames: list[Any]) -> tuple[Any, Any]:
+    """(signature with column types, input example of 5 rows) from the first frame the model can predict on; (None, None) without one.
+
+    The frame must hold every feature the model was fit on (its own feature
+    names); types and nullability are inferred from the whole frame, as
+    :func:`keel.log_model` does with ``signature=X_train``, and the output is
+    described from a prediction on the example.
+    """
+    from keel.models import flavors
+    from keel.models.package import accepts_nan
+    from keel.models.signature import describe_output, infer_signature
+
+    names = flavors.feature_names(model)
+    if not names:
+        return None, None
+    for frame in frames:
+        if not all(n in frame.columns for n in names):
+            continue
+        x = frame[list(names)]
+        if len(x) == 0:
+            continue
+        sig = infer_signature(x, allow_nan=accepts_nan(model))
+        example = x.head(5).reset_index(drop=True)
+        try:
+            out = flavors.predict(model, flavor, sig.check(example, what="model input example"))
+        except Exception:  # not what the model was fit on (e.g. features it derives first): try the next frame
+            continue
+        sig.outputs = describe_output(out)
+        return sig, example
+    return None, None
 
 
 SERIALIZERS: dict[str, Serializer] = {

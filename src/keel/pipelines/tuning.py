@@ -5,7 +5,8 @@ trial with ``params`` (this trial's values) and, when it accepts it, ``trial``
 (report intermediate values, ask whether to prune). Each trial is a child run
 of the step's run. Trials run through the pipeline's executor: one after the
 other in-process, or several at once on the process pool or Ray, sharing one
-Optuna journal file so that pruning sees every trial. The step's output is a
+Optuna journal kept in the metadata store (:mod:`keel.pipelines.journal`), so
+that pruning sees every trial wherever it runs. The step's output is a
 dict: ``params``, ``value``, ``model`` (what the best trial returned),
 ``best_trial``, ``best_run_id``, ``trials``, ``pruned``, ``failed``.
 
@@ -28,7 +29,6 @@ import concurrent.futures as cf
 import contextlib
 import inspect
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,8 +133,10 @@ def run_trial(task: TrialTask, trial: Any = None, step: Any = None, run: Any = N
     if step is None:
         step = executors.import_step(task.step_ref)
     if trial is None:
-        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(task.journal))
-        study = optuna.load_study(study_name=task.study_name, storage=storage)
+        from keel.pipelines import journal
+
+        assert task.journal is not None
+        study = optuna.load_study(study_name=task.study_name, storage=journal.storage(task.journal))
         trial = optuna.trial.Trial(study, task.trial_id)
     t0 = time.perf_counter()
     args, kwargs = executors.resolve(task.args, memo=True), executors.resolve(task.kwargs, memo=True)
@@ -154,10 +156,14 @@ def run_trial(task: TrialTask, trial: Any = None, step: Any = None, run: Any = N
         run.set_tags({"keel.trial.state": "complete"})
         digest = ser = None
         if model is not None:
-            digest, ser, size = executors.store_output(model, None)
-            from keel.tracking.artifacts import record
+            # a model is packaged as keel.log_model does (keel.load_model("runs:/<trial run>/model")); anything else is the trial's output
+            digest, ser, size = executors.store_output(model, None, (args, kwargs))
+            if ser == "model":
+                executors.record_models(run.store, run.id, digest)
+            else:
+                from keel.tracking.artifacts import record
 
-            record(run.store, "run", run.id, [("model", digest, size, None)])
+                record(run.store, "run", run.id, [("output", digest, size, None)])
     return TrialOutcome(task.number, "complete", value, digest, ser, duration_ms=int((time.perf_counter() - t0) * 1000))
 
 
@@ -229,27 +235,34 @@ class TuneStep(Step):
 
     def run_study(self, args: tuple[Any, ...], kwargs: dict[str, Any], *, executor: Any, smoke: bool, run: Any) -> dict[str, Any]:
         """Run every trial under ``run`` (the step's run) and return the best trial's params and model."""
-        from keel.config import settings
+        from keel.pipelines import journal as journals
+
+        # trials on other processes or machines share the study through the metadata store
+        journal = journals.new_journal_id() if executor.parallel else None
+        try:
+            return self._study(args, kwargs, executor=executor, smoke=smoke, run=run, journal=journal)
+        finally:
+            if journal:
+                journals.drop(journal)
+
+    def _study(self, args: tuple[Any, ...], kwargs: dict[str, Any], *, executor: Any, smoke: bool, run: Any, journal: str | None) -> dict[str, Any]:
         from keel.pipelines import executors
+        from keel.pipelines import journal as journals
         from keel.tracking import runs as _runs
 
         optuna = _optuna()
         n_trials = min(self.n_trials, self.smoke_trials) if smoke else self.n_trials
         dists = distributions(self.space)
         study_name = f"keel-{run.id}"
-        journal: str | None = None
-        if executor.parallel:
-            folder = settings().state_dir / "optuna"
-            folder.mkdir(parents=True, exist_ok=True)
-            journal = str(folder / f"{run.id}-{uuid.uuid4().hex[:8]}.log")
-            storage: Any = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(journal))
+        if journal:
+            storage: Any = journals.storage(journal)
         else:
             storage = optuna.storages.InMemoryStorage()
         study = optuna.create_study(
             study_name=study_name, storage=storage, direction=self.direction,
             sampler=optuna.samplers.TPESampler(seed=self.seed), pruner=self._pruner(),
         )
-        ctx = executors.worker_context() if executor.parallel else {}
+        ctx = executors.worker_context(ship_path=executor.name != "ray") if executor.parallel else {}
         width: int = (self.parallel or int(getattr(executor, "max_workers", 4))) if executor.parallel else 1
         blob_args = args if not executor.parallel else _to_blobs(args)
         blob_kwargs = kwargs if not executor.parallel else _to_blobs(kwargs)
@@ -258,9 +271,14 @@ class TuneStep(Step):
         in_flight: dict[cf.Future[Any], tuple[Any, Any]] = {}
         asked = 0
 
+        missing: list[Any] = []  # a package a trial needs is not installed: every trial would fail the same way
+
         def tell(trial: Any, trial_run: Any, out: TrialOutcome | None, exc: BaseException | None) -> None:
             if exc is not None:
-                out = TrialOutcome(trial.number, "failed", error=f"{type(exc).__name__}: {exc}")
+                dep = executors.missing_package(exc)
+                if dep is not None:
+                    missing.append(dep)
+                out = TrialOutcome(trial.number, "failed", error=executors.one_line(exc))
                 if not trial_run.ended:
                     trial_run.end("failed", error=out.error)
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -273,8 +291,8 @@ class TuneStep(Step):
                 trial_run.end("finished")
             outcomes[trial.number] = out
 
-        while asked < n_trials or in_flight:
-            while asked < n_trials and len(in_flight) < width:
+        while (asked < n_trials and not missing) or in_flight:
+            while asked < n_trials and len(in_flight) < width and not missing:
                 trial = study.ask(dists)
                 asked += 1
                 # in parallel the trial run is open but not active: the next trial starts beside it
@@ -299,13 +317,17 @@ class TuneStep(Step):
                         tell(trial, trial_run, fut.result(), None)
                     except Exception as exc:
                         tell(trial, trial_run, None, exc)
+        if missing:
+            dep = missing[0]
+            first = min(o.number for o in outcomes.values() if o.state == "failed")
+            raise type(dep)(f"Trial {first} {dep.message}", hint=dep.hint, **dep.detail)
         complete = [o for o in outcomes.values() if o.state == "complete"]
         if not complete:
             errors = sorted({o.error for o in outcomes.values() if o.error})
             raise ValidationError(
                 f"Tuned step {self.name} ({self.where}): none of its {n_trials} trials completed."
                 + (f" First error: {errors[0]}" if errors else ""),
-                hint="Look at the failed trial runs (keel runs ls), or loosen pruning.",
+                hint="Look at the failed trial runs (keel runs ls)." if errors else "Every trial was pruned: loosen pruning (pruner=None, or more warm-up steps).",
             )
         best = study.best_trial
         best_out = outcomes[best.number]
@@ -315,13 +337,6 @@ class TuneStep(Step):
         run.log_params({f"best.{k}": v if isinstance(v, str | int | float | bool) else str(v) for k, v in best.params.items()})
         run.log_metrics({"best_value": float(best.value), "trials": len(outcomes), "pruned": sum(o.state == "pruned" for o in outcomes.values())})
         run.set_tags({"keel.tune.best_run": trial_runs[best.number]})
-        if journal:
-            import os
-
-            try:
-                os.unlink(journal)
-            except OSError:
-                pass
         return {
             "params": dict(best.params), "value": float(best.value), "model": model, "best_trial": best.number,
             "best_run_id": trial_runs[best.number], "trials": len(outcomes),

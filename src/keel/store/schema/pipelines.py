@@ -58,20 +58,55 @@ pipeline_steps = Table(
     Column("error", Text, nullable=True),
 )
 
-# Schedules (cron) and event triggers (a source changed, a model was registered).
-pipeline_schedules = Table(
-    "pipeline_schedules",
+# Schedules (cron) and event triggers (a source changed, a model moved) of jobs of any
+# registered kind: a pipeline, later a monitor or a retraining policy. `target` is what
+# the job kind runs (a pipeline's module:name, a monitor's name).
+schedules = Table(
+    "schedules",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("name", String(255), nullable=False, unique=True),
-    Column("pipeline", String(255), nullable=False),
-    Column("kind", String(16), nullable=False),  # cron | source | model | alert
+    Column("job", String(64), nullable=False),  # the job kind: pipeline | monitor | ...
+    Column("target", String(255), nullable=False),
+    Column("kind", String(16), nullable=False),  # cron | source | model
     Column("spec", Text, nullable=False),  # the cron expression, the watched path, the model name
     Column("params", Text, nullable=False),  # JSON
     Column("enabled", Boolean, nullable=False),
-    Column("state", Text, nullable=True),  # JSON: last fingerprint / last event seen
+    Column("state", Text, nullable=True),  # JSON: last cron minute checked / fingerprint / event seen
     Column("last_fired_ms", BigInteger, nullable=True),
     Column("last_run_id", String(32), nullable=True),
-    Column("next_check_ms", BigInteger, nullable=True),
+    # the lease of the scheduler evaluating the schedule now (a row claim with expiry)
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_expires_ms", BigInteger, nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+# One row per occurrence a schedule fired (a cron minute, a fingerprint, a model event). The
+# primary key is the claim: however many schedulers see the occurrence, one insert wins, and
+# the winner's lease (renewed while the run goes on) says whether it is still alive.
+schedule_fires = Table(
+    "schedule_fires",
+    metadata,
+    Column("schedule", String(255), primary_key=True),
+    Column("fire_key", String(255), primary_key=True),
+    Column("event", Text, nullable=False),  # JSON
+    Column("status", String(16), nullable=False),  # running | finished | failed | crashed
+    Column("owner", String(64), nullable=False),  # the scheduler: host:pid:random
+    Column("lease_expires_ms", BigInteger, nullable=False),
+    Column("run_id", String(32), nullable=True),
+    Column("claimed_ms", BigInteger, nullable=False),
+    Column("ended_ms", BigInteger, nullable=True),
+    Column("error", Text, nullable=True),
+    Index("ix_schedule_fires_status", "status", "lease_expires_ms"),
+)
+
+# Optuna journal logs of tuning studies, kept in the metadata store so that trials on every
+# machine of a cluster share one study. `seq` numbers a journal's logs from 0 without gaps.
+optuna_journal = Table(
+    "optuna_journal",
+    metadata,
+    Column("journal", String(64), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("log", Text, nullable=False),  # JSON
     Column("created_ms", BigInteger, nullable=False),
 )
