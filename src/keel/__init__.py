@@ -63,6 +63,8 @@ _EXPORTS: dict[str, str] = {
     "step": "keel.pipelines.step",
     "pipeline": "keel.pipelines.pipeline",
     "tune": "keel.pipelines.tuning",
+    # monitoring
+    "drift": "keel.monitoring.drift",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -100,6 +102,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from keel.features.online import get_online_features
     from keel.models.loader import load_model
     from keel.models.package import log_model
+    from keel.monitoring.drift import drift
     from keel.pipelines.pipeline import pipeline
     from keel.pipelines.step import step
     from keel.pipelines.tuning import tune

@@ -1,0 +1,180 @@
+"""Drift statistics, vectorized: many columns (or many reference chunks) per NumPy call.
+
+Every function here is pure NumPy/SciPy on arrays; no Python loop runs over rows.
+Each equals SciPy's definition on the same inputs (``tests/monitoring/test_stats.py``):
+
+- ``ks``: two-sample Kolmogorov-Smirnov D, as ``scipy.stats.ks_2samp``; the p-value is
+  Kolmogorov's limit, ``scipy.special.kolmogorov(sqrt(n m / (n + m)) D)``.
+- ``wasserstein``: ``scipy.stats.wasserstein_distance`` divided by the reference's
+  standard deviation (ddof 0, floored at 1e-3, as Evidently norms it).
+- ``psi``: population stability index, ``entropy(q, p) + entropy(p, q)``.
+- ``kl``: Kullback-Leibler divergence of the current from the reference, ``entropy(q, p)``.
+- ``js``: Jensen-Shannon distance, ``scipy.spatial.distance.jensenshannon(p, q)`` (base e).
+- ``chi2``: Pearson's chi-square of the 2 x K contingency table,
+  ``scipy.stats.chi2_contingency(table, correction=False)``.
+
+Binned statistics smooth empty bins to a share of 1e-4 and renormalize, so a bin
+seen on one side only gives a large but finite value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+EMPTY_SHARE = 1e-4
+STD_FLOOR = 1e-3
+MAX_BLOCK_CELLS = 2_000_000  # rows x columns sorted at once: bounds the memory of a block
+
+Array = Any  # numpy arrays; NumPy's own typing adds little here
+
+
+def shares(counts: Array) -> Array:
+    """Smoothed shares along the last axis: empty bins get 1e-4, then renormalized."""
+    counts = np.asarray(counts, dtype=np.float64)
+    total = counts.sum(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = np.maximum(counts / np.where(total > 0, total, 1), EMPTY_SHARE)
+    return p / p.sum(axis=-1, keepdims=True)
+
+
+def psi(ref_counts: Array, cur_counts: Array) -> Array:
+    p, q = shares(ref_counts), shares(cur_counts)
+    return np.sum((q - p) * np.log(q / p), axis=-1)
+
+
+def kl(ref_counts: Array, cur_counts: Array) -> Array:
+    p, q = shares(ref_counts), shares(cur_counts)
+    return np.sum(q * np.log(q / p), axis=-1)
+
+
+def js(ref_counts: Array, cur_counts: Array) -> Array:
+    p, q = shares(ref_counts), shares(cur_counts)
+    m = (p + q) / 2
+    div = (np.sum(p * np.log(p / m), axis=-1) + np.sum(q * np.log(q / m), axis=-1)) / 2
+    return np.sqrt(np.maximum(div, 0.0))
+
+
+def chi2(ref_counts: Array, cur_counts: Array) -> tuple[Array, Array]:
+    """(statistic, p-value) of the 2 x K table; categories empty on both sides are left out."""
+    from scipy.special import chdtrc  # scipy.special, not scipy.stats: a tenth of the import time
+
+    obs = np.stack([np.asarray(ref_counts, np.float64), np.asarray(cur_counts, np.float64)], axis=-2)
+    col = obs.sum(axis=-2, keepdims=True)
+    row = obs.sum(axis=-1, keepdims=True)
+    total = row.sum(axis=-2, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        exp = row * col / total
+        cells = np.where(exp > 0, (obs - exp) ** 2 / np.where(exp > 0, exp, 1), 0.0)
+    stat = cells.sum(axis=(-2, -1))
+    dof = np.maximum((col[..., 0, :] > 0).sum(axis=-1) - 1, 1)
+    return stat, chdtrc(dof, stat)
+
+
+def ks_pvalue(d: Array, n: Array, m: Array) -> Array:
+    """Asymptotic two-sided p-value of KS D for sample sizes n and m (Kolmogorov's distribution)."""
+    from scipy.special import kolmogorov
+
+    n, m = np.asarray(n, np.float64), np.asarray(m, np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        en = n * m / (n + m)
+        p = kolmogorov(np.sqrt(np.where(en > 0, en, 0)) * d)
+    return np.where(en > 0, np.clip(p, 0, 1), np.nan)
+
+
+def _ks_wd_block(ref: Array, cur: Array) -> tuple[Array, Array]:
+    # ref is sorted per column; sorting cur and merging the two runs (timsort) costs
+    # little more than sorting cur alone
+    z = np.concatenate([ref, np.sort(cur, axis=0)], axis=0)
+    order = np.argsort(z, axis=0, kind="stable")  # NaN sorts last
+    zs = np.take_along_axis(z, order, axis=0)
+    del z
+    is_ref = order < ref.shape[0]
+    valid = ~np.isnan(zs)
+    n = (is_ref & valid).sum(axis=0)
+    m = (~is_ref & valid).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        diff = np.cumsum(is_ref & valid, axis=0) / n - np.cumsum(~is_ref & valid, axis=0) / m
+    del order, is_ref
+    tie_end = valid.copy()
+    tie_end[:-1] &= zs[:-1] != zs[1:]
+    ks = np.max(np.where(tie_end, np.abs(diff), 0.0), axis=0)
+    deltas = np.diff(zs, axis=0)
+    wd = np.sum(np.where(valid[1:], np.abs(diff[:-1]) * np.where(valid[1:], deltas, 0.0), 0.0), axis=0)
+    empty = (n == 0) | (m == 0)
+    return np.where(empty, np.nan, ks), np.where(empty, np.nan, wd)
+
+
+def ks_wasserstein(ref: Array, cur: Array) -> tuple[Array, Array]:
+    """(KS D, raw Wasserstein distance) per column of float matrices ``ref`` (n, k) and ``cur`` (m, k).
+
+    Each column of ``ref`` must be sorted (``np.sort(ref, axis=0)``); NaN is missing. Columns are sorted in blocks of at most ``MAX_BLOCK_CELLS`` cells.
+    """
+    k = ref.shape[1]
+    rows = max(ref.shape[0] + cur.shape[0], 1)
+    step = max(1, MAX_BLOCK_CELLS // rows)
+    ks, wd = np.empty(k), np.empty(k)
+    for lo in range(0, k, step):  # blocks of columns, each fully vectorized
+        hi = min(k, lo + step)
+        ks[lo:hi], wd[lo:hi] = _ks_wd_block(ref[:, lo:hi], cur[:, lo:hi])
+    return ks, wd
+
+
+def norm_std(ref: Array) -> Array:
+    """The reference's std per column (ddof 0), floored at 1e-3: Wasserstein's norm."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            std = np.nanstd(ref, axis=0)
+    return np.maximum(np.nan_to_num(std, nan=0.0), STD_FLOOR)
+
+
+def quantile_edges(values: Array, bins: int) -> Array:
+    """Inner bin edges: the reference's quantiles, duplicates dropped (a constant column has none)."""
+    finite = values[~np.isnan(values)]
+    if finite.size == 0:
+        return np.empty(0)
+    return np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1]))
+
+
+def bin_codes(values: Array, edges: Array) -> Array:
+    """Bin index per value (0..len(edges)); NaN gets -1."""
+    codes = np.searchsorted(edges, values, side="right")
+    return np.where(np.isnan(values), -1, codes)
+
+
+def counts(codes: Array, nbins: int) -> Array:
+    ok = codes >= 0
+    return np.bincount(codes[ok], minlength=nbins).astype(np.float64)
+
+
+def chunk_ks_wasserstein(values: Array, labels: Array, nchunks: int) -> tuple[Array, Array]:
+    """KS D and raw Wasserstein of each chunk against the rest of the reference, all chunks at once.
+
+    One sort of the column; chunk membership is a one-hot matrix (n, nchunks).
+    """
+    order = np.argsort(values, kind="stable")
+    vs = values[order]
+    valid = ~np.isnan(vs)
+    onehot = (labels[order][:, None] == np.arange(nchunks)[None, :]) & valid[:, None]
+    rest = valid[:, None] & ~onehot
+    c, r = onehot.sum(axis=0), rest.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        diff = np.cumsum(onehot, axis=0) / c - np.cumsum(rest, axis=0) / r
+    tie_end = valid.copy()
+    tie_end[:-1] &= vs[:-1] != vs[1:]
+    ks = np.max(np.where(tie_end[:, None], np.abs(diff), 0.0), axis=0)
+    deltas = np.where(valid[1:], np.diff(vs), 0.0)
+    wd = np.sum(np.abs(diff[:-1]) * deltas[:, None], axis=0)
+    return ks, wd
+
+
+def chunk_counts(codes: Array, labels: Array, nchunks: int, nbins: int) -> tuple[Array, Array]:
+    """(counts per chunk, counts of the rest) as (nchunks, nbins) matrices."""
+    ok = codes >= 0
+    flat = np.bincount(labels[ok] * nbins + codes[ok], minlength=nchunks * nbins)
+    per = flat.reshape(nchunks, nbins).astype(np.float64)
+    return per, per.sum(axis=0, keepdims=True) - per
