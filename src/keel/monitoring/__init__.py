@@ -8,3 +8,7 @@
   estimated performance;
 - :mod:`~keel.monitoring.monitors` and :mod:`~keel.monitoring.alerts`.
 """
+
+from keel.monitoring.baselines import subscribe_to_registry as _subscribe
+
+_subscribe()  # registered versions get a baseline (monitoring registers itself with the registry)
