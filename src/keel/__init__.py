@@ -65,6 +65,7 @@ _EXPORTS: dict[str, str] = {
     "tune": "keel.pipelines.tuning",
     # monitoring
     "drift": "keel.monitoring.drift",
+    "log_feedback": "keel.monitoring.feedback",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -103,6 +104,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from keel.models.loader import load_model
     from keel.models.package import log_model
     from keel.monitoring.drift import drift
+    from keel.monitoring.feedback import log_feedback
     from keel.pipelines.pipeline import pipeline
     from keel.pipelines.step import step
     from keel.pipelines.tuning import tune

@@ -56,3 +56,37 @@ def registered(project: Path) -> Callable[..., Any]:
         return keel.register_model(info.uri, name)
 
     return _register
+
+
+def log_rows(model: str, version: int, frame: pd.DataFrame, start: Any, *, step_s: float = 1.0, route: str = "default",
+             score: Any = None, prefix: str = "r", status: str = "ok", latency_ms: float = 5.0) -> list[str]:
+    """Append ``frame``'s rows to the prediction log (scored by the registered version unless ``score`` is given); returns the request ids."""
+    import pyarrow as pa
+
+    from keel.store import predictions
+
+    n = len(frame)
+    inputs = frame.drop(columns=[c for c in ("churn",) if c in frame.columns])
+    if score is None:
+        import keel
+
+        score = keel.load_model(f"models:/{model}/{version}").predict_proba(inputs)[:, 1]
+    ids = [f"{prefix}-{i}" for i in range(n)]
+    ts = pd.Timestamp(start) + pd.to_timedelta(np.arange(n) * step_s, unit="s")
+    cols: dict[str, Any] = {
+        "request_id": pa.array(ids, pa.string()),
+        "ts": pa.array(ts, pa.timestamp("us", tz="UTC")),
+        "model": pa.array([model] * n, pa.string()),
+        "version": pa.array([version] * n, pa.int64()),
+        "route": pa.array([route] * n, pa.string()),
+        "latency_ms": pa.array(np.full(n, latency_ms), pa.float64()),
+        "batch_id": pa.nulls(n, pa.string()),
+        "status": pa.array([status] * n, pa.string()),
+        "missing_features": pa.array([[] for _ in range(n)], pa.list_(pa.string())),
+    }
+    for c in inputs.columns:
+        cols[c] = pa.array(inputs[c])
+    cols["prediction"] = pa.array((np.asarray(score) >= 0.5).astype(np.int64))
+    cols["score"] = pa.array(np.asarray(score, np.float64))
+    predictions.append(pa.table(cols))
+    return ids

@@ -81,7 +81,7 @@ def read(
     try:
         con.execute("SET TimeZone = 'UTC'")
         sql = f"SELECT {cols} FROM {lake.scan_sql(name)} WHERE {' AND '.join(where)} ORDER BY ts"
-        return con.execute(sql, params).to_arrow_table()
+        return con.sql(sql, params=params).to_arrow_table()
     finally:
         con.close()
 
