@@ -119,7 +119,7 @@ def precision_at_top(fraction: float) -> Callable[[Any], float]:
 def resolve_metric(ref: Any) -> Callable[[Any], float]:
     """A callable, or 'module:function', or 'precision_at_top:0.05'."""
     if callable(ref):
-        return ref  # type: ignore[no-any-return]
+        return ref
     text = str(ref)
     if text.startswith("precision_at_top:"):
         return precision_at_top(float(text.split(":", 1)[1]))
@@ -134,7 +134,7 @@ def resolve_metric(ref: Any) -> Callable[[Any], float]:
         raise ValidationError(f"Business metric {text!r} cannot be loaded: {exc}", hint="Check the module is importable from the project.") from None
     if not callable(fn):
         raise ValidationError(f"Business metric {text!r} is not a function.", hint="Point at a function fn(frame) -> float.")
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 def business(window: pa.Table, metrics: dict[str, Any]) -> dict[str, float | None]:
