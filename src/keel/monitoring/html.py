@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html as _html
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -102,7 +102,7 @@ def bars_svg(labels: Sequence[str], ref: Sequence[float], cur: Sequence[float], 
     return "".join(parts)
 
 
-def line_svg(series: dict[str, Sequence[tuple[float, float]]], title: str, width: int = 620, height: int = 220, band: tuple[float, float] | None = None) -> str:
+def line_svg(series: Mapping[str, Sequence[tuple[float, float]]], title: str, width: int = 620, height: int = 220, band: tuple[float, float] | None = None) -> str:
     """Lines over time (x: epoch seconds), optional threshold band, as SVG."""
     pts = [p for s in series.values() for p in s if p[1] is not None and p[1] == p[1]]
     if not pts:
