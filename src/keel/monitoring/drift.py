@@ -231,7 +231,8 @@ def _threshold(ref: ColumnReference, method: str, override: Any, n: int, m: int)
         return T.fixed(override, method)
     samples = ref.null_samples.get(method)
     if samples:
-        return T.learned(samples, ref.chunk_neff, T.neff(n, m), method)
+        bins = len(ref.categories) + 1 if ref.kind == "categorical" else len(ref.edges) + 1
+        return T.learned(samples, ref.chunk_neff, T.neff(n, m), method, bins)
     if method in ("ks", "chi2"):
         return T.test_threshold(method, n, m, len(ref.categories) + 1)
     return T.default_fixed(method)

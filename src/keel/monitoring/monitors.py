@@ -265,7 +265,7 @@ def _service(spec: MonitorSpec, table: pa.Table) -> dict[str, Any]:
     return out
 
 
-def _version_result(spec: MonitorSpec, version: int, rows: pa.Table, as_of: datetime) -> VersionResult:
+def _version_result(spec: MonitorSpec, version: int, rows: pa.Table) -> VersionResult:
     from keel.monitoring import performance as P
     from keel.monitoring.baselines import baseline_from_registry, get_baseline
     from keel.monitoring.drift import compare
@@ -291,7 +291,7 @@ def _version_result(spec: MonitorSpec, version: int, rows: pa.Table, as_of: date
     if "drift" in spec.checks or "quality" in spec.checks:
         res.drift = compare(ref, rows, method=spec.method, thresholds=spec.thresholds)
     if "performance" in spec.checks or "business" in spec.checks:
-        joined = join_labels(spec.model, rows, entity=spec.entity, horizon=spec.horizon, as_of=as_of)
+        joined = join_labels(spec.model, rows, entity=spec.entity, horizon=spec.horizon)  # every label received so far
         if "performance" in spec.checks:
             res.performance = P.realized(joined, baseline.task, threshold=spec.decision_threshold)
             if baseline.task == "binary" and "score" in rows.column_names:
@@ -338,7 +338,7 @@ def run_monitor(name: str, *, end: datetime | None = None, alerts: bool = True, 
     else:
         for version in sorted(int(v) for v in pc.unique(table["version"]).to_pylist()):
             rows = table.filter(pc.equal(table["version"], version))
-            result.versions.append(_version_result(spec, version, rows, end))
+            result.versions.append(_version_result(spec, version, rows))
         for v in result.versions:
             if v.status == "no_baseline":
                 result.notes.append(f"v{v.version}: {v.note}")

@@ -6,7 +6,12 @@ no change shrinks with the effective sample size ``1 / (1/n_ref + 1/n_cur)``:
 as its square root for KS, Wasserstein and Jensen-Shannon, linearly for PSI and
 KL, not at all for chi-square. The null samples are rescaled from the chunks'
 effective size to the window's, then ``warn = mean + 3 sd`` and
-``alert = mean + 4 sd``.
+``alert = mean + 4 sd``. Twenty chunks estimate a spread only roughly, so a
+learned threshold is never below the statistic's large-sample critical value
+at p = 0.001 (warn: p = 0.01): Kolmogorov's distribution for KS, chi-square with
+(bins - 1) degrees of freedom for chi-square, and, through the chi-square
+approximation ``2 N KL ~ N PSI ~ 8 N JS^2 ~ chi2(bins - 1)``, for PSI, KL and JS.
+Wasserstein has no such distribution and is learned only.
 
 Without enough reference rows to learn from (fewer than ``n_chunks x 50``),
 KS and chi-square use their tests (alert at p < 0.01, warn at p < 0.05, the
@@ -50,12 +55,35 @@ def neff(n: float, m: float) -> float:
     return 0.0 if n <= 0 or m <= 0 else 1.0 / (1.0 / n + 1.0 / m)
 
 
-def learned(null_samples: list[float], chunk_neff: float, window_neff: float, method: str) -> Threshold:
+FLOOR_ALPHA = (0.01, 0.001)  # (warn, alert)
+
+
+def floor(method: str, window_neff: float, bins: int) -> tuple[float, float]:
+    """(warn, alert) critical values of the statistic under no change, at FLOOR_ALPHA; 0 where none is known."""
+    from scipy.special import chdtri, kolmogi
+
+    if window_neff <= 0 or method == "wasserstein":
+        return 0.0, 0.0
+    if method == "ks":
+        root = window_neff**0.5
+        return float(kolmogi(FLOOR_ALPHA[0])) / root, float(kolmogi(FLOOR_ALPHA[1])) / root
+    crit = [float(chdtri(max(bins - 1, 1), a)) for a in FLOOR_ALPHA]
+    if method == "chi2":
+        return crit[0], crit[1]
+    if method == "psi":
+        return crit[0] / window_neff, crit[1] / window_neff
+    if method == "kl":
+        return crit[0] / (2 * window_neff), crit[1] / (2 * window_neff)
+    return (crit[0] / (8 * window_neff)) ** 0.5, (crit[1] / (8 * window_neff)) ** 0.5  # js
+
+
+def learned(null_samples: list[float], chunk_neff: float, window_neff: float, method: str, bins: int = 10) -> Threshold:
     vals = np.asarray(null_samples, np.float64)
     vals = vals[np.isfinite(vals)]
     scale = (chunk_neff / window_neff) ** EXPONENT[method] if window_neff > 0 else 1.0
     mean, sd = float(vals.mean()) * scale, float(vals.std(ddof=1)) * scale if len(vals) > 1 else 0.0
-    return Threshold(mean + WARN_SD * sd, mean + ALERT_SD * sd, "learned")
+    lo_warn, lo_alert = floor(method, window_neff, bins) if sd > 0 or mean > 0 else (0.0, 0.0)
+    return Threshold(max(mean + WARN_SD * sd, lo_warn), max(mean + ALERT_SD * sd, lo_alert), "learned")
 
 
 def test_threshold(method: str, n: int, m: int, categories: int) -> Threshold:
