@@ -58,16 +58,23 @@ def test_binned_statistics_equal_scipy() -> None:
     for _ in range(20):
         a = rng.integers(0, 50, 8).astype(float)
         b = rng.integers(0, 50, 8).astype(float)
-        a[rng.integers(0, 8)] = 0  # an empty bin on one side
-        p, q = S.shares(a), S.shares(b)
+        a[rng.integers(0, 8)] = 0  # an empty bin on one side (and, by chance, some on both: they drop out)
+        keep = (a + b) > 0
+        p, q = S.shares(a[keep]), S.shares(b[keep])
         assert S.psi(a, b) == pytest.approx(ss.entropy(q, p) + ss.entropy(p, q), abs=1e-9)
         assert S.kl(a, b) == pytest.approx(ss.entropy(q, p), abs=1e-9)
         assert S.js(a, b) == pytest.approx(jensenshannon(p, q), abs=1e-9)
         stat, pv = S.chi2(a, b)
-        keep = (a + b) > 0
         res = ss.chi2_contingency(np.stack([a[keep], b[keep]]), correction=False)
         assert stat == pytest.approx(res.statistic, abs=1e-9)
         assert pv == pytest.approx(res.pvalue, abs=1e-9)
+
+
+def test_bins_empty_on_both_sides_drop_out() -> None:
+    a, b = np.array([10.0, 0, 5, 0]), np.array([3.0, 4, 5, 0])
+    p, q = S.shares(a[:3]), S.shares(b[:3])
+    assert S.js(a, b) == pytest.approx(jensenshannon(p, q), abs=1e-12)
+    assert S.psi(a, b) == pytest.approx(ss.entropy(q, p) + ss.entropy(p, q), abs=1e-12)
 
 
 def test_vectorized_over_rows_of_count_matrices() -> None:

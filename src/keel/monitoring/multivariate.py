@@ -41,10 +41,13 @@ def fit_pca(ref: Reference, n_chunks: int) -> dict[str, Any] | None:
     mean = np.nanmean(x, axis=0)
     std = np.nanstd(x, axis=0)
     z = _standardize(x, mean, std)
-    _, s, vt = np.linalg.svd(z - z.mean(axis=0), full_matrices=False)
-    var = s**2 / max((s**2).sum(), 1e-300)
+    centred = z - z.mean(axis=0)
+    eigval, eigvec = np.linalg.eigh(centred.T @ centred)  # p x p: cheaper than an SVD of the n x p data
+    order = np.argsort(eigval)[::-1]
+    eigval, eigvec = np.clip(eigval[order], 0, None), eigvec[:, order]
+    var = eigval / max(eigval.sum(), 1e-300)
     k = int(np.searchsorted(np.cumsum(var), VARIANCE) + 1)
-    comps = vt[: min(k, len(cols))]
+    comps = eigvec[:, : min(k, len(cols))].T
     err = _errors(z, comps)
     labels = (np.arange(len(err)) * n_chunks // len(err)).astype(np.int64)
     sums = np.bincount(labels, weights=err, minlength=n_chunks)

@@ -13,8 +13,9 @@ Each equals SciPy's definition on the same inputs (``tests/monitoring/test_stats
 - ``chi2``: Pearson's chi-square of the 2 x K contingency table,
   ``scipy.stats.chi2_contingency(table, correction=False)``.
 
-Binned statistics smooth empty bins to a share of 1e-4 and renormalize, so a bin
-seen on one side only gives a large but finite value.
+Binned statistics smooth a bin empty on one side to a share of 1e-4 and
+renormalize, so a bin seen on one side only gives a large but finite value; bins
+empty on both sides drop out.
 """
 
 from __future__ import annotations
@@ -30,29 +31,47 @@ MAX_BLOCK_CELLS = 2_000_000  # rows x columns sorted at once: bounds the memory 
 Array = Any  # numpy arrays; NumPy's own typing adds little here
 
 
-def shares(counts: Array) -> Array:
-    """Smoothed shares along the last axis: empty bins get 1e-4, then renormalized."""
+def shares(counts: Array, keep: Array | None = None) -> Array:
+    """Smoothed shares along the last axis: an empty bin gets 1e-4, then renormalized.
+
+    Bins outside ``keep`` (empty on both sides of a comparison) get 0 and drop out.
+    """
     counts = np.asarray(counts, dtype=np.float64)
     total = counts.sum(axis=-1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         p = np.maximum(counts / np.where(total > 0, total, 1), EMPTY_SHARE)
+    if keep is not None:
+        p = np.where(keep, p, 0.0)
     return p / p.sum(axis=-1, keepdims=True)
 
 
+def _pair(ref_counts: Array, cur_counts: Array) -> tuple[Array, Array, Array]:
+    ref_counts, cur_counts = np.asarray(ref_counts, np.float64), np.asarray(cur_counts, np.float64)
+    keep = (ref_counts + cur_counts) > 0
+    return shares(ref_counts, keep), shares(cur_counts, keep), keep
+
+
+def _sum(terms: Array, keep: Array) -> Array:
+    return np.sum(np.where(keep, terms, 0.0), axis=-1)
+
+
 def psi(ref_counts: Array, cur_counts: Array) -> Array:
-    p, q = shares(ref_counts), shares(cur_counts)
-    return np.sum((q - p) * np.log(q / p), axis=-1)
+    p, q, keep = _pair(ref_counts, cur_counts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _sum((q - p) * np.log(q / p), keep)
 
 
 def kl(ref_counts: Array, cur_counts: Array) -> Array:
-    p, q = shares(ref_counts), shares(cur_counts)
-    return np.sum(q * np.log(q / p), axis=-1)
+    p, q, keep = _pair(ref_counts, cur_counts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _sum(q * np.log(q / p), keep)
 
 
 def js(ref_counts: Array, cur_counts: Array) -> Array:
-    p, q = shares(ref_counts), shares(cur_counts)
+    p, q, keep = _pair(ref_counts, cur_counts)
     m = (p + q) / 2
-    div = (np.sum(p * np.log(p / m), axis=-1) + np.sum(q * np.log(q / m), axis=-1)) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        div = (_sum(p * np.log(p / m), keep) + _sum(q * np.log(q / m), keep)) / 2
     return np.sqrt(np.maximum(div, 0.0))
 
 
@@ -154,21 +173,23 @@ def counts(codes: Array, nbins: int) -> Array:
 def chunk_ks_wasserstein(values: Array, labels: Array, nchunks: int) -> tuple[Array, Array]:
     """KS D and raw Wasserstein of each chunk against the rest of the reference, all chunks at once.
 
-    One sort of the column; chunk membership is a one-hot matrix (n, nchunks).
+    One sort of the column; chunk membership is a one-hot matrix (nchunks, n), cumulated along rows.
     """
     order = np.argsort(values, kind="stable")
     vs = values[order]
     valid = ~np.isnan(vs)
-    onehot = (labels[order][:, None] == np.arange(nchunks)[None, :]) & valid[:, None]
-    rest = valid[:, None] & ~onehot
-    c, r = onehot.sum(axis=0), rest.sum(axis=0)
+    onehot = (labels[order][None, :] == np.arange(nchunks)[:, None]) & valid[None, :]
+    c = onehot.sum(axis=1, keepdims=True)
+    cum_in = np.cumsum(onehot, axis=1, dtype=np.int32)
+    cum_all = np.cumsum(valid, dtype=np.int32)[None, :]
+    r = cum_all[:, -1:] - c
     with np.errstate(invalid="ignore", divide="ignore"):
-        diff = np.cumsum(onehot, axis=0) / c - np.cumsum(rest, axis=0) / r
+        diff = cum_in / c - (cum_all - cum_in) / r
     tie_end = valid.copy()
     tie_end[:-1] &= vs[:-1] != vs[1:]
-    ks = np.max(np.where(tie_end[:, None], np.abs(diff), 0.0), axis=0)
+    ks = np.max(np.where(tie_end[None, :], np.abs(diff), 0.0), axis=1)
     deltas = np.where(valid[1:], np.diff(vs), 0.0)
-    wd = np.sum(np.abs(diff[:-1]) * deltas[:, None], axis=0)
+    wd = np.abs(diff[:, :-1]) @ deltas
     return ks, wd
 
 
