@@ -104,3 +104,9 @@ def test_chunk_statistics_equal_scipy_chunk_against_rest() -> None:
 def test_empty_side_gives_nan_not_an_error() -> None:
     ks, wd = S.ks_wasserstein(np.sort(np.random.default_rng(5).normal(size=(50, 1)), axis=0), np.full((10, 1), np.nan))
     assert np.isnan(ks[0]) and np.isnan(wd[0])
+
+
+def test_quantiles_from_a_sorted_array_equal_numpy() -> None:
+    v = np.random.default_rng(9).normal(size=1001)
+    qs = np.linspace(0, 1, 11)
+    np.testing.assert_allclose(S.sorted_quantiles(np.sort(v), qs), np.quantile(v, qs), atol=1e-12)

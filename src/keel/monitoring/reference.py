@@ -136,11 +136,11 @@ class Reference:
         return ref
 
 
-def _numeric_summary(v: Any) -> dict[str, Any]:
-    finite = v[~np.isnan(v)]
+def _numeric_summary(v: Any, ordered: Any) -> dict[str, Any]:
+    finite = ordered[~np.isnan(ordered)]
     if finite.size == 0:
         return {"mean": None, "std": None, "min": None, "max": None, "quantiles": {}}
-    qs = np.quantile(finite, [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99])
+    qs = S.sorted_quantiles(finite, np.array([0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99]))
     return {
         "mean": float(finite.mean()), "std": float(finite.std()), "min": float(finite.min()), "max": float(finite.max()),
         "quantiles": {str(p): float(q) for p, q in zip((0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99), qs, strict=True)},
@@ -153,10 +153,11 @@ def _learnable(count: int, n_chunks: int) -> bool:
 
 def _fit_numeric(name: str, dtype: str, v: Any, n_chunks: int, bins: int) -> ColumnReference:
     count = int((~np.isnan(v)).sum())
-    edges = S.quantile_edges(v, bins)
+    ordered = np.sort(v)
+    edges = S.quantile_edges(v, bins, ordered=ordered)
     codes = S.bin_codes(v, edges)
-    ref = ColumnReference(name, "numeric", dtype, len(v), count, _numeric_summary(v), edges=edges, counts=S.counts(codes, len(edges) + 1),
-                          values=v, sorted_values=np.sort(v))
+    ref = ColumnReference(name, "numeric", dtype, len(v), count, _numeric_summary(v, ordered), edges=edges, counts=S.counts(codes, len(edges) + 1),
+                          values=v, sorted_values=ordered)
     ref.summary["std_norm"] = float(S.norm_std(v[:, None])[0])
     if _learnable(count, n_chunks):
         rows = _learn_rows(len(v))

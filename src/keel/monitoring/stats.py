@@ -114,7 +114,7 @@ def _ks_wd_block(ref: Array, cur: Array) -> tuple[Array, Array]:
     n = (is_ref & valid).sum(axis=0)
     m = (~is_ref & valid).sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        diff = np.cumsum(is_ref & valid, axis=0) / n - np.cumsum(~is_ref & valid, axis=0) / m
+        diff = np.cumsum(is_ref & valid, axis=0, dtype=np.int32) / n - np.cumsum(~is_ref & valid, axis=0, dtype=np.int32) / m
     del order, is_ref
     tie_end = valid.copy()
     tie_end[:-1] &= zs[:-1] != zs[1:]
@@ -151,12 +151,24 @@ def norm_std(ref: Array) -> Array:
     return np.maximum(np.nan_to_num(std, nan=0.0), STD_FLOOR)
 
 
-def quantile_edges(values: Array, bins: int) -> Array:
-    """Inner bin edges: the reference's quantiles, duplicates dropped (a constant column has none)."""
-    finite = values[~np.isnan(values)]
+def sorted_quantiles(ordered: Array, qs: Array) -> Array:
+    """Quantiles of an ascending array without NaN, as ``np.quantile`` (linear) computes them, without re-sorting."""
+    n = len(ordered)
+    pos = np.asarray(qs, np.float64) * (n - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, n - 1)
+    return ordered[lo] + (pos - lo) * (ordered[hi] - ordered[lo])
+
+
+def quantile_edges(values: Array, bins: int, *, ordered: Array | None = None) -> Array:
+    """Inner bin edges: the reference's quantiles, duplicates dropped (a constant column has none).
+
+    ``ordered``: the same values sorted (NaN last), when the caller has them.
+    """
+    finite = ordered[~np.isnan(ordered)] if ordered is not None else np.sort(values[~np.isnan(values)])
     if finite.size == 0:
         return np.empty(0)
-    return np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1]))
+    return np.unique(sorted_quantiles(finite, np.linspace(0, 1, bins + 1)[1:-1]))
 
 
 def bin_codes(values: Array, edges: Array) -> Array:
