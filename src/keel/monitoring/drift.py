@@ -356,8 +356,7 @@ def _numeric_result(r: ColumnReference, cur: Any, ks: float, wd: float, methods:
 def _categorical_result(r: ColumnReference, col: Any, methods: dict[str, str], thresholds: Any, min_rows: int) -> ColumnDrift:
     import pyarrow.compute as pc
 
-    text = as_strings(col)
-    codes = encode(text, r.categories)
+    codes = encode(col, r.categories)
     m = int((codes >= 0).sum())
     method = methods.get(r.name, DEFAULT_METHOD["categorical"])
     cur_counts = S.counts(codes, len(r.categories) + 1)
@@ -369,7 +368,7 @@ def _categorical_result(r: ColumnReference, col: Any, methods: dict[str, str], t
     out.current_summary = {"shares": {r.categories[i]: float(cur_counts[i] / total_c) for i in top}}
     new_mask = codes == len(r.categories)
     if new_mask.any():
-        vc = pc.value_counts(pc.filter(text, new_mask))
+        vc = pc.value_counts(pc.filter(as_strings(col), new_mask))
         pairs = sorted(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist(), strict=True), key=lambda p: -p[1])
         out.new_categories = {str(k): int(v) for k, v in pairs[:50]}
         out.out_of_range_share = float(new_mask.sum() / total_c)

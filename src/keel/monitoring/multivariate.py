@@ -27,9 +27,13 @@ def _standardize(x: Any, mean: Any, std: Any) -> Any:
     return np.where(np.isnan(z), 0.0, z)
 
 
+FIT_ROWS = 20_000  # the components are fitted on at most this many rows, evenly spaced
+
+
 def _errors(z: Any, comps: Any) -> Any:
-    recon = (z @ comps.T) @ comps
-    return np.sqrt(((z - recon) ** 2).sum(axis=1))
+    # the components are orthonormal: |z - z P'P|^2 = |z|^2 - |z P'|^2, no reconstruction matrix
+    proj = z @ comps.T
+    return np.sqrt(np.maximum(np.einsum("ij,ij->i", z, z) - np.einsum("ij,ij->i", proj, proj), 0.0))
 
 
 def fit_pca(ref: Reference, n_chunks: int) -> dict[str, Any] | None:
@@ -37,7 +41,8 @@ def fit_pca(ref: Reference, n_chunks: int) -> dict[str, Any] | None:
     cols = [c.name for c in ref.columns.values() if c.kind == "numeric" and c.values is not None and c.count > 0 and (c.summary.get("std") or 0) > 0]
     if len(cols) < 2 or ref.rows < n_chunks * 10:
         return None
-    x = np.column_stack([ref.columns[c].values for c in cols])
+    rows = np.arange(ref.rows) if ref.rows <= FIT_ROWS else np.linspace(0, ref.rows - 1, FIT_ROWS).astype(np.int64)
+    x = np.column_stack([ref.columns[c].values[rows] for c in cols])
     mean = np.nanmean(x, axis=0)
     std = np.nanstd(x, axis=0)
     z = _standardize(x, mean, std)

@@ -174,17 +174,12 @@ def _fit_numeric(name: str, dtype: str, v: Any, n_chunks: int, bins: int) -> Col
 
 
 def _fit_categorical(name: str, dtype: str, col: Any, n_chunks: int) -> ColumnReference:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    text = as_strings(col)
-    vc = pc.value_counts(text.drop_null()) if len(text) else pa.array([], pa.struct([("values", pa.string()), ("counts", pa.int64())]))
-    values = vc.field("values").to_pylist() if len(vc) else []
-    cnts = np.asarray(vc.field("counts").to_numpy(zero_copy_only=False), np.float64) if len(vc) else np.empty(0)
+    values, cnts = category_counts(col)
+    text = col
     order = np.argsort(-cnts, kind="stable")[:MAX_CATEGORIES]
     categories = [str(values[i]) for i in order]
     count = int(len(text) - text.null_count)
-    counts = np.append(cnts[order], 0.0)  # the last bin holds values not among the categories
+    counts = np.append(cnts[order], cnts.sum() - cnts[order].sum())  # the last bin: values not among the categories
     total = max(count, 1)
     summary = {"top": [[c, float(n / total)] for c, n in zip(categories[:10], counts[:10], strict=False)], "distinct": len(values)}
     ref = ColumnReference(name, "categorical", dtype, len(text), count, summary, categories=categories, counts=counts)
@@ -199,15 +194,48 @@ def _fit_categorical(name: str, dtype: str, col: Any, n_chunks: int) -> ColumnRe
 
 
 def encode(text: Any, categories: list[str]) -> Any:
-    """Code per value: its category's index, len(categories) for a value never seen, -1 for null."""
+    """Code per value: its category's index, len(categories) for a value never seen, -1 for null.
+
+    A dictionary-encoded column (a pandas category) is mapped through its dictionary, not per row.
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks() if text.num_chunks != 1 else text.chunk(0)
+    if pa.types.is_dictionary(text.type):
+        mapped = encode(as_strings(text.dictionary), categories)
+        idx_arr = text.indices
+        codes = mapped[idx_arr.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)] if len(mapped) else np.full(len(text), len(categories))
+        codes[idx_arr.is_null().to_numpy(zero_copy_only=False)] = -1
+        return codes
+    if not pa.types.is_string(text.type):
+        text = as_strings(text)
     idx = pc.index_in(text, value_set=pa.array(categories, pa.string()))
     codes = idx.fill_null(len(categories)).to_numpy(zero_copy_only=False).astype(np.int64)
     nulls = text.is_null().to_numpy(zero_copy_only=False)
     codes[nulls] = -1
     return codes
+
+
+def category_counts(col: Any) -> tuple[list[str], Any]:
+    """(distinct values as text, their counts) of a categorical column, nulls left out."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    if pa.types.is_dictionary(col.type):  # count the codes, then name them
+        idx = col.indices.drop_null().to_numpy(zero_copy_only=False)
+        cnts = np.bincount(idx.astype(np.int64), minlength=len(col.dictionary)).astype(np.float64)
+        names = as_strings(col.dictionary).to_pylist()
+        keep = cnts > 0
+        return [str(v) for v, k in zip(names, keep, strict=True) if k], cnts[keep]
+    text = as_strings(col).drop_null()
+    if len(text) == 0:
+        return [], np.empty(0)
+    vc = pc.value_counts(text)
+    return [str(v) for v in vc.field("values").to_pylist()], np.asarray(vc.field("counts").to_numpy(zero_copy_only=False), np.float64)
 
 
 def _learn_rows(n: int) -> Any:

@@ -1,6 +1,7 @@
-"""Drift statistics, vectorized: many columns (or many reference chunks) per NumPy call.
+"""Drift statistics, vectorized: NumPy over whole columns, many reference chunks per call.
 
-Every function here is pure NumPy/SciPy on arrays; no Python loop runs over rows.
+Every function here is pure NumPy/SciPy on arrays; no Python loop runs over rows
+(loops run over columns or chunks, each step a whole-array operation).
 Each equals SciPy's definition on the same inputs (``tests/monitoring/test_stats.py``):
 
 - ``ks``: two-sample Kolmogorov-Smirnov D, as ``scipy.stats.ks_2samp``; the p-value is
@@ -102,41 +103,45 @@ def ks_pvalue(d: Array, n: Array, m: Array) -> Array:
     return np.where(en > 0, np.clip(p, 0, 1), np.nan)
 
 
-def _ks_wd_block(ref: Array, cur: Array) -> tuple[Array, Array]:
-    # ref is sorted per column; sorting cur and merging the two runs (timsort) costs
-    # little more than sorting cur alone
-    z = np.concatenate([ref, np.sort(cur, axis=0)], axis=0)
-    order = np.argsort(z, axis=0, kind="stable")  # NaN sorts last
-    zs = np.take_along_axis(z, order, axis=0)
-    del z
-    is_ref = order < ref.shape[0]
-    valid = ~np.isnan(zs)
-    n = (is_ref & valid).sum(axis=0)
-    m = (~is_ref & valid).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        diff = np.cumsum(is_ref & valid, axis=0, dtype=np.int32) / n - np.cumsum(~is_ref & valid, axis=0, dtype=np.int32) / m
-    del order, is_ref
-    tie_end = valid.copy()
-    tie_end[:-1] &= zs[:-1] != zs[1:]
-    ks = np.max(np.where(tie_end, np.abs(diff), 0.0), axis=0)
-    deltas = np.diff(zs, axis=0)
-    wd = np.sum(np.where(valid[1:], np.abs(diff[:-1]) * np.where(valid[1:], deltas, 0.0), 0.0), axis=0)
-    empty = (n == 0) | (m == 0)
-    return np.where(empty, np.nan, ks), np.where(empty, np.nan, wd)
+def _ks_wd_column(ref: Array, cur: Array) -> tuple[float, float]:
+    """KS and Wasserstein of two ascending arrays without NaN, equal to SciPy's.
+
+    One binary search places each current value in the sorted reference; the merged
+    order and both CDFs then follow from a scatter and a cumulative sum, in linear time.
+    """
+    n, m = len(ref), len(cur)
+    if n == 0 or m == 0:
+        return float("nan"), float("nan")
+    pos = np.searchsorted(ref, cur, side="right") + np.arange(m)  # merged index of each current value
+    is_cur = np.zeros(n + m, dtype=bool)
+    is_cur[pos] = True
+    merged = np.empty(n + m)
+    merged[pos] = cur
+    merged[~is_cur] = ref
+    cum_cur = np.cumsum(is_cur, dtype=np.int64)
+    diff = (np.arange(1, n + m + 1) - cum_cur) / n - cum_cur / m
+    tie_end = np.ones(n + m, dtype=bool)
+    tie_end[:-1] = merged[:-1] != merged[1:]  # the CDFs are right-continuous: read them after the last of equal values
+    return float(np.max(np.abs(diff[tie_end]))), float(np.dot(np.abs(diff[:-1]), np.diff(merged)))
 
 
 def ks_wasserstein(ref: Array, cur: Array) -> tuple[Array, Array]:
     """(KS D, raw Wasserstein distance) per column of float matrices ``ref`` (n, k) and ``cur`` (m, k).
 
-    Each column of ``ref`` must be sorted (``np.sort(ref, axis=0)``); NaN is missing. Columns are sorted in blocks of at most ``MAX_BLOCK_CELLS`` cells.
+    Each column of ``ref`` must be sorted (``np.sort(ref, axis=0)``, NaN last); NaN is missing.
+    The current matrix is sorted in blocks of columns of at most ``MAX_BLOCK_CELLS`` cells;
+    each column is then merged with the reference and both CDFs found by binary search.
     """
     k = ref.shape[1]
-    rows = max(ref.shape[0] + cur.shape[0], 1)
-    step = max(1, MAX_BLOCK_CELLS // rows)
+    n_valid = (~np.isnan(ref)).sum(axis=0)
+    step = max(1, MAX_BLOCK_CELLS // max(cur.shape[0], 1))
     ks, wd = np.empty(k), np.empty(k)
-    for lo in range(0, k, step):  # blocks of columns, each fully vectorized
+    for lo in range(0, k, step):  # blocks of columns
         hi = min(k, lo + step)
-        ks[lo:hi], wd[lo:hi] = _ks_wd_block(ref[:, lo:hi], cur[:, lo:hi])
+        block = np.sort(cur[:, lo:hi], axis=0)  # NaN last
+        m_valid = (~np.isnan(block)).sum(axis=0)
+        for j in range(lo, hi):  # a loop over columns, each one vectorized
+            ks[j], wd[j] = _ks_wd_column(ref[: n_valid[j], j], block[: m_valid[j - lo], j - lo])
     return ks, wd
 
 
