@@ -23,11 +23,13 @@ SD = 4.0
 
 
 def _standardize(x: Any, mean: Any, std: Any) -> Any:
-    z = (x - mean) / std
-    return np.where(np.isnan(z), 0.0, z)
+    z = x - mean  # a new array; the rest happens in place
+    z /= std
+    return np.nan_to_num(z, copy=False, nan=0.0)
 
 
 FIT_ROWS = 20_000  # the components are fitted on at most this many rows, evenly spaced
+APPLY_ROWS = 100_000
 
 
 def _errors(z: Any, comps: Any) -> Any:
@@ -72,9 +74,12 @@ def apply_pca(model: dict[str, Any], current: dict[str, Any], rows: int) -> dict
         missing = [c for c in cols if c not in current]
         note = "the window is empty" if rows == 0 else f"columns {missing} are not in the window"
         return {**base, "statistic": None, "lower": None, "upper": None, "level": "ok", "drifted": False, "note": note}
-    x = np.column_stack([current[c] for c in cols])
-    z = _standardize(x, np.asarray(model["mean"]), np.asarray(model["std"]))
-    value = float(_errors(z, np.asarray(model["components"])).mean())
+    mean, std, comps = np.asarray(model["mean"]), np.asarray(model["std"]), np.asarray(model["components"])
+    total = 0.0
+    for lo in range(0, rows, APPLY_ROWS):  # blocks of rows: memory stays bounded whatever the window's size
+        z = _standardize(np.column_stack([current[c][lo : lo + APPLY_ROWS] for c in cols]), mean, std)
+        total += float(_errors(z, comps).sum())
+    value = total / rows
     sd = model["chunk_sd"] * np.sqrt(model["chunk_rows"] / rows)
     lower, upper = model["error"] - SD * sd, model["error"] + SD * sd
     warn_lo, warn_hi = model["error"] - 3 * sd, model["error"] + 3 * sd

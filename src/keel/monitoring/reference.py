@@ -152,18 +152,18 @@ def _learnable(count: int, n_chunks: int) -> bool:
 
 
 def _fit_numeric(name: str, dtype: str, v: Any, n_chunks: int, bins: int) -> ColumnReference:
-    count = int((~np.isnan(v)).sum())
-    ordered = np.sort(v)
+    ordered = np.sort(v)  # NaN last
+    count = int(len(v) - np.count_nonzero(np.isnan(v)))
     edges = S.quantile_edges(v, bins, ordered=ordered)
-    codes = S.bin_codes(v, edges)
-    ref = ColumnReference(name, "numeric", dtype, len(v), count, _numeric_summary(v, ordered), edges=edges, counts=S.counts(codes, len(edges) + 1),
-                          values=v, sorted_values=ordered)
+    ref = ColumnReference(name, "numeric", dtype, len(v), count, _numeric_summary(v, ordered), edges=edges,
+                          counts=S.sorted_counts(ordered[:count], edges), values=v, sorted_values=ordered)
     ref.summary["std_norm"] = float(S.norm_std(v[:, None])[0])
     if _learnable(count, n_chunks):
         rows = _learn_rows(len(v))
-        v, codes = v[rows], codes[rows]
-        labels = _labels(len(v), n_chunks)
-        ks, wd = S.chunk_ks_wasserstein(v, labels, n_chunks)
+        sub = v[rows]
+        codes = S.bin_codes(sub, edges)
+        labels = _labels(len(sub), n_chunks)
+        ks, wd = S.chunk_ks_wasserstein(sub, labels, n_chunks)
         per, rest = S.chunk_counts(codes, labels, n_chunks, len(edges) + 1)
         ref.null_samples = {
             "ks": ks.tolist(), "wasserstein": (wd / ref.summary["std_norm"]).tolist(),

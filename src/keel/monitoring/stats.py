@@ -103,7 +103,7 @@ def ks_pvalue(d: Array, n: Array, m: Array) -> Array:
     return np.where(en > 0, np.clip(p, 0, 1), np.nan)
 
 
-def _ks_wd_column(ref: Array, cur: Array) -> tuple[float, float]:
+def ks_wasserstein_sorted(ref: Array, cur: Array) -> tuple[float, float]:
     """KS and Wasserstein of two ascending arrays without NaN, equal to SciPy's.
 
     One binary search places each current value in the sorted reference; the merged
@@ -141,7 +141,7 @@ def ks_wasserstein(ref: Array, cur: Array) -> tuple[Array, Array]:
         block = np.sort(cur[:, lo:hi], axis=0)  # NaN last
         m_valid = (~np.isnan(block)).sum(axis=0)
         for j in range(lo, hi):  # a loop over columns, each one vectorized
-            ks[j], wd[j] = _ks_wd_column(ref[: n_valid[j], j], block[: m_valid[j - lo], j - lo])
+            ks[j], wd[j] = ks_wasserstein_sorted(ref[: n_valid[j], j], block[: m_valid[j - lo], j - lo])
     return ks, wd
 
 
@@ -180,6 +180,12 @@ def bin_codes(values: Array, edges: Array) -> Array:
     """Bin index per value (0..len(edges)); NaN gets -1."""
     codes = np.searchsorted(edges, values, side="right")
     return np.where(np.isnan(values), -1, codes)
+
+
+def sorted_counts(ordered: Array, edges: Array) -> Array:
+    """Counts per bin (as ``counts(bin_codes(v, edges))``) of an ascending array without NaN, by binary search of the edges."""
+    below = np.searchsorted(ordered, edges, side="left")  # values < each edge
+    return np.diff(np.concatenate([[0], below, [len(ordered)]])).astype(np.float64)
 
 
 def counts(codes: Array, nbins: int) -> Array:
