@@ -22,6 +22,13 @@ VARIANCE = 0.65
 SD = 4.0
 
 
+def _one_blas_thread() -> Any:
+    """These products are small: a BLAS thread pool costs more in spinning than it saves."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def _standardize(x: Any, mean: Any, std: Any) -> Any:
     z = x - mean  # a new array; the rest happens in place
     z /= std
@@ -34,7 +41,8 @@ APPLY_ROWS = 100_000
 
 def _errors(z: Any, comps: Any) -> Any:
     # the components are orthonormal: |z - z P'P|^2 = |z|^2 - |z P'|^2, no reconstruction matrix
-    proj = z @ comps.T
+    with _one_blas_thread():
+        proj = z @ comps.T
     return np.sqrt(np.maximum(np.einsum("ij,ij->i", z, z) - np.einsum("ij,ij->i", proj, proj), 0.0))
 
 
@@ -49,7 +57,8 @@ def fit_pca(ref: Reference, n_chunks: int) -> dict[str, Any] | None:
     std = np.nanstd(x, axis=0)
     z = _standardize(x, mean, std)
     centred = z - z.mean(axis=0)
-    eigval, eigvec = np.linalg.eigh(centred.T @ centred)  # p x p: cheaper than an SVD of the n x p data
+    with _one_blas_thread():
+        eigval, eigvec = np.linalg.eigh(centred.T @ centred)  # p x p: cheaper than an SVD of the n x p data
     order = np.argsort(eigval)[::-1]
     eigval, eigvec = np.clip(eigval[order], 0, None), eigvec[:, order]
     var = eigval / max(eigval.sum(), 1e-300)

@@ -106,23 +106,22 @@ def ks_pvalue(d: Array, n: Array, m: Array) -> Array:
 def ks_wasserstein_sorted(ref: Array, cur: Array) -> tuple[float, float]:
     """KS and Wasserstein of two ascending arrays without NaN, equal to SciPy's.
 
-    One binary search places each current value in the sorted reference; the merged
-    order and both CDFs then follow from a scatter and a cumulative sum, in linear time.
+    A stable argsort of the two runs merges them (timsort: linear time); the CDF
+    difference is an exact integer running sum, ``+m`` per reference value and
+    ``-n`` per current one, divided by ``n m`` once.
     """
     n, m = len(ref), len(cur)
     if n == 0 or m == 0:
         return float("nan"), float("nan")
-    pos = np.searchsorted(ref, cur, side="right") + np.arange(m)  # merged index of each current value
-    is_cur = np.zeros(n + m, dtype=bool)
-    is_cur[pos] = True
-    merged = np.empty(n + m)
-    merged[pos] = cur
-    merged[~is_cur] = ref
-    cum_cur = np.cumsum(is_cur, dtype=np.int64)
-    diff = (np.arange(1, n + m + 1) - cum_cur) / n - cum_cur / m
-    tie_end = np.ones(n + m, dtype=bool)
-    tie_end[:-1] = merged[:-1] != merged[1:]  # the CDFs are right-continuous: read them after the last of equal values
-    return float(np.max(np.abs(diff[tie_end]))), float(np.dot(np.abs(diff[:-1]), np.diff(merged)))
+    both = np.concatenate([ref, cur])
+    order = np.argsort(both, kind="stable")
+    merged = both[order]
+    diff = np.cumsum(np.where(order < n, np.int64(m), np.int64(-n))) / (n * m)
+    np.abs(diff, out=diff)
+    tie_end = np.empty(n + m, dtype=bool)  # the CDFs are right-continuous: read them after the last of equal values
+    np.not_equal(merged[:-1], merged[1:], out=tie_end[:-1])
+    tie_end[-1] = True
+    return float(np.max(diff, where=tie_end, initial=0.0)), float(np.dot(diff[:-1], np.diff(merged)))
 
 
 def ks_wasserstein(ref: Array, cur: Array) -> tuple[Array, Array]:
