@@ -166,4 +166,6 @@ def test_email_over_smtp_to_a_real_local_server(shifted: None, monkeypatch: pyte
     text = next(p for p in parts if p.get_content_type() == "text/plain").get_payload(decode=True).decode()
     assert "charges: mean 64.9" in text and "top segments" in text and "distribution (reference → current share)" in text
     assert any(p.get_content_type() == "image/svg+xml" for p in parts)
+    png = next(p for p in parts if p.get_content_type() == "image/png").get_payload(decode=True)
+    assert png.startswith(b"\x89PNG")
     assert all(a["delivered"] for a in A.list_alerts(monitor="daily"))

@@ -6,7 +6,8 @@ objective or ``performance:<metric>``) and says what moved and by how much::
     charges: mean 64.9 → 84.9 (+31 %), ks 0.42 > 0.05 — v3, window 2026-01-08 → 2026-01-09, 1,204 predictions;
     top segments: charges in [80, 95) (31 % of traffic, 6 % in the reference)
 
-with the distribution comparison as numbers and as an SVG image, the model
+with the distribution comparison as numbers and as an image (SVG; emails also attach
+a PNG when matplotlib is installed), the model
 version, the window, the affected prediction count and the report link.
 
 Dedup: one open (or acknowledged) alert per monitor + subject; a repeat updates
@@ -287,6 +288,9 @@ def _email(alert: dict[str, Any], sink: dict[str, Any]) -> dict[str, Any]:
     msg.set_content("\n".join(text))
     if ctx.get("image_svg"):
         msg.add_attachment(ctx["image_svg"].encode(), maintype="image", subtype="svg+xml", filename=f"{alert['subject']}.svg")
+    png = distribution_png(dist, alert["message"].split(" — ")[0]) if dist else None
+    if png is not None:  # mail clients that do not show SVG show this
+        msg.add_attachment(png, maintype="image", subtype="png", filename=f"{alert['subject']}.png")
     password = os.environ.get(str(sink["password_env"])) if sink.get("password_env") else None
     with smtplib.SMTP(str(sink["host"]), int(sink.get("port", 25)), timeout=float(sink.get("timeout", 10))) as smtp:
         if sink.get("starttls"):
@@ -295,6 +299,41 @@ def _email(alert: dict[str, Any], sink: dict[str, Any]) -> dict[str, Any]:
             smtp.login(str(sink["username"]), password)
         smtp.send_message(msg)
     return {"delivered": True, "attempts": 1}
+
+
+def distribution_png(dist: dict[str, Any], title: str) -> bytes | None:
+    """The distribution comparison as a PNG (matplotlib, when installed: ``keel[plots]``); None without it."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    import io
+
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    try:
+        if dist.get("edges"):
+            edges = np.asarray(dist["edges"])
+            ax.stairs(dist["reference"], edges, fill=True, alpha=0.5, label="reference")
+            ax.stairs(dist["current"], edges, fill=True, alpha=0.5, label="current")
+        else:
+            x = np.arange(len(dist.get("labels") or []))
+            ax.bar(x - 0.2, dist["reference"], 0.4, label="reference")
+            ax.bar(x + 0.2, dist["current"], 0.4, label="current")
+            ax.set_xticks(x, dist.get("labels") or [], rotation=45, ha="right")
+        ax.set_title(title, fontsize=8)
+        ax.set_ylabel("share of rows")
+        ax.legend()
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+        return buf.getvalue()
+    finally:
+        plt.close(fig)
 
 
 # -- state --------------------------------------------------------------------------
