@@ -63,6 +63,9 @@ _EXPORTS: dict[str, str] = {
     "step": "keel.pipelines.step",
     "pipeline": "keel.pipelines.pipeline",
     "tune": "keel.pipelines.tuning",
+    # monitoring
+    "drift": "keel.monitoring.drift",
+    "log_feedback": "keel.monitoring.feedback",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -106,6 +109,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from keel.features.online import get_online_features
     from keel.models.loader import load_model
     from keel.models.package import log_model
+    from keel.monitoring.drift import drift
+    from keel.monitoring.feedback import log_feedback
     from keel.pipelines.pipeline import pipeline
     from keel.pipelines.step import step
     from keel.pipelines.tuning import tune

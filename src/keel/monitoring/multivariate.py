@@ -1,0 +1,96 @@
+"""Multivariate drift: PCA reconstruction error, as NannyML's data reconstruction drift.
+
+Fitted on the reference's numeric columns (standardized; missing values set to the
+column's mean): the principal components that explain 65 % of the variance. A
+row's error is the Euclidean distance between it and its reconstruction from
+those components. When the correlations between columns change, the current
+rows leave the reference's subspace and the mean error rises, even when every
+column's own distribution is unchanged. The threshold is the reference chunks'
+mean error ± 4 sd, rescaled to the window's size.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from keel.monitoring.reference import Reference
+
+VARIANCE = 0.65
+SD = 4.0
+
+
+def _one_blas_thread() -> Any:
+    """These products are small: a BLAS thread pool costs more in spinning than it saves."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _standardize(x: Any, mean: Any, std: Any) -> Any:
+    z = x - mean  # a new array; the rest happens in place
+    z /= std
+    return np.nan_to_num(z, copy=False, nan=0.0)
+
+
+FIT_ROWS = 20_000  # the components are fitted on at most this many rows, evenly spaced
+APPLY_ROWS = 100_000
+
+
+def _errors(z: Any, comps: Any) -> Any:
+    # the components are orthonormal: |z - z P'P|^2 = |z|^2 - |z P'|^2, no reconstruction matrix
+    with _one_blas_thread():
+        proj = z @ comps.T
+    return np.sqrt(np.maximum(np.einsum("ij,ij->i", z, z) - np.einsum("ij,ij->i", proj, proj), 0.0))
+
+
+def fit_pca(ref: Reference, n_chunks: int) -> dict[str, Any] | None:
+    """The fitted model as plain data (stored with a baseline), or None under two numeric columns."""
+    cols = [c.name for c in ref.columns.values() if c.kind == "numeric" and c.values is not None and c.count > 0 and (c.summary.get("std") or 0) > 0]
+    if len(cols) < 2 or ref.rows < n_chunks * 10:
+        return None
+    rows = np.arange(ref.rows) if ref.rows <= FIT_ROWS else np.linspace(0, ref.rows - 1, FIT_ROWS).astype(np.int64)
+    x = np.column_stack([ref.columns[c].values[rows] for c in cols])
+    mean = np.nanmean(x, axis=0)
+    std = np.nanstd(x, axis=0)
+    z = _standardize(x, mean, std)
+    centred = z - z.mean(axis=0)
+    with _one_blas_thread():
+        eigval, eigvec = np.linalg.eigh(centred.T @ centred)  # p x p: cheaper than an SVD of the n x p data
+    order = np.argsort(eigval)[::-1]
+    eigval, eigvec = np.clip(eigval[order], 0, None), eigvec[:, order]
+    var = eigval / max(eigval.sum(), 1e-300)
+    k = int(np.searchsorted(np.cumsum(var), VARIANCE) + 1)
+    comps = eigvec[:, : min(k, len(cols))].T
+    err = _errors(z, comps)
+    labels = (np.arange(len(err)) * n_chunks // len(err)).astype(np.int64)
+    sums = np.bincount(labels, weights=err, minlength=n_chunks)
+    sizes = np.bincount(labels, minlength=n_chunks)
+    chunk_means = sums / sizes
+    return {
+        "method": "pca_reconstruction_error", "columns": cols, "mean": mean.tolist(), "std": std.tolist(), "components": comps.tolist(),
+        "error": float(err.mean()), "chunk_sd": float(chunk_means.std(ddof=1)), "chunk_rows": float(sizes.mean()),
+    }
+
+
+def apply_pca(model: dict[str, Any], current: dict[str, Any], rows: int) -> dict[str, Any]:
+    """The current window's mean reconstruction error against the fitted model's band."""
+    cols = model["columns"]
+    base = {"method": model["method"], "columns": cols, "reference": model["error"], "components": len(model["components"])}
+    if rows == 0 or any(c not in current for c in cols):
+        missing = [c for c in cols if c not in current]
+        note = "the window is empty" if rows == 0 else f"columns {missing} are not in the window"
+        return {**base, "statistic": None, "lower": None, "upper": None, "level": "ok", "drifted": False, "note": note}
+    mean, std, comps = np.asarray(model["mean"]), np.asarray(model["std"]), np.asarray(model["components"])
+    total = 0.0
+    for lo in range(0, rows, APPLY_ROWS):  # blocks of rows: memory stays bounded whatever the window's size
+        z = _standardize(np.column_stack([current[c][lo : lo + APPLY_ROWS] for c in cols]), mean, std)
+        total += float(_errors(z, comps).sum())
+    value = total / rows
+    sd = model["chunk_sd"] * np.sqrt(model["chunk_rows"] / rows)
+    lower, upper = model["error"] - SD * sd, model["error"] + SD * sd
+    warn_lo, warn_hi = model["error"] - 3 * sd, model["error"] + 3 * sd
+    level = "alert" if not lower <= value <= upper else "warn" if not warn_lo <= value <= warn_hi else "ok"
+    return {**base, "statistic": value, "lower": float(lower), "upper": float(upper), "level": level, "drifted": level == "alert", "note": ""}
