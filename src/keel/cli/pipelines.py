@@ -248,6 +248,11 @@ def show_cmd(
     console.print(root)
 
 
+def _job_kinds() -> None:
+    """Import the layers that register job kinds with the scheduler (monitors; later retraining)."""
+    import keel.monitoring  # noqa: F401
+
+
 @schedule_app.command("add")
 def schedule_add(
     name: str = typer.Argument(..., help="A name for the schedule."),
@@ -264,6 +269,8 @@ def schedule_add(
     Example: keel schedule add nightly --cron "0 3 * * *" pipelines:training
     """
     from keel.pipelines.schedule import add_schedule
+
+    _job_kinds()
 
     def go() -> Any:
         given = _params(param)
@@ -342,6 +349,8 @@ def scheduler(
     """
     from keel.pipelines.schedule import list_schedules
     from keel.pipelines.triggers import run_scheduler
+
+    _job_kinds()
 
     fixed = run_guarded(lambda: _when(now, "--now"))
     stop = run_guarded(lambda: _when(until, "--until"))

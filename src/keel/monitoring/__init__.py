@@ -13,6 +13,7 @@ from keel.monitoring.alerts import ack_alert, list_alerts, resolve_alert
 from keel.monitoring.baselines import Baseline, build_baseline, get_baseline, list_baselines
 from keel.monitoring.baselines import subscribe_to_registry as _subscribe
 from keel.monitoring.drift import ColumnDrift, DriftReport, drift
+from keel.monitoring import jobs as _jobs
 from keel.monitoring.feedback import FeedbackReport, import_feedback, log_feedback
 from keel.monitoring.monitors import (
     MonitorResult,
@@ -32,3 +33,4 @@ __all__ = [
 ]
 
 _subscribe()  # registered versions get a baseline (monitoring registers itself with the registry)
+_jobs.register()  # and its monitors as a job kind with the scheduler
