@@ -63,6 +63,8 @@ _EXPORTS: dict[str, str] = {
     "step": "keel.pipelines.step",
     "pipeline": "keel.pipelines.pipeline",
     "tune": "keel.pipelines.tuning",
+    # serving
+    "predictions": "keel.serving.query",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -104,6 +106,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from keel.pipelines.step import step
     from keel.pipelines.tuning import tune
     from keel.registry.transitions import promote
+    from keel.serving.query import predictions
     from keel.registry.versions import register_model
     from keel.tracking.artifacts import (
         log_artifact,

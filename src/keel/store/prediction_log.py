@@ -255,6 +255,15 @@ class PredictionLog:
             self.stats_.last_compaction = time.time()
         return written
 
+    def flush_safely(self) -> bool:
+        """``flush`` that logs instead of raising (a shutdown with the lake down keeps the segments)."""
+        try:
+            self.flush()
+            return True
+        except Exception as exc:
+            log.error("prediction log: compaction failed (%s); %s keeps the records for the next start", exc, self.folder)
+            return False
+
     def _retry_spill(self) -> None:
         while self._spill:
             key, line, rows = self._spill[0]
