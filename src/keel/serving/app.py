@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from keel.errors import KeelError, NotFoundError, ValidationError, did_you_mean, missing_extra
+from keel.serving.validation import BadRequest
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -37,11 +38,11 @@ VERSION_HEADER = "keel-model-version"
 APP_ENV = "KEEL_SERVE_CONFIG"
 
 
-class PayloadTooLarge(ValidationError):
+class PayloadTooLarge(KeelError):
     http_status = 413
 
 
-class UnsupportedMediaType(ValidationError):
+class UnsupportedMediaType(KeelError):
     http_status = 415
 
 
@@ -127,7 +128,7 @@ async def _body(request: Request, limit: int) -> bytes:
                 raise PayloadTooLarge(f"The request body of {int(declared)} bytes is over the limit of {limit} bytes.",
                                       hint="Split the rows over several requests, or use `keel score` for batches.")
         except ValueError:
-            raise ValidationError(f"Content-Length {declared!r} is not a number.") from None
+            raise BadRequest(f"Content-Length {declared!r} is not a number.") from None
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -142,11 +143,11 @@ def _json(body: bytes) -> Any:
     import orjson
 
     if not body.strip():
-        raise ValidationError("The request body is empty.", hint='Send a JSON object, e.g. {"records": [{...}]}.')
+        raise BadRequest("The request body is empty.", hint='Send a JSON object, e.g. {"records": [{...}]}.')
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise ValidationError(f"The request body is not valid JSON: {exc}.", hint="Check the body with a JSON linter.") from None
+        raise BadRequest(f"The request body is not valid JSON: {exc}.", hint="Check the body with a JSON linter.") from None
 
 
 def _media(request: Request, *, allow_missing: bool, allowed: tuple[str, ...] = ("application/json",)) -> str:
@@ -164,7 +165,7 @@ def _media(request: Request, *, allow_missing: bool, allowed: tuple[str, ...] = 
 def _request_id(request: Request, body_id: str | None = None) -> str:
     rid = body_id or request.headers.get(REQUEST_ID) or uuid.uuid4().hex
     if len(rid) > 200 or not rid.isprintable():
-        raise ValidationError("The request id must be printable and at most 200 characters.")
+        raise BadRequest("The request id must be printable and at most 200 characters.")
     return rid
 
 
@@ -191,7 +192,8 @@ def _error(exc: BaseException, style: str = "keel") -> Response:
             body = {"error": str(exc), **({"detail": exc.to_dict()["detail"]} if exc.detail else {})}
         else:
             body = exc.to_dict()
-        return _json_response(body, status)
+        retry = getattr(exc, "retry_after", None)
+        return _json_response(body, status, headers={"retry-after": str(retry)} if retry is not None else None)
     log.exception("unexpected error while serving a request")
     return _json_response({"error": "InternalError", "message": f"{type(exc).__name__}: {exc}"}, 500)
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from keel.errors import ValidationError
 from keel.models.signature import ColSpec
-from keel.serving.validation import ColumnError, InputError, check_columns, columns_of, to_numpy
+from keel.serving.validation import BadRequest, ColumnError, InputError, check_columns, columns_of, to_numpy
 
 if TYPE_CHECKING:
     import numpy as np
@@ -251,9 +251,9 @@ class Predictor:
         st = state or self._state
         rid = request_id or uuid.uuid4().hex
         if n == 0:
-            raise ValidationError(f"The request to {st.name} has no rows.", hint='Send at least one row, e.g. {"records": [{...}]}.')
+            raise BadRequest(f"The request to {st.name} has no rows.", hint='Send at least one row, e.g. {"records": [{...}]}.')
         if row_ids is not None and len(row_ids) != n:
-            raise ValidationError(f"{len(row_ids)} request ids for {n} rows.", hint="Give one id per row, or one request id.")
+            raise BadRequest(f"{len(row_ids)} request ids for {n} rows.", hint="Give one id per row, or one request id.")
         ids = row_ids or ([rid] if n == 1 else [f"{rid}:{i}" for i in range(n)])
         what = f"model {st.name} v{st.version}"
         if st.service:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from keel.errors import ValidationError, did_you_mean
+from keel.errors import KeelError, ValidationError, did_you_mean
 from keel.models.signature import ColSpec
 
 if TYPE_CHECKING:
@@ -22,6 +22,12 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 MAX_ROWS_SHOWN = 10
+
+
+class BadRequest(KeelError):
+    """A body that is not a well-formed request of its protocol (400), as opposed to input the signature refuses (422)."""
+
+    http_status = 400
 
 
 @dataclass
@@ -66,20 +72,20 @@ def columns_of(payload: Any) -> tuple[dict[str, Any], int]:
             if isinstance(v, str | bytes | int | float | bool) or v is None:
                 v = [v]
             elif not isinstance(v, list | tuple) and not hasattr(v, "__len__"):
-                raise ValidationError(f"Column {k!r} holds a {type(v).__name__}, not a list of values.", hint='Send {"columns": {"age": [31, 45]}}.')
+                raise BadRequest(f"Column {k!r} holds a {type(v).__name__}, not a list of values.", hint='Send {"columns": {"age": [31, 45]}}.')
             cols[str(k)] = v
             sizes.add(len(v))
         if len(sizes) > 1:
-            raise ValidationError(f"The columns have different lengths {sorted(sizes)}.", hint="Give every column one value per row.", lengths=sorted(sizes))
+            raise BadRequest(f"The columns have different lengths {sorted(sizes)}.", hint="Give every column one value per row.", lengths=sorted(sizes))
         return cols, (sizes.pop() if sizes else 0)
     if isinstance(payload, Sequence) and not isinstance(payload, str | bytes):
         names: dict[str, None] = {}
         for i, row in enumerate(payload):
             if not isinstance(row, Mapping):
-                raise ValidationError(f"Record {i} is a {type(row).__name__}, not an object.", hint='Send {"records": [{"age": 31, "plan": "pro"}]}.', row=i)
+                raise BadRequest(f"Record {i} is a {type(row).__name__}, not an object.", hint='Send {"records": [{"age": 31, "plan": "pro"}]}.', row=i)
             names.update(dict.fromkeys(row))
         return {str(k): [row.get(k) for row in payload] for k in names}, len(payload)
-    raise ValidationError(f"Model input is a {type(payload).__name__}, not rows or columns.",
+    raise BadRequest(f"Model input is a {type(payload).__name__}, not rows or columns.",
                           hint='Send {"records": [{...}, ...]} or {"columns": {"name": [...], ...}}.')
 
 

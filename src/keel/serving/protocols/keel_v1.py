@@ -11,33 +11,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from keel.errors import ValidationError
+from keel.serving.validation import BadRequest
 from keel.serving.validation import columns_of
 
 
 def decode(body: Any) -> tuple[dict[str, Any], int, str | None, list[str] | None]:
     """(columns, rows, request id, row ids) of a /v1 request body."""
     if not isinstance(body, dict):
-        raise ValidationError(f"The request body is a JSON {type(body).__name__}, not an object.",
+        raise BadRequest(f"The request body is a JSON {type(body).__name__}, not an object.",
                               hint='Send {"records": [{"age": 31}]} or {"columns": {"age": [31]}}.')
     has_records, has_columns = "records" in body, "columns" in body
     if has_records == has_columns:
-        raise ValidationError("The request body needs exactly one of 'records' or 'columns'." + (f" It has: {', '.join(map(str, body))}." if body else ""),
+        raise BadRequest("The request body needs exactly one of 'records' or 'columns'." + (f" It has: {', '.join(map(str, body))}." if body else ""),
                               hint='Send {"records": [{"age": 31}]} or {"columns": {"age": [31]}}.')
     unknown = set(body) - {"records", "columns", "request_id", "request_ids"}
     if unknown:
-        raise ValidationError(f"Unknown field(s) in the request body: {', '.join(sorted(map(str, unknown)))}.",
+        raise BadRequest(f"Unknown field(s) in the request body: {', '.join(sorted(map(str, unknown)))}.",
                               hint="Allowed: records | columns, request_id, request_ids.")
     payload = body["records"] if has_records else body["columns"]
     if has_records and not isinstance(payload, list):
-        raise ValidationError("'records' must be a list of objects.", hint='Send {"records": [{"age": 31}]}.')
+        raise BadRequest("'records' must be a list of objects.", hint='Send {"records": [{"age": 31}]}.')
     if has_columns and not isinstance(payload, dict):
-        raise ValidationError("'columns' must be an object of lists.", hint='Send {"columns": {"age": [31]}}.')
+        raise BadRequest("'columns' must be an object of lists.", hint='Send {"columns": {"age": [31]}}.')
     columns, n = columns_of(payload)
     rid = body.get("request_id")
     if rid is not None and not isinstance(rid, str | int):
-        raise ValidationError("'request_id' must be a string.")
+        raise BadRequest("'request_id' must be a string.")
     ids = body.get("request_ids")
     if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, str) for i in ids)):
-        raise ValidationError("'request_ids' must be a list of strings, one per row.")
+        raise BadRequest("'request_ids' must be a list of strings, one per row.")
     return columns, n, None if rid is None else str(rid), ids

@@ -13,13 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 from keel.errors import ValidationError
+from keel.serving.validation import BadRequest
 from keel.serving.validation import columns_of
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 CONTENT_TYPES = ("application/json", "text/csv")
 
 
-class UnsupportedMediaType(ValidationError):
+class UnsupportedMediaType(BadRequest):
     http_status = 415
 
 
@@ -40,11 +41,11 @@ def decode_csv(body: bytes) -> tuple[dict[str, Any], int]:
     import pyarrow.csv as pacsv
 
     if not body.strip():
-        raise ValidationError("The CSV body is empty.", hint="Send a header line and one line per row.")
+        raise BadRequest("The CSV body is empty.", hint="Send a header line and one line per row.")
     try:
         table = pacsv.read_csv(io.BytesIO(body))
     except pa.ArrowInvalid as exc:
-        raise ValidationError(f"The CSV body cannot be read: {exc}.", hint="Send a header line and one line per row.") from None
+        raise BadRequest(f"The CSV body cannot be read: {exc}.", hint="Send a header line and one line per row.") from None
     return columns_of(table)
 
 
@@ -52,7 +53,7 @@ def _rows_of_lists(values: list[Any], names: list[str]) -> tuple[dict[str, Any],
     if names and all(isinstance(v, list) for v in values):
         width = {len(v) for v in values}
         if width != {len(names)}:
-            raise ValidationError(f"Rows of {sorted(width)} values for a model of {len(names)} input columns ({', '.join(names)}).",
+            raise BadRequest(f"Rows of {sorted(width)} values for a model of {len(names)} input columns ({', '.join(names)}).",
                                   hint="Send one value per input column, in the signature's order, or send objects.")
         return {name: [row[j] for row in values] for j, name in enumerate(names)}, len(values)
     if names and len(names) == 1 and not any(isinstance(v, list | dict) for v in values):
@@ -63,11 +64,11 @@ def _rows_of_lists(values: list[Any], names: list[str]) -> tuple[dict[str, Any],
 def decode_json(body: Any, names: list[str]) -> tuple[dict[str, Any], int]:
     """(columns, rows) of an /invocations JSON body; ``names`` orders plain lists of values."""
     if not isinstance(body, dict):
-        raise ValidationError(f"The request body is a JSON {type(body).__name__}; it must be an object with one of {', '.join(FORMATS)}.")
+        raise BadRequest(f"The request body is a JSON {type(body).__name__}; it must be an object with one of {', '.join(FORMATS)}.")
     given = [k for k in FORMATS if k in body]
     unknown = set(body) - {*FORMATS, "params"}
     if len(given) != 1 or unknown:
-        raise ValidationError(
+        raise BadRequest(
             f"The request body must hold exactly one of {', '.join(FORMATS)} (and optionally params); got {', '.join(map(str, body)) or 'nothing'}.",
             hint='e.g. {"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2]]}}',
         )
@@ -75,21 +76,21 @@ def decode_json(body: Any, names: list[str]) -> tuple[dict[str, Any], int]:
     value = body[kind]
     if kind == "dataframe_split":
         if not isinstance(value, dict) or "data" not in value:
-            raise ValidationError("dataframe_split must be an object with 'columns' and 'data'.", hint='{"columns": ["a"], "data": [[1]]}')
+            raise BadRequest("dataframe_split must be an object with 'columns' and 'data'.", hint='{"columns": ["a"], "data": [[1]]}')
         data = value["data"]
         cols = value.get("columns") or names
         if not isinstance(data, list) or not isinstance(cols, list):
-            raise ValidationError("dataframe_split 'data' must be a list of rows and 'columns' a list of names.")
+            raise BadRequest("dataframe_split 'data' must be a list of rows and 'columns' a list of names.")
         return _rows_of_lists(data, [str(c) for c in cols]) if data and isinstance(data[0], list) else _rows_of_lists(data, [str(c) for c in cols])
     if kind == "dataframe_records":
         if not isinstance(value, list):
-            raise ValidationError("dataframe_records must be a list of objects.")
+            raise BadRequest("dataframe_records must be a list of objects.")
         return columns_of(value)
     if isinstance(value, dict):
         return columns_of(value)
     if isinstance(value, list):
         return _rows_of_lists(value, names)
-    raise ValidationError(f"'{kind}' must be a list of rows or an object of columns.")
+    raise BadRequest(f"'{kind}' must be a list of rows or an object of columns.")
 
 
 def error_body(exc: Any) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING, Any
 
-from keel.errors import ValidationError
+from keel.serving.validation import BadRequest
 
 if TYPE_CHECKING:
     import numpy as np
@@ -64,9 +64,9 @@ def split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     try:
         n = int(header_length)
     except ValueError:
-        raise ValidationError(f"Inference-Header-Content-Length {header_length!r} is not a number.") from None
+        raise BadRequest(f"Inference-Header-Content-Length {header_length!r} is not a number.") from None
     if n < 0 or n > len(body):
-        raise ValidationError(f"Inference-Header-Content-Length {n} is outside the body of {len(body)} bytes.")
+        raise BadRequest(f"Inference-Header-Content-Length {n} is outside the body of {len(body)} bytes.")
     return body[:n], body[n:]
 
 
@@ -74,15 +74,15 @@ def _bytes_elements(raw: bytes, count: int, name: str) -> list[str]:
     out, i = [], 0
     while i < len(raw):
         if i + 4 > len(raw):
-            raise ValidationError(f"Input '{name}': a BYTES element's length prefix is cut off.")
+            raise BadRequest(f"Input '{name}': a BYTES element's length prefix is cut off.")
         (k,) = struct.unpack_from("<I", raw, i)
         i += 4
         if i + k > len(raw):
-            raise ValidationError(f"Input '{name}': a BYTES element of {k} bytes runs past the data.")
+            raise BadRequest(f"Input '{name}': a BYTES element of {k} bytes runs past the data.")
         out.append(raw[i : i + k].decode("utf-8", errors="replace"))
         i += k
     if len(out) != count:
-        raise ValidationError(f"Input '{name}' holds {len(out)} BYTES elements; its shape says {count}.")
+        raise BadRequest(f"Input '{name}' holds {len(out)} BYTES elements; its shape says {count}.")
     return out
 
 
@@ -91,42 +91,42 @@ def _decode_tensor(tensor: Any, tail: bytes, offset: int) -> tuple[Any, list[int
     import numpy as np
 
     if not isinstance(tensor, dict):
-        raise ValidationError("Each entry of 'inputs' must be an object with name, shape, datatype and data.")
+        raise BadRequest("Each entry of 'inputs' must be an object with name, shape, datatype and data.")
     name = tensor.get("name")
     shape, datatype = tensor.get("shape"), tensor.get("datatype")
     if not isinstance(name, str) or not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise ValidationError(f"Input {name!r} needs a string 'name' and a 'shape' of non-negative integers.", hint='{"name": "age", "shape": [2], "datatype": "FP64", "data": [31, 45]}')
+        raise BadRequest(f"Input {name!r} needs a string 'name' and a 'shape' of non-negative integers.", hint='{"name": "age", "shape": [2], "datatype": "FP64", "data": [31, 45]}')
     if datatype != "BYTES" and datatype not in DTYPES:
-        raise ValidationError(f"Input '{name}' has datatype {datatype!r}.", hint=f"Use one of {', '.join([*DTYPES, 'BYTES'])}.")
+        raise BadRequest(f"Input '{name}' has datatype {datatype!r}.", hint=f"Use one of {', '.join([*DTYPES, 'BYTES'])}.")
     count = int(np.prod(shape)) if shape else 1
     size = (tensor.get("parameters") or {}).get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or size < 0 or offset + size > len(tail):
-            raise ValidationError(f"Input '{name}': binary_data_size {size!r} runs past the {len(tail)} bytes of binary data.")
+            raise BadRequest(f"Input '{name}': binary_data_size {size!r} runs past the {len(tail)} bytes of binary data.")
         raw = tail[offset : offset + size]
         offset += size
         if datatype == "BYTES":
             return np.asarray(_bytes_elements(raw, count, name), dtype=object).reshape(shape), shape, offset
         dt = np.dtype(DTYPES[datatype])
         if size != count * dt.itemsize:
-            raise ValidationError(f"Input '{name}': {size} bytes of binary data for shape {shape} of {datatype} ({count * dt.itemsize} expected).")
+            raise BadRequest(f"Input '{name}': {size} bytes of binary data for shape {shape} of {datatype} ({count * dt.itemsize} expected).")
         return np.frombuffer(raw, dtype=dt).reshape(shape), shape, offset
     if "data" not in tensor:
-        raise ValidationError(f"Input '{name}' has no 'data' (and no binary_data_size).")
+        raise BadRequest(f"Input '{name}' has no 'data' (and no binary_data_size).")
     data = tensor["data"]
     flat = _flatten(data)
     if len(flat) != count:
-        raise ValidationError(f"Input '{name}' holds {len(flat)} values; its shape {shape} says {count}.")
+        raise BadRequest(f"Input '{name}' holds {len(flat)} values; its shape {shape} says {count}.")
     if datatype == "BYTES":
         return np.asarray(flat, dtype=object).reshape(shape), shape, offset
     try:
         arr = np.asarray(flat, dtype=DTYPES[datatype] if datatype != "BOOL" else bool)
     except (TypeError, ValueError) as exc:
-        raise ValidationError(f"Input '{name}' holds values that are not {datatype}: {exc}.") from None
+        raise BadRequest(f"Input '{name}' holds values that are not {datatype}: {exc}.") from None
     if datatype == "BOOL" and not all(isinstance(v, bool) for v in flat):
-        raise ValidationError(f"Input '{name}' of datatype BOOL holds non-boolean values.")
+        raise BadRequest(f"Input '{name}' of datatype BOOL holds non-boolean values.")
     if datatype != "BOOL" and any(isinstance(v, bool | str) or v is None for v in flat):
-        raise ValidationError(f"Input '{name}' of datatype {datatype} holds values that are not numbers.")
+        raise BadRequest(f"Input '{name}' of datatype {datatype} holds values that are not numbers.")
     return arr.reshape(shape), shape, offset
 
 
@@ -144,10 +144,10 @@ def _flatten(data: Any) -> list[Any]:
 def decode_infer(header: Any, tail: bytes, specs: list[ColSpec]) -> tuple[dict[str, Any], int, str | None, dict[str, Any]]:
     """(columns, rows, request id, output options) of an infer request."""
     if not isinstance(header, dict):
-        raise ValidationError("The infer request must be a JSON object with 'inputs'.", hint='{"inputs": [{"name": "age", "shape": [1], "datatype": "FP64", "data": [31]}]}')
+        raise BadRequest("The infer request must be a JSON object with 'inputs'.", hint='{"inputs": [{"name": "age", "shape": [1], "datatype": "FP64", "data": [31]}]}')
     inputs = header.get("inputs")
     if not isinstance(inputs, list) or not inputs:
-        raise ValidationError("The infer request has no 'inputs' (a non-empty list of tensors).")
+        raise BadRequest("The infer request has no 'inputs' (a non-empty list of tensors).")
     offset = 0
     tensors = []
     for t in inputs:
@@ -166,7 +166,7 @@ def decode_infer(header: Any, tail: bytes, specs: list[ColSpec]) -> tuple[dict[s
             if len(shape) == 2 and shape[1] == 1:
                 values = values.reshape(shape[0])
             elif len(shape) != 1:
-                raise ValidationError(
+                raise BadRequest(
                     f"Input '{name}' has shape {shape}; a column is [rows] or [rows, 1]"
                     + (f", and the whole input one tensor [rows, {len(names)}]." if len(names) > 1 else "."),
                     hint="GET /v2/models/{name} lists the inputs the model takes.",
@@ -174,7 +174,7 @@ def decode_infer(header: Any, tail: bytes, specs: list[ColSpec]) -> tuple[dict[s
             columns[name] = values
             rows.add(int(values.shape[0]))
     if len(rows) > 1:
-        raise ValidationError(f"The inputs have different numbers of rows {sorted(rows)}.")
+        raise BadRequest(f"The inputs have different numbers of rows {sorted(rows)}.")
     params = header.get("parameters") or {}
     binary_all = bool(params.get("binary_data_output")) if isinstance(params, dict) else False
     wanted = header.get("outputs") or []
