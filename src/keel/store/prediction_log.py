@@ -134,6 +134,7 @@ class PredictionLog:
         self._stop = threading.Event()
         self._backoff = 0.0
         self._closed_for_good = False
+        self.adopt()  # what a writer that died left behind is compacted by this one
         self._thread: threading.Thread | None = None
         if start_thread:
             self._thread = threading.Thread(target=self._loop, name="keel-prediction-log", daemon=True)
