@@ -106,8 +106,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from keel.pipelines.step import step
     from keel.pipelines.tuning import tune
     from keel.registry.transitions import promote
-    from keel.serving.query import predictions
     from keel.registry.versions import register_model
+    from keel.serving.query import predictions
     from keel.tracking.artifacts import (
         log_artifact,
         log_artifacts,

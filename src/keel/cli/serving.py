@@ -92,7 +92,13 @@ def score(
 
     Example: keel score models:/churn@production --input data/customers.parquet --output scores.parquet
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     from keel.serving.batch import score as run_score
 

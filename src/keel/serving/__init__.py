@@ -20,7 +20,7 @@ _EXPORTS = {
     "query": "keel.serving.query",
     "predictions": "keel.serving.query",
 }
-__all__ = list(_EXPORTS)
+__all__ = ["InputError", "Prediction", "Predictor", "create_app", "predictions", "query", "score"]
 
 
 def __getattr__(name: str) -> Any:

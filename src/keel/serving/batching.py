@@ -136,7 +136,8 @@ class MicroBatcher:
                 await self._batch()
 
     async def _batch(self) -> None:
-        take, rows = [], 0
+        take: list[_Item] = []
+        rows = 0
         while self._items and (not take or rows + self._items[0].n <= self.max_rows):
             item = self._items.pop(0)
             take.append(item)

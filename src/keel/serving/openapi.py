@@ -27,9 +27,9 @@ _TYPE = {"integer": {"type": "integer"}, "double": {"type": "number"}, "boolean"
 
 def _row_schema(server: Server, name: str) -> dict[str, Any]:
     p = server.predictors[name]
-    props = {}
+    props: dict[str, Any] = {}
     for c in p.request_columns:
-        t = dict(_TYPE.get(c.type, {}))
+        t: dict[str, Any] = dict(_TYPE.get(c.type, {}))
         if c.nullable and t:
             t = {"anyOf": [t, {"type": "null"}]}
         props[c.name] = t
@@ -58,7 +58,7 @@ def document(server: Server) -> dict[str, Any]:
             "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
             "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/Tensor"}}, "parameters": {"type": "object"}}},
     }
-    rid = {"name": "x-request-id", "in": "header", "required": False, "schema": {"type": "string"},
+    rid: dict[str, Any] = {"name": "x-request-id", "in": "header", "required": False, "schema": {"type": "string"},
            "description": "Your own request id (the prediction log's join key for labels); one is made up if absent."}
     for name in server.predictors:
         row = f"Row_{name}".replace("-", "_").replace(".", "_")

@@ -31,7 +31,14 @@ from typing import TYPE_CHECKING, Any
 
 from keel.errors import ValidationError
 from keel.models.signature import ColSpec
-from keel.serving.validation import BadRequest, ColumnError, InputError, check_columns, columns_of, to_numpy
+from keel.serving.validation import (
+    BadRequest,
+    ColumnError,
+    InputError,
+    check_columns,
+    columns_of,
+    to_numpy,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -131,7 +138,8 @@ class Predictor:
         version = int(src.version or 0)
         inputs = list(model.signature.inputs)
         service = model.feature_service
-        request_specs, fetched = inputs, []
+        request_specs: list[ColSpec] = inputs
+        fetched: list[str] = []
         if service:
             request_specs, fetched = self._service_specs(str(service), inputs)
         raw = model.model

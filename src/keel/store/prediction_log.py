@@ -108,7 +108,6 @@ class PredictionLog:
         start_thread: bool = True,
     ) -> None:
         from keel.config import settings
-
         from keel.store.lake import get_lake
 
         s = settings()

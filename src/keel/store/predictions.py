@@ -247,7 +247,8 @@ def read(
         if columns:
             schema = pa.schema([schema.field(c) if c in schema.names else pa.field(c, pa.null()) for c in columns])
         return schema.empty_table()
-    where, params = [], []
+    where: list[str] = []
+    params: list[Any] = []
     if start is not None:
         where.append("ts >= ?")
         params.append(_utc(start, "start"))

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from keel.serving.validation import BadRequest
-from keel.serving.validation import columns_of
+from keel.serving.validation import BadRequest, columns_of
 
 
 def decode(body: Any) -> tuple[dict[str, Any], int, str | None, list[str] | None]:

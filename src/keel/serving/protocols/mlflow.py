@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from keel.errors import ValidationError
-from keel.serving.validation import BadRequest
-from keel.serving.validation import columns_of
+from keel.serving.validation import BadRequest, columns_of
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 CONTENT_TYPES = ("application/json", "text/csv")
@@ -81,7 +79,7 @@ def decode_json(body: Any, names: list[str]) -> tuple[dict[str, Any], int]:
         cols = value.get("columns") or names
         if not isinstance(data, list) or not isinstance(cols, list):
             raise BadRequest("dataframe_split 'data' must be a list of rows and 'columns' a list of names.")
-        return _rows_of_lists(data, [str(c) for c in cols]) if data and isinstance(data[0], list) else _rows_of_lists(data, [str(c) for c in cols])
+        return _rows_of_lists(data, [str(c) for c in cols])
     if kind == "dataframe_records":
         if not isinstance(value, list):
             raise BadRequest("dataframe_records must be a list of objects.")

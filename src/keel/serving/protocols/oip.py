@@ -207,7 +207,7 @@ def encode_infer(result: Prediction, options: dict[str, Any]) -> tuple[bytes, di
     for name, datatype, arr in output_tensors(result):
         if wanted and name not in wanted:
             continue
-        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": [int(len(arr))]}
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": [len(arr)]}
         if options.get("binary_all") or name in options.get("binary", set()):
             if datatype == "BYTES":
                 raw = b"".join(struct.pack("<I", len(b)) + b for b in (str(v).encode() for v in arr.tolist()))
@@ -218,7 +218,7 @@ def encode_infer(result: Prediction, options: dict[str, Any]) -> tuple[bytes, di
         else:
             entry["data"] = arr.tolist() if datatype != "BYTES" else [str(v) for v in arr.tolist()]
         outputs.append(entry)
-    body = {"model_name": result.model, "model_version": str(result.version), "id": result.request_id, "outputs": outputs}
+    body: dict[str, Any] = {"model_name": result.model, "model_version": str(result.version), "id": result.request_id, "outputs": outputs}
     if any(result.missing_features) or any(result.stale_features):
         body["parameters"] = {"missing_features": result.missing_features, "stale_features": result.stale_features}
     head = orjson.dumps(body)
