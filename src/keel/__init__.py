@@ -64,7 +64,7 @@ _EXPORTS: dict[str, str] = {
     "pipeline": "keel.pipelines.pipeline",
     "tune": "keel.pipelines.tuning",
     # serving
-    "predictions": "keel.serving.query",
+    "predictions": "keel.serving.sql",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -107,7 +107,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from keel.pipelines.tuning import tune
     from keel.registry.transitions import promote
     from keel.registry.versions import register_model
-    from keel.serving.query import predictions
+    from keel.serving.sql import predictions
     from keel.tracking.artifacts import (
         log_artifact,
         log_artifacts,

@@ -129,8 +129,8 @@ def query(
 
     Example: keel predictions query "SELECT version, count(*), avg(score) FROM predictions WHERE model = 'churn' GROUP BY version"
     """
-    from keel.serving.query import query as run_query
-    from keel.serving.query import rows
+    from keel.serving.sql import query as run_query
+    from keel.serving.sql import rows
 
     result = run_guarded(lambda: run_query(sql, model=model))
     data = rows(result)

@@ -17,8 +17,8 @@ _EXPORTS = {
     "InputError": "keel.serving.validation",
     "create_app": "keel.serving.app",
     "score": "keel.serving.batch",
-    "query": "keel.serving.query",
-    "predictions": "keel.serving.query",
+    "query": "keel.serving.sql",
+    "predictions": "keel.serving.sql",
 }
 __all__ = ["InputError", "Prediction", "Predictor", "create_app", "predictions", "query", "score"]
 
@@ -34,5 +34,5 @@ if TYPE_CHECKING:  # pragma: no cover
     from keel.serving.app import create_app
     from keel.serving.batch import score
     from keel.serving.predictor import Prediction, Predictor
-    from keel.serving.query import predictions, query
+    from keel.serving.sql import predictions, query
     from keel.serving.validation import InputError
