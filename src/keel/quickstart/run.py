@@ -260,7 +260,7 @@ def _serve_http(console: Console) -> list[dict[str, Any]]:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read()), dict(resp.headers)
 
-    calls = [
+    calls: list[tuple[str, str, dict[str, Any]]] = [
         ("POST /v1/models/churn/predict", "/v1/models/churn/predict", {"records": [{"customer_id": 1}, {"customer_id": 999_999}]}),
         ("POST /invocations (MLflow)", "/invocations", {"dataframe_records": [{"customer_id": 2}]}),
         ("POST /v2/models/churn/infer (OIP)", "/v2/models/churn/infer",
