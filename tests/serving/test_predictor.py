@@ -11,6 +11,7 @@ import pytest
 
 from keel.errors import ValidationError
 from keel.serving import InputError, Predictor
+from keel.serving.validation import BadRequest
 
 
 def test_predict_returns_labels_scores_and_logs_every_row(served_model: Any) -> None:
@@ -50,7 +51,7 @@ def test_every_bad_column_is_reported_at_once(local: Path) -> None:
     assert len(p.predict({"a": [1], "b": [2], "plan": ["pro"]})) == 1
     with pytest.raises(InputError, match="boolean"):
         p.predict({"a": [True], "b": [2.0], "plan": ["pro"]})
-    with pytest.raises(ValidationError, match="no rows"):
+    with pytest.raises(BadRequest, match="no rows"):
         p.predict([])
 
 

@@ -101,7 +101,7 @@ class _State:
     prediction_type: str
     log_key: str | None
     contracts: bool
-    matrix: bool  # numeric inputs, a model without column names: give it a float matrix
+    matrix: Any  # numeric inputs: the model (its column-name check dropped) to give a float matrix, else None
 
 
 class Predictor:
@@ -124,6 +124,7 @@ class Predictor:
         self.missing_features = missing_features
         self.defaults = dict(defaults or {})
         self._reload_lock = threading.Lock()
+        self._plog: Any = None
         self._state = self._build(model_uri)
 
     # ---- loading ----------------------------------------------------------
@@ -152,11 +153,14 @@ class Predictor:
         else:
             ptype = "double"
         numeric = bool(inputs) and all(c.type in ("double", "integer") for c in inputs)
-        matrix = numeric and model.flavor == "sklearn" and getattr(raw, "feature_names_in_", None) is None
+        matrix = _unnamed(raw) if numeric and model.flavor == "sklearn" else None
         state = _State(model, name, version, inputs, request_specs, fetched, str(service) if service else None, classes, proba, ptype,
                        None, _has_contracts(name), matrix)
         if self.log:
             state.log_key = self._register_log(state)
+            from keel.store.prediction_log import get_prediction_log
+
+            self._plog = get_prediction_log()
         return state
 
     def _service_specs(self, service: str, inputs: list[ColSpec]) -> tuple[list[ColSpec], list[str]]:
@@ -264,14 +268,22 @@ class Predictor:
             raise BadRequest(f"{len(row_ids)} request ids for {n} rows.", hint="Give one id per row, or one request id.")
         ids = row_ids or ([rid] if n == 1 else [f"{rid}:{i}" for i in range(n)])
         what = f"model {st.name} v{st.version}"
-        if st.service:
+        block = _numeric_block(st, columns, n) if st.matrix is not None and not st.service and not st.contracts else None
+        if block is not None:
+            names = [c.name for c in st.inputs]
+            arrays: dict[str, Any] = {c: block[j] for j, c in enumerate(names)}
+            missing: list[list[str]] = [[] for _ in range(n)]
+            stale: list[list[str]] = [[] for _ in range(n)]
+            out = self._predict(st, arrays, n, matrix=block.T)
+        elif st.service:
             arrays, missing, stale = self._with_features(st, columns, n, what)
         else:
             arrays = check_columns(columns, n, st.inputs, what=what) if st.inputs else {k: _any(v) for k, v in columns.items()}
             missing, stale = [[] for _ in range(n)], [[] for _ in range(n)]
-        if st.contracts:
-            _enforce(st.name, arrays)
-        out = self._predict(st, arrays, n)
+        if block is None:
+            if st.contracts:
+                _enforce(st.name, arrays)
+            out = self._predict(st, arrays, n)
         latency = (time.perf_counter() - start) * 1000
         result = Prediction(rid, st.name, st.version, out["prediction_list"], ids, out.get("score_list"), out.get("proba_lists"),
                             missing, stale, latency)
@@ -325,15 +337,18 @@ class Predictor:
             arrays.setdefault(k, v)
         return arrays, missing, stale
 
-    def _predict(self, st: _State, arrays: dict[str, pa.Array], n: int) -> dict[str, Any]:
+    def _predict(self, st: _State, arrays: dict[str, Any], n: int, matrix: Any = None) -> dict[str, Any]:
         import numpy as np
 
         from keel.models import flavors
 
         raw, flavor = st.model.model, st.model.flavor
         names = [c.name for c in st.inputs] if st.inputs else list(arrays)
-        if st.matrix:
-            frame: Any = np.column_stack([to_numpy(arrays[c]).astype("float64", copy=False) for c in names]) if names else np.empty((n, 0))
+        if matrix is not None:
+            raw, frame = st.matrix, matrix
+        elif st.matrix is not None:
+            raw = st.matrix
+            frame = np.column_stack([to_numpy(arrays[c]).astype("float64", copy=False) for c in names])
         else:
             import pandas as pd
 
@@ -386,7 +401,11 @@ class Predictor:
             columns["score"] = out["score"]
         for c, values in (out.get("proba") or {}).items():
             columns[f"proba_{c}"] = values
-        get_prediction_log().record(st.log_key or "", columns, n, route=self.route, batch_id=batch_id)
+        plog = self._plog
+        if plog is None or plog._closed_for_good:
+            plog = self._plog = get_prediction_log()
+            st.log_key = self._register_log(st)
+        plog.record(st.log_key or "", columns, n, route=self.route, batch_id=batch_id)
 
 
 def _any(values: Any) -> pa.Array:
@@ -395,8 +414,12 @@ def _any(values: Any) -> pa.Array:
     return _arrow(values)
 
 
-def _loggable(arr: pa.Array) -> Any:
+def _loggable(arr: Any) -> Any:
+    import numpy as np
     import pyarrow as pa
+
+    if isinstance(arr, np.ndarray):
+        return arr
 
     t = arr.type
     if pa.types.is_floating(t):
@@ -406,6 +429,84 @@ def _loggable(arr: pa.Array) -> Any:
     if pa.types.is_integer(t) and arr.null_count == 0:
         return arr.to_numpy(zero_copy_only=False)
     return arr.to_pylist()
+
+
+def _unnamed(model: Any) -> Any:
+    """A shallow copy of a scikit-learn model (or a Pipeline of them) without ``feature_names_in_``, or None.
+
+    The signature check has already put the columns in the model's order, so the
+    model's own column-name check is redundant; without it a float matrix can be
+    passed instead of a DataFrame, which costs ~10x less for a one-row request.
+    Pipelines that select columns by name (ColumnTransformer) keep their names: None.
+    """
+    import copy
+
+    steps = getattr(model, "steps", None)
+    if isinstance(steps, list):
+        out = copy.copy(model)
+        new = []
+        for name, est in steps:
+            if est in (None, "passthrough"):
+                new.append((name, est))
+                continue
+            stripped = _unnamed(est)
+            if stripped is None:
+                return None
+            new.append((name, stripped))
+        out.steps = new
+        return out
+    if type(model).__name__ in ("ColumnTransformer", "FunctionTransformer", "FeatureUnion") or hasattr(model, "transformers"):
+        return None
+    if not callable(getattr(model, "predict", None)) and not callable(getattr(model, "transform", None)):
+        return None
+    out = copy.copy(model)
+    if "feature_names_in_" in vars(out):
+        del out.feature_names_in_
+    return out
+
+
+def _numeric_block(st: _State, columns: dict[str, Any], n: int) -> Any:
+    """All-numeric input as one (columns, rows) float64 block, in one Arrow conversion; None for the general path.
+
+    Anything unusual (a missing or extra column, a non-number, a null where not
+    nullable, a fraction in an integer column) goes to the column-by-column
+    checks, which report it.
+    """
+    import itertools
+
+    import numpy as np
+    import pyarrow as pa
+
+    specs = st.inputs
+    if len(columns) != len(specs):
+        return None
+    try:
+        parts = [columns[c.name] for c in specs]
+    except KeyError:
+        return None
+    if all(isinstance(p, list) and len(p) == n for p in parts):
+        try:
+            flat = pa.array(list(itertools.chain.from_iterable(parts)), from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return None
+        if not (pa.types.is_floating(flat.type) or pa.types.is_integer(flat.type)):
+            return None
+        block = flat.to_numpy(zero_copy_only=False).astype("float64", copy=False).reshape(len(specs), n)
+    elif all(isinstance(p, np.ndarray) and p.shape == (n,) and p.dtype.kind in "iuf" for p in parts):
+        block = np.stack(parts).astype("float64", copy=False)
+    else:
+        return None
+    nan = np.isnan(block)
+    if nan.any():
+        bad = nan.any(axis=1)
+        if any(b and not c.nullable for b, c in zip(bad.tolist(), specs, strict=True)):
+            return None
+    ints = [j for j, c in enumerate(specs) if c.type == "integer"]
+    if ints:
+        sub = block[ints]
+        if not np.array_equal(sub[~np.isnan(sub)], np.round(sub[~np.isnan(sub)])):
+            return None
+    return np.ascontiguousarray(block)
 
 
 def _has_contracts(name: str) -> bool:

@@ -65,6 +65,11 @@ def columns_of(payload: Any) -> tuple[dict[str, Any], int]:
         return {name: payload.column(i) for i, name in enumerate(payload.column_names)}, int(payload.num_rows)
     if hasattr(payload, "to_dict") and hasattr(payload, "columns") and hasattr(payload, "dtypes"):  # DataFrame
         return {str(c): payload[c].to_numpy() for c in payload.columns}, len(payload)
+    if type(payload) is dict and all(type(v) is list for v in payload.values()):  # the common JSON case, fast
+        lengths = {len(v) for v in payload.values()}
+        if len(lengths) > 1:
+            raise BadRequest(f"The columns have different lengths {sorted(lengths)}.", hint="Give every column one value per row.", lengths=sorted(lengths))
+        return {str(k): v for k, v in payload.items()}, (lengths.pop() if lengths else 0)
     if isinstance(payload, Mapping):
         cols: dict[str, Any] = {}
         sizes = set()
