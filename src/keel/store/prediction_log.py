@@ -237,9 +237,9 @@ class PredictionLog:
     def flush(self) -> int:
         """Rotate every open segment and compact everything closed into the lake; returns rows written."""
         with self._lock:
+            self._retry_spill()
             for key in list(self._open):
                 self._rotate(key)
-            self._retry_spill()
         written = 0
         with self._compact_lock:
             while self._closed:
