@@ -161,9 +161,19 @@ def test_hot_reload_under_load_fails_no_request(served: Path) -> None:
         proc.wait(timeout=30)
 
 
-def test_two_workers_aggregate_metrics(served: Path) -> None:
-    proc, url = start_server(served, "models:/churn@live", "--workers", "2")
+def test_two_workers_aggregate_metrics_and_serve_grpc(served: Path) -> None:
+    import grpc
+
+    from keel.serving.grpc_oip import SERVICE, messages
+
+    grpc_port = free_port()
+    proc, url = start_server(served, "models:/churn@live", "--workers", "2", "--grpc-port", str(grpc_port))
     try:
+        m = messages()
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            ready = channel.unary_unary(f"/{SERVICE}/ModelReady", request_serializer=m["ModelReadyRequest"].SerializeToString,
+                                        response_deserializer=m["ModelReadyResponse"].FromString)
+            assert ready(m["ModelReadyRequest"](name="churn"), timeout=10).ready
         with httpx.Client(base_url=url, timeout=10) as c:
             for _ in range(40):
                 assert c.post("/v1/models/churn/predict", json={"records": [ROW]}).status_code == 200

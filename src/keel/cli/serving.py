@@ -32,6 +32,7 @@ def serve(
     models: list[str] = typer.Argument(..., help="Model URIs: models:/churn@production, models:/churn/3, runs:/<id>/model."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (127.0.0.1: this machine only; 0.0.0.0 for every interface)."),
     port: int = typer.Option(8000, "--port", help="HTTP port."),
+    grpc_port: int = typer.Option(0, "--grpc-port", help="Also serve the Open Inference Protocol over gRPC on this port (0: off)."),
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes (metrics are aggregated over them)."),
     missing_features: str = typer.Option("default", "--missing-features", help="Rows whose features are missing or stale: default (null, as a training set holds, or --default) or reject (422)."),
     default: list[str] = typer.Option([], "--default", help="NAME=VALUE given to a feature that is missing (repeatable)."),
@@ -48,7 +49,7 @@ def serve(
     A model trained from a feature service takes its entity keys; its features are
     fetched from the online store. Every prediction is logged (see `keel predictions query`).
 
-    Example: keel serve models:/churn@production --port 8000 --workers 2
+    Example: keel serve models:/churn@production --port 8000 --grpc-port 8001 --workers 2
     """
     try:
         import uvicorn
@@ -58,12 +59,13 @@ def serve(
 
     options = ServeOptions(log=not no_log, missing_features=missing_features, defaults=_defaults(default), reload=reload,
                            batch_max_rows=batch_max_rows, batch_max_wait_ms=batch_max_wait_ms, queue_max_rows=queue_max_rows,
-                           max_body_bytes=int(max_body_mb * (1 << 20)))
+                           max_body_bytes=int(max_body_mb * (1 << 20)), grpc_port=grpc_port or None, grpc_host=host)
     # load once here: a bad URI is one line and exit 1, not a traceback in each worker
     app = run_guarded(lambda: create_app(models, options))
     server = app.state.server
     console.print(f"[bold]keel serve[/] http://{host}:{port}  " + ", ".join(f"{n} v{p.version}" for n, p in server.predictors.items())
-                  + f"  ({workers} worker{'s' if workers > 1 else ''}; /v1, /invocations, /v2, /metrics, /openapi.json)", highlight=False)
+                  + f"  ({workers} worker{'s' if workers > 1 else ''}; /v1, /invocations, /v2, /metrics, /openapi.json"
+                  + (f"; gRPC {host}:{grpc_port}" if grpc_port else "") + ")", highlight=False)
     config: dict[str, Any] = {"host": host, "port": port, "access_log": access_log, "log_level": "info", "timeout_graceful_shutdown": 30}
     if workers == 1:
         uvicorn.run(app, **config)

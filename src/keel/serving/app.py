@@ -59,6 +59,8 @@ class ServeOptions:
     batch_max_rows: int = 0  # 0: micro-batching off
     batch_max_wait_ms: float = 2.0
     queue_max_rows: int = 10_000
+    grpc_port: int | None = None  # the OIP v2 gRPC service beside HTTP
+    grpc_host: str = "127.0.0.1"
 
 
 class Server:
@@ -329,6 +331,11 @@ def create_app(models: Sequence[str | Predictor], options: ServeOptions | None =
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        grpc_server = None
+        if opts.grpc_port:
+            from keel.serving.grpc_oip import start_grpc
+
+            grpc_server = start_grpc(server, opts.grpc_port, opts.grpc_host)
         if opts.reload:
             server.watcher.start()
         for b in server.batchers.values():
@@ -337,6 +344,8 @@ def create_app(models: Sequence[str | Predictor], options: ServeOptions | None =
             yield
         finally:
             server.ready = False
+            if grpc_server is not None:
+                grpc_server.stop(grace=10).wait()
             server.watcher.stop()
             for b in server.batchers.values():
                 await b.stop()
