@@ -329,11 +329,13 @@ def report(http: list[dict[str, Any]], predictor: dict[str, float], batch: dict[
     lines = [f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, {os.cpu_count()} cores shared "
              f"(load average {os.getloadavg()[0]:.1f} at the end), Python {platform.python_version()}; wrk -t2 -c32 -d{duration}s; "
              f"LogisticRegression, {FEATURES} features.", ""]
-    lines += ["| server | workers | request | req/s | rows/s | p99 ms | server CPU ms/req | non-2xx |", "|---|---|---|---|---|---|---|---|"]
+    if http:
+        lines += ["| server | workers | request | req/s | rows/s | p99 ms | server CPU ms/req | non-2xx |", "|---|---|---|---|---|---|---|---|"]
     for r in http:
         lines.append(f"| {r['server']} | {r['workers']} | {r['size']} | {r['rps']:.0f} | {r['rows_per_s']:.0f} | {r['p99_ms']:.1f} | "
                      f"{r['cpu_ms_per_request']:.2f} | {r['non2xx']} |")
-    lines += ["", "| ratio | 1 worker | 2 workers |", "|---|---|---|"]
+    ratios = ["", "| ratio | 1 worker | 2 workers |", "|---|---|---|"] if http else []
+    lines += ratios
     for label, a, b, size, key in (("keel / mlflow throughput, 1 row", "keel", "mlflow", "1 row", "rps"),
                                    ("keel / mlflow rows/s, 1,000 rows", "keel", "mlflow", "1,000 rows", "rows_per_s"),
                                    ("keel / bare Starlette, 1 row", "keel", "bare starlette", "1 row", "rps"),
@@ -344,7 +346,8 @@ def report(http: list[dict[str, Any]], predictor: dict[str, float], batch: dict[
         for w in (1, 2):
             x, y = get(a, w, size), get(b, w, size)
             cells.append(f"{x[key] / y[key]:.2f}x" if x and y and y[key] else "-")
-        lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
+        if http:
+            lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
     if predictor:
         bare = predictor["bare predict_proba(1x30 ndarray)"]
         lines += ["", "| one row, in process | median µs | / bare ndarray predict |", "|---|---|---|"]
@@ -362,6 +365,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-mlflow", action="store_true", help="Skip the mlflow server (no venv).")
+    parser.add_argument("--only", choices=["http", "predictor", "batch"], help="Run one part; its table is appended to the README section.")
     parser.add_argument("--worker-batch")
     args = parser.parse_args()
     if args.worker_batch:
@@ -371,19 +375,28 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="keel-bench-serving-"))
     model_pkl = setup_keel(work)
     mlflow_model = None
-    if not args.no_mlflow:
+    parts = {args.only} if args.only else {"http", "predictor", "batch"}
+    if not args.no_mlflow and "http" in parts:
         py = mlflow_python()
         mlflow_model = work / "mlflow-model"
         subprocess.run([str(py), "-c", MLFLOW_SETUP.format(seed=SEED, rows=ROWS, features=FEATURES), str(mlflow_model)], check=True, env=_env())
-    print("HTTP (wrk):", flush=True)
-    http = run_http(work, model_pkl, size["duration"], mlflow_model)
-    print("Predictor, one row:", flush=True)
-    predictor = run_predictor(size["predict_n"])
-    print("Batch:", flush=True)
-    batch = run_batch(work, model_pkl, size["batch_rows"])
+    http: list[dict[str, Any]] = []
+    predictor: dict[str, float] = {}
+    batch: dict[str, dict[str, float]] = {}
+    if "http" in parts:
+        print("HTTP (wrk):", flush=True)
+        http = run_http(work, model_pkl, size["duration"], mlflow_model)
+    if "predictor" in parts:
+        print("Predictor, one row:", flush=True)
+        predictor = run_predictor(size["predict_n"])
+    if "batch" in parts:
+        print("Batch:", flush=True)
+        batch = run_batch(work, model_pkl, size["batch_rows"])
     text = report(http, predictor, batch, size["batch_rows"], size["duration"])
     print("\n" + text)
-    if not args.quick:
+    if args.only and not args.quick:
+        write_section("bench_serving", text, append=True)
+    elif not args.quick:
         write_section("bench_serving", text, intro="## Serving (`bench_serving.py`)\n\nkeel serve beside `mlflow models serve` 3.17 and a bare "
                       "Starlette endpoint, same model and load (see the script's docstring). Each full run replaces this section.")
 

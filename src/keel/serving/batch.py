@@ -111,9 +111,8 @@ def score_chunk(predictor: Predictor, table: pa.Table, first_row: int, *, batch_
         return None, skipped
     inputs = table.select([c for c in table.column_names if c in wanted])
     columns = {name: inputs[name] for name in inputs.column_names}
-    ids = [f"{batch_id}:{r}" for r in row_ids.to_pylist()]
     try:
-        result = predictor.predict_columns(columns, table.num_rows, request_id=batch_id, row_ids=ids, batch_id=batch_id)
+        version, _arrays, outputs, absent = predictor.predict_batch(columns, table.num_rows)
     except InputError as exc:
         if on_error == "fail":
             raise ValidationError(f"Rows {first_row}-{first_row + table.num_rows - 1} cannot be scored: {exc.message}",
@@ -121,40 +120,51 @@ def score_chunk(predictor: Predictor, table: pa.Table, first_row: int, *, batch_
         if bad is not None and len(bad) < MAX_BAD_SHOWN:
             bad.append({"rows": [int(row_ids[0].as_py()), int(row_ids[-1].as_py())], "error": exc.message})
         return None, skipped + table.num_rows
+    results = _outputs(outputs)
     out = table.append_column("row_id", row_ids) if "row_id" not in table.column_names else table
-    out = out.append_column("prediction", pa.array(result.predictions))
-    if result.scores is not None:
-        out = out.append_column("score", pa.array(result.scores, pa.float64()))
-    for c, values in (result.probabilities or {}).items():
-        out = out.append_column(f"proba_{c}", pa.array(values, pa.float64()))
-    out = out.append_column("model_version", pa.array(np.full(out.num_rows, result.version, dtype=np.int64)))
+    for name, arr in results.items():
+        out = out.append_column(name, arr)
+    out = out.append_column("model_version", pa.array(np.full(out.num_rows, version, dtype=np.int64)))
     if log:
-        _log_chunk(predictor, inputs, result, ids, batch_id)
+        ids = pc.binary_join_element_wise(pa.scalar(batch_id), row_ids.cast(pa.string()), ":")
+        _log_chunk(predictor, inputs, results, ids, version, batch_id, absent)
     return out, skipped
 
 
-def _log_chunk(predictor: Predictor, inputs: pa.Table, result: Any, ids: list[str], batch_id: str) -> None:
+def _outputs(outputs: dict[str, Any]) -> dict[str, pa.Array]:
+    import pyarrow as pa
+
+    res = {"prediction": pa.array(outputs["prediction"])}
+    if "score" in outputs:
+        res["score"] = pa.array(outputs["score"], pa.float64())
+    for c, values in (outputs.get("proba") or {}).items():
+        res[f"proba_{c}"] = pa.array(values, pa.float64())
+    return res
+
+
+def _log_chunk(predictor: Predictor, inputs: pa.Table, results: dict[str, pa.Array], ids: pa.Array, version: int, batch_id: str,
+               absent: list[list[str]] | None) -> None:
+    import numpy as np
     import pyarrow as pa
 
     from keel.store import predictions
     from keel.store.predictions import input_column
 
     n = len(ids)
+    if absent is None:  # no feature service: nothing can be missing; an empty list per row, built without a loop
+        missing = pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, dtype=np.int32)), pa.array([], pa.string()))
+    else:
+        missing = pa.array(absent, pa.list_(pa.string()))
     cols: dict[str, Any] = {
-        "request_id": pa.array(ids, pa.string()),
-        "model": pa.array([result.model] * n, pa.string()),
-        "version": pa.array([result.version] * n, pa.int64()),
-        "latency_ms": pa.array([result.latency_ms / max(n, 1)] * n, pa.float64()),
-        "batch_id": pa.array([batch_id] * n, pa.string()),
-        "missing_features": pa.array([m + s for m, s in zip(result.missing_features, result.stale_features, strict=True)], pa.list_(pa.string())),
+        "request_id": ids,
+        "model": pa.repeat(pa.scalar(predictor.name), n),
+        "version": pa.repeat(pa.scalar(version, pa.int64()), n),
+        "batch_id": pa.repeat(pa.scalar(batch_id), n),
+        "missing_features": missing,
     }
     for name in inputs.column_names:
         cols[input_column(name)] = inputs[name]
-    cols["prediction"] = pa.array(result.predictions)
-    if result.scores is not None:
-        cols["score"] = pa.array(result.scores, pa.float64())
-    for c, values in (result.probabilities or {}).items():
-        cols[f"proba_{c}"] = pa.array(values, pa.float64())
+    cols.update(results)
     predictions.append(pa.table(cols))
 
 

@@ -267,29 +267,46 @@ class Predictor:
         if row_ids is not None and len(row_ids) != n:
             raise BadRequest(f"{len(row_ids)} request ids for {n} rows.", hint="Give one id per row, or one request id.")
         ids = row_ids or ([rid] if n == 1 else [f"{rid}:{i}" for i in range(n)])
-        what = f"model {st.name} v{st.version}"
-        block = _numeric_block(st, columns, n) if st.matrix is not None and not st.service and not st.contracts else None
-        if block is not None:
-            names = [c.name for c in st.inputs]
-            arrays: dict[str, Any] = {c: block[j] for j, c in enumerate(names)}
-            missing: list[list[str]] = [[] for _ in range(n)]
-            stale: list[list[str]] = [[] for _ in range(n)]
-            out = self._predict(st, arrays, n, matrix=block.T)
-        elif st.service:
-            arrays, missing, stale = self._with_features(st, columns, n, what)
-        else:
-            arrays = check_columns(columns, n, st.inputs, what=what) if st.inputs else {k: _any(v) for k, v in columns.items()}
+        arrays, missing, stale, out = self._infer(st, columns, n)
+        if missing is None or stale is None:
             missing, stale = [[] for _ in range(n)], [[] for _ in range(n)]
-        if block is None:
-            if st.contracts:
-                _enforce(st.name, arrays)
-            out = self._predict(st, arrays, n)
         latency = (time.perf_counter() - start) * 1000
-        result = Prediction(rid, st.name, st.version, out["prediction_list"], ids, out.get("score_list"), out.get("proba_lists"),
-                            missing, stale, latency)
+        proba = out.get("proba")
+        result = Prediction(rid, st.name, st.version, out["prediction"].tolist(), ids,
+                            None if "score" not in out else out["score"].tolist(),
+                            None if proba is None else {k: v.tolist() for k, v in proba.items()}, missing, stale, latency)
         if self.log and st.log_key is not None:
             self._log(st, arrays, out, result, n, batch_id)
         return result
+
+    def _infer(self, st: _State, columns: dict[str, Any], n: int) -> tuple[dict[str, Any], list[list[str]] | None, list[list[str]] | None, dict[str, Any]]:
+        """(checked inputs, missing and stale features per row (None: no feature service), NumPy outputs)."""
+        what = f"model {st.name} v{st.version}"
+        block = _numeric_block(st, columns, n) if st.matrix is not None and not st.service and not st.contracts else None
+        if block is not None:
+            arrays: dict[str, Any] = {c.name: block[j] for j, c in enumerate(st.inputs)}
+            return arrays, None, None, self._predict(st, arrays, n, matrix=block.T)
+        missing = stale = None
+        if st.service:
+            arrays, missing, stale = self._with_features(st, columns, n, what)
+        else:
+            arrays = check_columns(columns, n, st.inputs, what=what) if st.inputs else {k: _any(v) for k, v in columns.items()}
+        if st.contracts:
+            _enforce(st.name, arrays)
+        return arrays, missing, stale, self._predict(st, arrays, n)
+
+    def predict_batch(self, columns: dict[str, Any], n: int) -> tuple[int, dict[str, Any], dict[str, Any], list[list[str]] | None]:
+        """(version, checked inputs, NumPy outputs, missing+stale features per row or None) for a chunk, not logged.
+
+        The batch scorer's path: the same checks and model call as :meth:`predict`,
+        without building Python objects per row.
+        """
+        st = self._state
+        if n == 0:
+            raise BadRequest(f"The chunk for {st.name} has no rows.")
+        arrays, missing, stale, out = self._infer(st, columns, n)
+        absent = None if missing is None or stale is None else [m + s for m, s in zip(missing, stale, strict=True)]
+        return st.version, arrays, out, absent
 
     def _with_features(self, st: _State, columns: dict[str, Any], n: int, what: str) -> tuple[dict[str, pa.Array], list[list[str]], list[list[str]]]:
         import numpy as np
@@ -363,10 +380,8 @@ class Predictor:
                     pred = np.asarray(flavors.predict(raw, flavor, frame))
                 score = np.ascontiguousarray(proba[:, 1]) if proba.shape[1] == 2 else proba.max(axis=1)
                 out["score"] = score
-                out["score_list"] = score.tolist()
                 if st.classes is not None and proba.shape[1] > 2:
                     out["proba"] = {str(c): np.ascontiguousarray(proba[:, j]) for j, c in enumerate(st.classes)}
-                    out["proba_lists"] = {k: v.tolist() for k, v in out["proba"].items()}
             else:
                 pred = np.asarray(flavors.predict(raw, flavor, frame))
         except (ValueError, TypeError, KeyError) as exc:
@@ -378,7 +393,6 @@ class Predictor:
         if st.prediction_type == "double" and pred.dtype.kind in "biuf":
             pred = pred.astype("float64")
         out["prediction"] = pred
-        out["prediction_list"] = pred.tolist()
         return out
 
     def _log(self, st: _State, arrays: dict[str, pa.Array], out: dict[str, Any], result: Prediction, n: int, batch_id: str | None) -> None:
