@@ -82,7 +82,7 @@ def serve(
 def score(
     model: str = typer.Argument(..., help="Model URI, e.g. models:/churn@production."),
     input: Path = typer.Option(..., "--input", "-i", help="Parquet or CSV file or folder to score."),
-    output: Path = typer.Option(..., "--output", "-o", help="Parquet file to write (row_id, inputs, prediction, score, model_version)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Parquet file to write (row_id, id/key columns, prediction, score, model_version)."),
     chunk_rows: int = typer.Option(65_536, "--chunk-rows", help="Rows per chunk (memory holds one chunk)."),
     on_error: str = typer.Option("fail", "--on-error", help="Bad rows: fail (stop, report their row numbers) or skip (score the others, report them)."),
     no_log: bool = typer.Option(False, "--no-log", help="Do not write the scored rows to the prediction log."),

@@ -6,7 +6,8 @@ The input (a Parquet or CSV file or folder) is read as a stream of record batche
 of ``chunk_rows`` rows; each chunk goes through the same :class:`Predictor` path as
 a served request (signature checks, feature fetch by entity key, prediction) and
 is written at once to the output Parquet file with ``row_id`` (the row's number
-in the input), the input columns, the outputs and ``model_version``. Memory
+in the input), the input's columns that are not model features (ids, entity keys,
+passthrough columns), the outputs and ``model_version``. Memory
 holds one chunk whatever the input's size.
 
 Bad rows (nulls where the signature says not nullable) are reported with their
@@ -121,7 +122,11 @@ def score_chunk(predictor: Predictor, table: pa.Table, first_row: int, *, batch_
             bad.append({"rows": [int(row_ids[0].as_py()), int(row_ids[-1].as_py())], "error": exc.message})
         return None, skipped + table.num_rows
     results = _outputs(outputs)
-    out = table.append_column("row_id", row_ids) if "row_id" not in table.column_names else table
+    # the output keeps the row id, the columns that are not model features (ids, keys, passthrough) and the outputs;
+    # the features themselves are in the input and, with log on, in the prediction log
+    features = {c.name for c in predictor.model.signature.inputs} - {c.name for c in predictor.request_columns if predictor.feature_service}
+    out = table.select([c for c in table.column_names if c not in features])
+    out = out.append_column("row_id", row_ids) if "row_id" not in out.column_names else out
     for name, arr in results.items():
         out = out.append_column(name, arr)
     out = out.append_column("model_version", pa.array(np.full(out.num_rows, version, dtype=np.int64)))

@@ -508,6 +508,11 @@ def _numeric_block(st: _State, columns: dict[str, Any], n: int) -> Any:
         block = flat.to_numpy(zero_copy_only=False).astype("float64", copy=False).reshape(len(specs), n)
     elif all(isinstance(p, np.ndarray) and p.shape == (n,) and p.dtype.kind in "iuf" for p in parts):
         block = np.stack(parts).astype("float64", copy=False)
+    elif all(isinstance(p, pa.Array | pa.ChunkedArray) and len(p) == n and (pa.types.is_floating(p.type) or pa.types.is_integer(p.type))
+             for p in parts):  # Arrow columns (batch scoring): one copy into the block, NaN for nulls
+        block = np.empty((len(specs), n), dtype="float64")
+        for j, p in enumerate(parts):
+            block[j] = p.cast(pa.float64()).to_numpy() if isinstance(p, pa.Array) else p.cast(pa.float64()).to_numpy()
     else:
         return None
     nan = np.isnan(block)
