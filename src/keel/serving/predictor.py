@@ -512,7 +512,8 @@ def _numeric_block(st: _State, columns: dict[str, Any], n: int) -> Any:
              for p in parts):  # Arrow columns (batch scoring): one copy into the block, NaN for nulls
         block = np.empty((len(specs), n), dtype="float64")
         for j, p in enumerate(parts):
-            block[j] = p.cast(pa.float64()).to_numpy() if isinstance(p, pa.Array) else p.cast(pa.float64()).to_numpy()
+            col = p.cast(pa.float64())
+            block[j] = col.to_numpy(zero_copy_only=False) if isinstance(col, pa.Array) else col.to_numpy()
     else:
         return None
     nan = np.isnan(block)
