@@ -100,12 +100,20 @@ def make_feature_model(root: Path, online_uri: str | None = None) -> Any:
     return version
 
 
-@pytest.fixture
-def feature_project(project: Path) -> Iterator[Path]:
-    """A SQLite project with the churn features materialized and models:/churn_fs@live trained from them."""
+@pytest.fixture(params=["sqlite", "postgres+redis"])
+def feature_project(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The churn features materialized and models:/churn_fs@live trained from them: on SQLite + the SQLite
+    online store, and on PostgreSQL + Redis."""
+    from keel import config
     from keel.features import loader, online
     from keel.store import kv
 
+    if request.param == "sqlite":
+        project = request.getfixturevalue("project")
+    else:
+        project = request.getfixturevalue("pg_project")
+        monkeypatch.setenv("KEEL_ONLINE_URI", request.getfixturevalue("redis_url"))
+        config.reset()
     online.reset_context()
     make_feature_model(project)
     yield project

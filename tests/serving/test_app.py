@@ -261,3 +261,27 @@ async def test_micro_batching_shares_model_calls_and_sheds_load(local: Path) -> 
 
     logged = keel.predictions("churn")
     assert {f"r{i}" for i in range(40)} <= set(logged["request_id"])
+
+
+async def test_feature_service_model_over_every_protocol(feature_project: Path) -> None:
+    """Entity keys in, features fetched from the online store, on /v1, /invocations and /v2."""
+    from keel.serving import create_app
+
+    app = create_app(["models:/churn_fs@live"], reload=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        r = await c.post("/v1/models/churn_fs/predict", json={"records": [{"customer_id": 3, "discount": 0.1}, {"customer_id": 999, "discount": 0.1}]})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["missing_features"][0] == [] and body["missing_features"][1]
+        r2 = await c.post("/invocations", json={"dataframe_records": [{"customer_id": 3, "discount": 0.1}]})
+        assert r2.status_code == 200 and r2.json()["predictions"] == body["predictions"][:1]
+        meta = (await c.get("/v2/models/churn_fs")).json()
+        assert [i["name"] for i in meta["inputs"]] == ["customer_id", "discount"] and meta["parameters"]["feature_service"] == "churn_v1"
+        r3 = await c.post("/v2/models/churn_fs/infer", json={"inputs": [
+            {"name": "customer_id", "shape": [1], "datatype": "INT64", "data": [3]},
+            {"name": "discount", "shape": [1], "datatype": "FP64", "data": [0.1]}]})
+        assert r3.status_code == 200, r3.text
+        score = next(o for o in r3.json()["outputs"] if o["name"] == "score")["data"][0]
+        assert np.isclose(score, body["scores"][0])
+        r4 = await c.post("/v1/models/churn_fs/predict", json={"records": [{"customer_id": "x", "discount": 0.1}]})
+        assert r4.status_code == 422 and r4.json()["detail"]["errors"][0]["column"] == "customer_id"
