@@ -327,8 +327,8 @@ def report(http: list[dict[str, Any]], predictor: dict[str, float], batch: dict[
         return next((r for r in http if r["server"] == server and r["workers"] == w and r["size"] == size), None)
 
     lines = [f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, {os.cpu_count()} cores shared "
-             f"(load average {os.getloadavg()[0]:.1f} at the end), Python {platform.python_version()}; wrk -t2 -c32 -d{duration}s; "
-             f"LogisticRegression, {FEATURES} features.", ""]
+             f"(load average {os.getloadavg()[0]:.1f} at the end), Python {platform.python_version()}; "
+             + (f"wrk -t2 -c32 -d{duration}s; " if http else "") + f"LogisticRegression, {FEATURES} features.", ""]
     if http:
         lines += ["| server | workers | request | req/s | rows/s | p99 ms | server CPU ms/req | non-2xx |", "|---|---|---|---|---|---|---|---|"]
     for r in http:
