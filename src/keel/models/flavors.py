@@ -15,8 +15,8 @@ from typing import Any
 
 from keel.errors import ValidationError
 
-FLAVORS = ("sklearn", "lightgbm", "xgboost", "python")
-_FLAVOR_PACKAGE = {"sklearn": "scikit-learn", "lightgbm": "lightgbm", "xgboost": "xgboost"}
+FLAVORS = ("sklearn", "lightgbm", "xgboost", "onnx", "python")
+_FLAVOR_PACKAGE = {"sklearn": "scikit-learn", "lightgbm": "lightgbm", "xgboost": "xgboost", "onnx": "onnxruntime"}
 
 
 def _modules_of(obj: Any) -> set[str]:
@@ -26,6 +26,8 @@ def _modules_of(obj: Any) -> set[str]:
 def detect(model: Any) -> str:
     """The flavor of ``model``; a ValidationError when keel cannot package it."""
     mods = _modules_of(model)
+    if type(model).__name__ == "OnnxModel" and type(model).__module__ == "keel.models._onnx":
+        return "onnx"
     if "lightgbm" in mods:
         return "lightgbm"
     if "xgboost" in mods:
@@ -50,6 +52,9 @@ def save_native(model: Any, flavor: str, folder: Path) -> list[str]:
     if flavor == "xgboost" and hasattr(model, "save_model"):
         model.save_model(str(folder / "model.json"))
         return ["model.json"]
+    if flavor == "onnx":
+        (folder / "model.onnx").write_bytes(model.onnx_bytes)
+        return ["model.onnx"]
     return []
 
 
