@@ -15,8 +15,8 @@ from typing import Any
 
 from keel.errors import ValidationError
 
-FLAVORS = ("sklearn", "lightgbm", "xgboost", "onnx", "python")
-_FLAVOR_PACKAGE = {"sklearn": "scikit-learn", "lightgbm": "lightgbm", "xgboost": "xgboost", "onnx": "onnxruntime"}
+FLAVORS = ("sklearn", "lightgbm", "xgboost", "onnx", "pytorch", "python")
+_FLAVOR_PACKAGE = {"sklearn": "scikit-learn", "lightgbm": "lightgbm", "xgboost": "xgboost", "onnx": "onnxruntime", "pytorch": "torch"}
 
 
 def _modules_of(obj: Any) -> set[str]:
@@ -28,6 +28,8 @@ def detect(model: Any) -> str:
     mods = _modules_of(model)
     if type(model).__name__ == "OnnxModel" and type(model).__module__ == "keel.models._onnx":
         return "onnx"
+    if type(model).__name__ == "TorchModel" and type(model).__module__ == "keel.models._torch":
+        return "pytorch"
     if "lightgbm" in mods:
         return "lightgbm"
     if "xgboost" in mods:
@@ -55,6 +57,9 @@ def save_native(model: Any, flavor: str, folder: Path) -> list[str]:
     if flavor == "onnx":
         (folder / "model.onnx").write_bytes(model.onnx_bytes)
         return ["model.onnx"]
+    if flavor == "pytorch":
+        (folder / "model.pt").write_bytes(model.module_bytes)
+        return ["model.pt"]
     return []
 
 
