@@ -63,6 +63,8 @@ _EXPORTS: dict[str, str] = {
     "step": "keel.pipelines.step",
     "pipeline": "keel.pipelines.pipeline",
     "tune": "keel.pipelines.tuning",
+    # serving
+    "predictions": "keel.serving.sql",
     # monitoring
     "drift": "keel.monitoring.drift",
     "log_feedback": "keel.monitoring.feedback",
@@ -116,6 +118,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from keel.pipelines.tuning import tune
     from keel.registry.transitions import promote
     from keel.registry.versions import register_model
+    from keel.serving.sql import predictions
     from keel.tracking.artifacts import (
         log_artifact,
         log_artifacts,

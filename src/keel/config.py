@@ -72,7 +72,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("user", "", "Acting user recorded on every event. Default: the operating-system user"),
     Setting("experiment", "Default", "Experiment used when a run names none"),
     Setting("features_module", "features.py", "Python file or module holding the project's feature definitions"),
-    Setting("log_served_features", False, "Keep what get_online_features returns for feature services in the lake (features/served/), for `keel features skew --served`", _bool),
     Setting("flush_interval", 1.0, "Seconds between flushes of buffered metrics (the most a crash can lose)", _float),
     Setting("heartbeat_timeout", 30.0, "Seconds without a heartbeat after which a running run shows as crashed", _float),
     Setting("max_value_length", 6000, "Longest param or tag value, in characters", _int),

@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from keel.features.materialization import materialize
+from keel.features.online import reset_context
 from keel.features.registry import apply
 from keel.features.skew import check_skew
 from keel.store.kv import open_kv_store
@@ -64,42 +65,60 @@ def test_stale_online_values_are_reported_apart_from_skew(churn_project: tuple[P
     assert minutes.stale > 0 and minutes.mismatches == 0
 
 
-def test_served_values_are_logged_and_checked_as_of_each_request(
-    churn_project: tuple[Path, dict[str, pd.DataFrame]], make_data: Any, monkeypatch: Any
+def _serve_churn_model(root: Path) -> Any:
+    """A model trained from churn_v1, at models:/churn_fs@live."""
+    import keel
+    from keel.registry.transitions import set_alias
+
+    labels = pd.read_parquet(root / "data" / "usage.parquet")[["customer_id", "event_timestamp"]].iloc[::4].reset_index(drop=True)
+    labels["churned"] = labels["customer_id"] % 3 == 0
+    labels["discount"] = 0.1
+    ts = keel.get_training_set(labels, "churn_v1")
+    X = ts.drop(columns=["customer_id", "event_timestamp", "churned", "discount", "plan", "region"]).astype("float64")
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    model = HistGradientBoostingClassifier(max_iter=10, min_samples_leaf=5).fit(X, ts["churned"])
+    with keel.start_run():
+        keel.log_dataset(ts, "train")
+        info = keel.log_model(model, signature=X, input_example=X.head(3))
+    version = keel.register_model(info.uri, "churn_fs")
+    set_alias("churn_fs", "live", version.version)
+    return version
+
+
+def test_served_values_come_from_the_prediction_log_and_are_checked_as_of_each_request(
+    churn_project: tuple[Path, dict[str, pd.DataFrame]], make_data: Any
 ) -> None:
     import pytest
 
-    import keel
     from keel.errors import NotFoundError
-    from keel.features import served
-    from keel.features.online import reset_context
-    from keel.store.lake import get_lake
+    from keel.serving import Predictor
+    from keel.store.prediction_log import close_prediction_log
 
     root, _ = churn_project
     make_data(root, start=datetime.now(UTC) - timedelta(days=40))
     apply()
-    with pytest.raises(NotFoundError, match="KEEL_LOG_SERVED_FEATURES"):
-        check_skew("churn_v1", served=True)
     materialize()
-    monkeypatch.setenv("KEEL_LOG_SERVED_FEATURES", "true")
-    reset_context()
+    _serve_churn_model(root)
+    with pytest.raises(NotFoundError, match="prediction log"):
+        check_skew("churn_v1", served=True)
     customers = list(range(1, 41))
-    keel.get_online_features("churn_v1", [{"customer_id": c, "discount": 0.1} for c in customers])
-    served.flush()
-    logged = get_lake().read(served.dataset("churn_v1")).to_pandas()
-    assert set(logged["customer_id"]) == set(customers) and {"feature", "value", "event_us", "status", "served_at"} <= set(logged.columns)
+    predictor = Predictor("models:/churn_fs@live")
+    predictor.predict([{"customer_id": c, "discount": 0.1} for c in customers])
     report = check_skew("churn_v1", served=True, sample=40)
     assert report.against == "served" and report.sample == 40 and report.ok, report
     assert sum(f.compared for f in report.features) > 0
+    assert {f.feature for f in report.features} >= {"sessions", "minutes_per_session", "tenure_months"}
 
     # the online store now holds values computed another way: what is served differs
     from keel.store.kv import get_kv_store
 
     _skew_online_values(get_kv_store(), "minutes_per_session")
     reset_context()
-    keel.get_online_features("churn_v1", [{"customer_id": c, "discount": 0.1} for c in customers])
+    predictor.predict([{"customer_id": c, "discount": 0.1} for c in customers])
     report = check_skew("churn_v1", served=True, sample=80)
     assert not report.ok
     (bad,) = report.mismatched
     assert bad.feature == "minutes_per_session" and bad.mismatches > 0
     assert {"customer_id", "served_at", "offline", "served"} <= set(bad.examples[0])
+    close_prediction_log()

@@ -39,6 +39,11 @@ def test_quickstart_end_to_end_then_from_cache(tmp_path: Path, monkeypatch: pyte
         # the online path scored the two known customers, and the unknown one came back missing
         assert [s["risk"] is not None for s in first.served] == [True, True, False]
         assert "missing" in first.served[2]["status"]
+        # keel serve answered on the three protocols with features fetched by customer id, and logged it
+        assert [h["endpoint"] for h in first.http] == ["/v1/models/churn/predict", "/invocations", "/v2/models/churn/infer"]
+        assert all(h["version"] == str(first.output["version"]) for h in first.http)
+        assert first.http[0]["answer"]["missing_features"][0] == [] and "plan" in first.http[0]["answer"]["missing_features"][1]
+        assert len(keel.predictions("churn")) == 4
         # the bad batch was blocked by the contract, and its pipeline run is recorded as failed
         assert first.blocked_run is not None and keel.get_run(first.blocked_run).status == "failed"
         assert any("sessions.min" in line for line in first.blocked_checks)

@@ -235,14 +235,15 @@ def skew_cmd(
     service: str = typer.Argument(..., help="Feature service to check."),
     sample: int = typer.Option(100, "--sample", "-n", help="How many entities to compare."),
     seed: int = typer.Option(0, "--seed", help="Sampling seed."),
-    served: bool = typer.Option(False, "--served", help="Compare with the values actually served (the served-values log), as of each request."),
+    served: bool = typer.Option(False, "--served", help="Compare with the values actually served (the prediction log), as of each request."),
     json: bool = JSON_OPTION,
 ) -> None:
     """Recompute features offline for a sample of entities and compare them, value by value, with the online store.
 
-    With --served, compare instead with what get_online_features returned to a sample of
-    logged requests (KEEL_LOG_SERVED_FEATURES=true keeps that log), recomputed as of each
-    request's time. Exits with status 1 when any feature differs.
+    With --served, compare instead with the feature values served to a sample of the
+    requests in the prediction log (every prediction of a model trained from the
+    service is logged), recomputed as of each request's time. Exits with status 1
+    when any feature differs.
 
     Example: keel features skew churn_v1 --sample 500
     """

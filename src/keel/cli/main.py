@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "keel.cli.models",
     "keel.cli.quickstart",
     "keel.cli.pipelines",
+    "keel.cli.serving",
     "keel.cli.monitoring",
 ]
 for _name in COMMAND_MODULES:

@@ -210,20 +210,19 @@ _plans: dict[tuple[int, str], tuple[Definitions, Selection]] = {}
 # The project's definitions and store, re-resolved at most every REFRESH seconds: resolving
 # settings and stat-ing the features module cost more than a lookup itself.
 REFRESH = 1.0
-_context: tuple[float, Definitions, KVStore, bool] | None = None
+_context: tuple[float, Definitions, KVStore] | None = None
 
 
-def _project_context() -> tuple[Definitions, KVStore, bool]:
-    """(definitions, online store, log served values?) of the project, refreshed every REFRESH seconds."""
+def _project_context() -> tuple[Definitions, KVStore]:
+    """(definitions, online store) of the project, refreshed every REFRESH seconds."""
     global _context
-    from keel.config import settings
     from keel.features.loader import load_definitions
     from keel.store.kv import get_kv_store
 
     now = time.monotonic()
     if _context is None or now - _context[0] > REFRESH:
-        _context = (now, load_definitions(), get_kv_store(), bool(settings().log_served_features))
-    return _context[1], _context[2], _context[3]
+        _context = (now, load_definitions(), get_kv_store())
+    return _context[1], _context[2]
 
 
 def get_online_features(
@@ -241,9 +240,6 @@ def get_online_features(
     keys and any request data on-demand features need. Missing entities give
     nulls with status ``missing``, never an exception.
 
-    With ``log_served_features`` on, what a feature service returns is also queued for
-    the served-values log (see :mod:`keel.features.served`).
-
     ``definitions_version`` reads the values of an applied definitions version (the one
     a model was trained on) instead of the current definitions': each version of a view
     keeps its own values until it is retired.
@@ -255,14 +251,11 @@ def get_online_features(
     if definitions_version is not None:
         definitions = _definitions_at(definitions_version)
     if definitions is None or store is None:
-        project_defs, project_store, log = _project_context()
+        project_defs, project_store = _project_context()
         defs = project_defs if definitions is None else as_definitions(definitions)
         store = store or project_store
     else:
-        from keel.config import settings
-
         defs = as_definitions(definitions)
-        log = bool(settings().log_served_features)
     key = (id(defs), features if isinstance(features, str) else repr(features))
     hit = _plans.get(key)
     if hit is not None and hit[0] is defs:
@@ -272,12 +265,7 @@ def get_online_features(
         if len(_plans) > 256:
             _plans.clear()
         _plans[key] = (defs, selection)
-    result = lookup(selection, entity_rows, store)
-    if log and selection.service is not None:
-        from keel.features.served import record
-
-        record(selection, result)  # queued; written to the lake in the background
-    return result
+    return lookup(selection, entity_rows, store)
 
 
 _versions: dict[int, Definitions] = {}

@@ -3,8 +3,8 @@
 Against the online store (default): for a sample of entity keys, the offline path
 (point-in-time join "as of now") and the online store must give the same value
 for every feature. Against served values (``served=True``): for a sample of the
-requests in the served-values log (:mod:`keel.features.served`), the offline path
-as of each request's time must give the value that was actually served.
+requests in the prediction log (read through :mod:`keel.features.served`), the
+offline path as of each request's time must give the value that was actually served.
 
 A value that differs while both sides hold the same event time is *skew* (the two
 paths computed it differently); a differing event time is *staleness* (the online
@@ -143,61 +143,48 @@ def check_skew(
 
 
 def _served_skew(selection: Any, refs: list[str], defs: Definitions, *, sample: int, seed: int, max_examples: int) -> SkewReport:
-    """Offline values as of each sampled request's time against the values that request was served."""
-    import orjson
+    """Offline values as of each sampled request's time against the values that request was served (from the prediction log)."""
     import pandas as pd
 
     from keel.errors import NotFoundError
     from keel.features import served as served_log
-    from keel.store.lake import get_lake
 
     if selection.service is None:
-        raise ValidationError("Served values are logged per feature service; name a service, not feature references.")
+        raise ValidationError("Served values are checked per feature service; name a service, not feature references.")
     name = selection.service.name
     served_log.flush()
-    lake, ds = get_lake(), served_log.dataset(name)
-    if not lake.exists(ds):
-        raise NotFoundError(
-            f"No served values are logged for feature service '{name}'.",
-            hint="Set KEEL_LOG_SERVED_FEATURES=true where get_online_features runs (serving does), then check again.",
-        )
     keys = list(selection.join_keys)
+    wanted = [r.split(":", 1)[1] for r in refs]
+    logged = served_log.sample(keys, wanted, size=sample, seed=seed)
+    if logged is None or logged.num_rows == 0:
+        raise NotFoundError(
+            f"No prediction in the prediction log carries the features of service '{name}'.",
+            hint="Serve a model trained from it (keel serve / keel.serving.Predictor log every request), then check again.",
+        )
     at = served_log.SERVED_AT
-    cols = ", ".join(q(k) for k in [at, *keys])
-    con = connect()
-    try:
-        scan = lake.scan_sql(ds)
-        requests = con.sql(
-            f"SELECT {cols} FROM (SELECT DISTINCT {cols} FROM {scan}) ORDER BY hash({cols}, {int(seed)}) LIMIT {int(sample)}"
-        ).to_arrow_table()
-        con.register("__requests", requests)
-        on = " AND ".join(f"s.{q(c)} IS NOT DISTINCT FROM r.{q(c)}" for c in [at, *keys])
-        logged = con.sql(f"SELECT s.* FROM {scan} s SEMI JOIN __requests r ON {on}").to_arrow_table().to_pylist()
-    finally:
-        con.close()
-    entity = requests.to_pandas().rename(columns={at: "event_timestamp"})
-    offline = build_training_set(entity, refs, include_event_times=True, definitions=defs, require_applied=False)
-    row_of = {(r[at], *(r[k] for k in keys)): i for i, r in enumerate(requests.to_pylist())}
-    view_of = {f.name: v.name for v in selection.views for f in v.features}
-    by_feature = {f: FeatureSkew(f) for f in (r.split(":", 1)[1] for r in refs)}
-    for entry in logged:
-        fs = by_feature.get(entry["feature"])
-        i = row_of.get((entry[at], *(entry[k] for k in keys)))
-        if fs is None or i is None:
-            continue
-        fs.compared += 1
-        off_value = offline[fs.feature].iloc[i]
-        a = None if pd.isna(off_value) else off_value
-        b = orjson.loads(entry["value"]) if entry["status"] == "present" else None
-        if _same(a, b):
-            continue
-        off_ev = offline[f"{EVENT}_{view_of[fs.feature]}"].iloc[i]
-        oe = None if pd.isna(off_ev) else int(pd.Timestamp(off_ev).value // 1_000)
-        if oe != (entry["event_us"] if entry["status"] == "present" else None):
-            fs.stale += 1  # the online store held another version than the offline data at that time
-            continue
-        fs.mismatches += 1
-        if len(fs.examples) < max_examples:
-            fs.examples.append({**{k: entry[k] for k in keys}, "served_at": entry[at].isoformat(), "offline": a, "served": b})
-    return SkewReport(name, len(row_of), datetime.now(UTC), list(by_feature.values()), against="served")
-
+    requests = logged.to_pandas()
+    entity = requests[[at, *keys]].rename(columns={at: "event_timestamp"})
+    present = [f for f in wanted if f in requests.columns]
+    offline = build_training_set(entity, [r for r in refs if r.split(":", 1)[1] in present], include_event_times=True,
+                                 definitions=defs, require_applied=False)
+    absent = requests["missing_features"].map(lambda v: set() if v is None else set(v))
+    report = SkewReport(name, len(requests), datetime.now(UTC), [], against="served")
+    for f in present:
+        fs = FeatureSkew(f)
+        served_values, off_values = requests[f].tolist(), offline[f].tolist()
+        not_served = absent.map(lambda s, f=f: f in s).tolist()
+        for i in range(len(requests)):
+            fs.compared += 1
+            a = None if pd.isna(off_values[i]) else off_values[i]
+            b = None if pd.isna(served_values[i]) else served_values[i]
+            if _same(a, b):
+                continue
+            if not_served[i]:
+                fs.stale += 1  # the online store had no fresh value where the offline data has one: materialize
+                continue
+            fs.mismatches += 1
+            if len(fs.examples) < max_examples:
+                fs.examples.append({**{k: python_value(requests[k].iloc[i]) for k in keys}, "served_at": requests[at].iloc[i].isoformat(),
+                                    "offline": a, "served": b})
+        report.features.append(fs)
+    return report

@@ -15,8 +15,8 @@ from typing import Any
 
 from keel.errors import ValidationError
 
-FLAVORS = ("sklearn", "lightgbm", "xgboost", "python")
-_FLAVOR_PACKAGE = {"sklearn": "scikit-learn", "lightgbm": "lightgbm", "xgboost": "xgboost"}
+FLAVORS = ("sklearn", "lightgbm", "xgboost", "onnx", "pytorch", "python")
+_FLAVOR_PACKAGE = {"sklearn": "scikit-learn", "lightgbm": "lightgbm", "xgboost": "xgboost", "onnx": "onnxruntime", "pytorch": "torch"}
 
 
 def _modules_of(obj: Any) -> set[str]:
@@ -31,6 +31,10 @@ def class_modules(model: Any) -> set[str]:
 def detect(model: Any) -> str:
     """The flavor of ``model``; a ValidationError when keel cannot package it."""
     mods = _modules_of(model)
+    if type(model).__name__ == "OnnxModel" and type(model).__module__ == "keel.models._onnx":
+        return "onnx"
+    if type(model).__name__ == "TorchModel" and type(model).__module__ == "keel.models._torch":
+        return "pytorch"
     if "lightgbm" in mods:
         return "lightgbm"
     if "xgboost" in mods:
@@ -55,6 +59,12 @@ def save_native(model: Any, flavor: str, folder: Path) -> list[str]:
     if flavor == "xgboost" and hasattr(model, "save_model"):
         model.save_model(str(folder / "model.json"))
         return ["model.json"]
+    if flavor == "onnx":
+        (folder / "model.onnx").write_bytes(model.onnx_bytes)
+        return ["model.onnx"]
+    if flavor == "pytorch":
+        (folder / "model.pt").write_bytes(model.module_bytes)
+        return ["model.pt"]
     return []
 
 

@@ -9,11 +9,11 @@
 - :mod:`~keel.monitoring.monitors` and :mod:`~keel.monitoring.alerts`.
 """
 
+from keel.monitoring import jobs as _jobs
 from keel.monitoring.alerts import ack_alert, list_alerts, resolve_alert
 from keel.monitoring.baselines import Baseline, build_baseline, get_baseline, list_baselines
 from keel.monitoring.baselines import subscribe_to_registry as _subscribe
 from keel.monitoring.drift import ColumnDrift, DriftReport, drift
-from keel.monitoring import jobs as _jobs
 from keel.monitoring.feedback import FeedbackReport, import_feedback, log_feedback
 from keel.monitoring.monitors import (
     MonitorResult,

@@ -39,7 +39,7 @@ TEMPLATE = Path(__file__).with_name("template")
 PROJECT_FILES = ["features.py", "pipelines.py", "contracts/usage_feed.yaml"]
 EXPERIMENT = "churn"  # the template pipeline's experiment, and the project's default in keel.yaml
 # What the template's pipeline imports beyond keel's base install: the `quickstart` extra.
-REQUIRED = {"optuna": "tuning", "lightgbm": "lightgbm"}
+REQUIRED = {"optuna": "tuning", "lightgbm": "lightgbm", "starlette": "serving", "uvicorn": "serving", "prometheus_client": "serving"}
 
 
 @dataclass
@@ -57,6 +57,7 @@ class QuickstartResult:
     blocked_run: str | None = None
     blocked_checks: list[str] = field(default_factory=list)
     served: list[dict[str, Any]] = field(default_factory=list)
+    http: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -174,11 +175,17 @@ def stage_blocked_batch(result: QuickstartResult) -> None:
             console.print("  [yellow]the bad batch was not blocked: check contracts/usage_feed.yaml[/]")
 
 
+def stage_http(result: QuickstartResult) -> None:
+    with _stage(result, "keel serve: the production model over HTTP on three protocols, logged"):
+        result.http = _serve_http(result.console)
+
+
 Stage = Callable[[QuickstartResult], None]
 STAGES: list[tuple[str, Stage]] = [
     ("data", stage_data),
     ("training", stage_training),
     ("serving", stage_serving),
+    ("http", stage_http),
     ("blocked_batch", stage_blocked_batch),
 ]
 
@@ -340,3 +347,64 @@ def _serve(result: QuickstartResult, features_of: Any) -> list[dict[str, Any]]:
         served.append({"customer_id": int(r["customer_id"]), "risk": risk, "status": statuses})
     result.console.print(t)
     return served
+
+
+def _serve_http(console: Console) -> list[dict[str, Any]]:
+    """What `keel serve models:/churn@production` answers: keel /v1, MLflow /invocations and OIP v2, then the prediction log."""
+    import json
+    import socket
+    import threading
+    import urllib.request
+
+    import uvicorn
+
+    from keel.serving import create_app, query
+
+    # the pipeline's features_of gives a missing plan or region "unknown": the server does the same
+    app = create_app(["models:/churn@production"], defaults={"plan": "unknown", "region": "unknown"}, reload=False)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    while not server.started:
+        time.sleep(0.05)
+
+    def post(path: str, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        req = urllib.request.Request(url + path, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read()), dict(resp.headers)
+
+    calls: list[tuple[str, str, dict[str, Any]]] = [
+        ("POST /v1/models/churn/predict", "/v1/models/churn/predict", {"records": [{"customer_id": 1}, {"customer_id": 999_999}]}),
+        ("POST /invocations (MLflow)", "/invocations", {"dataframe_records": [{"customer_id": 2}]}),
+        ("POST /v2/models/churn/infer (OIP)", "/v2/models/churn/infer",
+         {"inputs": [{"name": "customer_id", "shape": [1], "datatype": "INT64", "data": [1]}]}),
+    ]
+    out = []
+    t = Table(title=f"keel serve models:/churn@production on {url} (features fetched by customer id)", header_style="bold")
+    for col in ("request", "answer", "x-request-id", "keel-model-version"):
+        t.add_column(col, overflow="fold")
+    try:
+        for label, path, body in calls:
+            answer, headers = post(path, body)
+            out.append({"endpoint": path, "answer": answer, "version": headers.get("keel-model-version")})
+            shown = {k: v for k, v in answer.items() if k in ("predictions", "scores", "missing_features", "outputs")}
+            t.add_row(f"{label}\n{json.dumps(body)}", json.dumps(shown)[:160], headers.get("x-request-id", "")[:12],
+                      headers.get("keel-model-version", ""))
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    console.print(t)
+    sql = "SELECT request_id, customer_id, plan, round(score, 3) AS score, missing_features FROM predictions ORDER BY ts DESC LIMIT 4"
+    logged = query(sql, model="churn").to_pylist()
+    q = Table(title=f'keel predictions query "{sql}"', header_style="bold")
+    for col in ("request_id", "customer_id", "plan", "score", "missing_features"):
+        q.add_column(col, overflow="fold")
+    for row in logged:
+        q.add_row(str(row["request_id"])[:14], str(row["customer_id"]), str(row["plan"]), str(row["score"]),
+                  ",".join(row["missing_features"] or [])[:40] or "-")
+    console.print(q)
+    return out

@@ -88,6 +88,18 @@ class _S3Parts:
         finally:
             tmp.unlink(missing_ok=True)
 
+    def datasets(self, name: str) -> list[str]:
+        """Names of the datasets nested under ``name`` (``name`` too) that hold parts."""
+        folder = self._folder(name)
+        found: set[str] = set()
+        with self._errors():
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=folder):
+                for obj in page.get("Contents", []):
+                    key = obj["Key"][len(folder) :]
+                    if key.endswith(".parquet"):
+                        found.add(f"{name}/{key.rsplit('/', 1)[0]}" if "/" in key else name)
+        return sorted(found)
+
     def delete(self, name: str) -> None:
         """Every object under dataset ``name``, nested datasets included (as a local rmtree)."""
         with self._errors():
@@ -150,17 +162,21 @@ class Lake:
         folder = self._sync(name) if self.remote is not None else self.path(name)
         return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
 
-    def append(self, name: str, table: pa.Table) -> str:
+    def append(self, name: str, table: pa.Table, *, part: str | None = None) -> str:
         """Write ``table`` as a new part of dataset ``name``; returns where it landed (path or s3:// URI).
 
         Atomic: a local part is written to a temp file and renamed, an S3 part is one PUT
         (and then kept in the cache, so this process reads it without downloading it).
+        ``part`` names the file (``part-<part>.parquet``): writing the same name again
+        replaces it whole, which makes a retried write idempotent.
         """
         import pyarrow.parquet as pq
 
         folder = self.path(name)
         folder.mkdir(parents=True, exist_ok=True)
-        part = f"part-{os.getpid()}-{uuid.uuid4().hex}.parquet"
+        if part is not None and not re.match(r"^[A-Za-z0-9_.\-]+$", part):
+            raise ValidationError(f"Lake part name {part!r} is not valid.", hint="Use letters, digits, '_', '-' and '.'.")
+        part = f"part-{part}.parquet" if part is not None else f"part-{os.getpid()}-{uuid.uuid4().hex}.parquet"
         tmp = folder / f".{part}.tmp"
         try:
             pq.write_table(table, tmp)
@@ -169,6 +185,16 @@ class Lake:
         finally:
             tmp.unlink(missing_ok=True)
         return where
+
+    def datasets(self, name: str) -> list[str]:
+        """Names of the datasets at or under ``name`` that hold parts (partitions of a partitioned dataset)."""
+        if self.remote is not None:
+            self.path(name)
+            return self.remote.datasets(name)
+        folder = self.path(name)
+        if not folder.is_dir():
+            return []
+        return sorted({p.parent.relative_to(self.root).as_posix() for p in folder.rglob("*.parquet")})
 
     def scan_sql(self, name: str) -> str:
         """A DuckDB table expression reading every part of dataset ``name`` (on S3: synced first)."""
