@@ -64,6 +64,7 @@ def test_process_pool_gives_the_same_results_as_local(write_module) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ray")
 def test_ray_gives_the_same_results_as_local(write_module, request: pytest.FixtureRequest) -> None:
     pytest.importorskip("ray")
     from keel.pipelines.executors import shutdown_ray

@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("ray")
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+# Ray clusters of different tests on one machine resolve each other's addresses: one worker runs them all
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900), pytest.mark.xdist_group("ray")]
 
 RAY = str(Path(sys.executable).with_name("ray"))
 KEEL_SRC = str(Path(__import__("keel").__file__).resolve().parent.parent)

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +18,8 @@ import pytest
 
 from tests.serving.conftest import make_data, train_model
 
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")]
+# Ray clusters of different tests on one machine resolve each other's addresses: one worker runs them all
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*"), pytest.mark.xdist_group("ray")]
 
 
 def _ports(n: int) -> list[int]:
@@ -44,8 +44,9 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
            f"--dashboard-agent-grpc-port={agent_grpc}", f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}",
            "--min-worker-port=0", "--max-worker-port=0", "--include-dashboard=false", "--num-cpus=2", "--disable-usage-stats",
            "--node-ip-address=127.0.0.1", f"--temp-dir={temp}"]
-    # token auth with a token of this test's own (not the shared ~/.ray/auth_token)
-    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex + uuid.uuid4().hex}
+    # a throw-away cluster on loopback: no auth token (a driver process caches the first token
+    # it reads, so a token of this test's own breaks after any earlier ray.init in the worker)
+    auth = {"RAY_AUTH_MODE": "disabled"}
     env = {**os.environ, **auth, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"), "RAY_USAGE_STATS_ENABLED": "0"}
     log = open(tmp_path_factory.mktemp("ray") / "ray.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -61,6 +62,7 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     time.sleep(3)  # the raylet registers after the GCS listens
     saved = {k: os.environ.get(k) for k in auth}
     os.environ.update(auth)
+
     try:
         yield address
     finally:
@@ -82,24 +84,30 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def test_score_on_a_ray_cluster_keeps_row_ids_and_logs(local: Path, ray_cluster: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_score_on_a_ray_cluster_keeps_row_ids_and_logs(local: Path, ray_cluster: str) -> None:
+    import json
+
     import keel
-    from keel import config
     from keel.serving import score
 
-    monkeypatch.setenv("KEEL_RAY_ADDRESS", ray_cluster)
-    config.reset()
     train_model()
     df = make_data(3000, seed=5)[["a", "b", "plan"]]
     df.to_parquet(local / "in.parquet", index=False, row_group_size=500)
-    result = score("models:/churn@live", local / "in.parquet", local / "scores", engine="ray", concurrency=2)
-    assert result.engine == "ray" and result.rows_in == result.rows_scored == 3000 and result.chunks == 6
+    # `keel score` as a user runs it, in a process of its own (a driver that has not met another Ray)
+    env = {**os.environ, "KEEL_RAY_ADDRESS": ray_cluster, "RAY_AUTH_MODE": "disabled",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    cmd = [str(Path(sys.executable).with_name("keel")), "score", "models:/churn@live", "--input", str(local / "in.parquet"),
+           "--output", str(local / "scores"), "--engine", "ray", "--concurrency", "2", "--chunk-rows", "500", "--json"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=local)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert result["engine"] == "ray" and result["rows_in"] == result["rows_scored"] == 3000 and result["chunks"] == 6
     out = pq.read_table(local / "scores").to_pandas().sort_values("row_id")
     assert out["row_id"].tolist() == list(range(3000))
     want = keel.load_model("models:/churn@live").predict_proba(df)[:, 1]
     assert np.allclose(out["score"].to_numpy(), want)
     logged = keel.predictions("churn")
-    assert len(logged) == 3000 and set(logged["batch_id"]) == {result.batch_id}
+    assert len(logged) == 3000 and set(logged["batch_id"]) == {result["batch_id"]}
     # the same numbers as the local engine
     local_result = score("models:/churn@live", local / "in.parquet", local / "local.parquet", log=False)
     assert np.allclose(pq.read_table(local / "local.parquet").to_pandas()["score"], want) and local_result.rows_scored == 3000
