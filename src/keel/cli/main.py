@@ -10,7 +10,7 @@ from keel import __version__
 
 app = typer.Typer(
     name="keel",
-    help="keel: data contracts, a feature store, experiment tracking, pipelines and a gated model registry in one package.\n\nExample: keel quickstart",
+    help="keel: data contracts, a feature store, experiment tracking, pipelines, a gated model registry, serving and monitoring in one package.\n\nExample: keel quickstart",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="rich",
