@@ -97,10 +97,12 @@ def score_on_ray(predictor: Predictor, model_uri: str, input: str | Path, output
     env = {k: v for k, v in os.environ.items() if k.startswith("KEEL_")}
     env.update({"KEEL_METADATA_URI": str(s.metadata_uri), "KEEL_ARTIFACTS_URI": str(s.artifacts_uri), "KEEL_LAKE_URI": str(s.lake_uri),
                 "KEEL_ONLINE_URI": str(s.online_uri)})
-    pythonpath = os.pathsep.join(p for p in [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")] if p)
     if not ray.is_initialized():
+        from keel.pipelines.executors import ray_runtime_env
+
+        # the project ships as Ray's working_dir, as for pipeline steps: no driver paths reach the workers
         ray.init(address=str(s.ray_address) or None, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
+                 runtime_env=ray_runtime_env())
     import ray.data
 
     ds = ray.data.from_items(groups)
