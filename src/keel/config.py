@@ -7,8 +7,10 @@ directory is the project. Embedded stores live in ``<project>/.keel/``.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,9 +78,29 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("heartbeat_timeout", 30.0, "Seconds without a heartbeat after which a running run shows as crashed", _float),
     Setting("max_value_length", 6000, "Longest param or tag value, in characters", _int),
     Setting("capture_environment", True, "Record git state, argv and the package lock on every run", _bool),
+    Setting("tracking_uri", "", "URL of a keel server (http://host:port): the Python API and the CLI then go through it, with KEEL_TRACKING_TOKEN, and need no database or bucket settings"),
+    Setting("tracking_token", "", "API token for the keel server named by KEEL_TRACKING_URI (keel login stores one)"),
     Setting("require_services", False, "Tests: fail, instead of skipping, when PostgreSQL or Redis is unreachable", _bool),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
+
+# The authenticated user of the current server request (a context variable, so each request and
+# task sees its own); `Settings.acting_user` returns it before KEEL_USER or the OS user.
+_acting: contextvars.ContextVar[str | None] = contextvars.ContextVar("keel_acting_user", default=None)
+
+
+@contextlib.contextmanager
+def acting_as(user: str) -> Iterator[None]:
+    """Record ``user`` as the acting user on every event written inside the block.
+
+    The server wraps each authenticated request in it, so the identity on an audit
+    event comes from authentication, never from a name the client sends.
+    """
+    token = _acting.set(user)
+    try:
+        yield
+    finally:
+        _acting.reset(token)
 
 
 def find_project_root(start: Path | None = None) -> Path | None:
@@ -160,6 +182,10 @@ class Settings:
 
     @property
     def acting_user(self) -> str:
+        # Inside a server request the authenticated identity wins over KEEL_USER (see `acting_as`).
+        authenticated = _acting.get()
+        if authenticated is not None:
+            return authenticated
         if self.user:
             return str(self.user)
         import getpass

@@ -10,6 +10,7 @@ HTTP status the server answers with::
      │    ├── ContractViolation    422  data broke an error-level contract check
      │    └── GatesFailed          422  a promotion was refused by its gates (``report`` holds each gate)
      ├── StepFailed                422  a pipeline step raised (``step``, ``result`` so far; resume to go on)
+     ├── AuthenticationError       401  no valid credentials (missing, wrong, expired or revoked token)
      ├── ForbiddenError            403  the acting user may not do this (force a promotion, approve own request)
      ├── NotFoundError             404  a run, experiment, model or artifact does not exist
      ├── ConflictError             409  the write collides with existing state
@@ -87,6 +88,12 @@ class StepFailed(KeelError):
         super().__init__(message, hint=hint, step=step, run_id=getattr(result, "run_id", None))
         self.step = step
         self.result = result
+
+
+class AuthenticationError(KeelError):
+    """No valid credentials: a missing, wrong, expired or revoked token or password."""
+
+    http_status = 401
 
 
 class ForbiddenError(KeelError):

@@ -28,6 +28,8 @@ COMMAND_MODULES = [
     "keel.cli.pipelines",
     "keel.cli.serving",
     "keel.cli.monitoring",
+    "keel.cli.server",
+    "keel.cli.users",
 ]
 for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)
