@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "keel.cli.pipelines",
     "keel.cli.serving",
     "keel.cli.monitoring",
+    "keel.cli.deployments",
     "keel.cli.server",
     "keel.cli.users",
 ]
