@@ -1,11 +1,258 @@
-"""``keel stream``: a model (or deployment) consuming one stream and writing predictions to another."""
+"""``keel deploy ...`` (deployments: shadow, canary, A/B) and ``keel stream`` (streaming inference)."""
 
 from __future__ import annotations
 
-import typer
+from typing import Any
 
-from keel.cli._common import JSON_OPTION, console, print_json, run_guarded
+import typer
+from typer.core import TyperGroup
+
+from keel.cli._common import JSON_OPTION, console, fail, print_json, run_guarded, table
 from keel.cli.serving import _defaults
+
+
+class _DeployGroup(TyperGroup):
+    """``keel deploy NAME --model ...`` creates or replaces NAME; ``keel deploy ls|status|...`` are commands."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and not args[0].startswith("-") and args[0] not in self.commands:
+            args = ["create", *args]
+        return super().parse_args(ctx, args)
+
+
+deploy_app = typer.Typer(
+    cls=_DeployGroup, no_args_is_help=True,
+    help="Deployments: a champion with a shadow, a canary or an A/B split, stored and audited.\n\n"
+         "Example: keel deploy churn-live --model churn@production --shadow churn@challenger",
+)
+
+MODEL = typer.Option(None, "--model", help="The champion: NAME@ALIAS or NAME/VERSION (e.g. churn@production).")
+SHADOW = typer.Option(None, "--shadow", help="A challenger that sees every request off the request path and never answers.")
+CANARY = typer.Option(None, "--canary", help="A challenger that answers --weight percent of requests.")
+WEIGHT = typer.Option(None, "--weight", help="The canary's share of requests, in percent (default 10).")
+AB = typer.Option(None, "--ab", help="An A/B split: NAME/VERSION=WEIGHT,... (weights add up to 100).")
+STICKY = typer.Option(None, "--sticky-by", help="Keep each caller on one route: an input column (customer_id) or header:NAME.")
+MAX_ERR = typer.Option(None, "--max-error-rate", help="Roll the canary back when its error rate exceeds this share (e.g. 0.02).")
+MAX_P99 = typer.Option(None, "--max-p99-ms", help="Roll the canary back when its p99 latency exceeds this (ms).")
+MIN_REQ = typer.Option(100, "--min-requests", help="Requests the canary answers before its objectives are judged.")
+REASON = typer.Option(None, "--reason", help="Why (recorded with the change).")
+
+
+def _show(dep: Any) -> None:
+    s = dep.spec
+    console.print(f"[bold]{dep.name}[/] revision {dep.revision} ({s.mode}), changed by {dep.updated_by}", highlight=False)
+    console.print(table(None, ["route", "model", "share", "uri"],
+                        [(r.name, r.label(), "shadow" if r.shadow else f"{r.weight:g}%", r.uri) for r in s.routes]))
+    o = s.objectives
+    extras = [f"sticky by {s.sticky_by}"] if s.sticky_by else []
+    if o.max_error_rate is not None or o.max_p99_ms is not None:
+        extras.append(f"canary objectives: error rate <= {o.max_error_rate}, p99 <= {o.max_p99_ms} ms after {o.min_requests} requests")
+    for e in extras:
+        console.print("  " + e, highlight=False)
+
+
+def create(
+    name: str = typer.Argument(..., help="The deployment's name, e.g. churn-live."),
+    model: str = MODEL, shadow: str = SHADOW, canary: str = CANARY, weight: float = WEIGHT, ab: str = AB,
+    sticky_by: str = STICKY, max_error_rate: float = MAX_ERR, max_p99_ms: float = MAX_P99, min_requests: int = MIN_REQ,
+    reason: str = REASON, json: bool = JSON_OPTION,
+) -> None:
+    """Create or replace a deployment (checked against the registry before anything is written).
+
+    Example: keel deploy churn-live --model churn@production --canary churn/7 --weight 10 --max-error-rate 0.02
+    """
+    from keel.deployments.specs import build_spec, deploy
+
+    if name in deploy_app_commands():
+        fail(f"{name!r} is a keel deploy command, not a deployment name; pick another name.")
+    dep = run_guarded(lambda: deploy(build_spec(name, model=model, shadow=shadow, canary=canary, weight=weight, ab=ab, sticky_by=sticky_by,
+                                                max_error_rate=max_error_rate, max_p99_ms=max_p99_ms, min_requests=min_requests),
+                                     reason=reason))
+    if json:
+        print_json(dep.to_dict())
+        return
+    _show(dep)
+
+
+def deploy_app_commands() -> set[str]:
+    return {"create", "ls", "status", "compare", "set", "promote", "rollback", "history", "delete", "apply"}
+
+
+def ls(json: bool = JSON_OPTION) -> None:
+    """List the deployments.
+
+    Example: keel deploy ls
+    """
+    from keel.deployments.specs import list_deployments
+
+    deps = run_guarded(list_deployments)
+    if json:
+        print_json([d.to_dict() for d in deps])
+        return
+    console.print(table("deployments", ["name", "mode", "routes", "revision", "changed by"],
+                        [(d.name, d.spec.mode, d.spec.describe(), d.revision, d.updated_by) for d in deps]))
+
+
+def _compare_table(c: dict[str, Any]) -> None:
+    rows = []
+    for name, r in c["routes"].items():
+        rows.append((name, f"{r['model']}/{','.join(map(str, r['versions'])) or r['ref']}", "shadow" if r["shadow"] else f"{r['weight']:g}%",
+                     r["requests"], r["errors"], "" if r["latency_p50_ms"] is None else f"{r['latency_p50_ms']:.1f}",
+                     "" if r["latency_p99_ms"] is None else f"{r['latency_p99_ms']:.1f}", r["labelled"]))
+    console.print(table(f"{c['deployment']} since {c['since'][:19]}", ["route", "version", "share", "requests", "errors", "p50 ms", "p99 ms", "labelled"], rows))
+    sh = c.get("shadow")
+    if sh:
+        line = f"shadow: {sh['paired_requests']} paired requests"
+        if "agreement" in sh:
+            line += f", agreement {sh['agreement']:.1%}"
+        if "score_difference" in sh:
+            d = sh["score_difference"]
+            line += f", score difference mean {d['mean']:+.4f} (p5 {d['p5']:+.4f}, p95 {d['p95']:+.4f})"
+        console.print(line, highlight=False)
+    q = c.get("quality")
+    if q:
+        console.print(f"quality ({'paired' if q['paired'] else 'unpaired'}, {q['labelled']} labelled): {q['metric']} champion {q['champion']:.4f}, "
+                      f"challenger {q['challenger']:.4f}, difference {q['difference']:+.4f} "
+                      f"[{q['low']:+.4f}, {q['high']:+.4f}] at {q['confidence']:.0%}", highlight=False)
+    console.print(f"[bold]recommendation:[/] {c['recommendation']}", highlight=False)
+
+
+def status(name: str = typer.Argument(..., help="Deployment name."), since: str = typer.Option("1d", "--since", help="Window of the prediction log (e.g. 1h, 7d)."),
+           json: bool = JSON_OPTION) -> None:
+    """A deployment's routes and, per route, traffic, errors and latency (and the shadow's agreement).
+
+    Example: keel deploy status churn-live --since 1h
+    """
+    from keel.deployments.compare import compare
+    from keel.deployments.specs import get_deployment
+
+    dep = run_guarded(lambda: get_deployment(name))
+    c = run_guarded(lambda: compare(name, since=since))
+    if json:
+        print_json({"deployment": dep.to_dict(), "comparison": c})
+        return
+    _show(dep)
+    _compare_table(c)
+
+
+def compare_cmd(name: str = typer.Argument(..., help="Deployment name."),
+                since: str = typer.Option("7d", "--since", help="Window of the prediction log (e.g. 1d, 30d)."),
+                min_labels: int = typer.Option(100, "--min-labels", help="Labelled requests needed before recommending."),
+                margin: float = typer.Option(0.0, "--margin", help="How much worse the challenger may be and still be promoted."),
+                confidence: float = typer.Option(0.95, "--confidence", help="Confidence of the interval of the difference."),
+                json: bool = JSON_OPTION) -> None:
+    """Champion vs challenger: traffic, latency, errors, agreement and, with labels, quality with an interval and a recommendation.
+
+    Example: keel deploy compare churn-live --since 30d --min-labels 200
+    """
+    from keel.deployments.compare import compare
+
+    c = run_guarded(lambda: compare(name, since=since, min_labels=min_labels, margin=margin, confidence=confidence))
+    if json:
+        print_json(c)
+        return
+    _compare_table(c)
+
+
+def set_cmd(
+    name: str = typer.Argument(..., help="Deployment name."),
+    model: str = MODEL, shadow: str = SHADOW, canary: str = CANARY, weight: float = WEIGHT, ab: str = AB,
+    sticky_by: str = STICKY, max_error_rate: float = MAX_ERR, max_p99_ms: float = MAX_P99,
+    single: bool = typer.Option(False, "--single", help="Drop the challenger: the champion answers everything."),
+    reason: str = REASON, json: bool = JSON_OPTION,
+) -> None:
+    """Change a deployment (what is not given stays); every change is recorded with who and why.
+
+    Example: keel deploy set churn-live --weight 25 --reason "canary looks healthy"
+    """
+    from keel.deployments.specs import set_deployment
+
+    changes = {k: v for k, v in {"model": model, "shadow": shadow, "canary": canary, "weight": weight, "ab": ab, "sticky_by": sticky_by,
+                                 "max_error_rate": max_error_rate, "max_p99_ms": max_p99_ms}.items() if v is not None}
+    dep = run_guarded(lambda: set_deployment(name, reason=reason, single=single, **changes))
+    if json:
+        print_json(dep.to_dict())
+        return
+    _show(dep)
+
+
+def promote(name: str = typer.Argument(..., help="Deployment name."),
+            to: str = typer.Option("production", "--to", help="Environment the challenger's version moves into."),
+            data: str = typer.Option(None, "--data", help="Evaluation data for the gates."),
+            target: str = typer.Option(None, "--target", help="Target column of --data."),
+            force: bool = typer.Option(False, "--force", help="Admins: past failing gates (needs --reason)."),
+            reason: str = REASON, json: bool = JSON_OPTION) -> None:
+    """Promote the challenger through the registry (gates and approvals apply) and make it the champion.
+
+    Example: keel deploy promote churn-live --to production --reason "shadow agreed on 98%"
+    """
+    from keel.deployments.specs import promote_deployment
+
+    out = run_guarded(lambda: promote_deployment(name, to=to, reason=reason, force=force, data=data, target=target))
+    if json:
+        print_json(out)
+        return
+    t = out["transition"]
+    console.print(f"{t['model']} v{t['to_version']} -> {t['environment']}: {t['status']}"
+                  + (f" (approval request {t['request_id']}; promote again once approved)" if t["status"] == "pending" else ""), highlight=False)
+
+
+def rollback(name: str = typer.Argument(..., help="Deployment name."), reason: str = REASON, json: bool = JSON_OPTION) -> None:
+    """Restore the spec the last change replaced.
+
+    Example: keel deploy rollback churn-live --reason "canary errors"
+    """
+    from keel.deployments.specs import rollback_deployment
+
+    dep = run_guarded(lambda: rollback_deployment(name, reason=reason))
+    if json:
+        print_json(dep.to_dict())
+        return
+    _show(dep)
+
+
+def history_cmd(name: str = typer.Argument(..., help="Deployment name."), json: bool = JSON_OPTION) -> None:
+    """Every change of a deployment: who, what, why.
+
+    Example: keel deploy history churn-live
+    """
+    from keel.deployments.specs import DeploymentSpec, history
+
+    events = run_guarded(lambda: history(name))
+    if json:
+        print_json(events)
+        return
+    from datetime import UTC, datetime
+
+    rows = [(e["revision"], datetime.fromtimestamp(e["time_ms"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S"), e["action"], e["user"],
+             "" if e["after"] is None else DeploymentSpec.from_dict(e["after"]).describe(), e["reason"] or "") for e in events]
+    console.print(table(f"{name}: history", ["rev", "time (UTC)", "action", "user", "routes after", "reason"], rows))
+
+
+def delete(name: str = typer.Argument(..., help="Deployment name."), reason: str = REASON) -> None:
+    """Delete a deployment (its history stays).
+
+    Example: keel deploy delete churn-live --reason "replaced by churn-v2"
+    """
+    from keel.deployments.specs import delete_deployment
+
+    run_guarded(lambda: delete_deployment(name, reason=reason))
+    console.print(f"deleted deployment {name}", highlight=False)
+
+
+def apply(reason: str = REASON, json: bool = JSON_OPTION) -> None:
+    """Create or update the deployments declared in keel.yaml's deployments: block.
+
+    Example: keel deploy apply
+    """
+    from keel.deployments.specs import apply_config
+
+    deps = run_guarded(lambda: apply_config(reason=reason))
+    if json:
+        print_json([d.to_dict() for d in deps])
+        return
+    for d in deps:
+        console.print(f"{d.name}: revision {d.revision} ({d.spec.describe()})", highlight=False)
 
 
 def stream(
@@ -73,4 +320,15 @@ def stream(
 
 
 def register(app: typer.Typer) -> None:
+    deploy_app.command("create")(create)
+    deploy_app.command("ls")(ls)
+    deploy_app.command("status")(status)
+    deploy_app.command("compare")(compare_cmd)
+    deploy_app.command("set")(set_cmd)
+    deploy_app.command("promote")(promote)
+    deploy_app.command("rollback")(rollback)
+    deploy_app.command("history")(history_cmd)
+    deploy_app.command("delete")(delete)
+    deploy_app.command("apply")(apply)
+    app.add_typer(deploy_app, name="deploy")
     app.command()(stream)

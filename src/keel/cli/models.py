@@ -184,6 +184,7 @@ def promote_cmd(
 
     Example: keel models promote churn 3 --to production --data data/valid.parquet --target churned
     """
+    import keel.deployments  # noqa: F401  (registers the "live" gate kind)
     from keel.errors import KeelError
     from keel.registry import GatesFailed, promote
 

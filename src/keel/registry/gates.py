@@ -74,6 +74,37 @@ def parse_gate(text: str) -> MetricGate:
     return MetricGate(str(text), m["metric"], m["op"], value=float(m["value"]))
 
 
+# Gate kinds registered by the layers above (the registry imports nothing above it): a gate
+# written "<kind>: <argument>" is evaluated by the kind's function
+# ``fn(model_version, environment, argument) -> GateResult``.
+GateKindFn = Callable[[Any, str, str], "GateResult"]
+_KINDS: dict[str, GateKindFn] = {}
+_KIND_TEXT = re.compile(r"^\s*(?P<kind>[A-Za-z_][A-Za-z0-9_]*)\s*:\s*(?P<arg>.*)$")
+KIND_HINTS = {"live": "keel.deployments"}  # where the built-in kinds are registered
+
+
+def register_gate_kind(kind: str, fn: GateKindFn) -> None:
+    """Evaluate gates written ``"<kind>: <argument>"`` with ``fn`` (deployments registers ``live``)."""
+    _KINDS[kind] = fn
+
+
+def kind_of(text: str) -> tuple[str, str] | None:
+    """(kind, argument) when ``text`` is a gate of a kind (registered or not), else None."""
+    m = _KIND_TEXT.match(str(text))
+    if not m:
+        return None
+    kind = m["kind"]
+    if kind not in _KINDS:
+        where = KIND_HINTS.get(kind)
+        raise ConfigError(f"Gate {text!r} is of kind {kind!r}, which is not registered." + did_you_mean(kind, list(_KINDS) + list(KIND_HINTS)),
+                          hint=f"Import {where} first (the keel CLI and server do)." if where else "Register it with keel.registry.gates.register_gate_kind.")
+    return kind, m["arg"].strip()
+
+
+def kind_results(policy: Policy, mv: Any, env: str) -> list[GateResult]:
+    return [_KINDS[kind](mv, env, arg) for kind, arg in policy.kind_gates()]
+
+
 def _compare(a: float, op: str, b: float) -> bool:
     return {">=": a >= b, "<=": a <= b, ">": a > b, "<": a < b}[op]
 
@@ -122,7 +153,11 @@ class Policy:
         return p
 
     def metric_gates(self) -> list[MetricGate]:
-        return [parse_gate(g) for g in self.gates if isinstance(g, str)]
+        return [parse_gate(g) for g in self.gates if isinstance(g, str) and kind_of(g) is None]
+
+    def kind_gates(self) -> list[tuple[str, str]]:
+        """(kind, argument) of each gate of a registered kind, e.g. ("live", "not worse on >= 200 labelled")."""
+        return [k for g in self.gates if isinstance(g, str) and (k := kind_of(g)) is not None]
 
     def function_gates(self) -> list[GateFn]:
         out = []

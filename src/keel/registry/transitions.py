@@ -237,6 +237,7 @@ def evaluate_gates(
     results += G.slice_results(pol, cand, champ, task) if cand is not None else []
     results += G.contract_results(pol, frame) if not pol.default else []
     results += G.function_results(pol, cand, champ)
+    results += G.kind_results(pol, mv, env)
     packaged = load_model(mv.uri)
     if pol.smoke:
         results.append(G.smoke_result(packaged))

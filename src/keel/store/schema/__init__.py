@@ -6,6 +6,7 @@ Timestamps are stored as integer milliseconds since the epoch (UTC).
 """
 
 from keel.store.schema import contracts as contracts  # data contract tables
+from keel.store.schema import deployments as deployments  # deployments and their audit trail
 from keel.store.schema import features as features  # feature store tables
 from keel.store.schema import monitoring as monitoring  # baselines, monitors, results, alerts
 from keel.store.schema import pipelines as pipelines  # pipeline cache, runs, schedules

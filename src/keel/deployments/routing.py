@@ -1,0 +1,268 @@
+"""Routing a request through a deployment: who answers, who shadows, and when a canary is rolled back.
+
+    router = Router("churn-live")
+    answer = router.predict([{"customer_id": 42}], sticky_key="42")
+    answer.route, answer.prediction.predictions
+
+- **Weights.** Each answering route gets its share of requests. With ``sticky_by``
+  the share is taken from a hash of the key (an input column's value, or a
+  header's), so the same customer always meets the same route while the
+  deployment is unchanged; without it, from a random draw.
+- **Shadow.** The champion answers; the shadow route is called on the same input
+  with the same request id on a background thread after the answer is ready, so
+  its latency and failures never reach the caller. Both predictions are logged
+  with their route; a full shadow queue drops shadow calls (counted), never the
+  caller's.
+- **Objectives.** Each answering route's requests, failures and latency are
+  counted in a sliding window; a canary that breaches ``max_error_rate`` or
+  ``max_p99_ms`` after ``min_requests`` is taken out (``specs.end_challenger``,
+  an ``auto_rollback`` event) and the champion answers everything.
+- **Following changes.** The deployment's revision is re-read at most every
+  ``refresh_s`` seconds; a new revision rebuilds the routes (predictors of
+  unchanged routes are kept), without a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import random
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from keel.deployments.specs import Deployment, DeploymentSpec, Route, end_challenger, get_deployment
+
+log = logging.getLogger("keel.deployments")
+
+
+@dataclass
+class Answer:
+    route: str
+    model: str
+    version: int
+    prediction: Any  # keel.serving.predictor.Prediction
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.prediction.to_dict()
+        out["route"] = self.route
+        return out
+
+
+class _Window:
+    """The last ``size`` outcomes of a route: (ok, latency_ms)."""
+
+    def __init__(self, size: int = 2_000) -> None:
+        self.items: deque[tuple[bool, float]] = deque(maxlen=size)
+        self.lock = threading.Lock()
+
+    def add(self, ok: bool, latency_ms: float) -> None:
+        with self.lock:
+            self.items.append((ok, latency_ms))
+
+    def summary(self) -> tuple[int, float, float]:
+        """(requests, error rate, p99 latency ms)."""
+        with self.lock:
+            items = list(self.items)
+        if not items:
+            return 0, 0.0, 0.0
+        errors = sum(1 for ok, _ in items if not ok)
+        lat = sorted(ms for ok, ms in items if ok) or [0.0]
+        return len(items), errors / len(items), lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+
+
+def bucket(key: str, deployment: str) -> float:
+    """A stable number in [0, 100) for ``key`` (the same on every replica and every restart)."""
+    digest = hashlib.blake2b(f"{deployment}\x00{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 * 100
+
+
+class Router:
+    """Serves one deployment (see the module docstring)."""
+
+    def __init__(self, name: str, *, log_predictions: bool = True, refresh_s: float = 1.0, shadow_queue: int = 10_000,
+                 missing_features: str = "default", defaults: dict[str, Any] | None = None) -> None:
+        self.name = name
+        self.log_predictions = log_predictions
+        self.refresh_s = refresh_s
+        self.missing_features = missing_features
+        self.defaults = dict(defaults or {})
+        self._lock = threading.Lock()
+        self._predictors: dict[tuple[str, str, str], Any] = {}
+        self._windows: dict[str, _Window] = {}
+        self.shadow_dropped = 0
+        self.shadow_failed = 0
+        self._shadow_q: queue.Queue[tuple[Any, Any, str] | None] = queue.Queue(maxsize=shadow_queue)
+        self._shadow_thread: threading.Thread | None = None
+        self._checked = 0.0
+        self.deployment: Deployment = get_deployment(name)
+        self._build(self.deployment.spec)
+
+    # ---- routes ---------------------------------------------------------------
+    def _predictor(self, route: Route) -> Any:
+        from keel.serving.predictor import Predictor
+
+        key = (route.name, route.model, route.ref)
+        p = self._predictors.get(key)
+        if p is None:
+            p = Predictor(route.uri, log=self.log_predictions, route=route.name, missing_features=self.missing_features,
+                          defaults=self.defaults)
+            self._predictors[key] = p
+        return p
+
+    def _build(self, spec: DeploymentSpec) -> None:
+        predictors = {r.name: self._predictor(r) for r in spec.routes}
+        keep = {(r.name, r.model, r.ref) for r in spec.routes}
+        self._predictors = {k: v for k, v in self._predictors.items() if k in keep}
+        answering = spec.answering
+        total = sum(r.weight for r in answering) or 1.0
+        edges, acc = [], 0.0
+        for r in answering:
+            acc += r.weight / total * 100
+            edges.append((acc, r))
+        with self._lock:
+            self.spec = spec
+            self.routes = predictors
+            self._edges = edges
+            self._shadow = next((r for r in spec.routes if r.shadow), None)
+            for r in spec.routes:
+                self._windows.setdefault(r.name, _Window())
+        if self._shadow is not None and self._shadow_thread is None:
+            self._shadow_thread = threading.Thread(target=self._shadow_loop, name="keel-shadow", daemon=True)
+            self._shadow_thread.start()
+
+    def refresh(self, *, force: bool = False) -> bool:
+        """Re-read the deployment; True when it changed (and the routes were rebuilt)."""
+        now = time.monotonic()
+        if not force and now - self._checked < self.refresh_s:
+            return False
+        self._checked = now
+        current = get_deployment(self.name)
+        if current.revision == self.deployment.revision:
+            for p in self.routes.values():  # an alias that moved is followed by the predictor itself
+                p.reload()
+            return False
+        self._build(current.spec)
+        self.deployment = current
+        log.info("deployment %s: revision %d (%s)", self.name, current.revision, current.spec.describe())
+        return True
+
+    def pick(self, sticky_key: Any = None) -> Route:
+        """The answering route for a request (by the sticky key's hash, or at random)."""
+        with self._lock:
+            edges = self._edges
+        point = bucket(str(sticky_key), self.name) if sticky_key is not None else random.random() * 100
+        for edge, route in edges:
+            if point < edge:
+                return route
+        return edges[-1][1]
+
+    def sticky_key(self, data: Any, headers: Any = None) -> Any:
+        """The value the deployment sticks by, from the request's first row or its headers (None: not sticky)."""
+        by = self.spec.sticky_by
+        if not by:
+            return None
+        if by.startswith("header:"):
+            return None if headers is None else headers.get(by[len("header:"):])
+        if isinstance(data, list) and data and isinstance(data[0], dict):
+            return data[0].get(by)
+        if isinstance(data, dict):
+            col = data.get(by)
+            return col[0] if isinstance(col, list) and col else col
+        return None
+
+    # ---- predicting -------------------------------------------------------------
+    def predict(self, data: Any, *, request_id: str | None = None, headers: Any = None, sticky_key: Any = None) -> Answer:
+        """Answer with the picked route; the shadow (if any) scores the same input off this call."""
+        self.refresh()
+        rid = request_id or uuid.uuid4().hex
+        key = sticky_key if sticky_key is not None else self.sticky_key(data, headers)
+        route = self.pick(key)
+        predictor = self.routes[route.name]
+        start = time.perf_counter()
+        try:
+            result = predictor.predict(data, request_id=rid)
+        except Exception as exc:
+            from keel.errors import KeelError
+
+            if not isinstance(exc, KeelError) or exc.http_status >= 500:  # bad input is the caller's, not the route's
+                self._observe(route, False, (time.perf_counter() - start) * 1000)
+            raise
+        self._observe(route, True, (time.perf_counter() - start) * 1000)
+        if self._shadow is not None:
+            try:
+                self._shadow_q.put_nowait((self.routes[self._shadow.name], data, rid))
+            except queue.Full:
+                self.shadow_dropped += 1
+        return Answer(route.name, result.model, result.version, result)
+
+    def _shadow_loop(self) -> None:
+        while True:
+            item = self._shadow_q.get()
+            if item is None:
+                return
+            predictor, data, rid = item
+            start = time.perf_counter()
+            try:
+                predictor.predict(data, request_id=rid)
+                ok = True
+            except Exception:
+                self.shadow_failed += 1
+                ok = False
+            if self._shadow is not None:
+                self._windows[self._shadow.name].add(ok, (time.perf_counter() - start) * 1000)
+            self._shadow_q.task_done()
+
+    def drain(self, timeout: float = 30.0) -> None:
+        """Wait until the queued shadow calls are done (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while self._shadow_q.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def _observe(self, route: Route, ok: bool, latency_ms: float) -> None:
+        w = self._windows.setdefault(route.name, _Window())
+        w.add(ok, latency_ms)
+        obj = self.spec.objectives
+        if route.name != "canary" or (obj.max_error_rate is None and obj.max_p99_ms is None):
+            return
+        n, err, p99 = w.summary()
+        if n < obj.min_requests:
+            return
+        breach = None
+        if obj.max_error_rate is not None and err > obj.max_error_rate:
+            breach = {"objective": "max_error_rate", "limit": obj.max_error_rate, "value": round(err, 4), "requests": n}
+        elif obj.max_p99_ms is not None and p99 > obj.max_p99_ms:
+            breach = {"objective": "max_p99_ms", "limit": obj.max_p99_ms, "value": round(p99, 2), "requests": n}
+        if breach is None:
+            return
+        with self._lock:
+            if self._edges[-1][1].name != "canary" and all(r.name != "canary" for _, r in self._edges):
+                return  # already rolled back by another request
+            self._edges = [(100.0, self.spec.champion)]
+        reason = f"canary breached {breach['objective']}: {breach['value']} > {breach['limit']} over {n} requests"
+        log.warning("deployment %s: %s; rolling back to the champion", self.name, reason)
+        try:
+            self.deployment = end_challenger(self.name, detail=breach, reason=reason)
+            self._build(self.deployment.spec)
+        except Exception as exc:  # another replica rolled it back first: follow the stored spec
+            log.info("deployment %s: %s", self.name, exc)
+            self.refresh(force=True)
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"deployment": self.name, "revision": self.deployment.revision, "mode": self.spec.mode,
+                               "shadow_dropped": self.shadow_dropped, "shadow_failed": self.shadow_failed, "routes": {}}
+        for name, w in self._windows.items():
+            n, err, p99 = w.summary()
+            out["routes"][name] = {"requests": n, "error_rate": err, "p99_ms": p99}
+        return out
+
+    def close(self) -> None:
+        if self._shadow_thread is not None:
+            self.drain()
+            self._shadow_q.put(None)
+            self._shadow_thread.join(5)
+            self._shadow_thread = None
