@@ -75,7 +75,7 @@ def create(
 
 
 def deploy_app_commands() -> set[str]:
-    return {"create", "ls", "status", "compare", "set", "promote", "rollback", "history", "delete", "apply"}
+    return {"create", "ls", "status", "compare", "set", "promote", "rollback", "history", "delete", "apply", "manifests", "dockerfile"}
 
 
 def ls(json: bool = JSON_OPTION) -> None:
@@ -319,6 +319,68 @@ def stream(
                   f"{stats['dead_lettered']} dead-lettered, {stats['broker_errors']} broker errors retried", highlight=False)
 
 
+def manifests_cmd(
+    name: str = typer.Argument(..., help="Deployment name."),
+    output: str = typer.Option("k8s", "--output", "-o", help="Folder to write the YAML files into."),
+    image: str = typer.Option(None, "--image", help="Container image (default keel-NAME:latest, see keel deploy dockerfile)."),
+    min_replicas: int = typer.Option(2, "--min-replicas", help="Fewest model-server pods."),
+    max_replicas: int = typer.Option(10, "--max-replicas", help="Most model-server pods."),
+    autoscale: str = typer.Option("cpu", "--autoscale", help="Scale on cpu (utilization) or rps (requests per second per pod)."),
+    target_cpu: int = typer.Option(70, "--target-cpu", help="CPU utilization the autoscaler aims at, in percent."),
+    target_rps: int = typer.Option(200, "--target-rps", help="Requests per second per pod the autoscaler aims at."),
+    cpu: str = typer.Option("1", "--cpu", help="CPU request per pod."),
+    memory: str = typer.Option("1Gi", "--memory", help="Memory request and limit per pod."),
+    volume_size: str = typer.Option("5Gi", "--volume-size", help="Size of the prediction log's volume."),
+    storage_class: str = typer.Option(None, "--storage-class", help="StorageClass of the volume (ReadWriteMany)."),
+    secret: str = typer.Option(None, "--secret", help="An existing Secret with the KEEL_*_URI settings (else a template is written)."),
+    namespace: str = typer.Option(None, "--namespace", help="Namespace of every object."),
+    stream_source: str = typer.Option(None, "--stream-source", help="Also a stream consumer: its source (redis://... or nats://...)."),
+    stream_sink: str = typer.Option(None, "--stream-sink", help="The stream consumer's sink."),
+    json: bool = JSON_OPTION,
+) -> None:
+    """Write Kubernetes manifests for a deployment: ConfigMap, Secret template, volume, Deployment, Service, HPA (and KEDA for streams).
+
+    Example: keel deploy manifests churn-live -o k8s/ --image registry.example.com/churn:1 --max-replicas 8
+    """
+    from pathlib import Path
+
+    from keel.deployments.manifests import manifests, write_manifests
+
+    objects = run_guarded(lambda: manifests(name, image=image, min_replicas=min_replicas, max_replicas=max_replicas, autoscale=autoscale,
+                                            target_cpu=target_cpu, target_rps=target_rps, cpu=cpu, memory=memory, volume_size=volume_size,
+                                            storage_class=storage_class, secret=secret, namespace=namespace, stream_source=stream_source,
+                                            stream_sink=stream_sink))
+    paths = write_manifests(objects, Path(output))
+    if json:
+        print_json([str(p) for p in paths])
+        return
+    for p, obj in zip(paths, objects, strict=True):
+        console.print(f"{obj['kind']:<24} {obj['metadata']['name']:<32} {p}", highlight=False)
+    if secret is None:
+        console.print("[yellow]fill in the store URIs in the Secret[/] (passwords are masked), or pass --secret NAME of an existing one", highlight=False)
+
+
+def dockerfile_cmd(
+    name: str = typer.Argument(..., help="Deployment name."),
+    output: str = typer.Option("Dockerfile", "--output", "-o", help="Where to write the Dockerfile (requirements.lock goes beside it)."),
+    base: str = typer.Option("python:3.11-slim", "--base", help="Base image."),
+) -> None:
+    """Write a Dockerfile (and requirements.lock) that installs the champion's recorded packages and serves the deployment.
+
+    Example: keel deploy dockerfile churn-live -o Dockerfile && docker build -t keel-churn-live .
+    """
+    from pathlib import Path
+
+    from keel.deployments.manifests import dockerfile
+
+    text, lock = run_guarded(lambda: dockerfile(name, base=base))
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    (path.parent / "requirements.lock").write_text(lock)
+    console.print(f"wrote {path} and {path.parent / 'requirements.lock'} ({lock.count(chr(10))} packages)", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     deploy_app.command("create")(create)
     deploy_app.command("ls")(ls)
@@ -330,5 +392,7 @@ def register(app: typer.Typer) -> None:
     deploy_app.command("history")(history_cmd)
     deploy_app.command("delete")(delete)
     deploy_app.command("apply")(apply)
+    deploy_app.command("manifests")(manifests_cmd)
+    deploy_app.command("dockerfile")(dockerfile_cmd)
     app.add_typer(deploy_app, name="deploy")
     app.command()(stream)
