@@ -265,5 +265,53 @@ def skew_cmd(
         raise typer.Exit(1)
 
 
+@features_app.command("ingest")
+def ingest_cmd(
+    view: str = typer.Argument(..., help="Feature view to push the events into."),
+    source: str = typer.Option(..., "--source", help="Events: redis://HOST:PORT/DB/STREAM or nats://HOST:PORT/SUBJECT."),
+    group: str = typer.Option("keel-ingest", "--group", help="Consumer group: ingestors of one group share the stream."),
+    max_events: int = typer.Option(500, "--max-events", min=1, help="Events per push."),
+    max_wait_ms: float = typer.Option(50.0, "--max-wait-ms", help="Longest wait for a batch to fill."),
+    dead_letter: str = typer.Option(None, "--dead-letter", help="Stream for events push refuses (default: <source>.dead)."),
+    to: str = typer.Option("online_and_offline", "--to", help="online_and_offline, online or offline."),
+    metrics_port: int = typer.Option(0, "--metrics-port", help="Serve Prometheus /metrics (freshness) on 127.0.0.1:PORT (0: off)."),
+    stop_after: int = typer.Option(0, "--stop-after", help="Stop after this many events (0: run until interrupted)."),
+    idle_exit: float = typer.Option(0.0, "--idle-exit", help="Stop after this many seconds without an event (0: never)."),
+    json: bool = JSON_OPTION,
+) -> None:
+    """Push events from a stream into a feature view: its transformation and contracts, online and offline.
+
+    Example: keel features ingest usage --source redis://127.0.0.1:6379/0/usage-events
+    """
+    import asyncio
+    import signal
+
+    from keel.features.stream_ingest import Ingestor
+
+    ing = run_guarded(lambda: Ingestor(view, source=source, group=group, max_events=max_events, max_wait_ms=max_wait_ms,
+                                       dead_letter=dead_letter, to=to))
+    if metrics_port and ing.metrics is not None:
+        import prometheus_client as pc
+
+        pc.start_http_server(metrics_port, addr="127.0.0.1", registry=ing.metrics.registry)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await ing.run(stop=stop, max_events=stop_after or None, idle_exit_s=idle_exit or None,
+                      progress=None if json else lambda s: console.print(f"  {s.events} events, {s.rows_pushed} rows pushed, "
+                                                                         f"{s.dead_lettered} dead-lettered", highlight=False))
+
+    asyncio.run(main())
+    stats = ing.stats.to_dict()
+    if json:
+        print_json(stats)
+        return
+    console.print(f"done: {stats['events']} events, {stats['rows_pushed']} rows pushed into {view}, {stats['redelivered']} redelivered "
+                  f"(not pushed twice), {stats['dead_lettered']} dead-lettered", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(features_app, name="features")
