@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "keel.cli.serving",
     "keel.cli.monitoring",
     "keel.cli.deployments",
+    "keel.cli.loop",
     "keel.cli.server",
     "keel.cli.users",
 ]

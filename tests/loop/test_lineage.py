@@ -1,0 +1,89 @@
+"""keel lineage: a prediction back to its deployment, version, run, features, sources and code; and forward, who uses a view."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from keel.errors import NotFoundError
+from keel.loop.lineage import feature_usage, model_lineage, prediction_lineage, render_image
+
+
+@pytest.fixture
+def fs_model(project: Path) -> Any:
+    from keel.features import loader, online
+    from tests.serving.conftest import make_feature_model
+
+    online.reset_context()
+    version = make_feature_model(project)
+    yield version
+    from keel.store.prediction_log import close_prediction_log
+
+    close_prediction_log()
+    loader.clear_cache()
+    online.reset_context()
+
+
+def kinds(node: Any) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for n in node.walk():
+        out.setdefault(n.kind, []).append(n.label)
+    return out
+
+
+def test_model_lineage_reaches_features_sources_code_and_packages(fs_model: Any) -> None:
+    from keel.deployments.specs import build_spec, deploy
+
+    deploy(build_spec("churn-live", model="churn_fs@live"))
+    tree = model_lineage("churn_fs/1")
+    k = kinds(tree)
+    assert k["model_version"] == ["churn_fs v1"] and len(k["run"]) == 1
+    assert any(label.startswith("churn_v1") for label in k["feature_service"])
+    assert {label.split(" v")[0] for label in k["feature_view"]} >= {"usage", "profile"}
+    assert {label.split(" v")[0] for label in k["source"]} >= {"usage", "customers"}
+    assert k["code"] and k["packages"] and any("train" in d for d in k["dataset"])
+    assert k["deployment"] == ["deployment churn-live (champion, 100%)"]
+    assert json.loads(json.dumps(tree.to_dict()))["kind"] == "model_version"
+
+
+def test_prediction_lineage_starts_at_the_logged_request(fs_model: Any) -> None:
+    from keel.serving.predictor import Predictor
+    from keel.store.prediction_log import active_log
+
+    p = Predictor("models:/churn_fs@live")
+    p.predict([{"customer_id": 3, "discount": 0.1}], request_id="req-lineage-1")
+    active_log().flush()  # type: ignore[union-attr]
+    tree = prediction_lineage("req-lineage-1")
+    assert tree.kind == "prediction" and tree.detail["rows"][0]["version"] == 1
+    assert "churn_fs v1" in kinds(tree)["model_version"]
+    with pytest.raises(NotFoundError, match="No logged prediction"):
+        prediction_lineage("nope")
+
+
+def test_feature_usage_lists_services_and_models(fs_model: Any, tmp_path: Path) -> None:
+    tree = feature_usage("usage")
+    k = kinds(tree)
+    assert any(s.startswith("churn_v1") for s in k["feature_service"]) and "churn_fs v1" in k["model_version"]
+    src = feature_usage("customers")  # a source: the views reading it, then their users
+    assert "churn_fs v1" in kinds(src)["model_version"]
+    with pytest.raises(NotFoundError, match="Did you mean 'usage'"):
+        feature_usage("usag")
+    svg = render_image(tree, tmp_path / "usage.svg")
+    assert svg.read_text().lstrip().startswith("<?xml") and "churn_fs v1" in svg.read_text()
+
+
+def test_cli_lineage(fs_model: Any, tmp_path: Path) -> None:
+    from keel.cli.main import app
+
+    r = CliRunner()
+    out = r.invoke(app, ["lineage", "model", "churn_fs@live", "-o", str(tmp_path / "m.png")])
+    assert out.exit_code == 0, out.output
+    assert "churn_fs v1" in out.output and (tmp_path / "m.png").stat().st_size > 1000
+    out = r.invoke(app, ["lineage", "feature", "usage", "--json"])
+    assert out.exit_code == 0 and json.loads(out.output)["kind"] == "feature_view"
+    bad = r.invoke(app, ["lineage", "model", "churn_fs"])
+    assert bad.exit_code == 1 and "NAME/VERSION" in bad.output
