@@ -87,3 +87,27 @@ def test_cli_lineage(fs_model: Any, tmp_path: Path) -> None:
     assert out.exit_code == 0 and json.loads(out.output)["kind"] == "feature_view"
     bad = r.invoke(app, ["lineage", "model", "churn_fs"])
     assert bad.exit_code == 1 and "NAME/VERSION" in bad.output
+
+
+def test_diagnose_shows_changes_log_health_and_findings(fs_model: Any, tmp_path: Path) -> None:
+    from keel.cli.main import app
+    from keel.deployments.specs import build_spec, deploy
+    from keel.loop.diagnose import diagnose
+    from keel.serving.predictor import Predictor
+    from keel.store.prediction_log import active_log
+
+    deploy(build_spec("churn-live", model="churn_fs@live"), reason="first")
+    p = Predictor("models:/churn_fs@live")
+    for i in range(20):
+        p.predict([{"customer_id": i % 7, "discount": 0.1}], request_id=f"d{i}")
+    active_log().flush()  # type: ignore[union-attr]
+    d = diagnose("churn_fs@live")
+    assert d["version"] == 1 and d["prediction_log"]["rows"] == 20 and d["prediction_log"]["versions"][0]["version"] == 1
+    assert any(c["what"] == "deployment" for c in d["changes"]) and any(c["what"] == "registry" for c in d["changes"])
+    assert any("no monitor" in f for f in d["findings"])
+    out = CliRunner().invoke(app, ["models", "diagnose", "churn_fs@live", "-o", str(tmp_path / "d.html")])
+    assert out.exit_code == 0, out.output
+    page = (tmp_path / "d.html").read_text()
+    assert "Findings" in page and "data:image/png;base64," in page
+    bad = CliRunner().invoke(app, ["models", "diagnose", "nope@live"])
+    assert bad.exit_code == 1 and "Traceback" not in bad.output

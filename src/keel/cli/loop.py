@@ -61,5 +61,56 @@ def feature(name: str = typer.Argument(..., help="A feature view or source name.
     _show(run_guarded(lambda: feature_usage(name)), json, image)
 
 
+def diagnose(ref: str = typer.Argument(..., help="NAME@ALIAS or NAME/VERSION, e.g. churn@production."),
+             days: int = typer.Option(30, "--days", help="Window of changes, alerts and the prediction log."),
+             top: int = typer.Option(5, "--top", help="Most drifted features shown."),
+             output: str = typer.Option(None, "--output", "-o", help="Also write a self-contained HTML page with the plots."),
+             json: bool = JSON_OPTION) -> None:
+    """What is wrong with this model: recent changes, open alerts, drift, performance, prediction-log health, lineage.
+
+    Example: keel models diagnose churn@production -o diagnose.html
+    """
+    from rich.table import Table
+
+    from keel.loop.diagnose import diagnose as run_diagnose
+    from keel.loop.diagnose import write_html
+
+    d = run_guarded(lambda: run_diagnose(ref, days=days, top=top))
+    if output:
+        write_html(d, output)
+    if json:
+        print_json(d)
+        return
+    console.print(f"[bold]{d['model']} v{d['version']}[/] ({ref}; aliases {', '.join(d['aliases']) or '-'}; last {days} days)", highlight=False)
+    for f in d["findings"]:
+        console.print(f"  • {f}", highlight=False)
+
+    def section(title: str, rows: object, cols: list[str]) -> None:
+        if isinstance(rows, dict) and "unavailable" in rows:
+            console.print(f"[dim]{title}: unavailable ({rows['unavailable']})[/]", highlight=False)
+            return
+        if not rows:
+            console.print(f"[dim]{title}: none[/]", highlight=False)
+            return
+        t = Table(title=title, header_style="bold")
+        for c in cols:
+            t.add_column(c, overflow="fold")
+        for r in list(rows)[:15]:  # type: ignore[call-overload]
+            t.add_row(*("" if r.get(c) is None else str(r.get(c)) for c in cols))
+        console.print(t)
+
+    section("open alerts", d["alerts"], ["id", "monitor", "subject", "level", "status", "message"])
+    section("most drifted features", d["drift"], ["monitor", "column", "statistic", "value", "threshold", "level"])
+    section("changes", d["changes"], ["time", "what", "detail"])
+    log = d["prediction_log"]
+    section("prediction log", log.get("versions") if isinstance(log, dict) and "versions" in log else log,
+            ["version", "rows", "error_share", "latency_p50_ms", "latency_p99_ms", "missing_features_share"])
+    if output:
+        console.print(f"wrote {output}", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
+    from keel.cli.models import models_app
+
+    models_app.command("diagnose")(diagnose)
     app.add_typer(lineage_app, name="lineage")
