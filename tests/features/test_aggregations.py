@@ -421,6 +421,11 @@ def test_a_push_is_one_store_call_and_redis_merges_as_the_other_stores(redis_url
             return None if blob is None else sorted(orjson.dumps(r) for r in orjson.loads(blob))
 
         assert [parsed(b) for b in got[0]] == [parsed(b) for b in got[1]] == [parsed(b) for b in got[2]]
+        import orjson
+
+        for blob in (b for b in got[0] if b is not None):  # sorted by (event, created)
+            order = [(r[0], -1 if r[1] is None else r[1]) for r in orjson.loads(blob)]
+            assert order == sorted(order)
         assert any(b is not None for b in got[0]) and merge_log("n", "k", got[1][0], [], now_us)[0] is None
         stores[0].put_many("aggold", ["c1"], ["1"], [b'{"e": [1]}'])  # a state from an older keel
         with pytest.raises(StoreError, match=r"not a row log.*Re-materialize"):
@@ -454,3 +459,42 @@ def test_redis_push_and_lookup_give_the_memory_stores_numbers(project: Path, red
     for name in results[0]:
         assert all(close(a, b) for a, b in zip(results[0][name], results[1][name], strict=True)), name
     assert sum(results[0]["events_count_7d"]) > 0
+
+
+@pytest.mark.parametrize("store_kind", ["memory", "redis"])
+def test_a_tiled_state_keeps_one_row_per_tile_and_pushes_add_to_it(project: Path, redis_url: str, store_kind: str) -> None:
+    """Materialization compacts arrived events into tile rows; pushed events join them; online == offline."""
+    import orjson
+
+    import keel
+    from keel.features.materialization import namespace
+    from keel.features.registry import apply
+
+    now = datetime.now(UTC)
+    events = make_events(seed=6, n=3000, customers=2)  # several events an hour
+    shift = pd.Timestamp(now) - events.created_timestamp.max() - pd.Timedelta(minutes=1)
+    events = events.assign(event_timestamp=events.event_timestamp + shift, created_timestamp=events.created_timestamp + shift)
+    first = events[events.created_timestamp <= events.created_timestamp.quantile(0.9)]
+    defs = definitions(first, aggs=TILED)
+    apply(defs)
+    store = open_kv_store(redis_url if store_kind == "redis" else "memory://agg-tiled")
+    materialize(definitions=defs, store=store)
+    state = store.get_many([(namespace(defs.view("payments")), ["1"])])[0][0]
+    assert state is not None
+    rows = orjson.loads(state)
+    assert rows and all(r[1] == "tile" for r in rows)  # compacted: one row per tile
+    assert len(rows) < len(first[(first.customer_id == 1) & (first.event_timestamp > pd.Timestamp(now) - pd.Timedelta(days=7))])
+    rest = events.drop(first.index)
+    for i in range(0, len(rest), 7):
+        keel.push("payments", rest.iloc[i : i + 7].drop(columns=["created_timestamp"]), definitions=defs, store=store, to="online")
+    names = [f"payments:{a.name}" for a in TILED]
+    at = datetime.now(UTC)
+    ids = list(range(1, 8))
+    online = lookup(defs.select(names), {"customer_id": ids}, store, now_us=int(at.timestamp() * 1_000_000))
+    # offline over every event, the pushed ones counted from their push (created = the push's time, just before `at`)
+    everything = pd.concat([first, rest.assign(created_timestamp=pd.Timestamp(at) - pd.Timedelta(milliseconds=1))])
+    for agg in TILED:
+        want = [oracle(everything, c, at, agg, True) for c in ids]
+        assert all(close(a, b) for a, b in zip(online.values[str(agg.name)], want, strict=True)), (agg.name, online.values[str(agg.name)], want)
+    store.drop(namespace(defs.view("payments")))
+    store.close()

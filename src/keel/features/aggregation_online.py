@@ -65,16 +65,28 @@ def state_sql(view: FeatureView, rows: str, where: str, as_of_us: int) -> str:
     items += [f"coalesce(CAST(to_json({q(n)}) AS VARCHAR), 'null')" for n in row_names(view)[2:]]
     row = "'[' || " + " || ',' || ".join(items) + " || ']'"
     ttl_ms = None if view.ttl is None else int(view.ttl.total_seconds() * 1000)
-    exp = "NULL::BIGINT" if ttl_ms is None else f"epoch_ms(max({EVENT})) + {ttl_ms}"
+    exp = "NULL::BIGINT" if ttl_ms is None else f"epoch_ms(max(__last)) + {ttl_ms}"
     low = as_of_us - reach_us(view)
+    body = f"SELECT {keys}, {EVENT} AS __ord_e, {CREATED} AS __ord_c, {row} AS __row, {EVENT} AS __last FROM r"
+    if view.aggregations[0].interval is not None:  # tiles: what had arrived by as_of compacts into tile rows
+        from keel.features.aggregation_tiles import tile_rows_sql
+
+        at = f"make_timestamptz({as_of_us})"
+        due = f"{EVENT} <= {at}"
+        if view.late_events == "respect_created_time" and view.source.created_timestamp_field:
+            due += f" AND coalesce({CREATED}, {EVENT}) <= {at}"
+        body = f"""
+            SELECT {keys}, epoch_us({EVENT}) AS __ord_e, coalesce(epoch_us({CREATED}), -1) AS __ord_c, {row} AS __row,
+                   {EVENT} AS __last FROM r WHERE NOT ({due})
+            UNION ALL {tile_rows_sql(view, f"(SELECT * FROM r WHERE {due})", keys, EVENT, CREATED)}"""
     return f"""
         WITH r AS (SELECT *{''.join(', ' + f for f in filters)} FROM {q(rows)}
                    WHERE {where} AND {EVENT} > make_timestamptz({low})
                      AND {' AND '.join(f'{q(k)} IS NOT NULL' for k in view.join_keys)})
         SELECT {key_expr} AS k, {_sql_text(_version(as_of_us))} AS ver,
-               encode('[' || string_agg({row}, ',' || chr(10) ORDER BY {EVENT}, {CREATED} NULLS FIRST) || ']') AS v,
+               encode('[' || string_agg(__row, ',' || chr(10) ORDER BY __ord_e, __ord_c NULLS FIRST) || ']') AS v,
                {exp} AS exp
-        FROM r GROUP BY {keys} ORDER BY k
+        FROM ({body}) GROUP BY {keys} ORDER BY k
     """
 
 
@@ -161,9 +173,13 @@ def compute(
     sum, count and mean of a 7-day window slice the state once.
     """
     respect = view.late_events == "respect_created_time" and view.source.created_timestamp_field is not None
-    states = [columnar(view, st) for st in states]
     bounds = lower_bounds(view, at_us)
     wanted = [(i, a, str(a.name)) for i, a in enumerate(view.aggregations) if a.name in names]
+    if view.aggregations[0].interval is not None:
+        from keel.features import aggregation_tiles
+
+        return aggregation_tiles.compute(view, wanted, states, at_us, respect, bounds)
+    states = [columnar(view, st) for st in states]
     if len(states) >= _NUMPY_FROM and all(_vectorizable(view, a) for _, a, _ in wanted):
         return _compute_numpy(view, wanted, states, at_us, respect, bounds)
     kinds = {"time_since_last": 1, "last_n": 2}

@@ -95,7 +95,7 @@ class KVStore(Protocol):
 
 
 # -- row logs (merge_logs): the shared rules; Redis runs the same ones in _MERGE_SCRIPT ---------
-_ROW = re.compile(rb"^\[(-?\d+),(-?\d+|null)[,\]]")
+_ROW = re.compile(rb'^\[(-?\d+),(-?\d+|null|"[a-z]+")[,\]]')  # created: a time, null, or a marker such as "tile"
 
 
 def _log_rows(namespace: str, key: str, blob: bytes | None) -> list[bytes]:
@@ -118,7 +118,8 @@ def merge_log(namespace: str, key: str, blob: bytes | None, rows: Sequence[bytes
             raise ValidationError(f"Row {row[:60]!r} for {namespace!r} key {key!r} does not start with [event, created, ...].")
         event = int(m.group(1))
         if event > low:
-            keyed.append((event, -1 if m.group(2) == b"null" else int(m.group(2)), row))
+            c = m.group(2)
+            keyed.append((event, -1 if c == b"null" or c.startswith(b'"') else int(c), row))
     if not keyed:
         return None, 0
     keyed.sort(key=lambda r: (r[0], r[1]))
@@ -436,12 +437,29 @@ return n
 # then per key the number of new rows and the rows.
 _MERGE_SCRIPT = """
 local low = tonumber(ARGV[1])
+local function key_of(r)
+  local e, c = string.match(r, '^%[(%-?%d+),([^,%]]+)')
+  if not e then return nil end
+  return {tonumber(e), tonumber(c) or -1, r}
+end
+local function before(a, b)
+  if a[1] ~= b[1] then return a[1] < b[1] end
+  return a[2] < b[2]
+end
 local pos = 4
 for _, key in ipairs(KEYS) do
   local n = tonumber(ARGV[pos])
   pos = pos + 1
   local ver = ARGV[2]
-  local rows = {}
+  local new = {}
+  for _ = 1, n do
+    local k = key_of(ARGV[pos])
+    if not k then return redis.error_reply('KEEL not a row: ' .. string.sub(ARGV[pos], 1, 60)) end
+    if k[1] > low then new[#new + 1] = k end
+    pos = pos + 1
+  end
+  table.sort(new, before)
+  local inner = ''
   local cur = redis.call('GET', key)
   if cur then
     local bar = string.find(cur, '|', 1, true)
@@ -451,37 +469,57 @@ for _, key in ipairs(KEYS) do
     if string.sub(body, 1, 2) ~= '[[' or string.sub(body, -2) ~= ']]' then
       return redis.error_reply('KEEL not a row log: ' .. key)
     end
-    body = string.sub(body, 2, -2)
+    inner = string.sub(body, 2, -2)
+    -- the oldest rows leave: parse only those
+    local p = 1
+    while p do
+      local e = string.match(inner, '^%[(%-?%d+)', p)
+      if not e or tonumber(e) > low then break end
+      local s = string.find(inner, ',\\n', p, true)
+      p = s and s + 2
+    end
+    inner = p and string.sub(inner, p) or ''
+  end
+  local last, q = nil, 1
+  if inner ~= '' then
+    while true do
+      local s = string.find(inner, ',\\n', q, true)
+      if not s then break end
+      q = s + 2
+    end
+    last = key_of(string.sub(inner, q))
+  end
+  local parts = {}
+  if #new == 0 or not last or not before(new[1], last) then
+    -- the usual push: every new row is at least as new as the newest stored one
+    if inner ~= '' then parts[1] = inner end
+    for _, k in ipairs(new) do parts[#parts + 1] = k[3] end
+  else
+    local all = {}
     local start = 1
     while true do
-      local s, e = string.find(body, ',\\n', start, true)
-      if not s then rows[#rows + 1] = string.sub(body, start); break end
-      rows[#rows + 1] = string.sub(body, start, s - 1)
+      local s, e = string.find(inner, ',\\n', start, true)
+      local r = string.sub(inner, start, s and s - 1)
+      local k = key_of(r)
+      if not k then return redis.error_reply('KEEL not a row: ' .. string.sub(r, 1, 60)) end
+      all[#all + 1] = k
+      if not s then break end
       start = e + 1
     end
+    for _, k in ipairs(new) do all[#all + 1] = k end
+    table.sort(all, before)
+    for j, k in ipairs(all) do parts[j] = k[3] end
   end
-  for _ = 1, n do
-    rows[#rows + 1] = ARGV[pos]
-    pos = pos + 1
-  end
-  local keep = {}
-  for _, r in ipairs(rows) do
-    local e, c = string.match(r, '^%[(%-?%d+),(%-?[%dnul]+)')
-    if not e then return redis.error_reply('KEEL not a row: ' .. string.sub(r, 1, 60)) end
-    local ev = tonumber(e)
-    if ev > low then keep[#keep + 1] = {ev, tonumber(c) or -1, r} end
-  end
-  if #keep == 0 then
+  if #parts == 0 then
     redis.call('DEL', key)
   else
-    table.sort(keep, function(a, b) if a[1] ~= b[1] then return a[1] < b[1] end return a[2] < b[2] end)
-    local out = {}
-    for j, k in ipairs(keep) do out[j] = k[3] end
-    local value = ver .. '|[' .. table.concat(out, ',\\n') .. ']'
+    local value = ver .. '|[' .. table.concat(parts, ',\\n') .. ']'
+    local newest = last
+    if #new > 0 and (not newest or not before(new[#new], newest)) then newest = new[#new] end
     if ARGV[3] == '' then
       redis.call('SET', key, value)
     else
-      redis.call('SET', key, value, 'PXAT', string.format('%d', math.floor(keep[#keep][1] / 1000) + tonumber(ARGV[3])))
+      redis.call('SET', key, value, 'PXAT', string.format('%d', math.floor(newest[1] / 1000) + tonumber(ARGV[3])))
     end
   end
 end
