@@ -270,14 +270,20 @@ def test_bad_definitions_name_the_view_the_aggregation_and_the_fix(project: Path
         view(Aggregation("amount", "sum", "60d"))
     with pytest.raises(ValidationError, match=r"aggregation 'kind_mean_7d': mean does not fit column 'kind' of type string"):
         view(Aggregation("kind", "mean", "7d"))
-    with pytest.raises(ValidationError, match="calendar window needs a timezone"):
-        Aggregation("amount", "sum", "7d", calendar=True)
-    with pytest.raises(ValidationError, match=r"unknown timezone 'Europe/Berlln'\. Did you mean 'Europe/Berlin'"):
-        Aggregation("amount", "sum", "7d", calendar=True, timezone="Europe/Berlln")
-    with pytest.raises(ValidationError, match="unknown function 'avg'"):
-        Aggregation("amount", "avg", "7d")
-    with pytest.raises(ValidationError, match="window '7 days' is not a duration"):
-        Aggregation("amount", "sum", "7 days")
+    for bad, message in [
+        (Aggregation("amount", "sum", "7d", calendar=True), "calendar window needs a timezone"),
+        (Aggregation("amount", "sum", "7d", calendar=True, timezone="Europe/Berlln"), r"unknown timezone 'Europe/Berlln'\. Did you mean 'Europe/Berlin'"),
+        (Aggregation("amount", "avg", "7d"), "unknown function 'avg'"),
+        (Aggregation("amount", "sum", "7 days"), "window '7 days' is not a duration"),
+        (Aggregation("amount", "last_n", "7d"), "last_n needs n= between 1 and 1000, not None"),
+        (Aggregation("amount", "sum", "7d", n=3), "n= applies to last_n only"),
+        (Aggregation("amount", "sum", "7d", aggregation_interval="5h"), r"window \(7d\) is not a whole number of aggregation_interval tiles \(5h\)"),
+        (Aggregation("amount", "sum", "7d", calendar=True, timezone="UTC", aggregation_interval="1h"), "calendar window cannot have an aggregation_interval"),
+    ]:
+        with pytest.raises(ValidationError, match=r"^FeatureView 'payments', Aggregation\('amount', .*: .*" + message):
+            view(bad)
+    with pytest.raises(ValidationError, match=r"aggregation 'amount_sum_7d': its aggregation_interval \(1h\) differs from 'amount_sum_1d' \(none\)"):
+        view(Aggregation("amount", "sum", "1d"), Aggregation("amount", "sum", "7d", aggregation_interval="1h"))
     with pytest.raises(ValidationError, match=r"column 'amout' is not in the view's schema\. Did you mean 'amount'"):
         view(Aggregation("amout", "sum", "7d"))
     from keel.features.offline import validate_view
@@ -288,7 +294,16 @@ def test_bad_definitions_name_the_view_the_aggregation_and_the_fix(project: Path
         validate_view(view(Aggregation("amount", "sum", "7d", where="nope > 1")))
 
 
-def test_apply_rejects_a_bad_aggregation_with_one_line(churn_project: tuple[Path, dict[str, pd.DataFrame]]) -> None:
+@pytest.mark.parametrize(("aggregation", "says"), [
+    ("Aggregation('minutes', 'sum', '30d')", "aggregation 'minutes_sum_30d': its window (30d) is longer than the view's ttl"),
+    ("Aggregation('minutes', 'sum', '7d', where='minutes >')", "aggregation 'minutes_sum_7d': the filter 'minutes >' does not work"),
+    ("Aggregation('minutes', 'sum', '7d', calendar=True)", "Aggregation('minutes', 'sum', '7d'): a calendar window needs a timezone"),
+    ("Aggregation('minutes', 'sum', '7d', calendar=True, timezone='Mars/Olympus')", "unknown timezone 'Mars/Olympus'"),
+    ("Aggregation('minutes', 'count_distinct', '1d', aggregation_interval='7h')", "is not a whole number of aggregation_interval tiles"),
+], ids=["ttl", "filter", "calendar", "timezone", "tiles"])
+def test_apply_rejects_a_bad_aggregation_with_one_line(
+    churn_project: tuple[Path, dict[str, pd.DataFrame]], aggregation: str, says: str
+) -> None:
     from typer.testing import CliRunner
 
     from keel.cli.main import app
@@ -300,11 +315,12 @@ def test_apply_rejects_a_bad_aggregation_with_one_line(churn_project: tuple[Path
         "c = Entity('customer', join_keys=['customer_id'])\n"
         "u = FeatureView('usage', entities=[c], ttl=timedelta(days=7), schema=[Field('minutes', Float64)],\n"
         "    source=Source('usage', path='data/usage.parquet', created_timestamp_field='created_timestamp'),\n"
-        "    aggregations=[Aggregation('minutes', 'sum', '30d')])\n"
+        f"    aggregations=[{aggregation}])\n"
     )
     res = CliRunner().invoke(app, ["features", "apply"])
     assert res.exit_code == 1
-    assert "aggregation 'minutes_sum_30d'" in res.output and "ttl" in res.output and "Traceback" not in res.output
+    out = " ".join(res.output.split())  # rich wraps long lines
+    assert "FeatureView 'usage'" in out and says in out and "Traceback" not in out, out
 
 
 def test_changing_a_window_is_a_breaking_change(churn_project: tuple[Path, dict[str, pd.DataFrame]]) -> None:

@@ -117,6 +117,19 @@ class Aggregation:
     aggregation_interval: timedelta | str | None = None
 
     def __post_init__(self) -> None:
+        # A bad definition is reported by the view that lists it (check_view), so the
+        # message names the view as well as the aggregation.
+        self.problem: ValidationError | None = None
+        self.span = timedelta(0)
+        self.interval: timedelta | None = None
+        try:
+            self._check()
+        except ValidationError as exc:
+            self.problem = exc
+            if self.name is None:
+                self.name = f"{self.column or 'events'}_{self.function}_{self.window}"
+
+    def _check(self) -> None:
         label = f"Aggregation({self.column!r}, {self.function!r}, {self.window!r})"
         if self.function not in FUNCTIONS:
             from keel.errors import did_you_mean
@@ -148,7 +161,6 @@ class Aggregation:
                 )
         elif self.n is not None:
             raise ValidationError(f"{label}: n= applies to last_n only.", hint="Drop n=, or use function 'last_n'.")
-        self.interval: timedelta | None = None
         if self.aggregation_interval is not None:
             self.interval = parse_window(self.aggregation_interval, f"{label}, aggregation_interval")
             if self.calendar:
@@ -256,6 +268,8 @@ def check_view(name: str, schema: dict[str, str], aggregations: Sequence[Aggrega
     for agg in aggregations:
         if not isinstance(agg, Aggregation):
             raise ValidationError(f"FeatureView '{name}': {agg!r} is not an Aggregation.", hint="List Aggregation(column, function, window) objects.")
+        if agg.problem is not None:
+            raise ValidationError(f"FeatureView '{name}', {agg.problem.message}", hint=agg.problem.hint)
         tiled = tiled or agg
         if agg.interval != tiled.interval:
             raise ValidationError(
