@@ -30,6 +30,7 @@ from keel.features.aggregations import Aggregation
 from keel.features.definitions import FeatureView
 
 TILE = "tile"
+_FAMILY = {"mean": "sum", "stddev_pop": "stddev"}
 
 
 def q(name: str) -> str:
@@ -180,14 +181,19 @@ def compute(
         seen = [j for j in range(hi) if cr is None or cr[j] is None or cr[j] <= at_us]
         times = [ev[j] for j in seen[-1:]] + [t[2] for t in tiles]
         last.append(max(times) if times else None)
+        starts = [t[0] for t in tiles]
+        cache: dict[Any, Any] = {}
         for i, a, n in wanted:
             lo = bounds[i][0]
-            p = None
-            for t in tiles:
-                if t[0] >= lo:
+            # sum and mean (stddev and stddev_pop) of one column, filter and window share one partial
+            key = (lo, a.column, a.where, _FAMILY.get(a.function, a.function), a.n)
+            if key not in cache:
+                p = None
+                for t in tiles[bisect.bisect_left(starts, lo) :]:
                     p = combine(a, p, t[3 + i])
-            if st is not None:
-                idx = [j for j in seen if ev[j] >= lo and (not a.where or st[f"__w{i}"][j])]
-                p = combine(a, p, of_values(a, _values(a, st, idx, ev)))
-            out[n].append(finalize(a, p, at_us))
+                if st is not None:
+                    idx = [j for j in seen if ev[j] >= lo and (not a.where or st[f"__w{i}"][j])]
+                    p = combine(a, p, of_values(a, _values(a, st, idx, ev)))
+                cache[key] = p
+            out[n].append(finalize(a, cache[key], at_us))
     return out, last
