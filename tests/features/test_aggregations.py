@@ -323,7 +323,8 @@ def test_apply_rejects_a_bad_aggregation_with_one_line(
     assert "FeatureView 'usage'" in out and says in out and "Traceback" not in out, out
 
 
-def test_changing_a_window_is_a_breaking_change(churn_project: tuple[Path, dict[str, pd.DataFrame]]) -> None:
+@pytest.mark.parametrize(("after", "changed"), [("30d'", "window_seconds"), ("7d', aggregation_interval='1h'", "interval_seconds")])
+def test_changing_a_window_is_a_breaking_change(churn_project: tuple[Path, dict[str, pd.DataFrame]], after: str, changed: str) -> None:
     from keel.errors import ConflictError
     from keel.features.registry import apply
 
@@ -334,17 +335,17 @@ def test_changing_a_window_is_a_breaking_change(churn_project: tuple[Path, dict[
         "c = Entity('customer', join_keys=['customer_id'])\n"
         "u = FeatureView('usage', entities=[c], ttl=timedelta(days=31), schema=[Field('minutes', Float64)],\n"
         "    source=Source('usage', path='data/usage.parquet', created_timestamp_field='created_timestamp'),\n"
-        "    aggregations=[Aggregation('minutes', 'sum', 'WINDOW', name='minutes_total')])\n"
+        "    aggregations=[Aggregation('minutes', 'sum', 'WINDOW, name='minutes_total')])\n"
         "s = FeatureService('s', features=[u])\n"
     )
-    (root / "features.py").write_text(text.replace("WINDOW", "7d"))
+    (root / "features.py").write_text(text.replace("WINDOW", "7d'"))
     apply()
     import os
 
     path = root / "features.py"
-    path.write_text(text.replace("WINDOW", "30d"))
+    path.write_text(text.replace("WINDOW", after))
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
-    with pytest.raises(ConflictError, match=r"usage\.minutes_total: aggregation window_seconds changed"):
+    with pytest.raises(ConflictError, match=rf"usage\.minutes_total: aggregation {changed} changed"):
         apply()
 
 

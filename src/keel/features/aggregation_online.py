@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 EVENT = "__keel_event"
 CREATED = "__keel_created"
+BLOCK = "cols"  # a row holding many events as columns: [newest event, "cols", [events], [created], [column]...]
 _PAD = 18
 
 
@@ -67,7 +68,14 @@ def state_sql(view: FeatureView, rows: str, where: str, as_of_us: int) -> str:
     ttl_ms = None if view.ttl is None else int(view.ttl.total_seconds() * 1000)
     exp = "NULL::BIGINT" if ttl_ms is None else f"epoch_ms(max(__last)) + {ttl_ms}"
     low = as_of_us - reach_us(view)
-    body = f"SELECT {keys}, {EVENT} AS __ord_e, {CREATED} AS __ord_c, {row} AS __row, {EVENT} AS __last FROM r"
+    # exact windows: one block row per entity, its events as columns (one cheap decode per entity at lookup)
+    order = f"ORDER BY {EVENT}, {CREATED} NULLS FIRST"
+    lists = [f"list(epoch_us({EVENT}) {order})", f"list(epoch_us({CREATED}) {order})"]
+    lists += [f"list({q(n)} {order})" for n in row_names(view)[2:]]
+    block = f"""'[' || epoch_us(max({EVENT})) || ',"{BLOCK}",' || """ + " || ',' || ".join(
+        f"CAST(to_json({x}) AS VARCHAR)" for x in lists
+    ) + " || ']'"
+    body = f"SELECT {keys}, epoch_us(max({EVENT})) AS __ord_e, -1 AS __ord_c, {block} AS __row, max({EVENT}) AS __last FROM r GROUP BY {keys}"
     if view.aggregations[0].interval is not None:  # tiles: what had arrived by as_of compacts into tile rows
         from keel.features.aggregation_tiles import tile_rows_sql
 
@@ -134,10 +142,26 @@ def push_events(con: duckdb.DuckDBPyConnection, view: FeatureView, rows: str, st
 
 
 def columnar(view: FeatureView, state: Any) -> dict[str, list[Any]] | None:
-    """A stored state (a list of rows; older keels: a dict of lists) as a dict of lists."""
+    """A stored state (block rows and event rows; older keels: a dict of lists) as a dict of lists sorted by time."""
     if state is None or isinstance(state, dict):
         return state
-    return dict(zip(row_names(view), map(list, zip(*state, strict=True)), strict=True))
+    names = row_names(view)
+    blocks = [r for r in state if r[1] == BLOCK]
+    rows = [r for r in state if r[1] != BLOCK]
+    if not blocks:
+        return dict(zip(names, map(list, zip(*rows, strict=True)), strict=True))
+    out: dict[str, list[Any]] = {n: list(v) for n, v in zip(names, blocks[0][2:], strict=True)}
+    if len(blocks) == 1 and not rows:
+        return out
+    for b in blocks[1:]:
+        for n, v in zip(names, b[2:], strict=True):
+            out[n].extend(v)
+    for r in rows:
+        for n, v in zip(names, r, strict=True):
+            out[n].append(v)
+    ev, cr = out["e"], out["c"]
+    order = sorted(range(len(ev)), key=lambda j: (ev[j], -1 if cr[j] is None else cr[j]))
+    return {n: [v[j] for j in order] for n, v in out.items()}
 
 
 def _calendar_start_us(tz: str, days: int, at_us: int) -> int:
