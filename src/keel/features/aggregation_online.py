@@ -3,7 +3,9 @@
 The state of an entity is one value: a row log of its events of the view's longest
 window, one JSON row per line (event time, created time, the input columns, each
 ``where`` condition's result), sorted by event and created time. Materialization
-builds it for every entity from the offline rows in one DuckDB query; a push merges
+builds it for every entity from the offline rows in one DuckDB query, as one block
+row holding all the events as columns (tiled views: one row per tile, see
+:mod:`.aggregation_tiles`), so a lookup decodes a few lists per entity; a push merges
 the new rows into the states of the entities it names with the store's
 ``merge_logs`` (one server-side script on Redis: one round trip, nothing else of the
 history read) and drops the events that left the longest window. A lookup computes every
