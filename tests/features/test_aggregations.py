@@ -501,6 +501,11 @@ def test_a_tiled_state_keeps_one_row_per_tile_and_pushes_add_to_it(project: Path
     rows = orjson.loads(state)
     assert rows and all(r[1] == "tile" for r in rows)  # compacted: one row per tile
     assert len(rows) < len(first[(first.customer_id == 1) & (first.event_timestamp > pd.Timestamp(now) - pd.Timedelta(days=7))])
+    from keel.features import FeatureService, check_skew
+
+    with_service = Definitions([defs.view("payments"), FeatureService("tiles", features=[defs.view("payments")])])
+    report = check_skew("tiles", definitions=with_service, store=store, sample=2)
+    assert report.ok and all(f.compared == 2 and f.mismatches == 0 for f in report.features), report  # keel features skew
     rest = events.drop(first.index)
     for i in range(0, len(rest), 7):
         keel.push("payments", rest.iloc[i : i + 7].drop(columns=["created_timestamp"]), definitions=defs, store=store, to="online")
