@@ -694,16 +694,20 @@ class RedisKV:
 
         head: list[Any] = [str(int(low)), version, "" if ttl_ms is None else str(int(ttl_ms))]
         full = [self._key(namespace, k) for k in keys]
-        # a script touches one slot only: on a cluster one call per slot
-        groups = [[i for i in range(len(full)) if self._redis.keyslot(full[i]) == s] for s in {self._redis.keyslot(k) for k in full}] \
-            if self.cluster else [list(range(len(full)))]
+        by_slot: dict[int, list[int]] = {}
+        if self.cluster:  # a script touches one slot only: on a cluster one call per slot
+            for i, k in enumerate(full):
+                by_slot.setdefault(self._redis.keyslot(k), []).append(i)
+        else:
+            by_slot[0] = list(range(len(full)))
         try:
-            for idx in groups:
-                args = list(head)
-                for i in idx:
-                    args += [len(rows[i]), *rows[i]]
-                if idx:
-                    self._merge(keys=[full[i] for i in idx], args=args)
+            for idx in by_slot.values():
+                for start in range(0, len(idx), self._CHUNK):  # each call holds Redis for a bounded time
+                    part = idx[start : start + self._CHUNK]
+                    args = list(head)
+                    for i in part:
+                        args += [len(rows[i]), *rows[i]]
+                    self._merge(keys=[full[i] for i in part], args=args)
         except redis.exceptions.ResponseError as exc:
             if "KEEL not a row" in str(exc):
                 raise StoreError(
