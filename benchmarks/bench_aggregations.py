@@ -19,6 +19,9 @@ Figures (the performance section of issue 12):
   2. Online, in one process per store: p50/p99 of keel.push of one event (the entity's
      12 aggregates updated), and of get_online_features for 100 entities x 12 aggregates,
      on SQLite and Redis.
+  3. Tiles: on dense entities (1,000 events each in 30 days), the online state's size and
+     the lookup p50/p99 of exact windows beside the same aggregates over 1-day tiles
+     (aggregation_interval), on SQLite and Redis.
 
 Data is generated with NumPy into benchmarks/.data/aggregations/. The figures go into
 benchmarks/README.md between the bench_aggregations markers (--no-readme to skip).
@@ -265,8 +268,71 @@ def worker_online(folder: Path, uri: str) -> None:
     print(json.dumps({"push": _pct(push_t), "lookup": _pct(look_t)}))
 
 
+def worker_tiles(folder: Path, uri: str) -> None:
+    """Online cost of exact windows beside 1-day tiles on dense entities (1,000 events each in 30 days):
+    state bytes per entity and lookup p50/p99 of 100 entities x 9 aggregates, one store."""
+    from datetime import UTC, datetime
+
+    import numpy as np
+    import pandas as pd
+
+    import keel
+    from keel import config
+    from keel.features.materialization import namespace
+    from keel.store.kv import open_kv_store
+
+    project = folder / f"keel-tiles-{uri.split(':', 1)[0]}"
+    shutil.rmtree(project, ignore_errors=True)
+    project.mkdir(parents=True)
+    os.chdir(project)
+    config.init_project(project)
+    config.reset()
+    rng = np.random.default_rng(5)
+    now = datetime.now(UTC)
+    entities, n = 300, 300_000
+    pd.DataFrame({
+        "entity_id": rng.integers(0, entities, n).astype("int64"), "amount": np.round(rng.gamma(2.0, 25.0, n), 2),
+        "event_timestamp": pd.Timestamp(now) - pd.to_timedelta(rng.integers(0, 30 * 86400, n), unit="s"),
+    }).to_parquet(project / "events.parquet")
+    windows = ("1d", "7d", "30d")
+
+    def aggs(extra: str) -> str:
+        return ", ".join(f"Aggregation('amount', '{f}', '{w}'{extra})" for w in windows for f in FUNCTIONS)
+
+    tiled = aggs(", aggregation_interval='1d'")
+    (project / "features.py").write_text(
+        "from datetime import timedelta\n"
+        "from keel.features import Aggregation, Entity, FeatureView, Field, Float64, Source\n"
+        "e = Entity('entity', join_keys=['entity_id'])\n"
+        "src = Source('events', path='events.parquet')\n"
+        f"exact = FeatureView('exact', entities=[e], source=src, ttl=timedelta(days=31), schema=[Field('amount', Float64)], aggregations=[{aggs('')}])\n"
+        f"tiled = FeatureView('tiled', entities=[e], source=src, ttl=timedelta(days=31), schema=[Field('amount', Float64)], aggregations=[{tiled}])\n"
+    )
+    import keel.features
+
+    keel.features.apply()
+    store = open_kv_store(uri)
+    keel.materialize(store=store)
+    defs = keel.features.load_definitions()
+    out: dict[str, Any] = {}
+    for view in ("exact", "tiled"):
+        ns = namespace(defs.view(view))
+        blobs = store.get_many([(ns, [str(i) for i in range(entities)])])[0]
+        refs = [f"{view}:amount_{f}_{w}" for w in windows for f in FUNCTIONS]
+        times = []
+        for _ in range(100):
+            ids = [int(x) for x in rng.integers(0, entities, 100)]
+            t0 = time.perf_counter()
+            keel.get_online_features(refs, {"entity_id": ids}, store=store)
+            times.append(time.perf_counter() - t0)
+        out[view] = {"state_bytes": sum(len(b) for b in blobs if b) / entities, **_pct(times)}
+        store.drop(ns)
+    store.close()
+    print(json.dumps(out))
+
+
 def _pct(xs: list[float]) -> dict[str, float]:
-    xs = sorted(xs)[len(xs) // 20 :]  # the first 5% warm caches up
+    xs = sorted(xs[len(xs) // 20 :])  # the first 5% (in time) warm caches up
     return {"p50_ms": xs[len(xs) // 2] * 1e3, "p99_ms": xs[int(len(xs) * 0.99)] * 1e3}
 
 
@@ -301,15 +367,15 @@ def main() -> None:
     ap.add_argument("--entity-rows", type=int, default=200_000)
     ap.add_argument("--entities", type=int, default=None, help="distinct entity ids (default events / 100)")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--skip", default="", help="comma-separated methods to skip (keel, duckdb-range, duckdb-window, pandas, online)")
+    ap.add_argument("--skip", default="", help="comma-separated methods to skip (keel, duckdb-range, duckdb-window, pandas, online, tiles)")
     ap.add_argument("--no-readme", action="store_true")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("args", nargs="*", help=argparse.SUPPRESS)
     opts = ap.parse_args()
     if opts.worker:
         folder = Path(opts.args[0]).resolve()
-        if opts.worker == "online":
-            worker_online(folder, opts.args[1])
+        if opts.worker in ("online", "tiles"):
+            (worker_online if opts.worker == "online" else worker_tiles)(folder, opts.args[1])
         else:
             globals()["worker_" + opts.worker.replace("-", "_")](folder, Path(opts.args[1]))
         return
@@ -354,6 +420,19 @@ def main() -> None:
             lines.append(
                 f"| {label} | {r['push']['p50_ms']:.3f} / {r['push']['p99_ms']:.3f} | {r['lookup']['p50_ms']:.3f} / {r['lookup']['p99_ms']:.3f} |"
             )
+    if "tiles" not in skip:
+        lines += ["", "Tiles (`aggregation_interval='1d'`) beside exact windows, 300 entities x 1,000 events in 30 days, "
+                  "lookup of 100 entities x 9 aggregates (1d/7d/30d x sum/count/mean):", "",
+                  "| store | view | state bytes / entity | lookup p50 / p99 ms |", "|---|---|---|---|"]
+        for label, uri in (("SQLite", f"sqlite:///{folder / 'tiles.db'}"), ("Redis", REDIS + "?prefix=keelbench:tiles:")):
+            print(f"tiles {label} ...", flush=True)
+            r = run_worker("tiles", str(folder), uri)
+            if "error" in r:
+                lines.append(f"| {label} | failed: {r['error']} | | |")
+                continue
+            for view in ("exact", "tiled"):
+                v = r[view]
+                lines.append(f"| {label} | {view} | {v['state_bytes']:,.0f} | {v['p50_ms']:.2f} / {v['p99_ms']:.2f} |")
     body = "\n".join(lines)
     print("\n" + body)
     if not opts.no_readme:

@@ -290,3 +290,42 @@ def test_a_password_in_the_uri_never_reaches_an_error() -> None:
     with pytest.raises(ConfigError) as err:
         open_kv_store("ftp://user:hunter2@host/x")
     assert "hunter2" not in str(err.value)
+
+
+def test_merge_logs_sorts_rows_drops_old_ones_expires_and_loses_none_to_concurrent_writers(kv: KVStore) -> None:
+    """The row logs of windowed aggregations (merge_logs): the same rules on every store."""
+    import orjson
+
+    now_us = time.time_ns() // 1_000
+    keys = [f"e{i}" for i in range(5)]  # on a cluster: several slots in one call
+
+    def row(ago_s: int, created: int | None, tag: str) -> bytes:
+        return orjson.dumps([now_us - ago_s * 1_000_000, created, tag])
+
+    assert kv.merge_logs("fv:log", keys, [[row(5, None, f"{k}-a"), row(9, 1, f"{k}-b")] for k in keys], now_us - 60_000_000, _v(1), 3_600_000) == 5
+    kv.merge_logs("fv:log", keys[:2], [[row(7, 2, "mid"), row(30, None, "gone")], [row(1, None, "new")]], now_us - 20_000_000, _v(0), 3_600_000)
+
+    def rows(key: str) -> list[str]:
+        blob = kv.get_many([("fv:log", [key])])[0][0]
+        return [] if blob is None else [r[2] for r in orjson.loads(blob)]
+
+    assert rows("e0") == ["e0-b", "mid", "e0-a"]  # sorted by event time; the row 30 s old left the window
+    assert rows("e1") == ["e1-b", "e1-a", "new"]
+    # every row older than low leaves; a key left empty is gone
+    kv.merge_logs("fv:log", ["e4"], [[]], now_us, _v(2), 3_600_000)
+    assert kv.get_many([("fv:log", ["e4"])]) == [[None]]
+    # the key expires ttl after its newest row: here at once
+    kv.merge_logs("fv:log", ["e3"], [[row(10, None, "x")]], 0, _v(3), 1)
+    assert kv.get_many([("fv:log", ["e3"])]) == [[None]]
+
+    def writer(w: int) -> None:
+        for i in range(20):
+            kv.merge_logs("fv:log", ["e2"], [[row(3, w * 100 + i, f"w{w}-{i}")]], now_us - 60_000_000, _v(4), 3_600_000)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(rows("e2")) == sorted(["e2-a", "e2-b", *(f"w{w}-{i}" for w in range(3) for i in range(20))])
+    kv.drop("fv:log")

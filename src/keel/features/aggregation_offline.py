@@ -7,7 +7,9 @@ row then computes every aggregate with ``FILTER`` clauses for the shorter window
 and the ``where`` conditions. DuckDB runs the join and the aggregate out of core
 when they do not fit in memory. Window bounds are computed once per entity row:
 ``t - window`` for sliding windows, the local midnight ``N - 1`` days before the
-local day of ``t`` (in the aggregation's timezone) for calendar windows.
+local day of ``t`` (in the aggregation's timezone) for calendar windows, the start of
+the tile ``N - 1`` tiles before the tile of ``t`` for tiled windows (the same bound the
+online path computes).
 """
 
 from __future__ import annotations
@@ -38,11 +40,18 @@ def lower_bound_sql(agg: Aggregation, t: str) -> tuple[str, str]:
             f"timezone({tz}, date_trunc('day', timezone({tz}, {t})) - INTERVAL {agg.days - 1} DAY)",
             ">=",
         )
+    if agg.interval is not None:
+        tile = int(agg.interval.total_seconds() * 1_000_000)
+        return f"make_timestamptz(epoch_us({t}) - epoch_us({t}) % {tile} - {(agg.tiles - 1) * tile})", ">="
     return f"{t} - to_microseconds({int(agg.span.total_seconds() * 1_000_000)})", ">"
 
 
 def _bound_key(agg: Aggregation) -> str:
-    return f"cal:{agg.timezone}:{agg.days}" if agg.calendar else f"sl:{agg.span.total_seconds()}"
+    if agg.calendar:
+        return f"cal:{agg.timezone}:{agg.days}"
+    if agg.interval is not None:
+        return f"tile:{agg.interval.total_seconds()}:{agg.tiles}"
+    return f"sl:{agg.span.total_seconds()}"
 
 
 def aggregate_sql(
@@ -85,12 +94,16 @@ def aggregate_sql(
             expr = f"stddev_pop({col}) FILTER (WHERE {cond})"
         elif f == "count_distinct":
             expr = f"count(DISTINCT {col}) FILTER (WHERE {cond})"
+        elif f == "last_n":
+            newest = f"ev.{EVENT} DESC, ev.{CREATED} DESC NULLS LAST, {col} DESC"
+            expr = f"list({col} ORDER BY {newest}) FILTER (WHERE {cond} AND {col} IS NOT NULL)[1:{agg.n}]"
         else:  # time_since_last
             last = f"max(ev.{EVENT}) FILTER (WHERE {cond}{f' AND {col} IS NOT NULL' if agg.column else ''})"
             expr = f"(epoch_us(e.__t) - epoch_us({last})) / 1e6"
         if agg.empty == 0:
             expr = f"coalesce({expr}, 0)"
-        out_type = DTYPES[agg.output_dtype(None if agg.column is None else dtypes[agg.column])]
+        dtype = agg.output_dtype(None if agg.column is None else dtypes[agg.column])
+        out_type = DTYPES[dtype[5:-1]] + "[]" if dtype.startswith("list<") else DTYPES[dtype]
         outs.append(f"CAST({expr} AS {out_type}) AS {q(str(agg.name))}")
     if include_event_time:
         outs.append(f"max(ev.{EVENT}) AS {EVENT}")

@@ -1,11 +1,14 @@
 """Windowed aggregations online: per-entity window state in the online store, aggregates as of now.
 
-The state of an entity is one value: its events of the view's longest window
-(event time, created time, the input columns, each ``where`` condition's result),
-sorted by event time. Materialization builds it for every entity from the offline
-rows in one DuckDB query; a push merges the new events into the state of the
-entities it names (one read and one write per push, nothing else of the history
-read) and drops the events that left the longest window. A lookup computes every
+The state of an entity is one value: a row log of its events of the view's longest
+window, one JSON row per line (event time, created time, the input columns, each
+``where`` condition's result), sorted by event and created time. Materialization
+builds it for every entity from the offline rows in one DuckDB query, as one block
+row holding all the events as columns (tiled views: one row per tile, see
+:mod:`.aggregation_tiles`), so a lookup decodes a few lists per entity; a push merges
+the new rows into the states of the entities it names with the store's
+``merge_logs`` (one server-side script on Redis: one round trip, nothing else of the
+history read) and drops the events that left the longest window. A lookup computes every
 aggregate as of the lookup's instant by the same rules as the offline SQL (window
 bounds, filters, arrival times), so old events leave each window on time without
 any write. The state expires from the store ``ttl`` after its last event.
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
 
 EVENT = "__keel_event"
 CREATED = "__keel_created"
+BLOCK = "cols"  # a row holding many events as columns: [newest event, "cols", [events], [created], [column]...]
 _PAD = 18
 
 
@@ -45,30 +49,54 @@ def _version(as_of_us: int) -> str:
     return str(as_of_us).rjust(_PAD, "0") + "0" * _PAD
 
 
+def row_names(view: FeatureView) -> list[str]:
+    """The items of one row of a state, in order: event and created time (epoch µs), the input
+    columns, each ``where`` condition's result."""
+    return ["e", "c", *(f.name for f in view.schema), *(f"__w{i}" for i, a in enumerate(view.aggregations) if a.where)]
+
+
 def state_sql(view: FeatureView, rows: str, where: str, as_of_us: int) -> str:
-    """SQL giving (k, ver, v, exp): each entity's window state as of ``as_of_us``, sorted by key."""
+    """SQL giving (k, ver, v, exp): each entity's window state (a row log) as of ``as_of_us``, sorted by key."""
     keys = ", ".join(q(k) for k in view.join_keys)
     key_expr = (
         f"CAST({q(view.join_keys[0])} AS VARCHAR)"
         if len(view.join_keys) == 1
         else "concat_ws(chr(31), " + ", ".join(f"CAST({q(k)} AS VARCHAR)" for k in view.join_keys) + ")"
     )
-    order = f"ORDER BY {EVENT}, {CREATED} NULLS FIRST"
     filters = [f"coalesce(CAST(({a.where}) AS BOOLEAN), false) AS __w{i}" for i, a in enumerate(view.aggregations) if a.where]
-    lists = [f"e := list(epoch_us({EVENT}) {order})", f"c := list(epoch_us({CREATED}) {order})"]
-    lists += [f"{q(f.name)} := list({q(f.name)} {order})" for f in view.schema]
-    lists += [f"__w{i} := list(__w{i} {order})" for i, a in enumerate(view.aggregations) if a.where]
+    items = [f"CAST(epoch_us({EVENT}) AS VARCHAR)", f"coalesce(CAST(epoch_us({CREATED}) AS VARCHAR), 'null')"]
+    items += [f"coalesce(CAST(to_json({q(n)}) AS VARCHAR), 'null')" for n in row_names(view)[2:]]
+    row = "'[' || " + " || ',' || ".join(items) + " || ']'"
     ttl_ms = None if view.ttl is None else int(view.ttl.total_seconds() * 1000)
-    exp = "NULL::BIGINT" if ttl_ms is None else f"epoch_ms(max({EVENT})) + {ttl_ms}"
+    exp = "NULL::BIGINT" if ttl_ms is None else f"epoch_ms(max(__last)) + {ttl_ms}"
     low = as_of_us - reach_us(view)
+    # exact windows: one block row per entity, its events as columns (one cheap decode per entity at lookup)
+    order = f"ORDER BY {EVENT}, {CREATED} NULLS FIRST"
+    lists = [f"list(epoch_us({EVENT}) {order})", f"list(epoch_us({CREATED}) {order})"]
+    lists += [f"list({q(n)} {order})" for n in row_names(view)[2:]]
+    block = f"""'[' || epoch_us(max({EVENT})) || ',"{BLOCK}",' || """ + " || ',' || ".join(
+        f"CAST(to_json({x}) AS VARCHAR)" for x in lists
+    ) + " || ']'"
+    body = f"SELECT {keys}, epoch_us(max({EVENT})) AS __ord_e, -1 AS __ord_c, {block} AS __row, max({EVENT}) AS __last FROM r GROUP BY {keys}"
+    if view.aggregations[0].interval is not None:  # tiles: what had arrived by as_of compacts into tile rows
+        from keel.features.aggregation_tiles import tile_rows_sql
+
+        at = f"make_timestamptz({as_of_us})"
+        due = f"{EVENT} <= {at}"
+        if view.late_events == "respect_created_time" and view.source.created_timestamp_field:
+            due += f" AND coalesce({CREATED}, {EVENT}) <= {at}"
+        body = f"""
+            SELECT {keys}, epoch_us({EVENT}) AS __ord_e, coalesce(epoch_us({CREATED}), -1) AS __ord_c, {row} AS __row,
+                   {EVENT} AS __last FROM r WHERE NOT ({due})
+            UNION ALL {tile_rows_sql(view, f"(SELECT * FROM r WHERE {due})", keys, EVENT, CREATED)}"""
     return f"""
         WITH r AS (SELECT *{''.join(', ' + f for f in filters)} FROM {q(rows)}
                    WHERE {where} AND {EVENT} > make_timestamptz({low})
                      AND {' AND '.join(f'{q(k)} IS NOT NULL' for k in view.join_keys)})
         SELECT {key_expr} AS k, {_sql_text(_version(as_of_us))} AS ver,
-               encode(CAST(to_json(struct_pack({', '.join(lists)})) AS VARCHAR)) AS v,
+               encode('[' || string_agg(__row, ',' || chr(10) ORDER BY __ord_e, __ord_c NULLS FIRST) || ']') AS v,
                {exp} AS exp
-        FROM r GROUP BY {keys} ORDER BY k
+        FROM ({body}) GROUP BY {keys} ORDER BY k
     """
 
 
@@ -89,41 +117,53 @@ def write_states(con: duckdb.DuckDBPyConnection, view: FeatureView, rows: str, s
     return written
 
 
-def push_events(con: duckdb.DuckDBPyConnection, view: FeatureView, rows: str, store: KVStore) -> int:
-    """Merge pushed (transformed) rows into the states of their entities; returns keys written."""
-    import orjson
-
+def push_rows(view: FeatureView, store: KVStore, rows: dict[str, list[bytes]], now_us: int | None = None) -> int:
+    """Merge new state rows (``encode_row``) into the states of their entities, in one store call
+    (one round trip on Redis), dropping the events that left the longest window; returns keys written."""
     from keel.features.materialization import namespace
 
+    if not rows:
+        return 0
+    now = time.time_ns() // 1_000 if now_us is None else now_us
+    ttl_ms = None if view.ttl is None else int(view.ttl.total_seconds() * 1000)
+    keys = list(rows)
+    return store.merge_logs(namespace(view), keys, [rows[k] for k in keys], now - reach_us(view), _version(now), ttl_ms)
+
+
+def encode_row(event_us: int, created_us: int | None, values: Sequence[Any]) -> bytes:
+    import orjson
+
+    return orjson.dumps([event_us, created_us, *values])
+
+
+def push_events(con: duckdb.DuckDBPyConnection, view: FeatureView, rows: str, store: KVStore) -> int:
+    """Merge pushed (transformed) rows into the states of their entities; returns keys written."""
     now_us = time.time_ns() // 1_000
     fresh = con.sql(state_sql(view, rows, "TRUE", now_us)).fetchall()
-    if not fresh:
-        return 0
-    ns = namespace(view)
-    keys = [r[0] for r in fresh]
-    old = store.get_many([(ns, keys)])[0]
-    low = now_us - reach_us(view)
-    ttl_ms = None if view.ttl is None else int(view.ttl.total_seconds() * 1000)
-    vals: list[bytes] = []
-    exps: list[int | None] = []
-    for (_, _, blob, _), prev in zip(fresh, old, strict=True):
-        new = orjson.loads(blob)
-        state = merge(orjson.loads(prev), new, low) if prev is not None else new
-        vals.append(orjson.dumps(state))
-        exps.append(None if ttl_ms is None or not state["e"] else state["e"][-1] // 1000 + ttl_ms)
-    return store.put_many(ns, keys, [_version(now_us)] * len(keys), vals, None if ttl_ms is None else exps)
+    return push_rows(view, store, {k: bytes(blob)[1:-1].split(b",\n") for k, _, blob, _ in fresh}, now_us)
 
 
-def merge(old: dict[str, list[Any]], new: dict[str, list[Any]], low_us: int) -> dict[str, list[Any]]:
-    """The union of two states, sorted by (event, created), without events at or before ``low_us``."""
-    names = list(new)
-    n_old, n_new = len(old["e"]), len(new["e"])
-    order = sorted(
-        [(old["e"][i], -1 if old["c"][i] is None else old["c"][i], 0, i) for i in range(n_old) if old["e"][i] > low_us]
-        + [(new["e"][i], -1 if new["c"][i] is None else new["c"][i], 1, i) for i in range(n_new) if new["e"][i] > low_us]
-    )
-    src = (old, new)
-    return {name: [src[s][name][i] if name in src[s] else None for _, _, s, i in order] for name in names}
+def columnar(view: FeatureView, state: Any) -> dict[str, list[Any]] | None:
+    """A stored state (block rows and event rows; older keels: a dict of lists) as a dict of lists sorted by time."""
+    if state is None or isinstance(state, dict):
+        return state
+    names = row_names(view)
+    blocks = [r for r in state if r[1] == BLOCK]
+    rows = [r for r in state if r[1] != BLOCK]
+    if not blocks:
+        return dict(zip(names, map(list, zip(*rows, strict=True)), strict=True))
+    out: dict[str, list[Any]] = {n: list(v) for n, v in zip(names, blocks[0][2:], strict=True)}
+    if len(blocks) == 1 and not rows:
+        return out
+    for b in blocks[1:]:
+        for n, v in zip(names, b[2:], strict=True):
+            out[n].extend(v)
+    for r in rows:
+        for n, v in zip(names, r, strict=True):
+            out[n].append(v)
+    ev, cr = out["e"], out["c"]
+    order = sorted(range(len(ev)), key=lambda j: (ev[j], -1 if cr[j] is None else cr[j]))
+    return {n: [v[j] for j in order] for n, v in out.items()}
 
 
 def _calendar_start_us(tz: str, days: int, at_us: int) -> int:
@@ -142,6 +182,9 @@ def lower_bounds(view: FeatureView, at_us: int) -> list[tuple[int, bool]]:
     for agg in view.aggregations:
         if agg.calendar:
             out.append((_calendar_start_us(str(agg.timezone), agg.days, at_us), True))
+        elif agg.interval is not None:
+            tile = int(agg.interval.total_seconds() * 1_000_000)
+            out.append((at_us - at_us % tile - (agg.tiles - 1) * tile, True))
         else:
             out.append((at_us - int(agg.span.total_seconds() * 1_000_000), False))
     return out
@@ -158,9 +201,15 @@ def compute(
     respect = view.late_events == "respect_created_time" and view.source.created_timestamp_field is not None
     bounds = lower_bounds(view, at_us)
     wanted = [(i, a, str(a.name)) for i, a in enumerate(view.aggregations) if a.name in names]
+    if view.aggregations[0].interval is not None:
+        from keel.features import aggregation_tiles
+
+        return aggregation_tiles.compute(view, wanted, states, at_us, respect, bounds)
+    states = [columnar(view, st) for st in states]
     if len(states) >= _NUMPY_FROM and all(_vectorizable(view, a) for _, a, _ in wanted):
         return _compute_numpy(view, wanted, states, at_us, respect, bounds)
-    share = {i: (bounds[i], i if a.where else -1, a.column, a.function == "time_since_last") for i, a, _ in wanted}
+    kinds = {"time_since_last": 1, "last_n": 2}
+    share = {i: (bounds[i], i if a.where else -1, a.column, kinds.get(a.function, 0)) for i, a, _ in wanted}
     out: dict[str, list[Any]] = {n: [] for _, _, n in wanted}
     last: list[int | None] = []
     for st in states:
@@ -202,6 +251,9 @@ def _values(a: Aggregation, st: dict[str, list[Any]], idx: Sequence[int], ev: li
             col = st[a.column]
             idx = [j for j in idx if col[j] is not None]
         return ev[idx[-1]] if len(idx) else None
+    if a.function == "last_n":
+        col, cr = st[str(a.column)], st["c"]
+        return sorted(((ev[j], -1 if cr[j] is None else cr[j], col[j]) for j in idx if col[j] is not None), reverse=True)
     if a.column is None:
         return len(idx)
     col = st[a.column]
@@ -229,6 +281,8 @@ def _apply(a: Aggregation, values: Any, at_us: int) -> Any:
     f = a.function
     if f == "time_since_last":
         return None if values is None else (at_us - values) / 1e6
+    if f == "last_n":
+        return [v for _, _, v in values[: a.n]] if values else a.empty
     if a.column is None:  # count of events
         return values
     if f == "count":
@@ -258,7 +312,7 @@ _NUMERIC = {"int64", "int32", "float64", "float32"}
 
 
 def _vectorizable(view: FeatureView, a: Aggregation) -> bool:
-    if a.function == "count_distinct":
+    if a.function in ("count_distinct", "last_n"):
         return False
     if a.column is None:
         return True

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import atexit
 import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 from keel.errors import ValidationError
@@ -128,33 +127,14 @@ def _push_states(
     view: FeatureView, cols: dict[str, list[Any]], names: list[str], key_text: list[str], event: list[int],
     created: list[int | None], ok: list[int], store: KVStore, ns: str, ttl_ms: int | None,
 ) -> int:
-    import orjson
+    from keel.features.aggregation_online import encode_row, push_rows
 
-    from keel.features.aggregation_online import _version, merge, reach_us
-
-    now_us = time.time_ns() // 1_000
     filters = _filters(view, cols, len(event))
-    new: dict[str, dict[str, list[Any]]] = {}
+    flags = list(filters.values())
+    new: dict[str, list[bytes]] = {}
     for i in ok:
-        st = new.setdefault(key_text[i], {"e": [], "c": [], **{c: [] for c in names}, **{w: [] for w in filters}})
-        st["e"].append(event[i])
-        st["c"].append(created[i])
-        for c in names:
-            st[c].append(cols[c][i])
-        for w, flags in filters.items():
-            st[w].append(flags[i])
-    if not new:
-        return 0
-    keys = list(new)
-    old = store.get_many([(ns, keys)])[0]
-    low = now_us - reach_us(view)
-    values, exps = [], []
-    for k, prev in zip(keys, old, strict=True):
-        fresh = new[k]
-        state = merge(orjson.loads(prev) if prev is not None else {n: [] for n in fresh}, fresh, low)
-        values.append(orjson.dumps(state))
-        exps.append(None if ttl_ms is None or not state["e"] else state["e"][-1] // 1000 + ttl_ms)
-    return store.put_many(ns, keys, [_version(now_us)] * len(keys), values, None if ttl_ms is None else exps)
+        new.setdefault(key_text[i], []).append(encode_row(event[i], created[i], [*(cols[c][i] for c in names), *(w[i] for w in flags)]))
+    return push_rows(view, store, new)
 
 
 def _filters(view: FeatureView, cols: dict[str, list[Any]], n: int) -> dict[str, list[bool]]:

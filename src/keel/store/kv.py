@@ -27,6 +27,7 @@ Choose the backend by URI (``settings().online_uri``)::
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 import time
@@ -78,7 +79,55 @@ class KVStore(Protocol):
         """Physically delete expired keys now; returns how many (Redis expires keys by itself: 0)."""
         ...
 
+    def merge_logs(
+        self, namespace: str, keys: Sequence[str], rows: Sequence[Sequence[bytes]], low: int, version: str, ttl_ms: int | None
+    ) -> int:
+        """Merge each key's new ``rows`` into its row log in one step (Redis: one round trip); returns keys written.
+
+        A row log is a JSON array with one row per line; each row is a JSON array whose first two
+        items are its event time and created time (integers, created may be null), and the log is
+        sorted by them. Rows with event time at or before ``low`` leave; a key left empty is deleted.
+        The key's version becomes the newer of its own and ``version``; it expires ``ttl_ms`` after
+        its newest row's event time (None = never)."""
+        ...
+
     def close(self) -> None: ...
+
+
+# -- row logs (merge_logs): the shared rules; Redis runs the same ones in _MERGE_SCRIPT ---------
+_ROW = re.compile(rb'^\[(-?\d+),(-?\d+|null|"[a-z]+")[,\]]')  # created: a time, null, or a marker such as "tile"
+
+
+def _log_rows(namespace: str, key: str, blob: bytes | None) -> list[bytes]:
+    if blob is None or blob == b"[]":
+        return []
+    if not (blob.startswith(b"[[") and blob.endswith(b"]]")):
+        raise StoreError(
+            f"The online value of {namespace!r} key {key!r} is not a row log (written by an older keel).",
+            hint="Re-materialize the feature view: keel features materialize.",
+        )
+    return blob[1:-1].split(b",\n")
+
+
+def merge_log(namespace: str, key: str, blob: bytes | None, rows: Sequence[bytes], low: int) -> tuple[bytes | None, int]:
+    """(The merged log or None when empty, its newest event time)."""
+    keyed = []
+    for row in [*_log_rows(namespace, key, blob), *rows]:
+        m = _ROW.match(row)
+        if m is None:
+            raise ValidationError(f"Row {row[:60]!r} for {namespace!r} key {key!r} does not start with [event, created, ...].")
+        event = int(m.group(1))
+        if event > low:
+            c = m.group(2)
+            keyed.append((event, -1 if c == b"null" or c.startswith(b'"') else int(c), row))
+    if not keyed:
+        return None, 0
+    keyed.sort(key=lambda r: (r[0], r[1]))
+    return b"[" + b",\n".join(r[2] for r in keyed) + b"]", keyed[-1][0]
+
+
+def _log_expiry(newest_us: int, ttl_ms: int | None) -> int | None:
+    return None if ttl_ms is None else newest_us // 1000 + ttl_ms
 
 
 def _check(
@@ -184,6 +233,23 @@ class MemoryKV:
                     del space[k]
                 gone += len(dead)
         return gone
+
+    def merge_logs(
+        self, namespace: str, keys: Sequence[str], rows: Sequence[Sequence[bytes]], low: int, version: str, ttl_ms: int | None
+    ) -> int:
+        now = now_ms()
+        with self._lock:
+            space = self._data.setdefault(namespace, {})
+            for key, new in zip(keys, rows, strict=True):
+                cur = space.get(key)
+                if cur is not None and cur[2] is not None and cur[2] <= now:
+                    cur = None
+                blob, newest = merge_log(namespace, key, None if cur is None else cur[1], new, low)
+                if blob is None:
+                    space.pop(key, None)
+                else:
+                    space[key] = (max(version, cur[0]) if cur else version, blob, _log_expiry(newest, ttl_ms))
+        return len(keys)
 
     def close(self) -> None:
         pass
@@ -305,6 +371,32 @@ class SQLiteKV:
         self._swept = time.monotonic()
         return self._conn.total_changes - before
 
+    def merge_logs(
+        self, namespace: str, keys: Sequence[str], rows: Sequence[Sequence[bytes]], low: int, version: str, ttl_ms: int | None
+    ) -> int:
+        now = now_ms()
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")  # read and write under one lock: concurrent pushes never lose rows
+                for key, new in zip(keys, rows, strict=True):
+                    cur = self._conn.execute(
+                        "SELECT ver, v FROM kv WHERE ns = ? AND k = ? AND (exp IS NULL OR exp > ?)", (namespace, key, now)
+                    ).fetchone()
+                    blob, newest = merge_log(namespace, key, None if cur is None else cur[1], new, low)
+                    if blob is None:
+                        self._conn.execute("DELETE FROM kv WHERE ns = ? AND k = ?", (namespace, key))
+                    else:
+                        self._conn.execute(
+                            "INSERT OR REPLACE INTO kv (ns, k, ver, v, exp) VALUES (?, ?, ?, ?, ?)",
+                            (namespace, key, max(version, cur[0]) if cur else version, blob, _log_expiry(newest, ttl_ms)),
+                        )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+        return len(keys)
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
@@ -341,6 +433,100 @@ return n
 """
 
 
+# merge_logs in one server-side step, by merge_log's rules. ARGV: low, version, ttl ms or '',
+# then per key the number of new rows and the rows.
+_MERGE_SCRIPT = """
+local low = tonumber(ARGV[1])
+local function key_of(r)
+  local e, c = string.match(r, '^%[(%-?%d+),([^,%]]+)')
+  if not e then return nil end
+  return {tonumber(e), tonumber(c) or -1, r}
+end
+local function before(a, b)
+  if a[1] ~= b[1] then return a[1] < b[1] end
+  return a[2] < b[2]
+end
+local pos = 4
+for _, key in ipairs(KEYS) do
+  local n = tonumber(ARGV[pos])
+  pos = pos + 1
+  local ver = ARGV[2]
+  local new = {}
+  for _ = 1, n do
+    local k = key_of(ARGV[pos])
+    if not k then return redis.error_reply('KEEL not a row: ' .. string.sub(ARGV[pos], 1, 60)) end
+    if k[1] > low then new[#new + 1] = k end
+    pos = pos + 1
+  end
+  table.sort(new, before)
+  local inner = ''
+  local cur = redis.call('GET', key)
+  if cur then
+    local bar = string.find(cur, '|', 1, true)
+    local old = string.sub(cur, 1, bar - 1)
+    if old > ver then ver = old end
+    local body = string.sub(cur, bar + 1)
+    if string.sub(body, 1, 2) ~= '[[' or string.sub(body, -2) ~= ']]' then
+      return redis.error_reply('KEEL not a row log: ' .. key)
+    end
+    inner = string.sub(body, 2, -2)
+    -- the oldest rows leave: parse only those
+    local p = 1
+    while p do
+      local e = string.match(inner, '^%[(%-?%d+)', p)
+      if not e or tonumber(e) > low then break end
+      local s = string.find(inner, ',\\n', p, true)
+      p = s and s + 2
+    end
+    inner = p and string.sub(inner, p) or ''
+  end
+  local last, q = nil, 1
+  if inner ~= '' then
+    while true do
+      local s = string.find(inner, ',\\n', q, true)
+      if not s then break end
+      q = s + 2
+    end
+    last = key_of(string.sub(inner, q))
+  end
+  local parts = {}
+  if #new == 0 or not last or not before(new[1], last) then
+    -- the usual push: every new row is at least as new as the newest stored one
+    if inner ~= '' then parts[1] = inner end
+    for _, k in ipairs(new) do parts[#parts + 1] = k[3] end
+  else
+    local all = {}
+    local start = 1
+    while true do
+      local s, e = string.find(inner, ',\\n', start, true)
+      local r = string.sub(inner, start, s and s - 1)
+      local k = key_of(r)
+      if not k then return redis.error_reply('KEEL not a row: ' .. string.sub(r, 1, 60)) end
+      all[#all + 1] = k
+      if not s then break end
+      start = e + 1
+    end
+    for _, k in ipairs(new) do all[#all + 1] = k end
+    table.sort(all, before)
+    for j, k in ipairs(all) do parts[j] = k[3] end
+  end
+  if #parts == 0 then
+    redis.call('DEL', key)
+  else
+    local value = ver .. '|[' .. table.concat(parts, ',\\n') .. ']'
+    local newest = last
+    if #new > 0 and (not newest or not before(new[#new], newest)) then newest = new[#new] end
+    if ARGV[3] == '' then
+      redis.call('SET', key, value)
+    else
+      redis.call('SET', key, value, 'PXAT', string.format('%d', math.floor(newest[1] / 1000) + tonumber(ARGV[3])))
+    end
+  end
+end
+return #KEYS
+"""
+
+
 class RedisKV:
     """Redis strings ``<prefix><namespace>|{<key>}`` holding ``<version>|<value>``.
 
@@ -369,6 +555,7 @@ class RedisKV:
         clean = urlunsplit(parts._replace(scheme=scheme, query=urlencode(query, doseq=True)))
         self._redis: Any = redis.cluster.RedisCluster.from_url(clean) if self.cluster else redis.Redis.from_url(clean)
         self._put = self._redis.register_script(_PUT_SCRIPT)
+        self._merge = self._redis.register_script(_MERGE_SCRIPT)
         self._errors: tuple[type[BaseException], ...] = (
             redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ClusterError,
         )
@@ -499,6 +686,38 @@ class RedisKV:
 
     def sweep(self) -> int:
         return 0  # Redis expires keys itself
+
+    def merge_logs(
+        self, namespace: str, keys: Sequence[str], rows: Sequence[Sequence[bytes]], low: int, version: str, ttl_ms: int | None
+    ) -> int:
+        import redis
+
+        head: list[Any] = [str(int(low)), version, "" if ttl_ms is None else str(int(ttl_ms))]
+        full = [self._key(namespace, k) for k in keys]
+        by_slot: dict[int, list[int]] = {}
+        if self.cluster:  # a script touches one slot only: on a cluster one call per slot
+            for i, k in enumerate(full):
+                by_slot.setdefault(self._redis.keyslot(k), []).append(i)
+        else:
+            by_slot[0] = list(range(len(full)))
+        try:
+            for idx in by_slot.values():
+                for start in range(0, len(idx), self._CHUNK):  # each call holds Redis for a bounded time
+                    part = idx[start : start + self._CHUNK]
+                    args = list(head)
+                    for i in part:
+                        args += [len(rows[i]), *rows[i]]
+                    self._merge(keys=[full[i] for i in part], args=args)
+        except redis.exceptions.ResponseError as exc:
+            if "KEEL not a row" in str(exc):
+                raise StoreError(
+                    f"An online value of {namespace!r} is not a row log (written by an older keel): {exc}",
+                    hint="Re-materialize the feature view: keel features materialize.",
+                ) from None
+            raise self._unreachable(exc) from None
+        except self._errors as exc:
+            raise self._unreachable(exc) from None
+        return len(keys)
 
     def close(self) -> None:
         self._redis.close()
