@@ -63,7 +63,7 @@ def test_shadow_logs_both_under_one_request_id_and_never_reaches_the_caller(two:
     assert set(logged[logged.route == "shadow"]["version"]) == {v2.version}
     # a failing shadow: the caller still gets its answer, the failure is counted
     shadow = router.routes["shadow"]
-    shadow.predict = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("shadow down"))
+    shadow.predict_columns = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("shadow down"))
     answer = router.predict([rows(1)[0]], request_id="after")
     router.drain()
     assert answer.route == "champion" and router.shadow_failed == 1
@@ -77,7 +77,7 @@ def test_a_canary_breaching_its_error_objective_is_rolled_back_and_recorded(two:
     def broken(*a: Any, **k: Any) -> Any:
         raise RuntimeError("model crashed")
 
-    router.routes["canary"].predict = broken
+    router.routes["canary"].predict_columns = broken
     failures = 0
     for i, row in enumerate(rows(200)):
         try:

@@ -96,7 +96,7 @@ class Router:
         self._windows: dict[str, _Window] = {}
         self.shadow_dropped = 0
         self.shadow_failed = 0
-        self._shadow_q: queue.Queue[tuple[Any, Any, str] | None] = queue.Queue(maxsize=shadow_queue)
+        self._shadow_q: queue.Queue[tuple[Any, tuple[dict[str, Any], int, list[str] | None], str] | None] = queue.Queue(maxsize=shadow_queue)
         self._shadow_thread: threading.Thread | None = None
         self._checked = 0.0
         self.deployment: Deployment = get_deployment(name)
@@ -178,24 +178,35 @@ class Router:
     # ---- predicting -------------------------------------------------------------
     def predict(self, data: Any, *, request_id: str | None = None, headers: Any = None, sticky_key: Any = None) -> Answer:
         """Answer with the picked route; the shadow (if any) scores the same input off this call."""
+        from keel.serving.validation import columns_of
+
+        key = sticky_key if sticky_key is not None else self.sticky_key(data, headers)
+        columns, n = columns_of(data)
+        return self.predict_columns(columns, n, request_id=request_id, sticky_key=key)
+
+    def predict_columns(self, columns: dict[str, Any], n: int, *, request_id: str | None = None, row_ids: list[str] | None = None,
+                        sticky_key: Any = None, start: float | None = None) -> Answer:
+        """``predict`` on columns already split out of a payload (the model server calls this)."""
         self.refresh()
         rid = request_id or uuid.uuid4().hex
-        key = sticky_key if sticky_key is not None else self.sticky_key(data, headers)
-        route = self.pick(key)
+        if sticky_key is None and self.spec.sticky_by and not self.spec.sticky_by.startswith("header:"):
+            col = columns.get(self.spec.sticky_by)
+            sticky_key = None if col is None or len(col) == 0 else col[0]
+        route = self.pick(sticky_key)
         predictor = self.routes[route.name]
-        start = time.perf_counter()
+        t0 = time.perf_counter()
         try:
-            result = predictor.predict(data, request_id=rid)
+            result = predictor.predict_columns(columns, n, request_id=rid, row_ids=row_ids, start=start)
         except Exception as exc:
             from keel.errors import KeelError
 
             if not isinstance(exc, KeelError) or exc.http_status >= 500:  # bad input is the caller's, not the route's
-                self._observe(route, False, (time.perf_counter() - start) * 1000)
+                self._observe(route, False, (time.perf_counter() - t0) * 1000)
             raise
-        self._observe(route, True, (time.perf_counter() - start) * 1000)
+        self._observe(route, True, (time.perf_counter() - t0) * 1000)
         if self._shadow is not None:
             try:
-                self._shadow_q.put_nowait((self.routes[self._shadow.name], data, rid))
+                self._shadow_q.put_nowait((self.routes[self._shadow.name], (columns, n, row_ids), rid))
             except queue.Full:
                 self.shadow_dropped += 1
         return Answer(route.name, result.model, result.version, result)
@@ -205,10 +216,10 @@ class Router:
             item = self._shadow_q.get()
             if item is None:
                 return
-            predictor, data, rid = item
+            predictor, (columns, n, row_ids), rid = item
             start = time.perf_counter()
             try:
-                predictor.predict(data, request_id=rid)
+                predictor.predict_columns(columns, n, request_id=rid, row_ids=row_ids)
                 ok = True
             except Exception:
                 self.shadow_failed += 1
@@ -240,7 +251,7 @@ class Router:
         if breach is None:
             return
         with self._lock:
-            if self._edges[-1][1].name != "canary" and all(r.name != "canary" for _, r in self._edges):
+            if all(r.name != "canary" for _, r in self._edges):
                 return  # already rolled back by another request
             self._edges = [(100.0, self.spec.champion)]
         reason = f"canary breached {breach['objective']}: {breach['value']} > {breach['limit']} over {n} requests"
