@@ -53,6 +53,14 @@ def _call(method: str, path: str, body: Any = None, params: dict[str, Any] | Non
     return r.json()
 
 
+def _done(out: Any, as_json: bool, line: Any) -> None:
+    """Print a command's result: JSON, or the one line ``line(out)`` says."""
+    if as_json:
+        print_json(out)
+    else:
+        console.print(line(out), highlight=False)
+
+
 def _expires(text: str) -> float | None:
     """'90d', '12h', '30' (days) or 'never' -> days (None: never)."""
     t = text.strip().lower()
@@ -136,11 +144,7 @@ def users_add(
 
         return add_user(name, role=role, password=secret).to_dict()
 
-    out = run_guarded(go)
-    if as_json:
-        print_json(out)
-    else:
-        console.print(f"Added user [bold]{out['name']}[/] ({out['role']}).", highlight=False)
+    _done(run_guarded(go), as_json, lambda out: f"Added user [bold]{out['name']}[/] ({out['role']}).")
 
 
 @users_app.command("ls")
@@ -233,11 +237,7 @@ def users_disable(
 
         return disable_user(name, disabled=not enable).to_dict()
 
-    out = run_guarded(go)
-    if as_json:
-        print_json(out)
-    else:
-        console.print(f"{name} is {'disabled' if out['disabled'] else 'enabled'}.", highlight=False)
+    _done(run_guarded(go), as_json, lambda out: f"{name} is {'disabled' if out['disabled'] else 'enabled'}.")
 
 
 # -- keel tokens -------------------------------------------------------------------------------
@@ -314,11 +314,7 @@ def tokens_revoke(token_id: str = typer.Argument(..., help="The token's id (keel
 
         return revoke_token(token_id).to_dict()
 
-    out = run_guarded(go)
-    if as_json:
-        print_json(out)
-    else:
-        console.print(f"Token {out['id']} of {out['user']} is revoked.", highlight=False)
+    _done(run_guarded(go), as_json, lambda out: f"Token {out['id']} of {out['user']} is revoked.")
 
 
 # -- keel owners -------------------------------------------------------------------------------

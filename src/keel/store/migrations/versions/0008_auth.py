@@ -1,16 +1,19 @@
 """auth: users, API tokens, per-object roles, owners (replacing registered_models.owner), refusals
 
 Revision ID: 0008_auth
-Revises: 0001_tracking
-Depends on: 0006_registry_lifecycle (it moves registered_models.owner into owners)
+Revises: 0006_registry_lifecycle
+
+On the registry's branch, because it moves registered_models.owner into owners
+(an Alembic depends_on would leave 0006_registry_lifecycle a head that the
+version table no longer records).
 """
 from alembic import op
 import sqlalchemy as sa
 
 revision = '0008_auth'
-down_revision = '0001_tracking'
+down_revision = '0006_registry_lifecycle'
 branch_labels = None
-depends_on = ('0006_registry_lifecycle',)
+depends_on = None
 
 
 def upgrade() -> None:
