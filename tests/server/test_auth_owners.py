@@ -132,6 +132,26 @@ def test_feature_views_and_monitors_get_their_first_owners(project: Path) -> Non
     assert O.add_owners("contract", "orders", ["carl"]) == ["carl"]
 
 
+def test_contracts_get_their_declared_owners_with_their_first_stored_validation(project: Path) -> None:
+    import pandas as pd
+
+    from keel.contracts.api import validate
+    from keel.contracts.loader import loads_contract
+    from keel.store import owners as O
+
+    df = pd.DataFrame({"amount": [1.0, 2.0]})
+    declared = loads_contract("contract: payments\nowners: [ann, ben]\ncolumns:\n  amount: {type: float}\n")
+    assert declared.owners == ["ann", "ben"]
+    with acting_as("ci-bot"):
+        validate(df, declared, store=False)
+        assert O.owners_of("contract", "payments") == []  # nothing stored, nothing owned
+        validate(df, declared)
+        validate(df, loads_contract("contract: refunds\ncolumns:\n  amount: {type: float}\n"))
+    assert O.owners_of("contract", "payments") == ["ann", "ben"]
+    assert O.owners_of("contract", "refunds") == ["ci-bot"]
+    assert loads_contract("contract: x\nowners: ann, ben\n").owners == ["ann", "ben"]
+
+
 async def test_owner_routes_with_auth(auth_client: Any, auth_people: dict[str, str]) -> None:
     from keel.store import owners as O
 
@@ -257,6 +277,10 @@ def test_login_and_admin_commands_through_a_real_server(project: Path, monkeypat
     config.reset()
     unknown = runner.invoke(app, ["users", "ls"])
     assert unknown.exit_code == 1 and "401" in unknown.output
+    log = (project / "server.log").read_text()
+    assert "GET /v1/users" in log  # the access log is on
+    for secret in (token, made["token"], "y" * 43, "a long password"):
+        assert secret not in log and secret.split("_")[-1] not in log
 
 
 @pytest.fixture
@@ -276,7 +300,7 @@ def run_server(project: Path) -> Any:
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
         log = open(project / "server.log", "wb")  # noqa: SIM115 - closed with the process
         keel_bin = str(Path(sys.executable).with_name("keel"))
-        p = subprocess.Popen([keel_bin, "server", "--auth", "--port", str(port)],
+        p = subprocess.Popen([keel_bin, "server", "--auth", "--access-log", "--port", str(port)],
                              cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT)
         procs.append(p)
         url = f"http://127.0.0.1:{port}"
