@@ -80,7 +80,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("capture_environment", True, "Record git state, argv and the package lock on every run", _bool),
     Setting("tracking_uri", "", "URL of a keel server (http://host:port): the Python API and the CLI then go through it, with KEEL_TRACKING_TOKEN, and need no database or bucket settings"),
     Setting("tracking_token", "", "API token for the keel server named by KEEL_TRACKING_URI. Default: the one `keel login` stored for that URI in the credentials file"),
-    Setting("credentials_file", None, "Where `keel login` keeps tokens per server URI (readable by the user only). Default: ~/.keel/credentials.json"),
+    Setting("login_file", None, "Where `keel login` keeps tokens per server URI (readable by the user only). Default: ~/.keel/credentials.json"),
     Setting("require_services", False, "Tests: fail, instead of skipping, when PostgreSQL or Redis is unreachable", _bool),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -124,7 +124,7 @@ def store_credential(uri: str, token: str, path: Path | None = None) -> Path:
     """Keep ``token`` for the server at ``uri`` (``keel login``), in a file only the user can read."""
     import json
 
-    path = Path(settings().credentials_file) if path is None else path
+    path = Path(settings().login_file) if path is None else path
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tokens = read_credentials(path)
     tokens[_server_key(uri)] = token
@@ -184,12 +184,12 @@ class Settings:
                 raise ConfigError(f"Setting {where} has value {raw!r}: {exc}.", hint=s.help) from None
             self._values[s.name] = Value(parsed, source)
         if not self._values["tracking_token"].value and self._values["tracking_uri"].value:
-            stored = read_credentials(Path(self._values["credentials_file"].value)).get(_server_key(self._values["tracking_uri"].value))
+            stored = read_credentials(Path(self._values["login_file"].value)).get(_server_key(self._values["tracking_uri"].value))
             if stored:
                 self._values["tracking_token"] = Value(str(stored), "credentials file")
 
     def _derive(self, name: str) -> str:
-        if name == "credentials_file":
+        if name == "login_file":
             return str(Path.home() / STATE_DIR / "credentials.json")
         state = self.root / STATE_DIR
         return {

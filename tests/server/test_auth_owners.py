@@ -251,7 +251,7 @@ def test_login_and_admin_commands_through_a_real_server(project: Path, monkeypat
     U.add_user("alice", role="admin", password="a long password")
     url = run_server()
     creds = tmp_path / "home" / "credentials.json"
-    monkeypatch.setenv("KEEL_CREDENTIALS_FILE", str(creds))
+    monkeypatch.setenv("KEEL_LOGIN_FILE", str(creds))
     monkeypatch.setenv("KEEL_TRACKING_URI", url)
     config.reset()
     runner = CliRunner()
@@ -321,3 +321,21 @@ def run_server(project: Path) -> Any:
             p.wait(10)
         except Exception:
             p.kill()
+
+
+def test_keel_config_masks_the_tracking_token(project: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from keel import config
+    from keel.cli.main import app
+
+    creds = tmp_path / "creds.json"
+    monkeypatch.setenv("KEEL_LOGIN_FILE", str(creds))
+    monkeypatch.setenv("KEEL_TRACKING_URI", "http://keel.example:5000")
+    config.store_credential("http://keel.example:5000/", "keel_0123456789abcdef_storedstoredstoredstored")
+    assert config.settings().tracking_token.endswith("storedstored")  # the URI's trailing slash does not matter
+    monkeypatch.setenv("KEEL_TRACKING_TOKEN", "keel_fedcba9876543210_fromenvfromenvfromenvfromenv")
+    config.reset()
+    assert config.settings().tracking_token.endswith("fromenv")  # the environment wins over the file
+    out = CliRunner().invoke(app, ["config", "--json"])
+    assert out.exit_code == 0 and "fromenv" not in out.output and "stored" not in out.output
+    shown = {s["name"]: s["value"] for s in json.loads(out.stdout)["settings"]}
+    assert shown["tracking_token"] == "***" and shown["login_file"] == str(creds)

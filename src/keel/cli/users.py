@@ -116,7 +116,7 @@ def login(
     body = r.json()
     path = store_credential(target, body["token"])
     if as_json:
-        print_json({k: v for k, v in body.items() if k != "token"} | {"credentials_file": str(path)})
+        print_json({k: v for k, v in body.items() if k != "token"} | {"login_file": str(path)})
         return
     console.print(f"Logged in to {target} as [bold]{body['user']}[/] (token {body['id']}, scope {body['scope']}, "
                   f"expires {body['expires_time'] or 'never'}); saved in {path}", highlight=False)

@@ -407,3 +407,10 @@ def install(app: Any) -> None:
 
     for cls in (AuthenticationError, ForbiddenError, TooManyAttempts):
         app.add_exception_handler(cls, refused)
+    if getattr(app.state, "auth", False):
+        try:
+            if not U.has_users():
+                log.warning("auth is on and no user exists: nobody can log in. Add one with `keel users add NAME --role admin` "
+                            "on this server's metadata store.")
+        except KeelError as exc:  # the store is checked again, with a clear error, on the first request
+            log.warning("could not check for users: %s", exc)
