@@ -57,7 +57,7 @@ class RegisteredModel:
         return self.owners[0] if self.owners else ""
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "owner": self.owner}  # "owner" kept for readers of the single-owner shape
 
 
 @dataclass

@@ -45,9 +45,11 @@ SCOPES: tuple[Scope, ...] = ("read", "write", "approve", "admin")
 # The role an action needs; a scope allows the actions up to its own.
 ACTION_ROLE: dict[str, Role] = {"read": "viewer", "write": "member", "approve": "approver", "admin": "admin"}
 OBJECT_KINDS = ("experiment", "model")
-_USER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+\-]{0,127}$")
+USER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@+\-]{0,127}$"  # also the API's schema for user names
+_USER = re.compile(USER_PATTERN)
 _TOKEN = re.compile(r"^keel_(?P<id>[0-9a-f]{16})_(?P<secret>[A-Za-z0-9_\-]{20,})$")
 DEFAULT_TOKEN_DAYS = 90
+MAX_TOKEN_DAYS = 3650
 
 
 def rank(role: str | None) -> int:
@@ -297,8 +299,9 @@ def create_token(user: str, *, name: str = "token", scope: str = "write", expire
     ``expires_days=None`` makes a token that does not expire (revoke it when done).
     """
     check_scope(scope)
-    if expires_days is not None and expires_days <= 0:
-        raise ValidationError(f"Token expiry must be a positive number of days, not {expires_days!r}.", hint="e.g. --expires 30d, or --expires never.")
+    if expires_days is not None and not 0 < expires_days <= MAX_TOKEN_DAYS:
+        raise ValidationError(f"Token expiry must be a number of days in (0, {MAX_TOKEN_DAYS}], not {expires_days!r}.",
+                              hint="e.g. --expires 30d, or --expires never.")
     u = get_user(user)
     if u.disabled:
         raise ValidationError(f"User {user!r} is disabled; it cannot get a token.", hint=f"Enable it with `keel users disable {user} --enable`.")

@@ -6,12 +6,12 @@ Thin: each calls :mod:`keel.store.users` or :mod:`keel.store.owners`, as the
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from keel.errors import ForbiddenError, ValidationError
+from keel.errors import ForbiddenError
 from keel.server.auth import (
     CSRF_COOKIE,
     SESSION_COOKIE,
@@ -25,14 +25,17 @@ from keel.server.auth import (
 from keel.store import owners as O
 from keel.store import users as U
 
-router = APIRouter(tags=["users"])
+# Any route can answer 429 when its HTTP basic credentials hit the failed-login limit.
+UserName = Annotated[str, Field(pattern=U.USER_PATTERN, description="letters, digits and . _ - @ +")]
+
+router = APIRouter(tags=["users"], responses={429: {"description": "Too many failed logins; retry after the Retry-After seconds"}})
 
 
 class LoginBody(BaseModel):
     username: str = Field(min_length=1, max_length=255)
     password: str = Field(min_length=1, max_length=1024)
     token_name: str = Field("keel login", max_length=255)
-    expires_days: float | None = Field(U.DEFAULT_TOKEN_DAYS, gt=0, description="Days until the token expires; null: never")
+    expires_days: float | None = Field(U.DEFAULT_TOKEN_DAYS, gt=0, le=U.MAX_TOKEN_DAYS, description="Days until the token expires; null: never")
     scope: Literal["read", "write", "approve", "admin"] = "admin"
     cookie: bool = Field(False, description="Also set the session and CSRF cookies (the web UI)")
 
@@ -63,7 +66,7 @@ class UserOut(BaseModel):
 
 
 class NewUser(BaseModel):
-    name: str = Field(min_length=1, max_length=128)
+    name: UserName
     role: Literal["viewer", "member", "approver", "admin"] = "member"
     password: str | None = Field(None, min_length=8, max_length=1024)
 
@@ -77,19 +80,19 @@ class UserPatch(BaseModel):
 class TokenBody(BaseModel):
     name: str = Field("token", max_length=255)
     scope: Literal["read", "write", "approve", "admin"] = "write"
-    expires_days: float | None = Field(U.DEFAULT_TOKEN_DAYS, gt=0)
-    user: str | None = Field(None, description="Another user's token (admins only); default: the caller")
+    expires_days: float | None = Field(U.DEFAULT_TOKEN_DAYS, gt=0, le=U.MAX_TOKEN_DAYS)
+    user: UserName | None = Field(None, description="Another user's token (admins only); default: the caller")
 
 
 class RoleBody(BaseModel):
-    user: str = Field(min_length=1, max_length=128)
+    user: UserName
     role: Literal["viewer", "member", "approver", "admin"]
     experiment: str | None = None
     model: str | None = None
 
 
 class OwnersBody(BaseModel):
-    users: list[str] = Field(min_length=1, max_length=100)
+    users: list[UserName] = Field(min_length=1, max_length=100)
 
 
 class Owners(BaseModel):
@@ -206,32 +209,32 @@ def revoke_token(token_id: str, ident: Identity = Depends(identity)) -> dict[str
     return U.revoke_token(token_id).to_dict()
 
 
+OwnedKind = Literal["model", "feature_view", "contract", "monitor"]
+
+
 def _owned(kind: str, name: str, ident: Identity, act: Any) -> None:
-    O.check_kind(kind)
     authorize(ident, act, model=name if kind == "model" else None)
 
 
 @router.get("/v1/owners/{kind}/{name}", response_model=Owners, summary="The owners of a model, feature view, contract or monitor")
-def get_owners(kind: str, name: str, ident: Identity = Depends(identity)) -> dict[str, Any]:
+def get_owners(kind: OwnedKind, name: str, ident: Identity = Depends(identity)) -> dict[str, Any]:
     _owned(kind, name, ident, "read")
     return {"kind": kind, "name": name, "owners": O.owners_of(kind, name)}
 
 
 @router.post("/v1/owners/{kind}/{name}", response_model=Owners, summary="Add owners")
-def add_owners(kind: str, name: str, body: OwnersBody, ident: Identity = Depends(identity)) -> dict[str, Any]:
+def add_owners(kind: OwnedKind, name: str, body: OwnersBody, ident: Identity = Depends(identity)) -> dict[str, Any]:
     _owned(kind, name, ident, "write")
     return {"kind": kind, "name": name, "owners": O.add_owners(kind, name, body.users)}
 
 
 @router.delete("/v1/owners/{kind}/{name}/{user}", response_model=Owners, summary="Remove an owner (never the last one)")
-def remove_owner(kind: str, name: str, user: str, ident: Identity = Depends(identity)) -> dict[str, Any]:
+def remove_owner(kind: OwnedKind, name: str, user: str, ident: Identity = Depends(identity)) -> dict[str, Any]:
     _owned(kind, name, ident, "write")
     return {"kind": kind, "name": name, "owners": O.remove_owners(kind, name, [user])}
 
 
 @router.get("/v1/auth/refusals", openapi_extra=action("admin"), summary="Refused requests, newest first (the auth audit)")
-def refusals(limit: int = 100, user: str | None = None, ident: Identity = Depends(identity)) -> list[dict[str, Any]]:
+def refusals(limit: int = Query(100, ge=1, le=10_000), user: str | None = None, ident: Identity = Depends(identity)) -> list[dict[str, Any]]:
     authorize(ident, "admin")
-    if not 1 <= limit <= 10_000:
-        raise ValidationError(f"limit must be between 1 and 10000, not {limit}.")
     return [{**r, "time": r["time"].isoformat() if r["time"] else None} for r in U.refusals(limit, user)]
