@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ("tests.store.moto_s3",)  # s3_endpoint (moto's server) and s3_bucket, for every folder
+pytest_plugins = (
+    "tests.store.moto_s3",  # s3_endpoint (moto's server) and s3_bucket, for every folder
+    "tests.server.auth_fixtures",  # auth_people (a user and token per role), auth_app, auth_client
+)
 
 PG_ADMIN = os.environ.get("KEEL_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("KEEL_TEST_REDIS", "redis://127.0.0.1:6379/0")

@@ -79,7 +79,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_value_length", 6000, "Longest param or tag value, in characters", _int),
     Setting("capture_environment", True, "Record git state, argv and the package lock on every run", _bool),
     Setting("tracking_uri", "", "URL of a keel server (http://host:port): the Python API and the CLI then go through it, with KEEL_TRACKING_TOKEN, and need no database or bucket settings"),
-    Setting("tracking_token", "", "API token for the keel server named by KEEL_TRACKING_URI (keel login stores one)"),
+    Setting("tracking_token", "", "API token for the keel server named by KEEL_TRACKING_URI. Default: the one `keel login` stored for that URI in the credentials file"),
+    Setting("login_file", None, "Where `keel login` keeps tokens per server URI (readable by the user only). Default: ~/.keel/credentials.json"),
     Setting("require_services", False, "Tests: fail, instead of skipping, when PostgreSQL or Redis is unreachable", _bool),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -101,6 +102,40 @@ def acting_as(user: str) -> Iterator[None]:
         yield
     finally:
         _acting.reset(token)
+
+
+def _server_key(uri: str) -> str:
+    return str(uri).strip().rstrip("/")
+
+
+def read_credentials(path: Path) -> dict[str, str]:
+    """{server URI: token} from a credentials file written by :func:`store_credential`; {} without one."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    tokens = data.get("tokens") if isinstance(data, dict) else None
+    return {str(k): str(v) for k, v in tokens.items()} if isinstance(tokens, dict) else {}
+
+
+def store_credential(uri: str, token: str, path: Path | None = None) -> Path:
+    """Keep ``token`` for the server at ``uri`` (``keel login``), in a file only the user can read."""
+    import json
+
+    path = Path(settings().login_file) if path is None else path
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tokens = read_credentials(path)
+    tokens[_server_key(uri)] = token
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"tokens": tokens}, fh, indent=2)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    reset()
+    return path
 
 
 def find_project_root(start: Path | None = None) -> Path | None:
@@ -148,8 +183,14 @@ class Settings:
                 where = s.env if source == "env" else f"{source} key '{s.name}'"
                 raise ConfigError(f"Setting {where} has value {raw!r}: {exc}.", hint=s.help) from None
             self._values[s.name] = Value(parsed, source)
+        if not self._values["tracking_token"].value and self._values["tracking_uri"].value:
+            stored = read_credentials(Path(self._values["login_file"].value)).get(_server_key(self._values["tracking_uri"].value))
+            if stored:
+                self._values["tracking_token"] = Value(str(stored), "credentials file")
 
     def _derive(self, name: str) -> str:
+        if name == "login_file":
+            return str(Path.home() / STATE_DIR / "credentials.json")
         state = self.root / STATE_DIR
         return {
             "metadata_uri": f"sqlite:///{state / 'keel.db'}",

@@ -12,6 +12,7 @@ HTTP status the server answers with::
      ├── StepFailed                422  a pipeline step raised (``step``, ``result`` so far; resume to go on)
      ├── AuthenticationError       401  no valid credentials (missing, wrong, expired or revoked token)
      ├── ForbiddenError            403  the acting user may not do this (force a promotion, approve own request)
+     ├── TooManyAttempts           429  too many failed logins from this user or client (``retry_after`` seconds)
      ├── NotFoundError             404  a run, experiment, model or artifact does not exist
      ├── ConflictError             409  the write collides with existing state
      │    └── WriteConflict        409  a concurrent write won a unique key or deadlock; nothing was written, retry
@@ -100,6 +101,16 @@ class ForbiddenError(KeelError):
     """The acting user may not do this (force a promotion, approve their own request)."""
 
     http_status = 403
+
+
+class TooManyAttempts(KeelError):
+    """Too many failed logins for one user or from one client; retry after ``retry_after`` seconds."""
+
+    http_status = 429
+
+    def __init__(self, message: str, *, retry_after: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint, retry_after=retry_after)
+        self.retry_after = retry_after
 
 
 class NotFoundError(KeelError):

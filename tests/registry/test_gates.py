@@ -137,7 +137,9 @@ def test_approvals(proj: Path, train: Callable[..., Any], configure: Callable[..
     registry.reject(t2.request_id, "wait for more data")  # type: ignore[arg-type]
     assert [r["status"] for r in registry.list_requests("churn")] == ["rejected", "approved"]
     assert [r["id"] for r in registry.list_requests("churn", "pending")] == []
-    approve_event = next(e for e in registry.history("churn") if e["action"] == "approve")
+    approvals = [e for e in registry.history("churn") if e["action"] == "approve"]
+    assert [(e["user"], e["outcome"]) for e in approvals] == [("bob", "refused"), ("carol", "applied")]  # the refused one is audited
+    approve_event = approvals[1]
     assert (approve_event["user"], approve_event["to_version"], approve_event["outcome"]) == ("carol", 1, "applied")
     assert registry.rollback_target("churn", "production") is None
 

@@ -60,6 +60,9 @@ def _listing() -> list[dict[str, Any]]:
     objs = applied_objects()
     marks = watermarks()
     users = consumers()
+    from keel.store.owners import owners_of_many
+
+    owned = owners_of_many("feature_view", [n for k, n in objs if "view" in k])
     used_by: dict[str, list[str]] = {}
     for (kind, name), obj in objs.items():
         if kind == "feature_service":
@@ -72,6 +75,7 @@ def _listing() -> list[dict[str, Any]]:
         out.append(
             {
                 "kind": kind, "name": name, "version": obj["version"], "owner": spec.get("owner", ""),
+                "owners": owned.get(name, []) if "view" in kind else [o.strip() for o in str(spec.get("owner") or "").split(",") if o.strip()],
                 "description": spec.get("description", ""), "tags": spec.get("tags", {}),
                 # an aggregating view's features are its aggregations (its schema names their inputs)
                 "features": [a["name"] for a in spec["aggregations"]] if spec.get("aggregations") else [f["name"] for f in spec.get("schema", [])],
@@ -98,9 +102,9 @@ def ls_cmd(json: bool = JSON_OPTION) -> None:
     console.print(
         table(
             "Feature definitions",
-            ["kind", "name", "version", "owner", "description", "tags", "materialized until", "used by"],
+            ["kind", "name", "version", "owners", "description", "tags", "materialized until", "used by"],
             [
-                (r["kind"], r["name"], f"v{r['version']}", r["owner"], r["description"],
+                (r["kind"], r["name"], f"v{r['version']}", ", ".join(r["owners"]), r["description"],
                  ", ".join(f"{k}={v}" for k, v in r["tags"].items()), r["materialized_until"] or "", ", ".join(r["used_by"]))
                 for r in rows
             ],

@@ -43,8 +43,8 @@ def ls(as_json: bool = JSON_OPTION) -> None:
         if as_json:
             print_json([m.to_dict() for m in models])
             return
-        console.print(table("Registered models", ["name", "owner", "latest", "environments", "aliases", "description"], [
-            (m.name, m.owner, m.latest_version, ", ".join(f"{k}=v{v}" for k, v in m.environments.items()),
+        console.print(table("Registered models", ["name", "owners", "latest", "environments", "aliases", "description"], [
+            (m.name, ", ".join(m.owners), m.latest_version, ", ".join(f"{k}=v{v}" for k, v in m.environments.items()),
              ", ".join(f"{k}=v{v}" for k, v in m.aliases.items()), m.description or "")
             for m in models
         ]))
@@ -58,7 +58,7 @@ def show(name: str, version: str = typer.Argument(None, help="A version number o
 
     Example: keel models show churn 3
     """
-    from keel.registry import evaluations, get_version, list_versions
+    from keel.registry import evaluations, get_model, get_version, list_versions
 
     def go() -> None:
         if version is None:
@@ -66,6 +66,7 @@ def show(name: str, version: str = typer.Argument(None, help="A version number o
             if as_json:
                 print_json([v.to_dict() for v in versions])
                 return
+            console.print(f"[bold]{name}[/]  owners: {', '.join(get_model(name).owners) or 'none'}", highlight=False)
             console.print(table(f"Versions of {name}", ["version", "run", "flavor", "created", "by", "environments", "aliases", "status"], [
                 (v.version, v.run_id[:12], v.flavor, _num(v.created_time), v.created_by, ", ".join(v.environments), ", ".join(v.aliases),
                  "" if v.status == "active" else v.status) for v in versions
@@ -411,7 +412,7 @@ def status_cmd(name: str, as_json: bool = JSON_OPTION) -> None:
         if as_json:
             print_json(st)
             return
-        console.print(f"[bold]{name}[/]  owner {st['owner']}  latest v{st['latest_version']}"
+        console.print(f"[bold]{name}[/]  owners {', '.join(st['owners'])}  latest v{st['latest_version']}"
                       + (f"  aliases: {', '.join(f'{k}=v{v}' for k, v in st['aliases'].items())}" if st["aliases"] else ""))
         for e in st["environments"]:
             if e["version"] is None:

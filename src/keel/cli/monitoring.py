@@ -149,17 +149,20 @@ def ls_cmd(as_json: bool = JSON_OPTION) -> None:
     def go() -> None:
         from keel.monitoring.monitors import list_monitors
         from keel.monitoring.results import runs
+        from keel.store.owners import owners_of_many
 
+        monitors = list_monitors()
+        owned = owners_of_many("monitor", [m.name for m in monitors])
         out = []
-        for m in list_monitors():
+        for m in monitors:
             last = runs(m.name, limit=1)
-            out.append({**m.to_dict(), "last_run": last[0] if last else None})
+            out.append({**m.to_dict(), "owners": owned.get(m.name, []), "last_run": last[0] if last else None})
         if as_json:
             print_json(out)
             return
-        rows = [(m["name"], m["model"], m["window"], m["schedule"] or "", m["origin"],
+        rows = [(m["name"], m["model"], ", ".join(m["owners"]), m["window"], m["schedule"] or "", m["origin"],
                  "" if not m["last_run"] else f"{m['last_run']['window_end']:%Y-%m-%d %H:%M} {m['last_run']['status']}") for m in out]
-        console.print(table("monitors", ["name", "model", "window", "schedule", "declared in", "last run"], rows))
+        console.print(table("monitors", ["name", "model", "owners", "window", "schedule", "declared in", "last run"], rows))
 
     run_guarded(go)
 

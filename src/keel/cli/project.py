@@ -42,8 +42,13 @@ def init(
         console.print(f"Wrote {wf}: `keel ci {pipeline}` on every push, the full pipeline on main; it installs {escape(what)}.")
 
 
-def _shown(value: object) -> object:
-    """A setting as printed: passwords and tokens in URIs masked (postgresql://bob:***@db/keel)."""
+def _shown(value: object, name: str = "") -> object:
+    """A setting as printed: secrets (tracking_token) and passwords in URIs masked (postgresql://bob:***@db/keel)."""
+    from keel.config import is_secret_key
+    from keel.errors import MASK
+
+    if value and is_secret_key(name):
+        return MASK
     if not isinstance(value, str) or "://" not in value:
         return value
     # the store's redaction of URIs, shared with its error messages
@@ -60,7 +65,7 @@ def config(json: bool = JSON_OPTION) -> None:
     from keel.config import settings
 
     s = run_guarded(settings)
-    rows = [(st.name, _shown(v.value), v.source, st.env) for st, v in s.items()]
+    rows = [(st.name, _shown(v.value, st.name), v.source, st.env) for st, v in s.items()]
     if json:
         print_json({"project": str(s.root), "settings": [dict(zip(("name", "value", "source", "env"), r, strict=True)) for r in rows]})
         return

@@ -77,7 +77,8 @@ def validate(
     if store:
         from keel.contracts.history import save_report
 
-        save_report(report, dataset_fingerprint=dataset_fingerprint, source=source, profile=profile, batch_time=now)
+        save_report(report, dataset_fingerprint=dataset_fingerprint, source=source, profile=profile, batch_time=now,
+                    owners={c.name: c.owners for c in contracts})
     else:
         report.created = datetime.now(UTC)
     return report

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,6 +15,7 @@ from keel.contracts.profile import Profile
 from keel.contracts.report import CheckResult, Report
 from keel.errors import ConflictError, NotFoundError
 from keel.store.metadata import get_metadata_store, ms_to_datetime, now_ms
+from keel.store.owners import seed_owners
 from keel.store.schema.contracts import contract_profiles, contract_results, contract_validations
 from keel.store.schema.tracking import artifacts
 
@@ -25,8 +27,11 @@ def save_report(
     source: str | None = None,
     profile: Profile | None = None,
     batch_time: datetime | None = None,
+    owners: Mapping[str, Sequence[str]] | None = None,
 ) -> str:
     """Store ``report`` (and the accepted batch's profile) in one transaction; returns its id.
+
+    ``owners`` ({contract: owners}) become each contract's first owners when it has none yet.
 
     ``batch_time`` (default: now) is the time the batch stands for; history is ordered by it.
     """
@@ -58,6 +63,8 @@ def save_report(
         store.insert_many(conn, contract_results, rows)
         if profile is not None and digest is not None and size is not None:
             _insert_profile(conn, report.target, "batch", None, vid, digest, size, profile.num_rows, created, created)
+        for name, users in (owners or {}).items():
+            seed_owners(conn, "contract", name, users)
     report.validation_id = vid
     report.created = ms_to_datetime(created)
     return vid

@@ -3,6 +3,7 @@
 ::
 
     contract: transactions
+    owners: [alice, bob]             # who owns it (default: whoever first validates it)
     data: data/transactions.parquet  # where the data is (for `keel validate transactions`, `keel ci`)
     unexpected_columns: error        # error | warn | ignore
     reference: last_accepted         # default reference of relative checks
@@ -44,7 +45,7 @@ from keel.contracts.rules import RULES
 from keel.errors import NotFoundError, ValidationError, did_you_mean
 
 COMMON_KEYS = ("severity", "mostly", "name", "reference")
-TOP_KEYS = ("contract", "description", "data", "unexpected_columns", "reference", "columns", "checks")
+TOP_KEYS = ("contract", "description", "owners", "data", "unexpected_columns", "reference", "columns", "checks")
 COLUMN_KEYS = ("type", "nullable", "required", "description", "checks")
 
 _DUCK_TYPES = {
@@ -129,6 +130,12 @@ def loads_contract(text: str, path: str = "<string>") -> Contract:
     for key in ("description", "data", "unexpected_columns", "reference"):
         if key in fields:
             kwargs[key] = str(doc.scalar(fields[key][1], f"'{key}'"))
+    if "owners" in fields:
+        onode = fields["owners"][1]
+        if isinstance(onode, yaml.SequenceNode):
+            kwargs["owners"] = [str(doc.scalar(item, "an owner")) for item in onode.value]
+        else:
+            kwargs["owners"] = str(doc.scalar(onode, "'owners'")).split(",")
     if "reference" in kwargs:
         _check_reference(doc, fields["reference"][1], kwargs["reference"])
     if "unexpected_columns" in kwargs and kwargs["unexpected_columns"] not in ("error", "warn", "ignore"):

@@ -260,7 +260,8 @@ class Contract:
     (default), ``same_weekday_last_week``, ``snapshot:NAME`` or ``KIND[:ARG]``
     of a resolver registered with
     :func:`~keel.contracts.reference.register_reference_resolver`.
-    ``data`` says where the guarded data is (a Parquet/CSV path, a folder or a
+    ``owners`` are the users who own it (recorded with its first stored
+    validation; default: whoever ran it). ``data`` says where the guarded data is (a Parquet/CSV path, a folder or a
     glob, relative to the project root), so ``keel validate TARGET`` and ``keel
     ci`` find it; it is not part of :meth:`digest`.
     """
@@ -276,6 +277,7 @@ class Contract:
         description: str | None = None,
         source_file: str | None = None,
         data: str | None = None,
+        owners: Iterable[str] = (),
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ValidationError(f"A contract needs a non-empty name, got {name!r}.")
@@ -292,6 +294,8 @@ class Contract:
         self.description = description
         self.source_file = source_file
         self.data = data
+        # who owns it (keel.store.owners); recorded when it is first stored, default: who validated it
+        self.owners = [str(o).strip() for o in ([owners] if isinstance(owners, str) else owners) if str(o).strip()]
         self.table_checks: list[Check] = list(checks)
         self.checks: list[Check] = self._all_checks()
         self._verify()

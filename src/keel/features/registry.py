@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from keel.errors import ConflictError, NotFoundError, did_you_mean
 from keel.features.loader import KINDS, Definitions
 from keel.store.metadata import get_metadata_store, now_ms
+from keel.store.owners import seed_owners
 from keel.store.schema.features import feature_consumers, feature_definitions, feature_objects
 
 
@@ -193,6 +194,8 @@ def apply(
                 continue
             obj = current[(ch.kind, ch.name)]
             rows.append((ch.kind, ch.name, ch.new_version, obj.hash, json.dumps(obj.spec(), sort_keys=True), ts, who))
+            if ch.action == "added" and "view" in ch.kind:  # a new view's owners: those it declares, else who applied it
+                seed_owners(conn, "feature_view", ch.name, [o for o in str(getattr(obj, "owner", "") or "").split(",") if o.strip()] or [who])
         store.insert_many(conn, feature_objects, rows)
         latest_after = _latest_versions_after(conn, defs)
         version = int(last or 0) + 1

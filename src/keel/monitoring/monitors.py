@@ -132,6 +132,7 @@ def define_monitor(name: str, model: str, **settings: Any) -> MonitorSpec:
     import sqlalchemy as sa
 
     from keel.store.metadata import get_metadata_store, now_ms
+    from keel.store.owners import seed_owners
     from keel.store.schema.monitoring import monitors
 
     spec = _from_dict(name, {"model": model, **settings}, "code")
@@ -139,6 +140,7 @@ def define_monitor(name: str, model: str, **settings: Any) -> MonitorSpec:
         conn.execute(sa.delete(monitors).where(monitors.c.name == name))
         conn.execute(sa.insert(monitors).values(name=name, model=model, spec=json.dumps(spec.to_dict(), default=str), origin="code",
                                                 created_ms=now_ms(), updated_ms=now_ms()))
+        seed_owners(conn, "monitor", name, [])  # the acting user, unless it has owners already
     return spec
 
 

@@ -108,7 +108,7 @@ def status(name: str) -> dict[str, Any]:
         })
         envs.append(entry)
     return {
-        "model": name, "owner": model.owner, "description": model.description, "tags": model.tags,
+        "model": name, "owners": model.owners, "description": model.description, "tags": model.tags,
         "latest_version": model.latest_version, "environments": envs, "aliases": model.aliases,
         "pending_requests": list_requests(name, "pending"),
     }

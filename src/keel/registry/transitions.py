@@ -82,6 +82,52 @@ def _user() -> str:
     return str(settings().acting_user)
 
 
+# -- who may approve and force ------------------------------------------------------
+# With users defined (keel users add; what `keel server --auth` uses) roles decide: an approval
+# needs the approver role on the model (globally or on it), a forced promotion the admin role.
+# Without any user (the local single-user default) keel.yaml registry.admins decides who may
+# force, and any other user may approve. In both cases the approver is neither the requester
+# nor the version's trainer (its run's user).
+
+def trainer_of(mv: ModelVersion) -> str | None:
+    """The user of the run that trained ``mv`` (None when the run is gone)."""
+    from keel.store.schema.tracking import runs
+
+    with get_metadata_store().read() as conn:
+        return conn.execute(sa.select(runs.c.user).where(runs.c.id == mv.run_id)).scalar()
+
+
+def check_force(user: str, model: str) -> None:
+    """ForbiddenError unless ``user`` may force a promotion of ``model`` past its gates."""
+    from keel.store.users import has_users, role_on
+
+    if user in C.admins() or (has_users() and role_on(user, model=model) == "admin"):
+        return
+    raise ForbiddenError(
+        f"User {user!r} may not force a promotion of {model} past its gates; only an admin may.",
+        hint=f"Ask an admin (keel users ls; keel.yaml registry.admins: {', '.join(C.admins()) or 'none configured'}).",
+    )
+
+
+def check_approver(user: str, *, requested_by: str, trainer: str | None, model: str, request_id: int) -> None:
+    """ForbiddenError unless ``user`` may approve request ``request_id`` (the four-eyes rule)."""
+    from keel.store.users import has_users, rank, role_on
+
+    if user == requested_by:
+        raise ForbiddenError(f"User {user!r} requested #{request_id} and cannot approve it too.",
+                             hint="Another user with the approver role must approve it.")
+    if trainer is not None and user == trainer:
+        raise ForbiddenError(f"User {user!r} trained the version of {model} in request #{request_id} and cannot approve it.",
+                             hint="An approver who neither trained nor requested it must approve it.")
+    if has_users():
+        role = role_on(user, model=model)
+        if rank(role) < rank("approver"):
+            raise ForbiddenError(
+                f"User {user!r} ({role or 'no such user'}) may not approve promotions of {model}; that needs the approver role.",
+                hint=f"An admin can grant it: keel users set-role {user} approver --model {model}.",
+            )
+
+
 def _holder(conn: sa.Connection, mid: int, name: str) -> tuple[int | None, int | None, str | None]:
     row = conn.execute(
         sa.select(model_aliases.c.version, model_aliases.c.revision, model_aliases.c.kind).where(model_aliases.c.model_id == mid, model_aliases.c.name == name)
@@ -301,11 +347,7 @@ def promote(
     if force:
         if not reason or not str(reason).strip():
             raise ValidationError("A forced promotion needs a reason.", hint="Pass reason='why the gates may be skipped' (--reason).")
-        if user not in C.admins():
-            raise ForbiddenError(
-                f"User {user!r} may not force a promotion past its gates.",
-                hint=f"Admins (keel.yaml registry.admins): {', '.join(C.admins()) or 'none configured'}.",
-            )
+        check_force(user, name)
     _refuse_retired(mv, f"promote it to {env}")
     check_feature_service(mv)
     if mv.dry_run:
@@ -372,7 +414,12 @@ def _request(conn: sa.Connection, request_id: int) -> Any:
 
 
 def approve(request_id: int, reason: str) -> Transition:
-    """Approve a pending promotion (by a user other than its requester) and apply it."""
+    """Approve a pending promotion and apply it.
+
+    The approver is neither the requester nor the version's trainer and, when
+    users are defined, holds the approver role on the model (:func:`check_approver`).
+    A refused approval is recorded in the model's audit log.
+    """
     from keel.registry.versions import _model as _model_row
 
     if not reason or not str(reason).strip():
@@ -384,10 +431,14 @@ def approve(request_id: int, reason: str) -> Transition:
         name = _model_row(conn, req.model_id).name
     if req.status != "pending":
         raise ConflictError(f"Request #{request_id} is already {req.status} (by {req.decided_by}).", hint="List pending ones with `keel models requests`.")
-    if req.requested_by == user:
-        raise ForbiddenError(f"User {user!r} requested #{request_id} and cannot approve it too.", hint="Another user must approve it (KEEL_USER).")
     saved = json.loads(req.gates or "{}")
     mv = resolve_version(name, int(req.version))
+    try:
+        check_approver(user, requested_by=req.requested_by, trainer=trainer_of(mv), model=name, request_id=int(request_id))
+    except ForbiddenError as exc:
+        record_event(req.model_id, name, "approve", req.environment, saved.get("from_version"), mv.version, "refused", user,
+                     f"request #{request_id}: {exc.message}", saved.get("report"))
+        raise
     try:
         with store.write() as conn:
             claimed = conn.execute(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,6 +22,7 @@ from keel.errors import ConflictError, NotFoundError, ValidationError, WriteConf
 from keel.models.loader import model_id, parse_uri, version_row
 from keel.models.package import META_FILE
 from keel.store.metadata import get_metadata_store, insert_ignore, ms_to_datetime, now_ms
+from keel.store.owners import add_owners, owners_of_many, seed_owners
 from keel.store.schema import artifacts
 from keel.store.schema.registry import (
     model_aliases,
@@ -37,7 +39,7 @@ _dry_versions: dict[tuple[str, int], ModelVersion] = {}  # dry-run versions hand
 @dataclass
 class RegisteredModel:
     name: str
-    owner: str
+    owners: list[str]
     description: str | None
     tags: dict[str, str]
     created_time: datetime | None
@@ -49,8 +51,13 @@ class RegisteredModel:
     archived_time: datetime | None = None
     deleted_time: datetime | None = None
 
+    @property
+    def owner(self) -> str:
+        """The first owner (the one that created the model, unless removed)."""
+        return self.owners[0] if self.owners else ""
+
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "owner": self.owner}  # "owner" kept for readers of the single-owner shape
 
 
 @dataclass
@@ -157,10 +164,12 @@ def register_model(
     description: str | None = None,
     tags: dict[str, str] | None = None,
     owner: str | None = None,
+    owners: Sequence[str] | None = None,
 ) -> ModelVersion:
     """Create the next version of model ``name`` from a logged model (``runs:/<run_id>/model``).
 
-    The registered model is created on first use (owner: the acting user).
+    The registered model is created on first use, owned by ``owners`` (or
+    ``owner``; default: the acting user).
     Registering the same run's model twice returns the existing version.
     A model from a smoke run (``--smoke``) is checked as a registration would
     be and returned with ``dry_run=True``, numbered as the next version, but
@@ -201,9 +210,10 @@ def register_model(
             with store.write() as conn:
                 insert_ignore(
                     conn, registered_models,
-                    {"name": name, "owner": owner or user, "description": None, "tags": json.dumps({}), "created_ms": now_ms(), "updated_ms": now_ms()},
+                    {"name": name, "description": None, "tags": json.dumps({}), "created_ms": now_ms(), "updated_ms": now_ms()},
                     ["name"],
                 )
+                seed_owners(conn, "model", name, list(owners or ([owner] if owner else [user])))
                 # The model row is locked (PostgreSQL) so that concurrent registrations number
                 # their versions one after the other instead of colliding on max(version) + 1.
                 model = conn.execute(sa.select(registered_models).where(registered_models.c.name == name).with_for_update()).one()
@@ -276,18 +286,21 @@ def _merge_tags(conn: sa.Connection, mid: int, tags: dict[str, str]) -> None:
     conn.execute(sa.update(registered_models).where(registered_models.c.id == mid).values(tags=json.dumps(old), updated_ms=now_ms()))
 
 
-def update_model(name: str, *, description: str | None = None, owner: str | None = None, tags: dict[str, str] | None = None) -> RegisteredModel:
-    """Change a registered model's description, owner or tags (merged)."""
+def update_model(name: str, *, description: str | None = None, owners: Sequence[str] | None = None, tags: dict[str, str] | None = None) -> RegisteredModel:
+    """Change a registered model's description or tags (merged), or add ``owners``.
+
+    Owners are removed with :func:`keel.store.owners.remove_owners` (``keel owners rm``).
+    """
     with get_metadata_store().write() as conn:
         mid = model_id(conn, name)
         values: dict[str, Any] = {"updated_ms": now_ms()}
         if description is not None:
             values["description"] = description
-        if owner is not None:
-            values["owner"] = owner
         conn.execute(sa.update(registered_models).where(registered_models.c.id == mid).values(**values))
         if tags:
             _merge_tags(conn, mid, tags)
+    if owners:
+        add_owners("model", name, owners)
     return get_model(name)
 
 
@@ -304,7 +317,7 @@ def _model(conn: sa.Connection, mid: int) -> RegisteredModel:
     ).scalar()
     held = conn.execute(sa.select(model_aliases.c.name, model_aliases.c.kind, model_aliases.c.version).where(model_aliases.c.model_id == mid)).all()
     return RegisteredModel(
-        name=r.name, owner=r.owner, description=r.description, tags=json.loads(r.tags or "{}"),
+        name=r.name, owners=owners_of_many("model", [r.name], conn).get(r.name, []), description=r.description, tags=json.loads(r.tags or "{}"),
         created_time=ms_to_datetime(r.created_ms), updated_time=ms_to_datetime(r.updated_ms), latest_version=latest,
         environments={n: int(v) for n, k, v in held if k == "environment"}, aliases={n: int(v) for n, k, v in held if k == "alias"},
         status=lifecycle_status(r), archived_time=ms_to_datetime(r.archived_ms), deleted_time=ms_to_datetime(r.deleted_ms),

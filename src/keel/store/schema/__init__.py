@@ -5,6 +5,7 @@ Each subsystem owns one module here; the Alembic migrations in
 Timestamps are stored as integer milliseconds since the epoch (UTC).
 """
 
+from keel.store.schema import auth as auth  # users, tokens, roles, owners, refusals
 from keel.store.schema import contracts as contracts  # data contract tables
 from keel.store.schema import deployments as deployments  # deployments and their audit trail
 from keel.store.schema import features as features  # feature store tables

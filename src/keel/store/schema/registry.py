@@ -1,5 +1,7 @@
 """Model registry tables: models, versions, environments/aliases, evaluations, approvals, events.
 
+A model's owners are rows of ``owners`` (kind ``model``, keel.store.schema.auth).
+
 An environment (``staging``, ``production``) or free alias (``champion``) is one
 row of ``model_aliases`` keyed by (model, name): the primary key makes it
 impossible for an environment to hold two versions, and the ``revision``
@@ -32,7 +34,6 @@ registered_models = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("name", String(255), nullable=False, unique=True),
-    Column("owner", String(255), nullable=False),
     Column("description", Text, nullable=True),
     Column("tags", Text, nullable=True),  # JSON object
     Column("created_ms", BigInteger, nullable=False),
