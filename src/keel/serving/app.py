@@ -75,8 +75,8 @@ class Server:
         self.options = options
         self.predictors: dict[str, Predictor] = {}
         for m in models:
-            p = m if isinstance(m, Predictor) else Predictor(m, log=options.log, missing_features=options.missing_features,
-                                                               defaults=options.defaults)
+            # a URI, or anything with the predictor's surface (a Predictor, a deployment's router)
+            p = Predictor(m, log=options.log, missing_features=options.missing_features, defaults=options.defaults) if isinstance(m, str) else m
             if p.name in self.predictors:
                 raise ValidationError(f"Model {p.name!r} is given twice ({self.predictors[p.name].uri} and {p.uri}).",
                                       hint="Serve one URI per registered model.")

@@ -1,0 +1,57 @@
+"""keel serve --deployment: every protocol through the deployment's router; the route in each response; stickiness by header."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import httpx
+
+from keel.deployments.serve import create_deployment_app
+from keel.deployments.specs import build_spec, deploy, set_deployment
+from tests.deployments.test_specs import two  # noqa: F401  (fixture)
+
+
+def call(app: Any, requests: list[tuple[str, str, dict[str, Any], dict[str, str]]]) -> list[httpx.Response]:
+    async def main() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            return [await c.request(m, u, json=b, headers=h) for m, u, b, h in requests]
+
+    return asyncio.run(main())
+
+
+ROW = {"a": 0.3, "b": -0.1, "plan": "pro"}
+
+
+def test_canary_over_every_protocol_says_which_route_answered(two: tuple[Any, Any]) -> None:  # noqa: F811
+    v1, v2 = two
+    deploy(build_spec("live", model="churn@production", canary="churn@challenger", weight=30, sticky_by="header:x-user"))
+    app = create_deployment_app("live", log=False)
+    reqs = [("POST", "/v1/models/churn/predict", {"records": [ROW]}, {"x-user": f"u{i}"}) for i in range(200)]
+    out = call(app, reqs)
+    assert all(r.status_code == 200 for r in out)
+    routes = Counter(r.headers["keel-route"] for r in out)
+    assert set(routes) == {"champion", "canary"} and 30 < routes["canary"] < 95
+    versions = {r.headers["keel-route"]: r.json()["version"] for r in out}
+    assert versions == {"champion": v1.version, "canary": v2.version}
+    # sticky: one user always meets one route
+    again = call(app, [("POST", "/v1/models/churn/predict", {"records": [ROW]}, {"x-user": "u7"})] * 20)
+    assert len({r.headers["keel-route"] for r in again}) == 1
+    mlflow = call(app, [("POST", "/invocations", {"dataframe_records": [ROW]}, {"x-user": "u1"})])[0]
+    assert mlflow.status_code == 200 and "predictions" in mlflow.json() and mlflow.headers["keel-route"] in ("champion", "canary")
+    oip = call(app, [("POST", "/v2/models/churn/infer", {"inputs": [
+        {"name": "a", "shape": [1], "datatype": "FP64", "data": [0.3]}, {"name": "b", "shape": [1], "datatype": "FP64", "data": [-0.1]},
+        {"name": "plan", "shape": [1], "datatype": "BYTES", "data": ["pro"]}]}, {"x-user": "u1"})])[0]
+    assert oip.status_code == 200, oip.text
+    bad = call(app, [("POST", "/v1/models/churn/predict", {"records": [{"a": "x", "b": 1, "plan": "pro"}]}, {})])[0]
+    assert bad.status_code == 422
+
+
+def test_the_served_deployment_follows_a_change_without_a_restart(two: tuple[Any, Any]) -> None:  # noqa: F811
+    deploy(build_spec("live", model="churn@production", canary="churn@challenger", weight=10))
+    app = create_deployment_app("live", log=False)
+    app.router.refresh_s = 0  # type: ignore[attr-defined]
+    set_deployment("live", single=True, reason="canary done")
+    out = call(app, [("POST", "/v1/models/churn/predict", {"records": [ROW]}, {})] * 30)
+    assert {r.headers["keel-route"] for r in out} == {"champion"}
