@@ -101,6 +101,6 @@ def create_deployment_app(name: str, options: Any = None, **kwargs: Any) -> Any:
     spec = router.spec
     header = spec.sticky_by[len("header:"):] if spec.sticky_by and spec.sticky_by.startswith("header:") else None
     wrapped = sticky_middleware(app, header)
-    wrapped.state = app.state  # type: ignore[attr-defined]
-    wrapped.router = router  # type: ignore[attr-defined]
+    wrapped.state = app.state
+    wrapped.router = router
     return wrapped
