@@ -7,6 +7,7 @@ from collections import Counter
 from typing import Any
 
 import httpx
+import pytest
 
 from keel.deployments.serve import create_deployment_app
 from keel.deployments.specs import build_spec, deploy, set_deployment
@@ -55,3 +56,52 @@ def test_the_served_deployment_follows_a_change_without_a_restart(two: tuple[Any
     set_deployment("live", single=True, reason="canary done")
     out = call(app, [("POST", "/v1/models/churn/predict", {"records": [ROW]}, {})] * 30)
     assert {r.headers["keel-route"] for r in out} == {"champion"}
+
+
+@pytest.mark.slow
+def test_two_replicas_of_one_deployment_agree_on_routing_stickiness_and_logging(two: tuple[Any, Any], project: Any) -> None:  # noqa: F811
+    """Two `keel serve --deployment` processes on one store: the same user meets the same route on both, both log."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import keel
+    from tests.deployments.conftest import free_port
+
+    deploy(build_spec("live", model="churn@production", canary="churn@challenger", weight=40, sticky_by="header:x-user"))
+    ports = [free_port(), free_port()]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    procs = [subprocess.Popen([sys.executable, "-c", "from keel.cli.main import main; main()", "serve", "--deployment", "live", "--port", str(p)], cwd=project, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for p in ports]
+    try:
+        for p in ports:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{p}/v2/health/ready", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.3)
+            else:
+                raise AssertionError(procs[ports.index(p)].stderr.read().decode() if procs[ports.index(p)].stderr else "no start")
+        seen: dict[str, set[str]] = {}
+        ids = []
+        for i in range(60):
+            user = f"user{i % 15}"
+            port = ports[i % 2]
+            r = httpx.post(f"http://127.0.0.1:{port}/v1/models/churn/predict", json={"records": [ROW]},
+                           headers={"x-user": user, "x-request-id": f"rep{i}"}, timeout=10)
+            assert r.status_code == 200, r.text
+            seen.setdefault(user, set()).add(r.headers["keel-route"])
+            ids.append(f"rep{i}")
+        assert all(len(routes) == 1 for routes in seen.values())  # sticky across replicas
+        assert {next(iter(v)) for v in seen.values()} == {"champion", "canary"}
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(30)
+    logged = keel.predictions("churn")
+    assert set(ids) <= set(logged["request_id"])  # both replicas logged everything they answered (drained on SIGTERM)

@@ -29,7 +29,8 @@ def _defaults(values: list[str]) -> dict[str, Any]:
 
 
 def serve(
-    models: list[str] = typer.Argument(..., help="Model URIs: models:/churn@production, models:/churn/3, runs:/<id>/model."),
+    models: list[str] = typer.Argument(None, help="Model URIs: models:/churn@production, models:/churn/3, runs:/<id>/model."),
+    deployment: str = typer.Option(None, "--deployment", help="Serve a deployment (keel deploy): its champion, shadow, canary or A/B routes."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (127.0.0.1: this machine only; 0.0.0.0 for every interface)."),
     port: int = typer.Option(8000, "--port", help="HTTP port."),
     grpc_port: int = typer.Option(0, "--grpc-port", help="Also serve the Open Inference Protocol over gRPC on this port (0: off)."),
@@ -50,6 +51,7 @@ def serve(
     fetched from the online store. Every prediction is logged (see `keel predictions query`).
 
     Example: keel serve models:/churn@production --port 8000 --grpc-port 8001 --workers 2
+    (or: keel serve --deployment churn-live)
     """
     try:
         import uvicorn
@@ -60,8 +62,16 @@ def serve(
     options = ServeOptions(log=not no_log, missing_features=missing_features, defaults=_defaults(default), reload=reload,
                            batch_max_rows=batch_max_rows, batch_max_wait_ms=batch_max_wait_ms, queue_max_rows=queue_max_rows,
                            max_body_bytes=int(max_body_mb * (1 << 20)), grpc_port=grpc_port or None, grpc_host=host)
-    # load once here: a bad URI is one line and exit 1, not a traceback in each worker
-    app = run_guarded(lambda: create_app(models, options))
+    if bool(models) == bool(deployment):
+        fail("Give model URIs or --deployment NAME (one of them), e.g. keel serve models:/churn@production.")
+    if deployment:
+        from keel.deployments.serve import DEPLOYMENT_ENV, create_deployment_app
+
+        app = run_guarded(lambda: create_deployment_app(deployment, options))
+        os.environ[DEPLOYMENT_ENV] = deployment
+    else:
+        # load once here: a bad URI is one line and exit 1, not a traceback in each worker
+        app = run_guarded(lambda: create_app(models, options))
     server = app.state.server
     console.print(f"[bold]keel serve[/] http://{host}:{port}  " + ", ".join(f"{n} v{p.version}" for n, p in server.predictors.items())
                   + f"  ({workers} worker{'s' if workers > 1 else ''}; /v1, /invocations, /v2, /metrics, /openapi.json"
@@ -74,9 +84,10 @@ def serve(
 
     from keel.serving.metrics import MULTIPROC_ENV
 
-    os.environ[APP_ENV] = jsonlib.dumps({"models": list(models), "options": options.__dict__})
+    os.environ[APP_ENV] = jsonlib.dumps({"models": list(models or []), "options": options.__dict__})
     os.environ.setdefault(MULTIPROC_ENV, tempfile.mkdtemp(prefix="keel-metrics-"))
-    uvicorn.run("keel.serving.app:app_from_env", factory=True, workers=workers, **config)
+    factory = "keel.deployments.serve:app_from_env" if deployment else "keel.serving.app:app_from_env"
+    uvicorn.run(factory, factory=True, workers=workers, **config)
 
 
 def score(

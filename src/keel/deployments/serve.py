@@ -17,6 +17,7 @@ from typing import Any
 from keel.deployments.routing import Router
 
 ROUTE_HEADER = "keel-route"
+DEPLOYMENT_ENV = "KEEL_SERVE_DEPLOYMENT"  # the deployment `keel serve --deployment --workers N` serves in each worker
 _sticky: contextvars.ContextVar[str | None] = contextvars.ContextVar("keel_sticky_header", default=None)
 _answered: contextvars.ContextVar[str | None] = contextvars.ContextVar("keel_route_answered", default=None)
 
@@ -104,3 +105,18 @@ def create_deployment_app(name: str, options: Any = None, **kwargs: Any) -> Any:
     wrapped.state = app.state
     wrapped.router = router
     return wrapped
+
+
+def app_from_env() -> Any:
+    """The app each uvicorn worker of ``keel serve --deployment NAME --workers N`` starts."""
+    import json
+    import os
+
+    from keel.errors import ValidationError
+    from keel.serving.app import APP_ENV, ServeOptions
+
+    name = os.environ.get(DEPLOYMENT_ENV)
+    if not name:
+        raise ValidationError(f"{DEPLOYMENT_ENV} is not set.", hint="Start the server with `keel serve --deployment NAME`.")
+    cfg = json.loads(os.environ.get(APP_ENV) or "{}")
+    return create_deployment_app(name, ServeOptions(**cfg.get("options", {})))
