@@ -1,0 +1,78 @@
+"""The platform app: health, the OpenAPI document, errors as JSON with their status, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.server._api import api_client
+
+
+def test_health_and_openapi(project: Path) -> None:
+    with api_client() as api:
+        r = api.get("/health")
+        assert r.status_code == 200 and r.json()["status"] == "ok"
+        spec = api.get("/openapi.json").json()
+    paths = spec["paths"]
+    for path in ("/v1/registry/models", "/v1/features/online", "/v1/predictions/query", "/v1/feedback", "/v1/monitors",
+                 "/v1/alerts", "/v1/pipelines", "/v1/pipeline-runs", "/v1/pipeline-runs/{run_id}"):
+        assert path in paths, path
+    # every operation documents its error bodies, and no route takes a stray query parameter
+    for path, ops in paths.items():
+        for method, op in ops.items():
+            names = [p["name"] for p in op.get("parameters", [])]
+            assert "request" not in names and "ident" not in names, (method, path, names)
+            if path != "/health":
+                assert {"404", "422"} <= set(op["responses"]), (method, path)
+
+
+def test_unknown_route_is_json_404(project: Path) -> None:
+    with api_client() as api:
+        r = api.get("/v1/no-such-thing")
+        assert r.status_code == 404
+        assert r.json()["error"] == "NotFound" and "/docs" in r.json()["message"]
+        r = api.request("PATCH", "/health")
+        assert r.status_code == 405 and r.json()["error"] == "MethodNotAllowed"
+
+
+def test_keel_error_maps_to_status_with_body(project: Path) -> None:
+    with api_client() as api:
+        r = api.get("/v1/registry/models/nope")
+        assert r.status_code == 404
+        body = r.json()
+        assert body["error"] == "NotFoundError" and "nope" in body["message"]
+        r = api.put("/v1/registry/models/churn/aliases/bad alias!", json={"version": 1})
+        assert r.status_code == 422 and "Invalid alias" in r.json()["message"]
+
+
+def test_request_validation_is_422_with_field_and_no_echo(project: Path) -> None:
+    with api_client() as api:
+        r = api.post("/v1/predictions/query", json={"sql": 5, "password": "hunter2"})
+        assert r.status_code == 422
+        detail = r.json()["detail"]
+        locs = [tuple(d["loc"]) for d in detail]
+        assert ("body", "sql") in locs and ("body", "password") in locs
+        assert "hunter2" not in r.text  # the input is never echoed back
+        r = api.post("/v1/predictions/query", content=b"{not json", headers={"content-type": "application/json"})
+        assert r.status_code == 422
+
+
+def test_unexpected_error_is_500_without_traceback(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from keel import registry
+
+    def boom(**_: object) -> None:
+        raise RuntimeError("postgresql://u:s3cret@db/x exploded")
+
+    monkeypatch.setattr(registry, "list_models", boom)
+    with api_client(raise_app_exceptions=False) as api:
+        r = api.get("/v1/registry/models")
+    assert r.status_code == 500
+    assert r.json()["error"] == "InternalError" and "s3cret" not in r.text and "Traceback" not in r.text
+
+
+def test_nan_is_sent_as_null(project: Path) -> None:
+    from keel.server.app import _json_response_class
+
+    cls = _json_response_class()
+    assert cls({"x": float("nan"), "y": [float("inf")]}).body == b'{"x":null,"y":[null]}'
