@@ -69,3 +69,59 @@ def train(name: str = "churn", C: float = 1.0, seed: int = 0) -> Any:
         keel.log_dataset(data, "train")
         info = keel.log_model(LogisticRegression(C=C).fit(X, data["y"]), input_example=X.head(5))
     return keel.register_model(info.uri, name)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """``keel server`` in a process of its own on a free port, in ``root``, with this tree's sources."""
+
+    def __init__(self, root: Any, *args: str, env: dict[str, str] | None = None) -> None:
+        import os
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        src = str(Path(__file__).resolve().parents[2] / "src")
+        full_env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join([src, str(root)])}
+        self.log_path = Path(root) / f"server-{self.port}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - written until the server exits
+        self.proc = subprocess.Popen([sys.executable, "-c", "from keel.cli.main import main; main()", "server", "--port", str(self.port), *args],
+                                     cwd=root, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        import time
+
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"keel server exited: {self.log_path.read_text()}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise AssertionError(f"keel server did not become ready: {self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()

@@ -34,6 +34,8 @@ def test_unknown_route_is_json_404(project: Path) -> None:
         assert r.json()["error"] == "NotFound" and "/docs" in r.json()["message"]
         r = api.request("PATCH", "/health")
         assert r.status_code == 405 and r.json()["error"] == "MethodNotAllowed"
+        r = api.request("PATCH", "/v1/registry/models/churn")  # GET and DELETE are two routes: Allow names both
+        assert r.status_code == 405 and set(r.headers["allow"].split(", ")) == {"GET", "DELETE"}
 
 
 def test_keel_error_maps_to_status_with_body(project: Path) -> None:
@@ -42,8 +44,10 @@ def test_keel_error_maps_to_status_with_body(project: Path) -> None:
         assert r.status_code == 404
         body = r.json()
         assert body["error"] == "NotFoundError" and "nope" in body["message"]
+        r = api.post("/v1/feedback", json={"request_ids": ["a", "b"], "labels": [1], "model": "churn"})
+        assert r.status_code == 422 and r.json()["error"] == "ValidationError" and "2 request ids for 1 labels" in r.json()["message"]
         r = api.put("/v1/registry/models/churn/aliases/bad alias!", json={"version": 1})
-        assert r.status_code == 422 and "Invalid alias" in r.json()["message"]
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["path", "alias"]  # the pattern in the OpenAPI
 
 
 def test_request_validation_is_422_with_field_and_no_echo(project: Path) -> None:
@@ -56,6 +60,11 @@ def test_request_validation_is_422_with_field_and_no_echo(project: Path) -> None
         assert "hunter2" not in r.text  # the input is never echoed back
         r = api.post("/v1/predictions/query", content=b"{not json", headers={"content-type": "application/json"})
         assert r.status_code == 422
+        # types are strict: a number is not a boolean, and a time is ISO-8601 text
+        r = api.post("/v1/pipeline-runs", json={"pipeline": "training", "refresh": 0})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "refresh"]
+        r = api.post("/v1/monitors/daily/run", json={"end": 0})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "end"]
 
 
 def test_unexpected_error_is_500_without_traceback(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:

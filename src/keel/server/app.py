@@ -50,6 +50,18 @@ def error_body(exc: KeelError) -> dict[str, Any]:
     return body
 
 
+def _allowed_methods(request: Any) -> list[str]:
+    """Every method the OpenAPI document lists for this path (Starlette's 405 names only the first route's)."""
+    import re
+
+    methods: set[str] = set()
+    for template, ops in request.app.openapi()["paths"].items():
+        pattern = "^" + re.sub(r"\\\{[^\\]*\\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, request.url.path):
+            methods |= {m.upper() for m in ops}
+    return sorted(methods)
+
+
 def _json_response_class() -> Any:
     import orjson
     from fastapi.responses import JSONResponse
@@ -94,14 +106,17 @@ def create_app(*, auth: bool | None = None) -> Any:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        headers = exc.headers
         if exc.status_code == 404 and exc.detail == "Not Found":
             message = f"No route {request.method} {request.url.path}. The routes are listed at /docs and /openapi.json."
         elif exc.status_code == 405:
-            message = f"{request.method} is not allowed on {request.url.path}. The routes are listed at /docs."
+            allowed = _allowed_methods(request)
+            message = f"{request.method} is not allowed on {request.url.path} (only {', '.join(allowed)}). The routes are listed at /docs."
+            headers = {**(exc.headers or {}), "Allow": ", ".join(allowed)}
         else:
             message = str(exc.detail)
         name = {404: "NotFound", 405: "MethodNotAllowed", 401: "AuthenticationError", 403: "ForbiddenError"}.get(exc.status_code, "HTTPError")
-        return response_class({"error": name, "message": message}, status_code=exc.status_code, headers=exc.headers)
+        return response_class({"error": name, "message": message}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -9,12 +9,21 @@ None``: NaN and infinities are sent as null (JSON has neither).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi.exceptions import RequestValidationError  # noqa: F401 - re-exported for the app
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 Num = float | None
+
+
+def _iso_text(value: Any) -> Any:
+    if value is not None and not isinstance(value, str):
+        raise ValueError("give the time as an ISO-8601 string with a zone, e.g. 2026-01-31T00:00:00Z")
+    return value
+
+
+# A time in a request body: ISO-8601 text with a zone only (never a number of seconds, never naive).
+IsoTime = Annotated[AwareDatetime, BeforeValidator(_iso_text), Field(strict=False)]
 
 
 class Out(BaseModel):
@@ -24,9 +33,10 @@ class Out(BaseModel):
 
 
 class In(BaseModel):
-    """A request body: unknown fields are refused (a typo is a 422, never ignored)."""
+    """A request body: unknown fields are refused (a typo is a 422, never ignored), and types are
+    strict (``"3"`` is not a number, ``0`` not a boolean)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # -- errors --------------------------------------------------------------------------
@@ -229,7 +239,7 @@ class OnlineIn(In):
     features: str | list[str] = Field(description="A feature service's name, or 'view:feature' references", examples=["churn_v1"])
     entity_rows: list[dict[str, Any]] | dict[str, list[Any]] = Field(description="Join keys (and request data) per row",
                                                                      examples=[[{"customer_id": 42}]])
-    definitions_version: int | None = Field(None, ge=1, description="Read the values of an applied definitions version")
+    definitions_version: int | None = Field(None, ge=1, le=2**62, description="Read the values of an applied definitions version")
     with_status: bool = Field(True, description="Also return each value's status and age")
 
 
@@ -273,9 +283,9 @@ class FeedbackIn(In):
     request_ids: list[str] | None = Field(None, description="The ids predictions were returned with")
     entities: list[Any] | None = Field(None, description="Entity keys instead of request ids (with timestamps)")
     entity_column: str | None = None
-    timestamps: list[datetime] | None = Field(None, description="The labels' event times (default: now)")
+    timestamps: list[IsoTime] | None = Field(None, description="The labels' event times (default: now)")
     model: str | None = Field(None, description="The model (default: found from the ids)")
-    horizon: str | None = Field(None, examples=["30d"], description="Labels later than this after their prediction count as late")
+    horizon: str | None = Field(None, description="Labels later than this after their prediction count as late, e.g. 30d")
 
 
 class FeedbackOut(Out):
@@ -307,7 +317,7 @@ class MonitorDetail(Out):
 
 
 class MonitorRunIn(In):
-    end: datetime | None = Field(None, description="End of the window (default: now); ISO-8601 with a zone")
+    end: IsoTime | None = Field(None, description="End of the window (default: now); ISO-8601 with a zone")
 
 
 class MonitorResultOut(Out):

@@ -12,6 +12,10 @@ from keel.errors import ValidationError
 MAX_ID = 2**62  # ids and version numbers past this fit no database column
 ObjectId = Annotated[int, Path(ge=1, le=MAX_ID)]
 Name = Annotated[str, Path(min_length=1, max_length=255)]
+ModelName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-.]{0,127}$", description="A registered model's name")]
+Alias = Annotated[str, Path(pattern=r"^[A-Za-z][A-Za-z0-9_\-.]{0,63}$", description="A free alias, e.g. champion")]
+VersionRef = Annotated[str, Path(pattern=r"^([0-9]{1,18}|[A-Za-z][A-Za-z0-9_\-.]{0,63})$",
+                                 description="A version number, or an alias or environment holding one")]
 
 
 def version_ref(version: str) -> Any:
