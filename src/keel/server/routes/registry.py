@@ -14,7 +14,14 @@ from fastapi import APIRouter, Depends, Query
 from keel import registry
 from keel.registry import config as registry_config
 from keel.server.auth import Identity, authorize, identity
-from keel.server.routes.common import Alias, ModelName, ObjectId, VersionRef, project_file, version_ref
+from keel.server.routes.common import (
+    Alias,
+    ModelName,
+    ObjectId,
+    VersionRef,
+    project_file,
+    version_ref,
+)
 from keel.server.schemas import (
     AliasIn,
     ApprovalRequestOut,
