@@ -85,3 +85,44 @@ def test_nan_is_sent_as_null(project: Path) -> None:
 
     cls = _json_response_class()
     assert cls({"x": float("nan"), "y": [float("inf")]}).body == b'{"x":null,"y":[null]}'
+
+
+@pytest.mark.postgres
+def test_values_postgres_cannot_hold_are_4xx(pg_project: Path) -> None:
+    from tests.server._api import train
+
+    train()
+    with api_client() as api:
+        r = api.get("/v1/pipeline-runs/a%00b")
+        assert r.status_code == 422 and "NUL" in r.json()["message"]
+        r = api.get("/v1/registry/models/churn/audit", params={"target": "prod\x00"})
+        assert r.status_code == 422
+        r = api.post("/v1/registry/models/churn/archive", json={"reason": "bad\x00reason"})
+        assert r.status_code == 422
+        assert api.get("/v1/registry/models/churn").json()["status"] == "active"  # nothing was written
+
+
+def test_the_route_sees_the_authenticated_user(project: Path) -> None:
+    """Library code inside a (threadpool) route records the identity the dependency set, not KEEL_USER."""
+    from collections.abc import AsyncIterator
+
+    from keel.config import acting_as
+    from keel.server.app import create_app
+    from keel.server.auth import Identity, identity
+    from tests.server._api import Api, train
+
+    train()
+
+    async def erin() -> AsyncIterator[Identity]:
+        with acting_as("erin"):
+            yield Identity(user="erin", role="admin", authenticated=True)
+
+    from anyio.from_thread import start_blocking_portal
+
+    app = create_app()
+    app.dependency_overrides[identity] = erin
+    with start_blocking_portal() as portal:
+        api = Api(app, portal)
+        r = api.put("/v1/registry/models/churn/aliases/champion", json={"version": 1})
+        assert r.status_code == 200 and r.json()["user"] == "erin"
+        portal.call(api.client.aclose)
