@@ -88,6 +88,7 @@ class Server:
         import sys
         from pathlib import Path
 
+        self.root = root
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         src = str(Path(__file__).resolve().parents[2] / "src")

@@ -23,15 +23,16 @@ pytestmark = pytest.mark.slow
 HERE = Path(__file__).resolve().parent
 
 
-@pytest.fixture
-def server(project: Path) -> Iterator[Server]:
+@pytest.fixture(params=["sqlite", "postgres"])
+def server(request: pytest.FixtureRequest) -> Iterator[Server]:
     from keel.monitoring import define_monitor
     from keel.pipelines import queue
 
+    project: Path = request.getfixturevalue("project" if request.param == "sqlite" else "pg_project")
     train()
     train(seed=1)
     write_pipelines(project)
-    queue.enqueue("training", {"n": 2})
+    queue.enqueue("training", {"n": 2}, run_id="queued-1")
     define_monitor("daily", "churn")
     srv = Server(project)
     yield srv
@@ -39,13 +40,13 @@ def server(project: Path) -> Iterator[Server]:
     sys.modules.pop("pipelines", None)
 
 
-def test_schemathesis_all_checks(server: Server, project: Path) -> None:
+def test_schemathesis_all_checks(server: Server) -> None:
     cli = Path(sys.executable).with_name("schemathesis")
     proc = subprocess.run(
         [str(cli), "--config-file", str(HERE / "schemathesis.toml"), "run", f"{server.url}/openapi.json",
          "--checks", "all", "--phases", "examples,coverage,fuzzing", "--max-examples", "6", "--workers", "1",
          "--seed", "20261203", "--max-failures", "50", "--no-color"],
-        cwd=project, env={**os.environ, "SCHEMATHESIS_HOOKS": ""}, capture_output=True, text=True, timeout=300,
+        cwd=server.root, env={**os.environ, "SCHEMATHESIS_HOOKS": ""}, capture_output=True, text=True, timeout=300,
     )
     report = proc.stdout[-20000:] + proc.stderr[-5000:]
     assert proc.returncode == 0, report
