@@ -11,9 +11,12 @@ import keel
 
 
 @keel.step
-def load(n: int) -> list:
+def load(n: int, pause: float = 0.0) -> list:
+    import time
+
     if n < 0:
         raise ValueError("n must not be negative")
+    time.sleep(pause)
     return list(range(n))
 
 
@@ -23,9 +26,9 @@ def total(xs: list, k: int = 2) -> int:
 
 
 @keel.pipeline(experiment="queued")
-def training(n: int = 10, k: int = 2):
+def training(n: int = 10, k: int = 2, pause: float = 0.0):
     """Sum a range, k times."""
-    return total(load(n), k)
+    return total(load(n, pause), k)
 '''
 
 

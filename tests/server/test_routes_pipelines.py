@@ -25,7 +25,7 @@ def test_list_the_projects_pipelines(flows: Path) -> None:
     assert [(p["name"], p["ref"], p["experiment"]) for p in found] == [("training", "pipelines:training", "queued")]
     assert found[0]["description"] == "Sum a range, k times."
     assert [(p["name"], p["type"], p["default"], p["required"]) for p in found[0]["parameters"]] == [
-        ("n", "int", 10, False), ("k", "int", 2, False)]
+        ("n", "int", 10, False), ("k", "int", 2, False), ("pause", "float", 0.0, False)]
 
 
 def test_queue_a_run_then_read_its_status(flows: Path) -> None:

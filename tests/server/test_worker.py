@@ -84,6 +84,27 @@ def test_two_workers_never_run_one_twice(flows: Path) -> None:
     assert len({r.run_id for r in rows}) == 8
 
 
+@pytest.mark.slow
+def test_sigterm_lets_the_running_run_finish_and_claims_nothing_more(flows: Path) -> None:
+    import signal
+    import time
+
+    from keel.pipelines import queue
+
+    first = queue.enqueue("training", {"n": 3, "pause": 4.0})
+    proc = _worker(flows)
+    deadline = time.time() + 120
+    while queue.get(first.id).status == "queued" and time.time() < deadline:
+        time.sleep(0.2)
+    assert queue.get(first.id).status == "running"
+    second = queue.enqueue("training", {"n": 1})
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
+    assert queue.get(first.id).status == "finished"
+    assert queue.get(second.id).status == "queued"  # left for another worker
+
+
 def test_a_dead_workers_run_is_marked_crashed_and_never_restarted(flows: Path) -> None:
     from keel.pipelines import queue
 

@@ -51,7 +51,8 @@ def worker(
 
     Start it in the project folder, beside `keel server`, on the same stores. Several
     workers may run at once (on one or more machines): each run is claimed in the
-    metadata store first, so none runs twice.
+    metadata store first, so none runs twice. On SIGTERM it claims nothing more and
+    exits once the runs it holds have ended.
 
     Example: keel worker --concurrency 2
     """
@@ -69,8 +70,20 @@ def worker(
             console.print(f"{datetime.now(UTC):%H:%M:%S} {row.id} {row.name}: {kind}"
                           + (f" (run {row.run_id})" if row.run_id else "") + (f": {row.error}" if row.error else ""), highlight=False)
 
+    import signal
+    import threading
+
+    stopping = threading.Event()
+
+    def stop(signum: int, _frame: Any) -> None:  # SIGTERM (a deployment stopping the pod): finish what runs, claim nothing new
+        if not json:
+            err_console.print("keel worker: stopping after the runs it holds end (SIGTERM).")
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
     try:
-        done = run_guarded(lambda: work(concurrency=concurrency, poll_seconds=poll, lease_seconds=lease, drain=drain, on_event=show))
+        done = run_guarded(lambda: work(concurrency=concurrency, poll_seconds=poll, lease_seconds=lease, drain=drain, on_event=show,
+                                        until=stopping.is_set))
     except KeyboardInterrupt:
         fail("stopped; runs it had claimed and not finished are marked crashed once their lease expires.", code=130)
         return
