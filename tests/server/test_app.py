@@ -126,3 +126,16 @@ def test_the_route_sees_the_authenticated_user(project: Path) -> None:
         r = api.put("/v1/registry/models/churn/aliases/champion", json={"version": 1})
         assert r.status_code == 200 and r.json()["user"] == "erin"
         portal.call(api.client.aclose)
+
+
+def test_keel_server_and_worker_commands() -> None:
+    import typer.main
+
+    from keel.cli.main import app
+
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    server = {p.name: p.default for p in commands["server"].params}
+    assert server["host"] == "127.0.0.1" and server["workers"] == 1  # this machine only, unless told otherwise
+    worker = {p.name for p in commands["worker"].params}
+    assert {"concurrency", "poll", "lease", "drain", "json"} <= worker
+    assert "Example: keel worker" in (commands["worker"].help or "")
