@@ -105,6 +105,33 @@ def test_sigterm_lets_the_running_run_finish_and_claims_nothing_more(flows: Path
     assert queue.get(second.id).status == "queued"  # left for another worker
 
 
+@pytest.mark.slow
+def test_a_sigkilled_worker_leaves_a_crashed_run_that_nobody_restarts(flows: Path) -> None:
+    import time
+
+    from keel.pipelines import queue
+    from keel.pipelines.runner import run_steps
+
+    item = queue.enqueue("training", {"n": 3, "pause": 8.0})
+    proc = _worker(flows, "--lease", "2")
+    deadline = time.time() + 120
+    while queue.get(item.id).run_id is None and time.time() < deadline:
+        time.sleep(0.2)
+    run_id = queue.get(item.id).run_id
+    assert run_id is not None
+    proc.kill()  # SIGKILL: no chance to clean up
+    proc.communicate(timeout=30)
+    time.sleep(10)  # past the lease, and past the step's pause had its process lived on
+    other = _worker(flows, "--drain")
+    _, err = other.communicate(timeout=180)
+    assert other.returncode == 0, err
+    row = queue.get(item.id)
+    assert row.status == "crashed" and "stopped renewing" in (row.error or "")
+    steps = {s["step"]: s["status"] for s in run_steps(run_id)[1]}
+    assert steps["load"] != "finished" and steps["total"] == "pending"  # the run's process ended with its worker
+    assert _starts(item.id) == 1  # and it was never started again
+
+
 def test_a_dead_workers_run_is_marked_crashed_and_never_restarted(flows: Path) -> None:
     from keel.pipelines import queue
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
+import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -234,6 +236,23 @@ def finish(item: QueuedRun, owner: str, run_id: str | None, error: str | None) -
 
 # -- running -----------------------------------------------------------------------
 
+def _exit_with_parent() -> None:
+    """End this process when the worker that started it dies (SIGKILL leaves no chance to stop it).
+
+    Its row is marked crashed once the lease expires and is never run again, so the run
+    must not go on writing behind that verdict.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(70)
+
+    threading.Thread(target=watch, name="keel-worker-parent", daemon=True).start()
+
+
 def execute(item: dict[str, Any], context: dict[str, Any]) -> tuple[str | None, str | None]:
     """Run one queued row (in a fresh worker process): (pipeline run id, error or None)."""
     from keel.config import acting_as
@@ -241,6 +260,7 @@ def execute(item: dict[str, Any], context: dict[str, Any]) -> tuple[str | None, 
     from keel.pipelines import executors
     from keel.pipelines.runner import run
 
+    _exit_with_parent()
     executors.enter_context(context)
     try:
         with acting_as(item["requested_by"]):  # the run is the requester's, not the worker's
