@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -67,17 +68,19 @@ def test_request_validation_is_422_with_field_and_no_echo(project: Path) -> None
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "end"]
 
 
-def test_unexpected_error_is_500_without_traceback(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unexpected_error_is_500_without_traceback(project: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     from keel import registry
 
     def boom(**_: object) -> None:
         raise RuntimeError("postgresql://u:s3cret@db/x exploded")
 
     monkeypatch.setattr(registry, "list_models", boom)
-    with api_client(raise_app_exceptions=False) as api:
+    with caplog.at_level(logging.INFO), api_client() as api:  # the exception goes no further than the app
         r = api.get("/v1/registry/models")
     assert r.status_code == 500
     assert r.json()["error"] == "InternalError" and "s3cret" not in r.text and "Traceback" not in r.text
+    logged = "\n".join(rec.getMessage() + (rec.exc_text or "") for rec in caplog.records)
+    assert "GET /v1/registry/models failed: RuntimeError: postgresql://u:***@db/x exploded" in logged and "s3cret" not in logged
 
 
 def test_nan_is_sent_as_null(project: Path) -> None:

@@ -10,7 +10,7 @@ document at ``/openapi.json``:
 - a request that does not match its schema is FastAPI's 422 with the field's location;
 - an unknown route is a 404 (a wrong method a 405) with the same JSON body as a KeelError;
 - anything else is a 500 whose body says only that it was logged: a traceback never
-  reaches a client, and the log line is redacted.
+  reaches a client or the log, and the log line is redacted.
 
 Responses are rendered with orjson: NaN and infinities become null, NumPy scalars numbers.
 """
@@ -48,6 +48,37 @@ def error_body(exc: KeelError) -> dict[str, Any]:
     if report is not None and hasattr(report, "to_dict"):
         body["report"] = report.to_dict()
     return body
+
+
+class _Contain:
+    """Answer an unexpected exception with a 500 that says only that it was logged, and log it redacted.
+
+    It sits inside Starlette's error middleware, so the exception goes no further: no
+    traceback (whose message might hold a secret) reaches the client or uvicorn's log.
+    """
+
+    def __init__(self, app: Any, response_class: Any) -> None:
+        self.app = app
+        self.response_class = response_class
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            log.error("%s %s failed: %s", scope.get("method"), scope.get("path"), redact(f"{type(exc).__name__}: {exc}"))
+            if not started:  # once the response has begun, the server can only close the connection
+                body = {"error": "InternalError", "message": "The server failed on this request; the error is in its log."}
+                await self.response_class(body, status_code=500)(scope, receive, send)
 
 
 def _allowed_methods(request: Any) -> list[str]:
@@ -126,11 +157,7 @@ def create_app(*, auth: bool | None = None) -> Any:
         errors = [{k: v for k, v in e.items() if k not in ("input", "ctx", "url")} for e in exc.errors()]
         return response_class({"detail": jsonable_encoder(errors)}, status_code=422)
 
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        log.error("%s %s failed: %s", request.method, request.url.path, redact(f"{type(exc).__name__}: {exc}"), exc_info=False)
-        return response_class({"error": "InternalError", "message": "The server failed on this request; the error is in its log."},
-                              status_code=500)
+    app.add_middleware(_Contain, response_class=response_class)
 
     @app.get("/health", tags=["health"], summary="Liveness and readiness probe", response_model=Health)
     async def health() -> dict[str, str]:
