@@ -44,7 +44,7 @@ def test_schemathesis_all_checks(server: Server) -> None:
     cli = Path(sys.executable).with_name("schemathesis")
     proc = subprocess.run(
         [str(cli), "--config-file", str(HERE / "schemathesis.toml"), "run", f"{server.url}/openapi.json",
-         "--checks", "all", "--phases", "examples,coverage,fuzzing", "--max-examples", "6", "--workers", "1",
+         "--checks", "all", "--phases", "examples,coverage,fuzzing", "--max-examples", "4", "--workers", "1",
          "--seed", "20261203", "--max-failures", "50", "--no-color"],
         cwd=server.root, env={**os.environ, "SCHEMATHESIS_HOOKS": ""}, capture_output=True, text=True, timeout=300,
     )
