@@ -54,36 +54,9 @@ def apply_cmd(
 
 
 def _listing() -> list[dict[str, Any]]:
-    from keel.features.materialization import watermarks
-    from keel.features.registry import applied_objects, consumers
+    from keel.features.registry import listing
 
-    objs = applied_objects()
-    marks = watermarks()
-    users = consumers()
-    from keel.store.owners import owners_of_many
-
-    owned = owners_of_many("feature_view", [n for k, n in objs if "view" in k])
-    used_by: dict[str, list[str]] = {}
-    for (kind, name), obj in objs.items():
-        if kind == "feature_service":
-            for item in obj["spec"]["features"]:
-                used_by.setdefault(item["view"], []).append(name)
-    out = []
-    for (kind, name), obj in sorted(objs.items()):
-        spec = obj["spec"]
-        mark = marks.get(name) if kind == "feature_view" else None
-        out.append(
-            {
-                "kind": kind, "name": name, "version": obj["version"], "owner": spec.get("owner", ""),
-                "owners": owned.get(name, []) if "view" in kind else [o.strip() for o in str(spec.get("owner") or "").split(",") if o.strip()],
-                "description": spec.get("description", ""), "tags": spec.get("tags", {}),
-                # an aggregating view's features are its aggregations (its schema names their inputs)
-                "features": [a["name"] for a in spec["aggregations"]] if spec.get("aggregations") else [f["name"] for f in spec.get("schema", [])],
-                "materialized_until": _when(mark["watermark_ms"]) if mark else None,
-                "used_by": sorted(set(used_by.get(name, []))) if kind != "feature_service" else users.get(name, []),
-            }
-        )
-    return out
+    return listing()
 
 
 @features_app.command("ls")
@@ -123,15 +96,13 @@ def show_cmd(
 
     Example: keel features show usage --kind feature_view
     """
-    from keel.features.registry import get_object, list_versions
+    from keel.features.registry import describe_object
 
-    obj = run_guarded(lambda: get_object(name, kind, version))
-    history = run_guarded(lambda: list_versions(obj["kind"], name))
-    listing = {(r["kind"], r["name"]): r for r in run_guarded(_listing)}
-    info = listing.get((obj["kind"], name), {})
+    obj = run_guarded(lambda: describe_object(name, kind, version))
+    history = obj["history"]
+    info = {k: obj[k] for k in ("materialized_until", "used_by")}
     if json:
-        print_json({**obj, "history": [{k: r[k] for k in ("version", "hash", "created_ms", "created_by")} for r in history], **{
-            k: info.get(k) for k in ("materialized_until", "used_by")}})
+        print_json(obj)
         return
     spec = obj["spec"]
     console.print(f"[bold]{obj['kind']} {name}[/] v{obj['version']}  hash {obj['hash'][:12]}  by {obj['created_by']} at {_when(obj['created_ms'])}")

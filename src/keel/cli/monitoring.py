@@ -147,16 +147,9 @@ def ls_cmd(as_json: bool = JSON_OPTION) -> None:
     """
 
     def go() -> None:
-        from keel.monitoring.monitors import list_monitors
-        from keel.monitoring.results import runs
-        from keel.store.owners import owners_of_many
+        from keel.monitoring.results import overview
 
-        monitors = list_monitors()
-        owned = owners_of_many("monitor", [m.name for m in monitors])
-        out = []
-        for m in monitors:
-            last = runs(m.name, limit=1)
-            out.append({**m.to_dict(), "owners": owned.get(m.name, []), "last_run": last[0] if last else None})
+        out = overview()
         if as_json:
             print_json(out)
             return
@@ -248,11 +241,11 @@ def alerts_ls(
     """
 
     def go() -> None:
-        from keel.monitoring.alerts import list_alerts
+        from keel.monitoring.alerts import list_alerts, without_image
 
         found = list_alerts(status=status, monitor=monitor)
         if as_json:
-            print_json([{k: v for k, v in a.items() if k != "context"} | {"context": {k: v for k, v in a["context"].items() if k != "image_svg"}} for a in found])
+            print_json([without_image(a) for a in found])
             return
         rows = [(a["id"], a["monitor"], a["subject"], a["status"], a["occurrences"], "yes" if a["delivered"] else "[red]no[/]",
                  f"{a['last_time']:%Y-%m-%d %H:%M}", a["message"]) for a in found]

@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from keel.cli._common import console, fail, run_guarded
+from keel.cli._common import JSON_OPTION, console, err_console, fail, print_json, run_guarded
 
 
 def server(
@@ -40,5 +40,59 @@ def server(
     uvicorn.run("keel.server.app:create_app", factory=True, workers=workers, **config)
 
 
+def worker(
+    concurrency: int = typer.Option(1, "--concurrency", "-c", min=1, help="Runs at once (each in a fresh process)."),
+    poll: float = typer.Option(2.0, "--poll", min=0.05, help="Seconds between looks at the queue."),
+    lease: float = typer.Option(60.0, "--lease", min=1.0, help="Seconds a claim lasts unless renewed; a killed worker's runs are marked crashed after it."),
+    drain: bool = typer.Option(False, "--drain", help="Exit once the queue is empty and the claimed runs have ended."),
+    json: bool = JSON_OPTION,
+) -> None:
+    """Run the pipeline runs queued through the server (POST /v1/pipeline-runs), with this project's code.
+
+    Start it in the project folder, beside `keel server`, on the same stores. Several
+    workers may run at once (on one or more machines): each run is claimed in the
+    metadata store first, so none runs twice. On SIGTERM it claims nothing more and
+    exits once the runs it holds have ended.
+
+    Example: keel worker --concurrency 2
+    """
+    from datetime import UTC, datetime
+
+    from keel.pipelines.queue import list_queued, work
+
+    waiting = run_guarded(lambda: len(list_queued("queued", 1000)))
+    if not json:
+        err_console.print(f"keel worker: {waiting} run(s) queued; polling every {poll:g} s"
+                          + (" until the queue is empty." if drain else " until stopped (Ctrl-C)."))
+
+    def show(kind: str, row: Any) -> None:
+        if not json:
+            console.print(f"{datetime.now(UTC):%H:%M:%S} {row.id} {row.name}: {kind}"
+                          + (f" (run {row.run_id})" if row.run_id else "") + (f": {row.error}" if row.error else ""), highlight=False)
+
+    import signal
+    import threading
+
+    stopping = threading.Event()
+
+    def stop(signum: int, _frame: Any) -> None:  # SIGTERM (a deployment stopping the pod): finish what runs, claim nothing new
+        if not json:
+            err_console.print("keel worker: stopping after the runs it holds end (SIGTERM).")
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        done = run_guarded(lambda: work(concurrency=concurrency, poll_seconds=poll, lease_seconds=lease, drain=drain, on_event=show,
+                                        until=stopping.is_set))
+    except KeyboardInterrupt:
+        fail("stopped; runs it had claimed and not finished are marked crashed once their lease expires.", code=130)
+        return
+    if json:
+        print_json([r.to_dict() for r in done])
+    if any(r.status != "finished" for r in done):
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     app.command()(server)
+    app.command()(worker)

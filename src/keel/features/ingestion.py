@@ -47,18 +47,22 @@ def _as_table(view: FeatureView, df: Any) -> pa.Table:
     import pandas as pd
     import pyarrow as pa
 
-    if isinstance(df, pd.DataFrame):
-        table = pa.Table.from_pandas(df, preserve_index=False)
-    elif isinstance(df, pa.Table):
-        table = df
-    elif isinstance(df, dict):
-        table = pa.Table.from_pydict({k: v if isinstance(v, list | tuple) else [v] for k, v in df.items()})
-    elif isinstance(df, list) and all(isinstance(r, dict) for r in df):
-        table = pa.Table.from_pylist(df)
-    else:
-        raise ValidationError(
-            f"push() needs a pandas DataFrame, an Arrow table, a dict of columns or a list of row dicts, got {type(df).__name__}."
-        )
+    try:
+        if isinstance(df, pd.DataFrame):
+            table = pa.Table.from_pandas(df, preserve_index=False)
+        elif isinstance(df, pa.Table):
+            table = df
+        elif isinstance(df, dict):
+            table = pa.Table.from_pydict({k: v if isinstance(v, list | tuple) else [v] for k, v in df.items()})
+        elif isinstance(df, list) and all(isinstance(r, dict) for r in df):
+            table = pa.Table.from_pylist(df)
+        else:
+            raise ValidationError(
+                f"push() needs a pandas DataFrame, an Arrow table, a dict of columns or a list of row dicts, got {type(df).__name__}."
+            )
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        raise ValidationError(f"push to '{view.name}': the rows do not form a table ({exc}).",
+                              hint="Give every row the same columns, each column one type.") from None
     created = view.source.created_timestamp_field
     if created and created not in table.column_names:
         now = pa.array([datetime.now(UTC)] * table.num_rows, type=pa.timestamp("us", tz="UTC"))
@@ -105,6 +109,7 @@ def push(
             f"push to '{fv.name}': the rows lack column '{missing[0]}' of source '{fv.source.name}'.",
             hint=f"Push rows shaped like the source (columns {', '.join(expected)}); the view's transformation runs on them.",
         )
+    table = _parse_times(fv, table, expected)
     from keel.features import fast_push
 
     if to != "offline" and fast_push.eligible(fv, table.num_rows):
@@ -135,6 +140,26 @@ def push(
             written = write_online(con, fv, rows, kv)
     con.close()
     return PushResult(fv.name, table.num_rows, written, path)
+
+
+def _parse_times(fv: FeatureView, table: pa.Table, expected: dict[str, str]) -> pa.Table:
+    """Text in columns the source holds as times (rows pushed as JSON) parsed as ISO-8601, UTC when no zone is given."""
+    import pandas as pd
+    import pyarrow as pa
+
+    for name, dtype in expected.items():
+        if not dtype.upper().startswith(("TIMESTAMP", "DATE")) or name not in table.column_names:
+            continue
+        col = table.column(name)
+        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            continue
+        try:
+            parsed = pd.to_datetime(pd.Series(col.to_pylist(), dtype="object"), utc=True, format="ISO8601")
+        except (ValueError, TypeError) as exc:
+            raise ValidationError(f"push to '{fv.name}': column '{name}' holds a value that is not an ISO-8601 time ({exc}).",
+                                  hint="Write times as e.g. 2026-01-31T12:00:00Z.") from None
+        table = table.set_column(table.column_names.index(name), name, pa.array(parsed, type=pa.timestamp("us", tz="UTC")))
+    return table
 
 
 _columns: dict[str, tuple[tuple[Any, ...], dict[str, str]]] = {}

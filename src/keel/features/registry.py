@@ -385,3 +385,50 @@ def definitions_at(version: int) -> Definitions:
                 items.append(odfv)
         objects.append(FeatureService(n, features=items))
     return Definitions(objects, origin=f"definitions version {version}")
+
+
+def _when_text(ms: int | None) -> str:
+    from datetime import UTC, datetime
+
+    return "" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def listing() -> list[dict[str, Any]]:
+    """Every applied object (entities, sources, views, services) with owner, freshness and users (``keel features ls``)."""
+    from keel.features.materialization import watermarks
+    from keel.store.owners import owners_of_many
+
+    objs = applied_objects()
+    marks = watermarks()
+    users = consumers()
+    owned = owners_of_many("feature_view", [n for k, n in objs if "view" in k])
+    used_by: dict[str, list[str]] = {}
+    for (kind, name), obj in objs.items():
+        if kind == "feature_service":
+            for item in obj["spec"]["features"]:
+                used_by.setdefault(item["view"], []).append(name)
+    out = []
+    for (kind, name), obj in sorted(objs.items()):
+        spec = obj["spec"]
+        mark = marks.get(name) if kind == "feature_view" else None
+        out.append(
+            {
+                "kind": kind, "name": name, "version": obj["version"], "owner": spec.get("owner", ""),
+                "owners": owned.get(name, []) if "view" in kind else [o.strip() for o in str(spec.get("owner") or "").split(",") if o.strip()],
+                "description": spec.get("description", ""), "tags": spec.get("tags", {}),
+                # an aggregating view's features are its aggregations (its schema names their inputs)
+                "features": [a["name"] for a in spec["aggregations"]] if spec.get("aggregations") else [f["name"] for f in spec.get("schema", [])],
+                "materialized_until": _when_text(mark["watermark_ms"]) if mark else None,
+                "used_by": sorted(set(used_by.get(name, []))) if kind != "feature_service" else users.get(name, []),
+            }
+        )
+    return out
+
+
+def describe_object(name: str, kind: str | None = None, version: int | None = None) -> dict[str, Any]:
+    """One applied object with its version history, freshness and users (``keel features show --json``)."""
+    obj = get_object(name, kind, version)
+    history = list_versions(obj["kind"], name)
+    info = {(r["kind"], r["name"]): r for r in listing()}.get((obj["kind"], name), {})
+    return {**obj, "history": [{k: r[k] for k in ("version", "hash", "created_ms", "created_by")} for r in history],
+            **{k: info.get(k) for k in ("materialized_until", "used_by")}}

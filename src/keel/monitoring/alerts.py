@@ -370,6 +370,25 @@ def list_alerts(*, status: str | None = None, monitor: str | None = None) -> lis
         return [_as_dict(r) for r in conn.execute(q.order_by(t.c.id.desc())).all()]
 
 
+def get_alert(alert_id: int) -> dict[str, Any]:
+    """One alert by id."""
+    import sqlalchemy as sa
+
+    from keel.store.metadata import get_metadata_store
+    from keel.store.schema.monitoring import alerts as t
+
+    with get_metadata_store().read() as conn:
+        row = conn.execute(sa.select(t).where(t.c.id == int(alert_id))).first()
+    if row is None:
+        raise NotFoundError(f"Alert {alert_id} does not exist.", hint="List alerts with: keel alerts ls")
+    return _as_dict(row)
+
+
+def without_image(alert: dict[str, Any]) -> dict[str, Any]:
+    """An alert without the inline SVG of its context (for listings: ``keel alerts ls --json``, the server)."""
+    return {k: v for k, v in alert.items() if k != "context"} | {"context": {k: v for k, v in (alert.get("context") or {}).items() if k != "image_svg"}}
+
+
 def _transition(alert_id: int, status: str, user: str | None) -> dict[str, Any]:
     import sqlalchemy as sa
 

@@ -107,6 +107,20 @@ def runs(name: str, limit: int | None = None) -> list[dict[str, Any]]:
              "rows": r.rows, "status": r.status, "run_time": ms_to_datetime(r.run_ms)} for r in rows]
 
 
+def overview() -> list[dict[str, Any]]:
+    """Every monitor (keel.yaml and code) with its last run (``keel monitor ls``)."""
+    from keel.monitoring.monitors import list_monitors
+    from keel.store.owners import owners_of_many
+
+    monitors = list_monitors()
+    owned = owners_of_many("monitor", [m.name for m in monitors])
+    out = []
+    for m in monitors:
+        last = runs(m.name, limit=1)
+        out.append({**m.to_dict(), "owners": owned.get(m.name, []), "last_run": last[0] if last else None})
+    return out
+
+
 def last_summary(name: str) -> dict[str, Any]:
     import sqlalchemy as sa
 

@@ -223,3 +223,72 @@ def load_pipeline(ref: str) -> Pipeline:
     if not isinstance(obj, Pipeline):
         raise ValidationError(f"{ref!r} is a {type(obj).__name__}, not a @keel.pipeline.", hint="Decorate the function with @keel.pipeline.")
     return obj
+
+
+def project_modules() -> list[str]:
+    """The modules holding the project's pipelines: keel.yaml ``pipelines: {modules: [...]}``,
+    else ``pipelines`` when the project has ``pipelines.py`` or a ``pipelines/`` package."""
+    from keel.config import settings
+
+    s = settings()
+    given = s.section("pipelines").get("modules")
+    if given is not None:
+        if isinstance(given, str):
+            given = [given]
+        if not isinstance(given, list) or not all(isinstance(m, str) and m for m in given):
+            raise ValidationError(f"keel.yaml pipelines.modules is {given!r}, not a list of module names.", hint="Write e.g. pipelines: {modules: [pipelines, flows.nightly]}.")
+        return list(given)
+    root = s.root
+    return ["pipelines"] if (root / "pipelines.py").is_file() or (root / "pipelines" / "__init__.py").is_file() else []
+
+
+def project_pipelines() -> dict[str, Pipeline]:
+    """Every ``@keel.pipeline`` of the project (see :func:`project_modules`), by name."""
+    from keel.config import settings
+
+    root = str(settings().root)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    out: dict[str, Pipeline] = {}
+    for name in project_modules():
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                raise NotFoundError(f"Pipeline module {name!r} (keel.yaml pipelines.modules) does not exist under {root}.",
+                                    hint="Name modules importable from the project folder.") from None
+            raise
+        for value in vars(module).values():
+            if isinstance(value, Pipeline) and value.name not in out:
+                out[value.name] = value
+    return out
+
+
+def project_pipeline(name_or_ref: str) -> Pipeline:
+    """One of the project's pipelines, by name or ``module:name`` reference; nothing else is imported."""
+    found = project_pipelines()
+    if name_or_ref in found:
+        return found[name_or_ref]
+    for pipe in found.values():
+        if pipe.ref == name_or_ref:
+            return pipe
+    raise NotFoundError(
+        f"The project has no pipeline {name_or_ref!r}." + did_you_mean(name_or_ref, found),
+        hint=f"Its pipelines: {', '.join(sorted(found)) or 'none (add pipelines.py, or keel.yaml pipelines: {modules: [...]})'}.",
+    )
+
+
+def describe(pipe: Pipeline) -> dict[str, Any]:
+    """A pipeline's name, reference, parameters (with defaults and types) and docstring, JSON-ready."""
+    hints = _hints(pipe.fn)
+    params = []
+    for k, p in pipe.signature.parameters.items():
+        hint = hints.get(k)
+        default = None if p.default is inspect.Parameter.empty else p.default
+        params.append({
+            "name": k, "type": None if hint is None else getattr(hint, "__name__", str(hint)),
+            "required": p.default is inspect.Parameter.empty,
+            "default": default if isinstance(default, str | int | float | bool) or default is None else str(default),
+        })
+    return {"name": pipe.name, "ref": pipe.ref, "experiment": pipe.experiment, "where": pipe.where,
+            "description": (pipe.__doc__ or "").strip() or None, "parameters": params, "produces": list(pipe.produces)}

@@ -344,7 +344,7 @@ def tick(now: datetime | None = None, *, engine: str | None = None, owner: str |
     out.extend(errors)
     if not jobs:
         return out
-    with _Heartbeat(owner, lease_ms):
+    with Heartbeat(owner, lease_ms):
         for job in jobs:
             with _engine(engine):
                 result = run_job(job.kind_ref, job.target, job.params, job.fired.event, job.trigger, job.tags, {})
@@ -379,23 +379,28 @@ class _engine:
                 os.environ["KEEL_ENGINE"] = self.old
 
 
-class _Heartbeat:
-    """Renews this scheduler's occurrence leases every third of the lease, on a thread of its own."""
+class Heartbeat:
+    """Renews this process's leases every third of the lease, on a thread of its own.
 
-    def __init__(self, owner: str, lease_ms: int) -> None:
+    ``renew_fn(owner, lease_ms)`` extends them: the scheduler's occurrences by default,
+    the queued runs a ``keel worker`` holds (:mod:`keel.pipelines.queue`) otherwise.
+    """
+
+    def __init__(self, owner: str, lease_ms: int, renew_fn: Callable[[str, int], int] | None = None) -> None:
         self.owner = owner
         self.lease_ms = lease_ms
+        self.renew_fn = renew_fn or renew
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="keel-scheduler-lease", daemon=True)
 
     def _loop(self) -> None:
         while not self.stop.wait(self.lease_ms / 3000):
             try:
-                renew(self.owner, self.lease_ms)
+                self.renew_fn(self.owner, self.lease_ms)
             except Exception:  # the store is briefly unreachable: try again next beat
                 pass
 
-    def __enter__(self) -> _Heartbeat:
+    def __enter__(self) -> Heartbeat:
         self.thread.start()
         return self
 
@@ -447,7 +452,7 @@ def run_scheduler(
     pool = cf.ProcessPoolExecutor(max(1, workers), mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1)
     running: dict[cf.Future[JobOutcome], Fired] = {}
     try:
-        with _Heartbeat(owner, lease_ms):
+        with Heartbeat(owner, lease_ms):
             while True:
                 now = clock()
                 if until is not None and now >= until:

@@ -500,15 +500,25 @@ def list_requests(name: str | None = None, status: str | None = None) -> list[di
             q = q.where(approval_requests.c.status == status)
         rows = conn.execute(q).all()
         names = {r.model_id: _model_row(conn, r.model_id).name for r in rows}
-    return [
-        {
-            "id": r.id, "model": names[r.model_id], "version": r.version, "environment": r.environment, "status": r.status,
-            "requested_by": r.requested_by, "requested_time": ms_to_datetime(r.requested_ms), "reason": r.reason,
-            "decided_by": r.decided_by, "decided_time": ms_to_datetime(r.decided_ms), "decision_reason": r.decision_reason,
-            "gates": (json.loads(r.gates) or {}).get("report") if r.gates else None,
-        }
-        for r in rows
-    ]
+    return [_request_dict(r, names[r.model_id]) for r in rows]
+
+
+def get_request(request_id: int) -> dict[str, Any]:
+    """One approval request (its model, version, environment, status and gates)."""
+    from keel.registry.versions import _model as _model_row
+
+    with get_metadata_store().read() as conn:
+        r = _request(conn, request_id)
+        return _request_dict(r, _model_row(conn, r.model_id).name)
+
+
+def _request_dict(r: Any, model: str) -> dict[str, Any]:
+    return {
+        "id": r.id, "model": model, "version": r.version, "environment": r.environment, "status": r.status,
+        "requested_by": r.requested_by, "requested_time": ms_to_datetime(r.requested_ms), "reason": r.reason,
+        "decided_by": r.decided_by, "decided_time": ms_to_datetime(r.decided_ms), "decision_reason": r.decision_reason,
+        "gates": (json.loads(r.gates) or {}).get("report") if r.gates else None,
+    }
 
 
 # -- aliases -----------------------------------------------------------------------

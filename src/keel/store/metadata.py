@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from keel.errors import StoreError, WriteConflict
+from keel.errors import StoreError, ValidationError, WriteConflict
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 T = TypeVar("T")
@@ -68,6 +68,14 @@ def _dialect_insert(conn: Connection, table: sa.Table) -> Any:
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     return sqlite_insert(table)
+
+
+def _bad_value(exc: Exception) -> ValidationError:
+    """A value the database cannot hold (a NUL character in text, a number out of range): bad input, not a failure."""
+    return ValidationError(
+        f"The metadata store cannot hold a value of this request: {_first_line(exc)}.",
+        hint="Text may not contain NUL characters; numbers must fit in 64 bits.",
+    )
 
 
 def insert_ignore(conn: Connection, table: sa.Table, values: Mapping[str, Any], conflict: Sequence[str]) -> bool:
@@ -187,6 +195,8 @@ class MetadataStore:
                 f"A write to the metadata store collided with a row another writer stored first: {_first_line(exc)}. Nothing of it was written.",
                 hint="Retry the operation; if it keeps failing, the record already exists under that name.",
             ) from exc
+        except sa.exc.DataError as exc:
+            raise _bad_value(exc) from exc
         except sa.exc.OperationalError as exc:
             if _sqlstate(exc) in _RETRYABLE_SQLSTATES:
                 raise WriteConflict(
@@ -219,6 +229,8 @@ class MetadataStore:
         try:
             with self.engine.connect() as conn, conn.begin():
                 yield conn
+        except sa.exc.DataError as exc:
+            raise _bad_value(exc) from exc
         except sa.exc.OperationalError as exc:
             raise self._unreachable(exc) from exc
 

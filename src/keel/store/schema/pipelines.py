@@ -110,3 +110,31 @@ optuna_journal = Table(
     Column("log", Text, nullable=False),  # JSON
     Column("created_ms", BigInteger, nullable=False),
 )
+
+# Pipeline runs asked for through the server (POST /v1/pipeline-runs), waiting for a `keel worker`.
+# A worker claims a row with one conditional UPDATE (queued -> running), so of several workers one
+# wins; it renews `lease_expires_ms` while the run goes on. A row whose worker stopped renewing is
+# marked crashed and never started again. `id` may come from the client, so a retried request
+# queues nothing twice.
+pipeline_queue = Table(
+    "pipeline_queue",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("pipeline", String(255), nullable=False),  # the import reference, module:attribute
+    Column("name", String(255), nullable=False),
+    Column("experiment", String(255), nullable=False),
+    Column("params", Text, nullable=False),  # JSON, as given (coerced by the worker's bind)
+    Column("smoke", Boolean, nullable=False),
+    Column("refresh", Boolean, nullable=False),
+    Column("engine", String(16), nullable=True),
+    Column("status", String(16), nullable=False),  # queued | running | finished | failed | crashed
+    Column("requested_by", String(255), nullable=False),
+    Column("requested_ms", BigInteger, nullable=False),
+    Column("owner", String(64), nullable=True),  # the worker: host:pid:random
+    Column("lease_expires_ms", BigInteger, nullable=True),
+    Column("started_ms", BigInteger, nullable=True),
+    Column("ended_ms", BigInteger, nullable=True),
+    Column("run_id", String(32), nullable=True),  # the pipeline run, once it started
+    Column("error", Text, nullable=True),
+    Index("ix_pipeline_queue_status", "status", "requested_ms"),
+)
