@@ -111,7 +111,8 @@ def test_approval_needs_another_user_than_the_requester(project: Path, monkeypat
         assert api.post("/v1/registry/requests/999/approve", json={"reason": "x"}).status_code == 404
         assert api.post(f"/v1/registry/requests/{rid}/approve", json={}).status_code == 422  # a reason is required
         audit = api.get("/v1/registry/models/churn/audit").json()
-        assert [(e["action"], e["user"]) for e in audit if e["action"] in ("request", "approve")] == [("request", "bob"), ("approve", "carol")]
+        assert [(e["action"], e["user"], e["outcome"]) for e in audit if e["action"] in ("request", "approve")] == [
+            ("request", "bob", "pending"), ("approve", "bob", "refused"), ("approve", "carol", "applied")]  # the refusal is audited
 
 
 def test_archive_restore_and_delete(project: Path) -> None:

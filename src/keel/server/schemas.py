@@ -204,7 +204,7 @@ class RollbackIn(In):
 
 class StatusOut(Out):
     model: str
-    owner: str
+    owner: str = ""
     owners: list[str] = []
     latest_version: int | None = None
     aliases: dict[str, int] = {}

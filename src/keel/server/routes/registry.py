@@ -169,14 +169,14 @@ def restore_version(name: ModelName, version: ObjectId, body: OptionalReasonIn, 
     return registry.restore_version(name, version, reason=body.reason)
 
 
-@router.delete("/models/{name}/versions/{version}", response_model=LifecycleOut,
+@router.delete("/models/{name}/versions/{version}", response_model=LifecycleOut, openapi_extra=action("admin"),
                summary="Delete a version as a tombstone: lineage stays, files are released (keel models delete NAME VERSION)")
 def delete_version(name: ModelName, version: ObjectId, reason: str | None = None, ident: Identity = IDENT) -> dict[str, Any]:
     authorize(ident, "admin", model=name)
     return registry.delete_version(name, version, reason=reason)
 
 
-@router.delete("/models/{name}", response_model=LifecycleOut, summary="Delete a model and its versions as tombstones (keel models delete NAME)")
+@router.delete("/models/{name}", response_model=LifecycleOut, openapi_extra=action("admin"), summary="Delete a model and its versions as tombstones (keel models delete NAME)")
 def delete_model(name: ModelName, reason: str | None = None, ident: Identity = IDENT) -> dict[str, Any]:
     authorize(ident, "admin", model=name)
     return registry.delete_model(name, reason=reason)

@@ -22,6 +22,7 @@ from keel.server.auth import (
     login,
     new_csrf_token,
 )
+from keel.server.schemas import In
 from keel.store import owners as O
 from keel.store import users as U
 
@@ -31,7 +32,7 @@ UserName = Annotated[str, Field(pattern=U.USER_PATTERN, description="letters, di
 router = APIRouter(tags=["users"], responses={429: {"description": "Too many failed logins; retry after the Retry-After seconds"}})
 
 
-class LoginBody(BaseModel):
+class LoginBody(In):
     username: str = Field(min_length=1, max_length=255)
     password: str = Field(min_length=1, max_length=1024)
     token_name: str = Field("keel login", max_length=255)
@@ -65,33 +66,33 @@ class UserOut(BaseModel):
     disabled: bool
 
 
-class NewUser(BaseModel):
+class NewUser(In):
     name: UserName
     role: Literal["viewer", "member", "approver", "admin"] = "member"
     password: str | None = Field(None, min_length=8, max_length=1024)
 
 
-class UserPatch(BaseModel):
+class UserPatch(In):
     role: Literal["viewer", "member", "approver", "admin"] | None = None
     disabled: bool | None = None
     password: str | None = Field(None, min_length=8, max_length=1024)
 
 
-class TokenBody(BaseModel):
+class TokenBody(In):
     name: str = Field("token", max_length=255)
     scope: Literal["read", "write", "approve", "admin"] = "write"
     expires_days: float | None = Field(U.DEFAULT_TOKEN_DAYS, gt=0, le=U.MAX_TOKEN_DAYS)
     user: UserName | None = Field(None, description="Another user's token (admins only); default: the caller")
 
 
-class RoleBody(BaseModel):
+class RoleBody(In):
     user: UserName
     role: Literal["viewer", "member", "approver", "admin"]
     experiment: str | None = None
     model: str | None = None
 
 
-class OwnersBody(BaseModel):
+class OwnersBody(In):
     users: list[UserName] = Field(min_length=1, max_length=100)
 
 
