@@ -74,7 +74,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def remote(project: Path, server: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+def remote(project: Path, server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A client folder with KEEL_TRACKING_URI set (and no store settings)."""
     from keel import config
     from keel.store import remote as transport
