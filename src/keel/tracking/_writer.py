@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 from collections import deque
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -240,23 +241,33 @@ class MetricWriter:
         self.flush()
 
 
-def encode_chunks(rows: list[Row]) -> tuple[list[tuple[Any, ...]], list[dict[str, Any]]]:
-    """Group rows by (run, key): one metric_history row each, and each key's latest value."""
+def encode_chunks(rows: list[Row], *, summaries: bool = True) -> tuple[list[tuple[Any, ...]], list[dict[str, Any]]]:
+    """Group rows by (run, key): one metric_history row each, and each key's latest value.
+
+    ``summaries=False`` skips the latest values (a remote client's batches: the
+    server computes them). A flush of one key of one run, the common case of a
+    training loop, is not grouped at all.
+    """
     import numpy as np
 
-    groups: dict[tuple[str, str], list[Row]] = {}
-    for row in rows:
-        groups.setdefault((row[0], row[1]), []).append(row)
+    run0, key0 = rows[0][0], rows[0][1]
+    if all(r[1] == key0 and r[0] == run0 for r in rows):
+        groups: dict[tuple[str, str], list[Row]] = {(run0, key0): rows}
+    else:
+        groups = {}
+        for row in rows:
+            groups.setdefault((row[0], row[1]), []).append(row)
     chunks: list[tuple[Any, ...]] = []
     latest: list[dict[str, Any]] = []
     for (run_id, key), items in groups.items():
-        steps = np.fromiter((r[2] for r in items), dtype="<i8", count=len(items))
-        ts = np.fromiter((r[3] for r in items), dtype="<i8", count=len(items))
-        vals = np.fromiter((math.nan if r[4] is None else r[4] for r in items), dtype="<f8", count=len(items))
+        steps = np.fromiter(map(itemgetter(2), items), dtype="<i8", count=len(items))
+        ts = np.fromiter(map(itemgetter(3), items), dtype="<i8", count=len(items))
+        vals = np.array(list(map(itemgetter(4), items)), dtype="<f8")  # None (NaN) becomes NaN
         chunks.append((run_id, key, len(items), int(steps.min()), int(steps.max()), steps.tobytes(), ts.tobytes(), vals.tobytes()))
-        best = int(np.lexsort((ts, steps))[-1])  # largest step, then newest
-        v = float(vals[best])
-        latest.append({"run_id": run_id, "key": key, "step": int(steps[best]), "ts": int(ts[best]), "value": None if math.isnan(v) else v})
+        if summaries:
+            best = int(np.lexsort((ts, steps))[-1])  # largest step, then newest
+            v = float(vals[best])
+            latest.append({"run_id": run_id, "key": key, "step": int(steps[best]), "ts": int(ts[best]), "value": None if math.isnan(v) else v})
     return chunks, latest
 
 

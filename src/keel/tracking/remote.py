@@ -40,6 +40,9 @@ def unb64(text: str, dtype: str) -> Any:
     return np.frombuffer(base64.b64decode(text), dtype=dtype)
 
 
+EARLY_BATCH = 20_000  # values buffered that start a flush without waiting for the interval
+
+
 class RemoteMetricWriter(_writer.MetricWriter):
     """The buffered writer, flushing over HTTP: one ``POST /v1/runs/{id}/batch`` per run and flush."""
 
@@ -47,9 +50,11 @@ class RemoteMetricWriter(_writer.MetricWriter):
         self.remote = remote
         super().__init__(None, flush_interval, heartbeat_interval)  # type: ignore[arg-type]
         self.uri = ",".join(remote.uris)
+        # Send smaller batches early: the server stores one while this process logs the next.
+        self._early = min(self._early, EARLY_BATCH)
 
     def _prepare(self, rows: list[_writer.Row]) -> Any:
-        chunks, _latest = _writer.encode_chunks(rows)
+        chunks, _latest = _writer.encode_chunks(rows, summaries=False)  # the server keeps the summaries
         by_run: dict[str, list[dict[str, Any]]] = {}
         for run_id, key, n, _lo, _hi, steps, ts, vals in chunks:
             by_run.setdefault(run_id, []).append({
