@@ -106,6 +106,7 @@ def test_a_run_its_model_and_its_metrics_go_through_the_server(remote: Path) -> 
         with pytest.raises(ValidationError, match="already"):
             keel.log_param("C", 2)
         keel.set_tags({"team": "risk"})
+        fingerprint = keel.log_dataset(X, name="train")
         for i in range(20_000):
             keel.log_metric("loss", 1.0 / (i + 1))
         keel.log_metrics({"auc": 0.91, "nan": float("nan")})
@@ -115,6 +116,7 @@ def test_a_run_its_model_and_its_metrics_go_through_the_server(remote: Path) -> 
     assert got.status == "finished" and got.params == {"C": "0.5", "solver": "lbfgs"} and got.tags["team"] == "risk"
     assert got.metrics["loss"] == pytest.approx(1 / 20_000) and got.metrics["auc"] == 0.91 and np.isnan(got.metrics["nan"])
     assert got.env.get("lock_sha256")  # the reproducibility record was captured and uploaded
+    assert [(d["name"], d["num_rows"], d["fingerprint"]) for d in got.datasets] == [("train", 200, fingerprint)]
     history = keel.get_metric_history(run.id, "loss")
     assert len(history) == 20_000
     np.testing.assert_array_equal(history["value"].to_numpy(), 1.0 / (np.arange(20_000) + 1))
@@ -125,6 +127,7 @@ def test_a_run_its_model_and_its_metrics_go_through_the_server(remote: Path) -> 
     assert frame.attrs["next_page_token"] is None
 
     mv = keel.register_model(info, "remote_churn")
+    assert mv.lineage["training_fingerprint"] == fingerprint and mv.created_by == got.user
     again = keel.register_model(f"runs:/{run.id}/model", "remote_churn")
     assert again.version == mv.version  # registering the same model twice is the same version
     loaded = keel.load_model(f"models:/remote_churn/{mv.version}")
@@ -139,6 +142,23 @@ def test_a_run_its_model_and_its_metrics_go_through_the_server(remote: Path) -> 
 
     out = download_artifact(run.id, "notes/hello.txt", remote / "dl")
     assert out.joinpath("hello.txt").read_text() == "hello"
+    _no_local_store(remote)
+
+
+def test_autolog_through_the_server(remote: Path) -> None:
+    from sklearn.tree import DecisionTreeClassifier
+
+    X = pd.DataFrame({"a": [0.0, 1, 2, 3, 4, 5], "b": [1.0, 0, 1, 0, 1, 0]})
+    keel.autolog()
+    try:
+        with keel.start_run("auto", experiment=f"e-{uuid.uuid4().hex[:8]}") as run:
+            DecisionTreeClassifier(max_depth=2).fit(X, [0, 0, 0, 1, 1, 1])
+    finally:
+        keel.autolog(disable=True)
+    got = keel.get_run(run.id)
+    assert got.params["max_depth"] == "2" and got.metrics["training_accuracy"] == 1.0
+    assert any(a["path"] == "model/model.pkl" for a in got.artifacts)
+    assert keel.load_model(f"runs:/{run.id}/model").predict(X).tolist() == [0, 0, 0, 1, 1, 1]
     _no_local_store(remote)
 
 

@@ -343,6 +343,28 @@ def delete(body: DeleteIn, ident: Identity = Depends(identity)) -> dict[str, lis
     return {"deleted": delete_runs(ids, store=_store())}
 
 
+class DatasetIn(BaseModel):
+    name: str = Field(min_length=1, max_length=255)
+    context: str = Field(min_length=1, max_length=64)
+    fingerprint: str = Field(min_length=1, max_length=64)
+    num_rows: int | None = Field(default=None, ge=0)
+    schema_: str | None = Field(default=None, alias="schema", max_length=1_000_000)
+    source: str | None = Field(default=None, max_length=100_000)
+    extra: str | None = Field(default=None, max_length=1_000_000)
+
+
+@router.post("/v1/runs/{run}/datasets", summary="Record a dataset input of a run (fingerprint, schema, rows, source)")
+def log_dataset(run: str, body: DatasetIn, ident: Identity = Depends(identity)) -> dict[str, str]:
+    from keel.store.metadata import now_ms
+    from keel.tracking.datasets import write_dataset
+
+    rid = _authorized_run(ident, run, "write")
+    write_dataset(_store(), {"run_id": rid, "name": body.name, "context": body.context, "fingerprint": body.fingerprint,
+                             "num_rows": body.num_rows, "schema": body.schema_, "source": body.source, "extra": body.extra,
+                             "created_ms": now_ms()})
+    return {"fingerprint": body.fingerprint}
+
+
 # -- artifacts ----------------------------------------------------------------------------
 
 class ArtifactsIn(BaseModel):
