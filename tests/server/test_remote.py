@@ -292,3 +292,16 @@ def test_set_tracking_uri(project: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert "KEEL_TRACKING_URI" not in os.environ and "KEEL_TRACKING_TOKEN" not in os.environ
     with pytest.raises(ConfigError, match="not an http"):
         keel.set_tracking_uri("127.0.0.1:5000")
+
+
+def test_the_token_is_never_printed(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from keel import config
+    from keel.cli.main import app
+
+    monkeypatch.setenv("KEEL_TRACKING_TOKEN", "tok-5ecret-value")
+    config.reset()
+    for args in (["config"], ["config", "--json"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0 and "tok-5ecret-value" not in result.output and "tracking_token" in result.output

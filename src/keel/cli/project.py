@@ -60,7 +60,11 @@ def config(json: bool = JSON_OPTION) -> None:
     from keel.config import settings
 
     s = run_guarded(settings)
-    rows = [(st.name, _shown(v.value), v.source, st.env) for st, v in s.items()]
+    from keel.config import is_secret_key
+    from keel.errors import MASK
+
+    # a secret setting (KEEL_TRACKING_TOKEN) is never printed, only whether it is set
+    rows = [(st.name, (MASK if v.value else "") if is_secret_key(st.name) else _shown(v.value), v.source, st.env) for st, v in s.items()]
     if json:
         print_json({"project": str(s.root), "settings": [dict(zip(("name", "value", "source", "env"), r, strict=True)) for r in rows]})
         return
