@@ -40,8 +40,8 @@ VENV = HERE / ".venvs" / "mlflow"
 PG_ADMIN = os.environ.get("KEEL_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 SEED = 7
 SIZES = {
-    "full": {"log_n": 100_000, "mlflow_async_n": 20_000, "batch_n": 100_000, "batch_size": 1000, "clients": 16, "client_runs": 4, "client_values": 25_000},
-    "quick": {"log_n": 10_000, "mlflow_async_n": 2_000, "batch_n": 10_000, "batch_size": 1000, "clients": 4, "client_runs": 2, "client_values": 2_000},
+    "full": {"log_n": 100_000, "mlflow_async_n": 2_000, "batch_n": 100_000, "batch_size": 1000, "clients": 16, "client_runs": 4, "client_values": 25_000},
+    "quick": {"log_n": 10_000, "mlflow_async_n": 500, "batch_n": 10_000, "batch_size": 1000, "clients": 4, "client_runs": 2, "client_values": 2_000},
 }
 
 
@@ -313,8 +313,10 @@ def run_concurrent(size: dict[str, Any], tmp: Path, rows: list[tuple[str, str, s
     got = sum(int(stored.get(i, 0)) for i in ids)
     lost = expected - got if got <= expected else 0
     doubled = got - expected if got > expected else 0
+    logging_s = max(r["seconds"] for r in results)  # from each client's first run to its last end_run, the slowest client
     rows.append((f"{size['clients']} client processes x {size['client_runs']} runs x {size['client_values']:,} values, one keel server on PostgreSQL",
-                 f"{errors} errors, {lost} lost, {doubled} doubled, {runs} runs stored; {expected / elapsed:,.0f} values/s overall",
+                 f"{errors} errors, {lost} lost, {doubled} doubled, {runs} runs stored; {expected / logging_s:,.0f} values/s while logging "
+                 f"({expected / elapsed:,.0f}/s counting the processes' start)",
                  "", "target 0 errors, 0 lost: " + ("met" if errors == 0 and lost == 0 and doubled == 0 and runs == len(ids) else "NOT met")))
 
 

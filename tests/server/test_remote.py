@@ -112,7 +112,12 @@ def test_a_run_its_model_and_its_metrics_go_through_the_server(remote: Path) -> 
         keel.log_metrics({"auc": 0.91, "nan": float("nan")})
         info = keel.log_model(LogisticRegression().fit(X, y), input_example=X.head(5))
         keel.log_text("hello", "notes/hello.txt")
+        with keel.start_run("child", nested=True) as child:
+            keel.log_metric("fold_auc", 0.9)
     got = keel.get_run(run.id)
+    kid = keel.get_run(child.id)
+    assert kid.parent_id == run.id and kid.experiment == exp and kid.env.get("inherited_from") == run.id
+    assert got.children == [child.id] and kid.metrics == {"fold_auc": 0.9}
     assert got.status == "finished" and got.params == {"C": "0.5", "solver": "lbfgs"} and got.tags["team"] == "risk"
     assert got.metrics["loss"] == pytest.approx(1 / 20_000) and got.metrics["auc"] == 0.91 and np.isnan(got.metrics["nan"])
     assert got.env.get("lock_sha256")  # the reproducibility record was captured and uploaded

@@ -181,15 +181,19 @@ class MetricWriter:
                 return 0
             self._inflight = len(rows) + (held[0] if held is not None else 0)
             written = 0
+            prepared = False
             try:
                 if held is not None:
                     self._send(held[1])
                     written, held = held[0], None
                 if rows:
                     held = (len(rows), self._prepare(rows))
+                    prepared = True
                     self._send(held[1])
                     written, held = written + len(rows), None
             except BaseException as exc:
+                if rows and not prepared:  # an older batch failed first: these wait, in order, in the buffer
+                    buf.extendleft(reversed(rows))
                 self._held = held
                 self._held_n = held[0] if held is not None else 0
                 self._inflight = 0

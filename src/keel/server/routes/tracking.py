@@ -160,8 +160,13 @@ def create_run(body: RunIn, ident: Identity = Depends(identity)) -> dict[str, An
     created_ms = now_ms()
     rows = [{"owner_kind": "run", "owner_id": body.id, "path": check_artifact_path(a.path), "digest": a.digest, "size": a.size,
              "media_type": a.media_type, "created_ms": created_ms} for a in body.env_artifacts]
+    env = body.env
+    if body.parent_id is not None and not env and not rows:  # a child run shares its parent's record, as locally
+        from keel.tracking.runs import _inherit_environment
+
+        env, rows = _inherit_environment(store, body.parent_id, body.id)
     created = create(store, run_id=body.id, experiment_id=exp_id, name=body.name, parent_id=body.parent_id,
-                     env=body.env, env_artifacts=rows, user=ident.user, host=body.host)
+                     env=env, env_artifacts=rows, user=ident.user, host=body.host)
     return {"id": body.id, "experiment_id": exp_id, "name": body.name, "created": created}
 
 
