@@ -100,7 +100,8 @@ def log_dataset(data: Any, name: str = "dataset", context: str = "training", sou
     }
     remote = getattr(run, "remote", None)
     if remote is not None:  # a run on a keel server
-        remote.post_json(f"/v1/runs/{run.id}/datasets", {k: v for k, v in values.items() if k not in ("run_id", "created_ms")})
+        remote.post_json(f"/v1/runs/{run.id}/datasets", {"name": name, "context": context, "fingerprint": fp, "num_rows": rows,
+                                                         "schema": schema, "source": values["source"], "extra": extra or None})
     else:
         write_dataset(run.store, values)
     return fp

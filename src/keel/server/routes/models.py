@@ -8,18 +8,19 @@ streams each file of the package, which the client checks against its sha256.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends, Header, Path
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from keel.errors import NotFoundError
 from keel.server.auth import Identity, authorize, identity
-from keel.server.routes.tracking import _json, _run_experiment, _store, blob_response
+from keel.server.routes.tracking import ERRORS, _json, _run_experiment, _store, blob_response
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], responses=ERRORS)
+ModelName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-.]{0,127}$", description="A registered model's name")]
 
 
 class RegisterIn(BaseModel):
@@ -34,7 +35,7 @@ def _version_json(mv: Any) -> Response:
 
 
 @router.post("/v1/models/{name}/versions", summary="Register the next version of a model from a run's logged model")
-def register(name: str, body: RegisterIn, ident: Identity = Depends(identity)) -> Response:
+def register(name: ModelName, body: RegisterIn, ident: Identity = Depends(identity)) -> Response:
     from keel.registry.versions import _source, check_model_name, register_model
 
     check_model_name(name)
@@ -96,7 +97,7 @@ def resolve(body: ResolveIn, ident: Identity = Depends(identity)) -> Response:
 
 
 @router.get("/v1/models/{name}/versions/{version}/package", summary="The files of a version's package (sha256, size, download URL)")
-def package(name: str, version: str, ident: Identity = Depends(identity)) -> Response:
+def package(name: ModelName, version: str, ident: Identity = Depends(identity)) -> Response:
     authorize(ident, "read", model=name)
     ref = f"models:/{name}/{version}" if version.isdigit() or version == "latest" else f"models:/{name}@{version}"
     return _json(_manifest(ref))
@@ -104,7 +105,7 @@ def package(name: str, version: str, ident: Identity = Depends(identity)) -> Res
 
 @router.get("/v1/models/{name}/versions/{version}/package/{file:path}", summary="Download one file of a version's package (streamed)",
             responses={200: {"content": {"application/octet-stream": {}}}})
-def package_file(name: str, version: str, file: str, ident: Identity = Depends(identity), range: str | None = Header(None)) -> Response:
+def package_file(name: ModelName, version: str, file: str, ident: Identity = Depends(identity), range: str | None = Header(None)) -> Response:
     authorize(ident, "read", model=name)
     ref = f"models:/{name}/{version}" if version.isdigit() or version == "latest" else f"models:/{name}@{version}"
     found = _manifest(ref)["files"].get(file)
@@ -123,7 +124,7 @@ def list_models(ident: Identity = Depends(identity), include_deleted: bool = Fal
 
 
 @router.get("/v1/models/{name}", summary="One registered model")
-def get_model(name: str, ident: Identity = Depends(identity)) -> Response:
+def get_model(name: ModelName, ident: Identity = Depends(identity)) -> Response:
     from keel.registry.versions import get_model as get
 
     authorize(ident, "read", model=name)
@@ -131,7 +132,7 @@ def get_model(name: str, ident: Identity = Depends(identity)) -> Response:
 
 
 @router.get("/v1/models/{name}/versions", summary="The versions of a model, oldest first")
-def list_versions(name: str, ident: Identity = Depends(identity), include_deleted: bool = False) -> Response:
+def list_versions(name: ModelName, ident: Identity = Depends(identity), include_deleted: bool = False) -> Response:
     from keel.registry.versions import list_versions as listing
 
     authorize(ident, "read", model=name)
@@ -139,7 +140,7 @@ def list_versions(name: str, ident: Identity = Depends(identity), include_delete
 
 
 @router.get("/v1/models/{name}/evaluations", summary="Stored evaluation results of a model (newest first)")
-def evaluations(name: str, ident: Identity = Depends(identity), version: int | None = None) -> Response:
+def evaluations(name: ModelName, ident: Identity = Depends(identity), version: int | None = None) -> Response:
     from keel.registry.versions import evaluations as listing
 
     authorize(ident, "read", model=name)
@@ -147,7 +148,7 @@ def evaluations(name: str, ident: Identity = Depends(identity), version: int | N
 
 
 @router.get("/v1/models/{name}/versions/{version}", summary="One version (a number, 'latest' or an alias)")
-def get_version(name: str, version: str, ident: Identity = Depends(identity)) -> Response:
+def get_version(name: ModelName, version: str, ident: Identity = Depends(identity)) -> Response:
     from keel.registry.versions import get_version as get
 
     authorize(ident, "read", model=name)

@@ -16,22 +16,42 @@ download is streamed from the store (``GET /v1/runs/{id}/artifacts/{path}``,
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any, Literal
+from pathlib import Path as FilePath
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
 from keel.errors import IntegrityError, NotFoundError, ValidationError
 from keel.server.auth import Identity, authorize, identity
 
-router = APIRouter(tags=["tracking"])
+
+class ErrorOut(BaseModel):
+    """A refused request: a KeelError (``error``, ``message``, ``detail``) or FastAPI's request validation (``detail``)."""
+
+    error: str | None = None
+    message: str | None = None
+    detail: dict[str, Any] | list[Any] | str | None = None
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut, "description": what}
+    for status, what in ((400, "Bad input"), (401, "No valid credentials"), (403, "Not allowed"), (404, "Not found"),
+                         (409, "Conflict, or content that does not match its sha256"), (422, "Invalid input"),
+                         (503, "A store is unreachable"))
+}
+router = APIRouter(tags=["tracking"], responses=ERRORS)
+SHA256 = Path(pattern=r"^[0-9a-f]{64}$", description="sha256 of the blob's content")
+# the names keel.tracking.runs.check_name accepts, as a schema (so a client can tell before sending)
+KEY = r"^[A-Za-z0-9_\-./:]([A-Za-z0-9_\-./: ]{0,248}[A-Za-z0-9_\-./:])?$"
+Key = Annotated[str, StringConstraints(pattern=KEY)]
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _CHUNK = 1 << 20
@@ -198,7 +218,7 @@ def update_run(run: str, body: RunPatch, ident: Identity = Depends(identity)) ->
 
 
 class ParamsIn(BaseModel):
-    params: dict[str, Any] = Field(max_length=10_000)
+    params: dict[Key, str | int | float | bool] = Field(max_length=10_000)
 
 
 @router.post("/v1/runs/{run}/params", summary="Log params (the same value again is a no-op; a different one is 422)")
@@ -213,7 +233,7 @@ def log_params(run: str, body: ParamsIn, ident: Identity = Depends(identity)) ->
 
 
 class TagsIn(BaseModel):
-    tags: dict[str, Any] = Field(max_length=10_000)
+    tags: dict[Key, str | int | float | bool] = Field(max_length=10_000)
 
 
 @router.post("/v1/runs/{run}/tags", summary="Set tags (last writer wins)")
@@ -228,7 +248,7 @@ def set_tags(run: str, body: TagsIn, ident: Identity = Depends(identity)) -> dic
 
 
 class MetricArrays(BaseModel):
-    key: str = Field(min_length=1, max_length=250)
+    key: str = Field(min_length=1, max_length=250, pattern=KEY)
     n: int = Field(ge=0, le=10_000_000)
     steps: str = Field(description="base64 of n little-endian int64")
     ts: str = Field(description="base64 of n little-endian int64 (epoch milliseconds)")
@@ -353,9 +373,9 @@ class DatasetIn(BaseModel):
     context: str = Field(min_length=1, max_length=64)
     fingerprint: str = Field(min_length=1, max_length=64)
     num_rows: int | None = Field(default=None, ge=0)
-    schema_: str | None = Field(default=None, alias="schema", max_length=1_000_000)
+    schema_: dict[str, str] = Field(default_factory=dict, alias="schema", description="column -> type")
     source: str | None = Field(default=None, max_length=100_000)
-    extra: str | None = Field(default=None, max_length=1_000_000)
+    extra: dict[str, Any] | None = None
 
 
 @router.post("/v1/runs/{run}/datasets", summary="Record a dataset input of a run (fingerprint, schema, rows, source)")
@@ -365,7 +385,8 @@ def log_dataset(run: str, body: DatasetIn, ident: Identity = Depends(identity)) 
 
     rid = _authorized_run(ident, run, "write")
     write_dataset(_store(), {"run_id": rid, "name": body.name, "context": body.context, "fingerprint": body.fingerprint,
-                             "num_rows": body.num_rows, "schema": body.schema_, "source": body.source, "extra": body.extra,
+                             "num_rows": body.num_rows, "schema": json.dumps(body.schema_), "source": body.source,
+                             "extra": json.dumps(body.extra, default=str) if body.extra else None,
                              "created_ms": now_ms()})
     return {"fingerprint": body.fingerprint}
 
@@ -447,7 +468,7 @@ def blob_response(digest: str, size: int, range_header: str | None) -> Response:
 # -- blobs: content-addressed uploads, whole or in parts ---------------------------------------
 
 @router.get("/v1/blobs/{digest}", summary="Whether the server holds a blob, and which parts of an upload in parts it has")
-def blob_status(digest: str, ident: Identity = Depends(identity), parts: int = Query(1, ge=1, le=MAX_PARTS)) -> dict[str, Any]:
+def blob_status(digest: str = SHA256, ident: Identity = Depends(identity), parts: int = Query(1, ge=1, le=MAX_PARTS)) -> dict[str, Any]:
     authorize(ident, "write")
     blobs = _blobs()
     _check_sha(digest)
@@ -457,7 +478,7 @@ def blob_status(digest: str, ident: Identity = Depends(identity), parts: int = Q
     return {"exists": False, "parts_received": have}
 
 
-async def _receive(request: Request, expected_size: int | None) -> tuple[Path, str, int]:
+async def _receive(request: Request, expected_size: int | None) -> tuple[FilePath, str, int]:
     """Write the request body to a temporary file as it arrives: (path, sha256, size)."""
     from keel.config import settings
 
@@ -477,11 +498,11 @@ async def _receive(request: Request, expected_size: int | None) -> tuple[Path, s
     except BaseException:
         os.unlink(name)
         raise
-    return Path(name), h.hexdigest(), size
+    return FilePath(name), h.hexdigest(), size
 
 
 @router.put("/v1/blobs/{digest}", summary="Upload a blob, streamed; stored only if it hashes to its name")
-async def put_blob(digest: str, request: Request, ident: Identity = Depends(identity),
+async def put_blob(request: Request, digest: str = SHA256, ident: Identity = Depends(identity),
                    x_keel_size: int | None = Header(None, ge=0)) -> dict[str, Any]:
     authorize(ident, "write")
     _check_sha(digest)
@@ -502,8 +523,8 @@ async def put_blob(digest: str, request: Request, ident: Identity = Depends(iden
 
 
 @router.put("/v1/blobs/{digest}/parts/{part}", summary="Upload one part of a large blob (checked against X-Keel-Part-Sha256)")
-async def put_part(digest: str, part: int, request: Request, ident: Identity = Depends(identity),
-                   x_keel_part_sha256: str = Header(...), x_keel_size: int | None = Header(None, ge=0)) -> dict[str, Any]:
+async def put_part(request: Request, digest: str = SHA256, part: int = Path(ge=0, lt=MAX_PARTS), ident: Identity = Depends(identity),
+                   x_keel_part_sha256: str = Header(pattern=r"^[0-9a-f]{64}$"), x_keel_size: int | None = Header(None, ge=0)) -> dict[str, Any]:
     authorize(ident, "write")
     _check_sha(digest)
     _check_sha(x_keel_part_sha256)
@@ -527,7 +548,7 @@ class CompleteIn(BaseModel):
 
 
 @router.post("/v1/blobs/{digest}/complete", summary="Join the parts of a blob, check its sha256 and store it")
-def complete_blob(digest: str, body: CompleteIn, ident: Identity = Depends(identity)) -> dict[str, Any]:
+def complete_blob(body: CompleteIn, digest: str = SHA256, ident: Identity = Depends(identity)) -> dict[str, Any]:
     from keel.config import settings
 
     authorize(ident, "write")
@@ -547,7 +568,7 @@ def complete_blob(digest: str, body: CompleteIn, ident: Identity = Depends(ident
     try:
         with os.fdopen(fd, "wb") as out:
             for k in keys:
-                piece = Path(name + ".part")
+                piece = FilePath(name + ".part")
                 blobs.backend.get_file(k, piece)
                 with open(piece, "rb") as f:
                     while chunk := f.read(_CHUNK):
@@ -560,9 +581,9 @@ def complete_blob(digest: str, body: CompleteIn, ident: Identity = Depends(ident
                 blobs.backend.delete(k)
             raise IntegrityError(f"The parts of {digest[:12]} join to sha256 {h.hexdigest()} ({size} bytes), not {digest} ({body.size} bytes). "
                                  "They were discarded.", hint="Upload the file again.", expected=digest, found=h.hexdigest())
-        blobs.put_verified(Path(name), digest)
+        blobs.put_verified(FilePath(name), digest)
     finally:
-        Path(name).unlink(missing_ok=True)
+        FilePath(name).unlink(missing_ok=True)
     for k in keys:
         blobs.backend.delete(k)
     return {"digest": digest, "size": size, "stored": True}
