@@ -261,6 +261,9 @@ def run_logging(size: dict[str, Any], tmp: Path, rows: list[tuple[str, str, str,
         k = result(proc, "keel_log")
     finally:
         stop(server)
+    local_dir = tmp / "keel-local"
+    local_dir.mkdir()
+    local = result(call(sys.executable, "keel_log", {"n": size["log_n"]}, clean_env(KEEL_HOME=str(local_dir), KEEL_CAPTURE_ENVIRONMENT="false")), "keel_log")
     mpy = mlflow_python()
     mserver, murl = mlflow_server(tmp / "mlflow")
     try:
@@ -276,6 +279,9 @@ def run_logging(size: dict[str, Any], tmp: Path, rows: list[tuple[str, str, str,
                  f"{keel_rate:,.0f} values/s; read back {k['read_back']:,}, equal: {k['equal']}",
                  f"MLflow async log_metric ({m_async['n']:,}): {async_rate:,.0f}/s, read back {m_async['read_back']:,}, equal: {m_async['equal']}",
                  f"{keel_rate / async_rate:,.1f}x (target >= 100,000 values/s: {'met' if keel_rate >= 100_000 and k['equal'] else 'NOT met'})"))
+    local_rate = local["n"] / local["seconds"]
+    rows.append(("the same keel loop into the local SQLite store (no server), same run", f"{local_rate:,.0f} values/s, equal: {local['equal']}",
+                 "", f"remote / local: {keel_rate / local_rate:.2f}"))
     rows.append((f"the same keel run vs MLflow log_batch ({size['batch_size']:,} values a call, {m_batch['n']:,} values)",
                  f"{keel_rate:,.0f} values/s",
                  f"{batch_rate:,.0f} values/s, read back {m_batch['read_back']:,}, equal: {m_batch['equal']}",
