@@ -30,3 +30,9 @@ def test_cli_help_loads_no_data_library() -> None:
     code = "import sys\nsys.argv=['keel','--help']\nfrom keel.cli.main import app\nprint(' '.join(m for m in ('pandas','pyarrow','duckdb','sklearn','sqlalchemy','lightgbm','numpy') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_set_tracking_uri_is_public() -> None:
+    from keel.tracking.remote import set_tracking_uri
+
+    assert "set_tracking_uri" in keel.__all__ and keel.set_tracking_uri is set_tracking_uri

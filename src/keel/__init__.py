@@ -42,6 +42,7 @@ _EXPORTS: dict[str, str] = {
     "get_metric_history": "keel.tracking.query",
     "seed": "keel.tracking.environment",
     "autolog": "keel.tracking.autolog",
+    "set_tracking_uri": "keel.tracking.remote",
     # models, evaluation, registry
     "log_model": "keel.models.package",
     "load_model": "keel.models.loader",
@@ -131,6 +132,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from keel.tracking.datasets import log_dataset
     from keel.tracking.environment import seed
     from keel.tracking.query import get_metric_history, get_run
+    from keel.tracking.remote import set_tracking_uri
     from keel.tracking.runs import (
         Run,
         active_run,

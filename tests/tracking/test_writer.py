@@ -72,6 +72,26 @@ def test_end_run_raises_the_flush_error_with_the_count_and_a_second_end_writes_e
 
 
 @pytest.mark.postgres
+def test_a_failed_batch_is_sent_again_first_and_later_values_wait_behind_it(outage: Outage) -> None:
+    run = keel.start_run()
+    writer = run._writer
+    outage.down()
+    for i in range(50):
+        keel.log_metric("v", float(i), step=i)
+    with pytest.raises(StoreError):
+        writer.flush()  # this batch is kept as it was prepared
+    for i in range(50, 80):
+        keel.log_metric("v", float(i), step=i)
+    with pytest.raises(StoreError, match="80 metric values are buffered"):
+        writer.flush()  # the kept batch fails first; the newer values go back to the buffer
+    assert writer.pending == 80
+    outage.up()
+    keel.end_run()
+    assert writer.pending == 0 and writer.error is None
+    assert _steps(run.id) == list(range(80))  # every value once, in order
+
+
+@pytest.mark.postgres
 def test_a_full_buffer_waits_for_the_store_then_carries_on(outage: Outage) -> None:
     run = keel.start_run()
     writer = run._writer

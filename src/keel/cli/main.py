@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import sys
 
 import typer
 
@@ -37,6 +38,14 @@ for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)
 
 
+# Commands that work on the local stores only: with KEEL_TRACKING_URI set they stop in one line
+# instead of quietly opening a local database (runs, experiments and models go through the server).
+LOCAL_ONLY = {
+    "validate", "gc", "quickstart", "scheduler", "ci", "serve", "score", "db", "contracts", "features",
+    "pipelines", "schedule", "predictions", "monitor", "alerts", "feedback",
+}
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"keel {__version__}")
@@ -45,9 +54,17 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
     """keel: the ML lifecycle in one package."""
+    if ctx.invoked_subcommand in LOCAL_ONLY and "--help" not in sys.argv:
+        from keel.cli._common import fail, run_guarded
+        from keel.config import settings
+        from keel.store.remote import NOT_AVAILABLE
+
+        if run_guarded(lambda: settings().tracking_uri):
+            fail(f"keel {ctx.invoked_subcommand} is {NOT_AVAILABLE}; unset it to work on the local stores.")
 
 
 def main() -> None:

@@ -32,6 +32,10 @@ def server(
     from keel.server.app import create_app
 
     os.environ["KEEL_SERVER_AUTH"] = "1" if auth else "0"
+    # The server is where the stores are: a KEEL_TRACKING_URI in its environment (meant for clients)
+    # must not turn its own library calls into calls to a server.
+    os.environ.pop("KEEL_TRACKING_URI", None)
+    os.environ.pop("KEEL_TRACKING_TOKEN", None)
     run_guarded(lambda: create_app(auth=auth))  # a bad setting is one line and exit 1, not a traceback per worker
     console.print(f"[bold]keel server[/] http://{host}:{port}  (auth {'on' if auth else 'off'}; "
                   f"{workers} worker{'s' if workers > 1 else ''}; /v1, /api/2.0/mlflow, /docs)", highlight=False)

@@ -14,6 +14,16 @@ experiments_app = typer.Typer(help="List experiments.\n\nExample: keel experimen
 runs_app = typer.Typer(help="List, inspect, compare, reproduce and delete runs.\n\nExample: keel runs ls --filter \"metrics.auc > 0.8\"", no_args_is_help=True)
 
 
+def _local_only(command: str) -> None:
+    """Stop before anything is written when a server is configured and ``command`` has no route there."""
+    from keel.cli._common import fail
+    from keel.config import settings
+    from keel.store.remote import NOT_AVAILABLE
+
+    if run_guarded(lambda: settings().tracking_uri):
+        fail(f"{command} is {NOT_AVAILABLE}; unset it to work on the local stores.")
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return ""
@@ -156,6 +166,7 @@ def runs_reproduce(
     """
     from keel.tracking.reproduce import reproduce
 
+    _local_only("keel runs reproduce")
     if verify:
         _verify(run, dest, rtol, atol, json)
         return

@@ -270,7 +270,13 @@ def load_model(uri: str, *, cache: bool = True) -> Model:
     """Load a packaged model; every file is verified against its sha256 before unpickling.
 
     ``models:/churn@production`` is cached and re-resolved only when the alias moves.
+    With ``KEEL_TRACKING_URI`` the server resolves the URI and the files are
+    streamed from it, each checked against its sha256 on arrival.
     """
+    from keel.store.remote import client
+
+    if (remote := client()) is not None:
+        return _load_remote(remote, uri, cache)
     store = get_metadata_store()
     kind, parts = parse_uri(uri)
     alias_key = (store.uri, parts.get("name"), parts.get("alias")) if kind == "models" and "alias" in parts else None
@@ -292,9 +298,47 @@ def load_model(uri: str, *, cache: bool = True) -> Model:
         hit = _cache.get(key, stamp if src.owner_kind == "model_version" else tuple(sorted(files.items())))
         if hit is not None:
             return hit
-    meta_bytes = _fetch(src, META_FILE, files[META_FILE])
-    meta = json.loads(meta_bytes)
-    blob = _fetch(src, PICKLE_FILE, files[PICKLE_FILE])
+    model = _assemble(src, files, lambda path: _fetch(src, path, files[path]))
+    if cache:
+        _cache.put(key, stamp if src.owner_kind == "model_version" else tuple(sorted(files.items())), model)
+        if alias_key is not None:
+            _cache.put(alias_key, stamp, model)
+    return model
+
+
+def _load_remote(remote: Any, uri: str, cache: bool) -> Model:
+    """load_model through a keel server: one resolve call, then the files (only when not cached)."""
+    parse_uri(uri)  # a malformed URI fails here, in one line, without a round trip
+    found = remote.post_json("/v1/models/resolve", {"uri": uri})
+    src = Source(**found["source"])
+    files = {f: d["digest"] for f, d in found["files"].items()}
+    urls = {f: d["url"] for f, d in found["files"].items()}
+    key = ("remote", tuple(remote.uris), src.owner_kind, src.owner_id, src.path)
+    stamp = tuple(sorted(files.items()))
+    if cache and (hit := _cache.get(key, stamp)) is not None:
+        return hit
+
+    def fetch(path: str) -> bytes:
+        try:
+            return bytes(remote.download_bytes(urls[path], files[path], what=f"{src.path}/{path} of {src.label}"))
+        except IntegrityError as exc:
+            raise IntegrityError(
+                f"Refusing to load {src.label}: {src.path}/{path} arrived corrupted: "
+                f"expected sha256 {exc.detail.get('expected', files[path])}, found {exc.detail.get('found')}.",
+                hint="Retry; if it persists, restore the blob on the server or log and register the model again.",
+                expected=exc.detail.get("expected", files[path]), found=exc.detail.get("found"), model=src.model, version=src.version,
+            ) from None
+
+    model = _assemble(src, files, fetch)
+    if cache:
+        _cache.put(key, stamp, model)
+    return model
+
+
+def _assemble(src: Source, files: dict[str, str], fetch: Any) -> Model:
+    """The Model from its package files (``fetch(path) -> bytes``, verified), meta first."""
+    meta = json.loads(fetch(META_FILE))
+    blob = fetch(PICKLE_FILE)
     try:
         raw = pickle.loads(blob)
     except Exception as exc:
@@ -308,13 +352,9 @@ def load_model(uri: str, *, cache: bool = True) -> Model:
 
         import pandas as pd
 
-        example = pd.read_parquet(io.BytesIO(_fetch(src, EXAMPLE_FILE, files[EXAMPLE_FILE])))
+        example = pd.read_parquet(io.BytesIO(fetch(EXAMPLE_FILE)))
     model = Model(raw, str(meta.get("flavor") or flavors.detect(raw)), _signature(meta), meta, src, example)
     model.environment_warnings = _environment_warnings(meta)
     if model.environment_warnings:
         log.warning("%s was packaged in another environment: %s", src.label, "; ".join(model.environment_warnings))
-    if cache:
-        _cache.put(key, stamp if src.owner_kind == "model_version" else tuple(sorted(files.items())), model)
-        if alias_key is not None:
-            _cache.put(alias_key, stamp, model)
     return model

@@ -200,8 +200,8 @@ def log_model(
     ``feature_service`` (a name or FeatureService) defaults to the one recorded
     with the run's training set.
     """
-    from keel.store.blobs import check_artifact_path, get_artifact_store
-    from keel.tracking.artifacts import record, store_path
+    from keel.store.blobs import check_artifact_path
+    from keel.tracking.artifacts import put_path
     from keel.tracking.runs import _require_run
 
     name = check_artifact_path(name)
@@ -220,8 +220,7 @@ def log_model(
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "pkg"
         meta = write_package(model, folder, flavor=flavor, signature=sig, example=example, extra=extra)
-        rows = store_path(get_artifact_store(), folder, name)
-    record(run.store, "run", run.id, rows)
+        put_path(run, folder, name)  # uploaded, streamed, when the run is on a keel server
     return ModelInfo(run.id, name, flavor, sig, meta)
 
 

@@ -94,6 +94,17 @@ class ModelVersion:
         return {**self.__dict__, "uri": self.uri}
 
 
+def version_from_dict(d: dict[str, Any]) -> ModelVersion:
+    """A ModelVersion from its JSON form (the server's answer)."""
+    from datetime import datetime as dt
+
+    d = {k: v for k, v in d.items() if k != "uri"}
+    for k in ("created_time", "archived_time", "deleted_time"):
+        if d.get(k) is not None:
+            d[k] = dt.fromisoformat(d[k])
+    return ModelVersion(**d)
+
+
 def check_model_name(name: Any) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValidationError(
@@ -177,10 +188,14 @@ def register_model(
     """
     from keel.config import settings
     from keel.store.blobs import get_artifact_store
+    from keel.store.remote import client
     from keel.tracking.query import get_run
 
     check_model_name(name)
     run_ref, path = _source(source)
+    if (remote := client()) is not None:  # the server registers it, as the authenticated user
+        body = {"source": f"runs:/{run_ref}/{path}", "description": description, "tags": tags, "owner": owner}
+        return version_from_dict(remote.post_json(f"/v1/models/{name}/versions", body))
     run = get_run(run_ref)
     files = {a["path"]: a for a in run.artifacts if a["path"].startswith(path + "/")}
     meta_row = files.get(f"{path}/{META_FILE}")
@@ -304,7 +319,26 @@ def update_model(name: str, *, description: str | None = None, owners: Sequence[
     return get_model(name)
 
 
+def _remote() -> Any:
+    from keel.store.remote import client
+
+    return client()
+
+
+def _model_from_dict(d: dict[str, Any]) -> RegisteredModel:
+    from datetime import datetime as dt
+
+    for k in ("created_time", "updated_time", "archived_time", "deleted_time"):
+        if d.get(k) is not None:
+            d[k] = dt.fromisoformat(d[k])
+    return RegisteredModel(**d)
+
+
 def get_model(name: str) -> RegisteredModel:
+    if (remote := _remote()) is not None:
+        from urllib.parse import quote
+
+        return _model_from_dict(remote.json("GET", f"/v1/models/{quote(check_model_name(name))}"))
     with get_metadata_store().read() as conn:
         mid = model_id(conn, name)
         return _model(conn, mid)
@@ -326,6 +360,8 @@ def _model(conn: sa.Connection, mid: int) -> RegisteredModel:
 
 def list_models(*, include_deleted: bool = False) -> list[RegisteredModel]:
     """Registered models by name; archived ones are listed (``status``), deleted ones only when asked."""
+    if (remote := _remote()) is not None:
+        return [_model_from_dict(d) for d in remote.json("GET", "/v1/models", params={"include_deleted": include_deleted})]
     q = sa.select(registered_models.c.id).order_by(registered_models.c.name)
     if not include_deleted:
         q = q.where(registered_models.c.deleted_ms.is_(None))
@@ -369,6 +405,12 @@ def resolve_version(name: str, version: Any) -> ModelVersion:
     """
     if isinstance(version, ModelVersion) and version.dry_run and version.model == name:
         return version
+    if (remote := _remote()) is not None:
+        from urllib.parse import quote
+
+        ref = version.version if isinstance(version, ModelVersion) else version
+        ref = str(ref).removeprefix(f"models:/{name}/").removeprefix(f"models:/{name}@").lstrip("@")
+        return version_from_dict(remote.json("GET", f"/v1/models/{quote(check_model_name(name))}/versions/{quote(ref, safe='')}"))
     try:
         return _resolve_stored(name, version)
     except NotFoundError:
@@ -384,6 +426,10 @@ def get_version(name: str, version: Any) -> ModelVersion:
 
 def list_versions(name: str, *, include_deleted: bool = False) -> list[ModelVersion]:
     """The versions of ``name``, oldest first; archived ones are listed (``status``), deleted ones only when asked."""
+    if (remote := _remote()) is not None:
+        from urllib.parse import quote
+
+        return [version_from_dict(d) for d in remote.json("GET", f"/v1/models/{quote(check_model_name(name))}/versions", params={"include_deleted": include_deleted})]
     q = sa.select(model_versions).order_by(model_versions.c.version)
     if not include_deleted:
         q = q.where(model_versions.c.deleted_ms.is_(None))
@@ -395,6 +441,12 @@ def list_versions(name: str, *, include_deleted: bool = False) -> list[ModelVers
 
 def evaluations(name: str, version: int | None = None) -> list[dict[str, Any]]:
     """Stored evaluation results (newest first)."""
+    if (remote := _remote()) is not None:
+        from datetime import datetime as dt
+        from urllib.parse import quote
+
+        found = remote.json("GET", f"/v1/models/{quote(check_model_name(name))}/evaluations", params=None if version is None else {"version": int(version)})
+        return [{**e, "created_time": dt.fromisoformat(e["created_time"]) if e.get("created_time") else None} for e in found]
     with get_metadata_store().read() as conn:
         mid = model_id(conn, name)
         q = sa.select(model_evaluations).where(model_evaluations.c.model_id == mid)

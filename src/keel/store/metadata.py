@@ -392,7 +392,9 @@ def get_metadata_store(uri: str | None = None) -> MetadataStore:
     """The shared store for ``uri`` (default: the project's KEEL_METADATA_URI)."""
     if uri is None:
         from keel.config import settings
+        from keel.store.remote import forbid_local
 
+        forbid_local("Opening the metadata store")  # never a quiet local database when a server is configured
         uri = str(settings().metadata_uri)
     with _stores_lock:
         store = _stores.get(uri)

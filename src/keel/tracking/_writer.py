@@ -28,13 +28,14 @@ import sys
 import threading
 import time
 from collections import deque
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
 
 from keel.errors import StoreError
 from keel.store.metadata import MetadataStore, now_ms
-from keel.store.schema import metric_history, runs
+from keel.store.schema import metric_batches, metric_history, runs
 
 Row = tuple[str, str, int, int, float | None]  # run_id, key, step, ts, value
 
@@ -56,6 +57,7 @@ class MetricWriter:
         *, max_rows: int = MAX_BUFFER, block_timeout: float = BLOCK_TIMEOUT,
     ) -> None:
         self.store = store
+        self.uri = store.uri if store is not None else ""
         self.flush_interval = flush_interval
         self.heartbeat_interval = heartbeat_interval
         self.max_rows = max_rows
@@ -73,13 +75,16 @@ class MetricWriter:
         self.written = 0  # values written
         self._streak = 0  # failed flushes since the last one that worked
         self._inflight = 0  # values taken out of the buffer by a flush that has not finished
+        self._held: tuple[int, Any] | None = None  # (values, prepared batch) of a failed flush, sent first next time
+        self._held_n = 0
         self._thread = threading.Thread(target=self._loop, name="keel-metric-writer", daemon=True)
         self._thread.start()
 
     @property
     def pending(self) -> int:
         """Values buffered and not written yet (a flush under way included)."""
-        return len(self._rows) + self._inflight
+        held = self._held
+        return len(self._rows) + self._inflight + (held[0] if held is not None else 0)
 
     @property
     def max_rows(self) -> int:
@@ -92,7 +97,7 @@ class MetricWriter:
 
     def append(self, row: Row) -> None:
         rows = self._rows
-        if len(rows) + self._inflight >= self._early:
+        if len(rows) + self._inflight + self._held_n >= self._early:
             self._make_room(1)
         rows.append(row)
 
@@ -163,49 +168,72 @@ class MetricWriter:
     def flush(self) -> int:
         """Write everything buffered so far; returns how many values were written.
 
-        On failure the values go back to the head of the buffer and a
-        :class:`StoreError` says how many wait; nothing is dropped.
+        On failure the values are kept, as the batch they were prepared into,
+        and sent again first by the next flush (a remote batch keeps its batch
+        id, so a batch the server stored before the failure is not stored
+        twice); a :class:`StoreError` says how many wait. Nothing is dropped.
         """
         with self._flush_lock:
             buf = self._rows
+            held, self._held, self._held_n = self._held, None, 0
             rows = [buf.popleft() for _ in range(len(buf))]
-            if not rows:
+            if not rows and held is None:
                 return 0
-            self._inflight = len(rows)
+            self._inflight = len(rows) + (held[0] if held is not None else 0)
+            written = 0
+            prepared = False
             try:
-                chunks, latest = encode_chunks(rows)
-                for attempt in range(5):
-                    try:
-                        with self.store.write() as conn:
-                            self.store.insert_many(conn, metric_history, chunks, HISTORY_COLUMNS)
-                            conn.execute(_UPSERT, latest)
-                        break
-                    except Exception:
-                        if attempt == 4:
-                            raise
-                        time.sleep(0.2 * (attempt + 1))
+                if held is not None:
+                    self._send(held[1])
+                    written, held = held[0], None
+                if rows:
+                    held = (len(rows), self._prepare(rows))
+                    prepared = True
+                    self._send(held[1])
+                    written, held = written + len(rows), None
             except BaseException as exc:
-                buf.extendleft(reversed(rows))  # keep the values, in order, for the next attempt
+                if rows and not prepared:  # an older batch failed first: these wait, in order, in the buffer
+                    buf.extendleft(reversed(rows))
+                self._held = held
+                self._held_n = held[0] if held is not None else 0
                 self._inflight = 0
+                self.written += written
                 self.failures += 1
                 self._streak += 1
                 self.error = exc
                 raise self._flush_error(exc) from exc
             self._inflight = 0
             self._streak = 0
-            self.written += len(rows)
+            self.written += written
             self.error = None
         with self._room:
             self._room.notify_all()
-        return len(rows)
+        return written
+
+    def _prepare(self, rows: list[Row]) -> Any:
+        """Rows in the form :meth:`_send` writes (kept as they are when the write fails)."""
+        return encode_chunks(rows)
+
+    def _send(self, prepared: Any) -> None:
+        chunks, latest = prepared
+        for attempt in range(5):
+            try:
+                with self.store.write() as conn:
+                    self.store.insert_many(conn, metric_history, chunks, HISTORY_COLUMNS)
+                    conn.execute(_UPSERT, latest)
+                return
+            except Exception:
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     def _flush_error(self, exc: BaseException) -> StoreError:
         if isinstance(exc, StoreError):
             message = exc.message
         else:
-            message = f"The metadata store {_describe_uri(self.store.uri)} failed: {_describe(exc)}"
+            message = f"The metadata store {_describe_uri(self.uri)} failed: {_describe(exc)}"
         return StoreError(
-            f"{message} ({len(self._rows)} metric values are buffered, not yet written; {self.failures} failed flushes).",
+            f"{message} ({self.pending} metric values are buffered, not yet written; {self.failures} failed flushes).",
             hint="They are kept: bring the store back and end the run again (keel.end_run()) or call run.flush().",
             pending=self.pending, failures=self.failures,
         )
@@ -217,24 +245,68 @@ class MetricWriter:
         self.flush()
 
 
-def encode_chunks(rows: list[Row]) -> tuple[list[tuple[Any, ...]], list[dict[str, Any]]]:
-    """Group rows by (run, key): one metric_history row each, and each key's latest value."""
+def encode_chunks(rows: list[Row], *, summaries: bool = True) -> tuple[list[tuple[Any, ...]], list[dict[str, Any]]]:
+    """Group rows by (run, key): one metric_history row each, and each key's latest value.
+
+    ``summaries=False`` skips the latest values (a remote client's batches: the
+    server computes them). A flush of one key of one run, the common case of a
+    training loop, is not grouped at all.
+    """
     import numpy as np
 
-    groups: dict[tuple[str, str], list[Row]] = {}
-    for row in rows:
-        groups.setdefault((row[0], row[1]), []).append(row)
+    run0, key0 = rows[0][0], rows[0][1]
+    if all(r[1] == key0 and r[0] == run0 for r in rows):
+        groups: dict[tuple[str, str], list[Row]] = {(run0, key0): rows}
+    else:
+        groups = {}
+        for row in rows:
+            groups.setdefault((row[0], row[1]), []).append(row)
     chunks: list[tuple[Any, ...]] = []
     latest: list[dict[str, Any]] = []
     for (run_id, key), items in groups.items():
-        steps = np.fromiter((r[2] for r in items), dtype="<i8", count=len(items))
-        ts = np.fromiter((r[3] for r in items), dtype="<i8", count=len(items))
-        vals = np.fromiter((math.nan if r[4] is None else r[4] for r in items), dtype="<f8", count=len(items))
+        steps = np.fromiter(map(itemgetter(2), items), dtype="<i8", count=len(items))
+        ts = np.fromiter(map(itemgetter(3), items), dtype="<i8", count=len(items))
+        vals = np.array(list(map(itemgetter(4), items)), dtype="<f8")  # None (NaN) becomes NaN
         chunks.append((run_id, key, len(items), int(steps.min()), int(steps.max()), steps.tobytes(), ts.tobytes(), vals.tobytes()))
-        best = int(np.lexsort((ts, steps))[-1])  # largest step, then newest
+        if summaries:
+            best = int(np.lexsort((ts, steps))[-1])  # largest step, then newest
+            v = float(vals[best])
+            latest.append({"run_id": run_id, "key": key, "step": int(steps[best]), "ts": int(ts[best]), "value": None if math.isnan(v) else v})
+    return chunks, latest
+
+
+def write_batch(store: MetadataStore, run_id: str, batch_id: str, metrics: list[tuple[str, Any, Any, Any]]) -> bool:
+    """Store one client batch of ``run_id``: (key, steps int64, ts int64, values float64) arrays per key.
+
+    The batch id is recorded in the same transaction, so a batch sent again (a
+    lost answer, a replica that died mid-call) is stored once; returns False for
+    such a repeat. NaN stays NaN in the history and is NULL in the summary.
+    """
+    import numpy as np
+
+    chunks: list[tuple[Any, ...]] = []
+    latest: list[dict[str, Any]] = []
+    total = 0
+    for key, steps, ts, vals in metrics:
+        if len(steps) == 0:
+            continue
+        total += len(steps)
+        chunks.append((run_id, key, len(steps), int(steps.min()), int(steps.max()), steps.tobytes(), ts.tobytes(), vals.tobytes()))
+        best = int(np.lexsort((ts, steps))[-1])
         v = float(vals[best])
         latest.append({"run_id": run_id, "key": key, "step": int(steps[best]), "ts": int(ts[best]), "value": None if math.isnan(v) else v})
-    return chunks, latest
+
+    def write(conn: sa.Connection) -> bool:
+        from keel.store.metadata import insert_ignore
+
+        if not insert_ignore(conn, metric_batches, {"run_id": run_id, "batch_id": batch_id, "n": total, "created_ms": now_ms()}, ["run_id", "batch_id"]):
+            return False
+        store.insert_many(conn, metric_history, chunks, HISTORY_COLUMNS)
+        if latest:
+            conn.execute(_UPSERT, latest)
+        return True
+
+    return store.transact(write)
 
 
 def clean_value(key: str, value: Any) -> float | None:
@@ -263,11 +335,15 @@ _writers_lock = threading.Lock()
 
 
 def get_writer(store: MetadataStore, flush_interval: float, heartbeat_timeout: float) -> MetricWriter:
+    return shared_writer(store.uri, lambda beat: MetricWriter(store, flush_interval, beat), heartbeat_timeout)
+
+
+def shared_writer(key: str, make: Any, heartbeat_timeout: float) -> MetricWriter:
+    """The one writer of this process for ``key`` (a store URI, or a server's), made by ``make(beat_interval)``."""
     with _writers_lock:
-        w = _writers.get(store.uri)
+        w = _writers.get(key)
         if w is None:
-            beat = max(0.2, min(10.0, heartbeat_timeout / 3))
-            w = _writers[store.uri] = MetricWriter(store, flush_interval, beat)
+            w = _writers[key] = make(max(0.2, min(10.0, heartbeat_timeout / 3)))
         return w
 
 
@@ -307,7 +383,7 @@ def close_all_at_exit() -> None:
             w.close()
         except Exception as exc:
             sys.stderr.write(
-                f"keel: {w.pending} metric values could not be written to {_describe_uri(w.store.uri)} "
+                f"keel: {w.pending} metric values could not be written to {_describe_uri(w.uri)} "
                 f"and are lost with this process: {_describe(exc)}\n"
             )
 

@@ -12,8 +12,9 @@ import sqlalchemy as sa
 from keel.errors import NotFoundError, ValidationError
 from keel.store.blobs import ArtifactStore, check_artifact_path, get_artifact_store
 from keel.store.metadata import MetadataStore, get_metadata_store, now_ms
+from keel.store.remote import client
 from keel.store.schema import artifacts
-from keel.tracking.runs import _require_run
+from keel.tracking.runs import Run, _require_run
 
 
 def record(store: MetadataStore, owner_kind: str, owner_id: str, files: list[tuple[str, str, int, str | None]]) -> None:
@@ -57,9 +58,17 @@ def log_artifact(local_path: str | Path, name: str | None = None) -> list[str]:
     if not local.exists():
         raise NotFoundError(f"Cannot log artifact: {local} does not exist.", hint="Pass the path of an existing file or folder.")
     target = check_artifact_path(name or local.name)
-    rows = store_path(get_artifact_store(), local, target)
+    return [r[0] for r in put_path(run, local, target)]
+
+
+def put_path(run: Run, local: Path, name: str) -> list[tuple[str, str, int, str | None]]:
+    """Store a file or folder as artifact ``name`` of ``run`` (uploaded when the run is on a server)."""
+    log_files = getattr(run, "log_files", None)
+    if log_files is not None:
+        return log_files(local, name)
+    rows = store_path(get_artifact_store(), local, name)
     record(run.store, "run", run.id, rows)
-    return [r[0] for r in rows]
+    return rows
 
 
 def log_artifacts(local_dir: str | Path, name: str | None = None) -> list[str]:
@@ -124,6 +133,10 @@ def log_table(data: Any, name: str) -> str:
 
 
 def list_artifacts(run_id: str, store: MetadataStore | None = None) -> list[dict[str, Any]]:
+    if store is None and (remote := client()) is not None:
+        from keel.tracking import remote as via
+
+        return via.list_artifacts(remote, run_id)
     store = store or get_metadata_store()
     with store.read() as conn:
         rows = conn.execute(
@@ -143,10 +156,16 @@ def download_artifact(run_id: str, name: str, dest: str | Path) -> Path:
         from keel.errors import did_you_mean
 
         raise NotFoundError(f"Run {run_id} has no artifact {name!r}." + did_you_mean(name, known))
-    blobs = get_artifact_store()
+    remote = client()
     dest = Path(dest)
     for a in items:
         rel = a["path"][len(name) :].lstrip("/") or Path(name).name
         target = dest / rel if (len(items) > 1 or a["path"] != name) else (dest if dest.suffix else dest / rel)
-        blobs.get_file(a["digest"], target, what=f"{a['path']} of run {run_id}")
+        what = f"{a['path']} of run {run_id}"
+        if remote is not None:  # streamed from the server, sha256-checked on arrival
+            from keel.tracking.remote import artifact_path
+
+            remote.download(artifact_path(run_id, a["path"]), target, a["digest"], what=what)
+        else:
+            get_artifact_store().get_file(a["digest"], target, what=what)
     return dest

@@ -98,7 +98,18 @@ def log_dataset(data: Any, name: str = "dataset", context: str = "training", sou
         "schema": json.dumps(schema), "source": source or path_source, "extra": json.dumps(extra, default=str) if extra else None,
         "created_ms": now_ms(),
     }
-    with run.store.write() as conn:
-        conn.execute(sa.delete(datasets).where(datasets.c.run_id == run.id, datasets.c.name == name, datasets.c.context == context))
-        conn.execute(sa.insert(datasets).values(**values))
+    remote = getattr(run, "remote", None)
+    if remote is not None:  # a run on a keel server
+        remote.post_json(f"/v1/runs/{run.id}/datasets", {"name": name, "context": context, "fingerprint": fp, "num_rows": rows,
+                                                         "schema": schema, "source": values["source"], "extra": extra or None})
+    else:
+        write_dataset(run.store, values)
     return fp
+
+
+def write_dataset(store: Any, values: dict[str, Any]) -> None:
+    """Store one dataset input row, replacing the run's earlier one of the same name and context."""
+    with store.write() as conn:
+        conn.execute(sa.delete(datasets).where(
+            datasets.c.run_id == values["run_id"], datasets.c.name == values["name"], datasets.c.context == values["context"]))
+        conn.execute(sa.insert(datasets).values(**values))

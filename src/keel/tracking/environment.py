@@ -194,9 +194,13 @@ def redact_argv(argv: list[str]) -> list[str]:
     return out
 
 
-def capture(run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The record and the artifact rows (lock file, git diff) to store with a new run."""
-    store = get_artifact_store()
+def capture(run_id: str, blobs: Any = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The record and the artifact rows (lock file, git diff) to store with a new run.
+
+    ``blobs`` is where the files go (anything with ``put_bytes``/``put_file``; default
+    the artifact store; a keel server's uploads for a remote run).
+    """
+    store = blobs if blobs is not None else get_artifact_store()
     rows: list[dict[str, Any]] = []
     git, diff = git_state(Path.cwd())
     if diff:

@@ -12,10 +12,12 @@ import sqlalchemy as sa
 
 from keel.errors import NotFoundError, ValidationError
 from keel.store.metadata import MetadataStore, get_metadata_store, like_escape, ms_to_datetime
+from keel.store.remote import client
 from keel.store.schema import (
     artifacts,
     datasets,
     experiments,
+    metric_batches,
     metric_history,
     metrics,
     params,
@@ -81,6 +83,10 @@ def resolve_run_id(conn: sa.Connection, ref: str) -> str:
 
 def get_run(run_id: str, store: MetadataStore | None = None) -> RunInfo:
     """Everything recorded about a run (by id, unique id prefix or unique name)."""
+    if store is None and (remote := client()) is not None:
+        from keel.tracking import remote as via
+
+        return via.get_run(remote, run_id)
     store = store or get_metadata_store()
     _writer.flush_all()
     with store.read() as conn:
@@ -124,10 +130,14 @@ def get_metric_history(run_id: str, key: str, max_points: int | None = None, sto
     import numpy as np
     import pandas as pd
 
-    store = store or get_metadata_store()
-    _writer.flush_all()
     if max_points is not None and (isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 2):
         raise ValidationError(f"max_points={max_points!r} must be an integer >= 2.")
+    if store is None and (remote := client()) is not None:
+        from keel.tracking import remote as via
+
+        return via.get_metric_history(remote, run_id, key, max_points)
+    store = store or get_metadata_store()
+    _writer.flush_all()
     h = metric_history
     with store.read() as conn:
         rid = resolve_run_id(conn, run_id)
@@ -169,6 +179,10 @@ def _downsample(steps: Any, vals: Any, max_points: int) -> Any:
 
 
 def list_experiments(store: MetadataStore | None = None) -> list[dict[str, Any]]:
+    if store is None and (remote := client()) is not None:
+        from keel.tracking import remote as via
+
+        return via.list_experiments(remote)
     store = store or get_metadata_store()
     with store.read() as conn:
         counts = sa.select(runs.c.experiment_id, sa.func.count().label("n"), sa.func.max(runs.c.start_ms).label("last")).group_by(runs.c.experiment_id).subquery()
@@ -185,6 +199,10 @@ def list_experiments(store: MetadataStore | None = None) -> list[dict[str, Any]]
 
 def delete_runs(run_refs: list[str], store: MetadataStore | None = None) -> list[str]:
     """Delete runs, their children and every row they own (blobs go with `keel gc`)."""
+    if store is None and (remote := client()) is not None:
+        from keel.tracking import remote as via
+
+        return via.delete_runs(remote, list(run_refs))
     store = store or get_metadata_store()
     _writer.flush_all()
     with store.write() as conn:
@@ -193,7 +211,7 @@ def delete_runs(run_refs: list[str], store: MetadataStore | None = None) -> list
         while frontier:  # children, grandchildren...
             frontier = [c for c in conn.execute(sa.select(runs.c.id).where(runs.c.parent_id.in_(frontier))).scalars() if c not in ids]
             ids.extend(frontier)
-        for table in (params, tags, metrics, metric_history, datasets):
+        for table in (params, tags, metrics, metric_history, metric_batches, datasets):
             conn.execute(sa.delete(table).where(table.c.run_id.in_(ids)))
         conn.execute(sa.delete(artifacts).where(artifacts.c.owner_kind == "run", artifacts.c.owner_id.in_(ids)))
         conn.execute(sa.delete(runs).where(runs.c.id.in_(ids)))

@@ -127,7 +127,13 @@ _experiment_override: str | None = None
 def set_experiment(name: str) -> int:
     """Make ``name`` the experiment of the next runs (created if missing); returns its id."""
     global _experiment_override
-    exp_id = get_or_create_experiment(get_metadata_store(), name)
+    from keel.store.remote import client
+
+    remote = client()
+    if remote is not None:
+        exp_id = int(remote.post_json("/v1/experiments", {"name": name})["id"])
+    else:
+        exp_id = get_or_create_experiment(get_metadata_store(), name)
     _experiment_override = name
     return exp_id
 
@@ -194,37 +200,25 @@ class Run:
 
     def log_params(self, values: Mapping[str, Any]) -> None:
         """Record params; re-logging a param with a different value is an error (all or nothing)."""
-        limit = _value_limit()
-        new = {check_name("param", k): _value_str("param", k, v, limit) for k, v in values.items()}
-        todo = {k: v for k, v in new.items() if self._params.get(k) != v}
+        todo = {k: v for k, v in clean_params(values).items() if self._params.get(k) != v}
         if not todo:
             return
-        with self.store.write() as conn:
-            existing = dict(
-                conn.execute(sa.select(params.c.key, params.c.value).where(params.c.run_id == self.id, params.c.key.in_(list(todo)))).all()
-            )
-            for k, v in todo.items():
-                if k in existing and existing[k] != v:
-                    raise ValidationError(
-                        f"Param '{k}' of run {self.id} is already {existing[k]!r}; cannot change it to {v!r}.",
-                        hint="Params are immutable: start a new run, or log the changing value as a metric or tag.",
-                    )
-            rows = [{"run_id": self.id, "key": k, "value": v, "num": _as_number(v)} for k, v in todo.items() if k not in existing]
-            if rows:
-                conn.execute(sa.insert(params), rows)
+        self._write_params(todo)
         self._params.update(todo)
+
+    def _write_params(self, values: dict[str, str]) -> None:
+        write_params(self.store, self.id, values)
 
     def set_tag(self, key: str, value: Any) -> None:
         self.set_tags({key: value})
 
     def set_tags(self, values: Mapping[str, Any]) -> None:
-        limit = _value_limit()
-        rows = [{"run_id": self.id, "key": check_name("tag", k), "value": _value_str("tag", k, v, limit)} for k, v in values.items()]
-        if not rows:
-            return
-        with self.store.write() as conn:
-            conn.execute(sa.delete(tags).where(tags.c.run_id == self.id, tags.c.key.in_([r["key"] for r in rows])))
-            conn.execute(sa.insert(tags), rows)
+        cleaned = clean_tags(values)
+        if cleaned:
+            self._write_tags(cleaned)
+
+    def _write_tags(self, values: dict[str, str]) -> None:
+        write_tags(self.store, self.id, values)
 
     def flush(self) -> None:
         """Write buffered metrics now (runs flush by themselves every second and on end)."""
@@ -234,18 +228,108 @@ class Run:
     def end(self, status: str = "finished", error: str | None = None) -> None:
         if self.ended:
             return
-        if status not in STATUSES[1:]:
-            raise ValidationError(f"Run status {status!r} is not one of finished, failed, killed.")
+        check_status(status)
         # The buffered values are written first: if the store fails, the error (with the count of
         # values still buffered) reaches the caller and the run stays open, so ending it again writes all.
         self._writer.flush()
-        with self.store.write() as conn:
-            conn.execute(
-                sa.update(runs).where(runs.c.id == self.id).values(status=status, end_ms=now_ms(), heartbeat_ms=now_ms(), error=error)
-            )
+        self._write_end(status, error)
         self.ended = True
         self._writer.unwatch(self.id)
         _pop(self)
+
+
+    def _write_end(self, status: str, error: str | None) -> None:
+        write_end(self.store, self.id, status, error)
+
+
+# -- the writes of a run, by id (the Run methods and the server's routes call these) ------------
+
+def clean_params(values: Mapping[str, Any]) -> dict[str, str]:
+    limit = _value_limit()
+    return {check_name("param", k): _value_str("param", k, v, limit) for k, v in values.items()}
+
+
+def clean_tags(values: Mapping[str, Any]) -> dict[str, str]:
+    limit = _value_limit()
+    return {check_name("tag", k): _value_str("tag", k, v, limit) for k, v in values.items()}
+
+
+def check_status(status: str) -> str:
+    if status not in STATUSES[1:]:
+        raise ValidationError(f"Run status {status!r} is not one of finished, failed, killed.")
+    return status
+
+
+def write_params(store: MetadataStore, run_id: str, todo: dict[str, str]) -> None:
+    """Store params of ``run_id``; the same value again is a no-op, a different one an error (all or nothing)."""
+    with store.write() as conn:
+        existing = dict(
+            conn.execute(sa.select(params.c.key, params.c.value).where(params.c.run_id == run_id, params.c.key.in_(list(todo)))).all()
+        )
+        for k, v in todo.items():
+            if k in existing and existing[k] != v:
+                raise ValidationError(
+                    f"Param '{k}' of run {run_id} is already {existing[k]!r}; cannot change it to {v!r}.",
+                    hint="Params are immutable: start a new run, or log the changing value as a metric or tag.",
+                )
+        rows = [{"run_id": run_id, "key": k, "value": v, "num": _as_number(v)} for k, v in todo.items() if k not in existing]
+        if rows:
+            conn.execute(sa.insert(params), rows)
+
+
+def write_tags(store: MetadataStore, run_id: str, values: dict[str, str]) -> None:
+    """Set tags of ``run_id`` (last writer wins)."""
+    rows = [{"run_id": run_id, "key": k, "value": v} for k, v in values.items()]
+    with store.write() as conn:
+        conn.execute(sa.delete(tags).where(tags.c.run_id == run_id, tags.c.key.in_([r["key"] for r in rows])))
+        conn.execute(sa.insert(tags), rows)
+
+
+def write_end(store: MetadataStore, run_id: str, status: str, error: str | None) -> None:
+    check_status(status)
+    with store.write() as conn:
+        conn.execute(
+            sa.update(runs).where(runs.c.id == run_id).values(status=status, end_ms=now_ms(), heartbeat_ms=now_ms(), error=error)
+        )
+
+
+def reopen(store: MetadataStore, run_id: str) -> Any:
+    """Mark an existing run running again; returns its row."""
+    with store.write() as conn:
+        row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
+        if row is None:
+            raise NotFoundError(f"No run with id {run_id!r}.", hint="List runs with `keel runs ls`.")
+        conn.execute(sa.update(runs).where(runs.c.id == run_id).values(status="running", end_ms=None, heartbeat_ms=now_ms()))
+    return row
+
+
+def create_run(
+    store: MetadataStore, *, run_id: str, experiment_id: int, name: str, parent_id: str | None,
+    env: dict[str, Any], env_artifacts: list[dict[str, Any]], user: str, host: str,
+) -> bool:
+    """Insert a new run (id chosen by the caller); True when this call created it.
+
+    Idempotent: a retried creation with the same id (a client that lost the
+    answer) finds the run and creates nothing.
+    """
+    start = now_ms()
+    with store.write() as conn:
+        created = insert_ignore(
+            conn, runs,
+            {"id": run_id, "experiment_id": experiment_id, "name": name, "parent_id": parent_id,
+             "status": "running", "start_ms": start, "end_ms": None, "heartbeat_ms": start,
+             "user": user, "host": host, "error": None, "env": json.dumps(env, default=str)},
+            ["id"],
+        )
+        if created and env_artifacts:
+            conn.execute(sa.insert(artifacts), env_artifacts)
+    return created
+
+
+def check_run_name(run_name: Any) -> str:
+    if not isinstance(run_name, str) or len(run_name) > 255:
+        raise ValidationError(f"Invalid run name {run_name!r}.", hint="Use a string of at most 255 characters.")
+    return run_name
 
 
 _stack: list[Run] = []
@@ -290,6 +374,14 @@ def start_run(
     log into such a run through its own methods. A child run shares its
     parent's reproducibility record instead of capturing it again.
     """
+    from keel.store.remote import client
+
+    remote = client()
+    if remote is not None:  # KEEL_TRACKING_URI: through the server
+        from keel.tracking.remote import start_remote_run
+
+        return start_remote_run(remote, name, experiment, nested=nested, tags=tags, run_id=run_id,
+                                description=description, parent=parent, activate=activate)
     store = get_metadata_store()
     if parent is not None:
         nested = True
@@ -302,11 +394,7 @@ def start_run(
         )
     s = settings()
     if run_id is not None:
-        with store.write() as conn:
-            row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
-            if row is None:
-                raise NotFoundError(f"No run with id {run_id!r}.", hint="List runs with `keel runs ls`.")
-            conn.execute(sa.update(runs).where(runs.c.id == run_id).values(status="running", end_ms=None, heartbeat_ms=now_ms()))
+        row = reopen(store, run_id)
         run = Run(store, run_id, row.experiment_id, row.name, row.parent_id)
     else:
         if experiment is None and parent is not None and nested:
@@ -314,9 +402,7 @@ def start_run(
         else:
             exp_id = get_or_create_experiment(store, experiment or _experiment_override or str(s.experiment))
         rid = uuid.uuid4().hex
-        run_name = name or _default_name(rid)
-        if not isinstance(run_name, str) or len(run_name) > 255:
-            raise ValidationError(f"Invalid run name {run_name!r}.", hint="Use a string of at most 255 characters.")
+        run_name = check_run_name(name or _default_name(rid))
         env: dict[str, Any] = {}
         env_artifacts: list[dict[str, Any]] = []
         if parent is not None and nested:
@@ -325,21 +411,18 @@ def start_run(
             from keel.tracking import environment
 
             env, env_artifacts = environment.capture(rid)
-        start = now_ms()
-        with store.write() as conn:
-            conn.execute(
-                sa.insert(runs).values(
-                    id=rid, experiment_id=exp_id, name=run_name, parent_id=parent.id if (parent and nested) else None,
-                    status="running", start_ms=start, end_ms=None, heartbeat_ms=start,
-                    user=s.acting_user, host=socket.gethostname(), error=None, env=json.dumps(env, default=str),
-                )
-            )
-            if env_artifacts:
-                conn.execute(sa.insert(artifacts), env_artifacts)
+        create_run(store, run_id=rid, experiment_id=exp_id, name=run_name, parent_id=parent.id if (parent and nested) else None,
+                   env=env, env_artifacts=env_artifacts, user=s.acting_user, host=socket.gethostname())
         run = Run(store, rid, exp_id, run_name, parent.id if (parent and nested) else None)
     if activate:
         with _stack_lock:
             _stack.append(run)
+    _after_start(run, run_id, parent, nested, description, tags)
+    return run
+
+
+def _after_start(run: Run, run_id: str | None, parent: Run | None, nested: bool,
+                 description: str | None, tags: Mapping[str, Any] | None) -> None:
     reproduces = os.environ.get("KEEL_REPRODUCES")  # set by `keel runs reproduce --verify` for its re-run
     if reproduces and run_id is None and not (parent is not None and nested):
         run.set_tag("keel.reproduces", reproduces)
@@ -347,7 +430,6 @@ def start_run(
         run.set_tag("description", description)
     if tags:
         run.set_tags(tags)
-    return run
 
 
 def _inherit_environment(store: MetadataStore, parent_id: str, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -71,6 +71,16 @@ def search_runs(
     orders = [_filter.parse_order_by(item) for item in _as_list(order_by, "order_by")]
     wanted = None if columns is None else [_filter.parse_column(item) for item in _as_list(columns, "columns")]
 
+    from keel.store.remote import client
+
+    if (remote := client()) is not None:
+        from keel.tracking import remote as via
+
+        return via.search_runs(remote, {
+            "experiment": experiment if experiment is None or isinstance(experiment, str | int) else list(experiment),
+            "filter": filter, "order_by": None if order_by is None else _as_list(order_by, "order_by"),
+            "max_results": max_results, "columns": None if columns is None else _as_list(columns, "columns"), "page_token": page_token,
+        })
     from keel.tracking.runs import effective_status_sql
 
     store = get_metadata_store()

@@ -131,3 +131,15 @@ datasets = Table(
     Column("created_ms", BigInteger, nullable=False),
     UniqueConstraint("run_id", "name", "context"),
 )
+
+# Metric batches sent through a keel server, by the client's batch id: a batch that is
+# retried (a lost answer, a replica that died) is stored once.
+metric_batches = Table(
+    "metric_batches",
+    metadata,
+    Column("run_id", String(32), primary_key=True),
+    Column("batch_id", String(64), primary_key=True),
+    Column("n", Integer, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
