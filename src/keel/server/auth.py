@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from fastapi import Request
+
 from keel.config import acting_as, settings
 
 Role = Literal["viewer", "member", "approver", "admin"]
@@ -41,7 +43,7 @@ def auth_enabled(flag: bool | None) -> bool:
     return os.environ.get("KEEL_SERVER_AUTH", "").lower() in {"1", "true", "yes", "on"}
 
 
-async def identity(request: Any) -> AsyncIterator[Identity]:
+async def identity(request: Request) -> AsyncIterator[Identity]:
     """FastAPI dependency: the caller, with ``acting_as`` set for the rest of the request."""
     ident = Identity(user=settings().acting_user, role="admin", authenticated=False)
     with acting_as(ident.user):
