@@ -188,9 +188,20 @@ def run_experiment(run_id: str) -> int:
     return int(exp)
 
 
+_experiment_names: dict[tuple[str, int], str] = {}
+
+
 def experiment_name(exp_id: int) -> str:
-    with store().read() as conn:
-        return str(conn.execute(sa.select(experiments.c.name).where(experiments.c.id == exp_id)).scalar() or exp_id)
+    """The name of an experiment, for authorization (cached: experiments are not renamed)."""
+    key = (store().uri, exp_id)
+    name = _experiment_names.get(key)
+    if name is None:
+        with store().read() as conn:
+            found = conn.execute(sa.select(experiments.c.name).where(experiments.c.id == exp_id)).scalar()
+        if found is None:
+            return str(exp_id)
+        name = _experiment_names[key] = str(found)
+    return name
 
 
 def update_run(run_id: str, status: str | None, end_ms: int | None, name: str | None) -> None:
