@@ -44,10 +44,13 @@ def _frame() -> tuple[pd.DataFrame, pd.Series]:
 
 # -- in-process: the protocol over ASGI -----------------------------------------------------
 
-@pytest.fixture
-def client(project: Path) -> Iterator[httpx.AsyncClient]:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def client(request: pytest.FixtureRequest, project: Path) -> Iterator[httpx.AsyncClient]:
+    """The app over ASGI, on the project's SQLite store and on a fresh PostgreSQL database."""
     from keel.server.app import create_app
 
+    if request.param == "postgres":
+        request.getfixturevalue("pg_project")
     yield httpx.AsyncClient(transport=httpx.ASGITransport(create_app()), base_url="http://keel")
 
 
@@ -404,3 +407,39 @@ def test_same_script_same_results_on_mlflow_server_and_keel(mlflow_python: Path,
     theirs = _workflow(mlflow_python, mlflow_server, project / "on-mlflow")
     ours = _workflow(mlflow_python, keel_server, project / "on-keel")
     assert _comparable(ours) == _comparable(theirs)
+
+
+_ROUTES = [
+    ("GET", "experiments/get-by-name"), ("GET", "experiments/get"), ("POST", "experiments/create"), ("POST", "experiments/search"),
+    ("POST", "experiments/set-experiment-tag"), ("POST", "runs/create"), ("GET", "runs/get"), ("POST", "runs/update"),
+    ("POST", "runs/delete"), ("POST", "runs/log-batch"), ("POST", "runs/log-metric"), ("POST", "runs/log-parameter"),
+    ("POST", "runs/set-tag"), ("POST", "runs/delete-tag"), ("POST", "runs/search"), ("POST", "runs/log-inputs"),
+    ("POST", "runs/outputs"), ("GET", "metrics/get-history"), ("POST", "logged-models"), ("POST", "logged-models/search"),
+    ("GET", "logged-models/m-x"), ("PATCH", "logged-models/m-x"), ("PATCH", "logged-models/m-x/tags"),
+    ("POST", "registered-models/create"), ("GET", "registered-models/get"), ("GET", "registered-models/search"),
+    ("POST", "registered-models/alias"), ("GET", "registered-models/alias"), ("DELETE", "registered-models/alias"),
+    ("POST", "model-versions/create"), ("GET", "model-versions/get"), ("GET", "model-versions/get-download-uri"),
+    ("GET", "model-versions/search"), ("GET", "artifacts/list"),
+]
+
+
+@pytest.mark.anyio
+async def test_bad_input_is_a_4xx_in_mlflow_shape_never_a_5xx(client: httpx.AsyncClient) -> None:
+    run = (await client.post(f"{API}/runs/create", json={"experiment_id": "0"})).json()["run"]["info"]["run_id"]
+    bodies: list[Any] = [
+        {}, [], "text", {"run_id": 5}, {"run_id": run, "metrics": "x"}, {"run_id": run, "metrics": [{"key": "m", "value": "abc"}]},
+        {"run_id": run, "params": [{"key": "p" * 300, "value": "v"}]}, {"run_id": run, "tags": [{"value": "no key"}]},
+        {"experiment_id": "x" * 40, "name": "n" * 300}, {"run_id": run, "status": "DONE"}, {"name": "bad name!", "version": "x"},
+        {"run_id": run, "models": [{"model_id": "m" * 100}]}, {"experiment_ids": ["nope"], "max_results": -1},
+        {"run_id": run, "filter": "metrics.a >", "page_token": "garbage"}, {"source": "s3://elsewhere", "name": "bc"},
+    ]
+    for method, path in _ROUTES:
+        for b in bodies:
+            if method == "GET":
+                params = b if isinstance(b, dict) else {"q": str(b)}
+                r = await client.get(f"{API}/{path}", params={k: str(v) for k, v in params.items()})
+            else:
+                r = await client.request(method, f"{API}/{path}", content=json.dumps(b))
+            assert r.status_code < 500, (method, path, b, r.status_code, r.text)
+            if r.status_code >= 400:
+                assert set(r.json()) == {"error_code", "message"}, (method, path, r.text)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
+import sqlalchemy as sa
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
@@ -82,6 +83,9 @@ class MlflowRoute(APIRoute):
                 return json_response(body, status)
             except RequestValidationError as exc:
                 return json_response({"error_code": "INVALID_PARAMETER_VALUE", "message": _describe(exc)}, 400)
+            except sa.exc.DataError as exc:  # a value the column cannot hold (too long, out of range): bad input
+                detail = str(getattr(exc, "orig", exc)).splitlines()[0]
+                return json_response({"error_code": "INVALID_PARAMETER_VALUE", "message": f"A value does not fit: {detail}"}, 400)
 
         return route
 

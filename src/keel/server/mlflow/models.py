@@ -105,7 +105,7 @@ async def create_logged_model(request: Request, ident: Identity = Depends(identi
     now = now_ms()
     with R.store().write() as conn:
         conn.execute(sa.insert(mlflow_logged_models).values(
-            id=mid, experiment_id=exp_id, name=name[:255], source_run_id=run_id, model_type=text(data, "model_type"), status="PENDING",
+            id=mid, experiment_id=exp_id, name=name[:255], source_run_id=run_id, model_type=(text(data, "model_type") or "")[:255] or None, status="PENDING",
             status_message=None, creator=settings().acting_user, created_ms=now, updated_ms=now,
             tags=json.dumps(key_values(data, "tags")), params=json.dumps(key_values(data, "params")),
         ))

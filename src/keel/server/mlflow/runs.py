@@ -104,6 +104,7 @@ def create_experiment(name: str, etags: dict[str, str]) -> int:
 
 
 def set_experiment_tag(exp_id: int, key: str, value: str) -> None:
+    check_name("tag", key)
     with store().write() as conn:
         conn.execute(sa.delete(mlflow_experiment_tags).where(mlflow_experiment_tags.c.experiment_id == exp_id, mlflow_experiment_tags.c.key == key))
         conn.execute(sa.insert(mlflow_experiment_tags).values(experiment_id=exp_id, key=key, value=value))
@@ -328,6 +329,7 @@ def log_inputs(run_id: str, dataset_inputs: list[dict[str, Any]], model_ids: lis
             "source": json.dumps({"source_type": ds.get("source_type"), "source": ds.get("source")}),
             "extra": json.dumps({"mlflow": {"tags": itags, "profile": ds.get("profile"), "context": context}}), "created_ms": now_ms(),
         })
+    check_model_ids(model_ids)
     with store().write() as conn:
         for r in rows:
             insert_ignore(conn, datasets, r, ["run_id", "name", "context"])
@@ -344,9 +346,17 @@ def _num_rows(profile: Any) -> int | None:
         return None
 
 
+def check_model_ids(ids: list[str]) -> list[str]:
+    for mid in ids:
+        if len(mid) > 64:
+            raise ValidationError(f"Logged model id {mid[:40]!r}... is not one keel or MLflow hands out.", hint="Pass the model_id of a logged model (m-<32 hex>).")
+    return ids
+
+
 def log_outputs(run_id: str, outputs: list[tuple[str, int]]) -> None:
     from keel.store.metadata import upsert
 
+    check_model_ids([m for m, _s in outputs])
     with store().write() as conn:
         for mid, step in outputs:
             upsert(conn, mlflow_run_models, {"run_id": run_id, "model_id": mid, "direction": "output", "step": step},
