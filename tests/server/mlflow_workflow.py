@@ -71,11 +71,11 @@ try:
 except MlflowException as exc:
     errors["missing_alias"] = exc.error_code
 
-mlflow.sklearn.autolog(log_input_examples=False, log_datasets=True)
+mlflow.autolog(log_input_examples=False, log_datasets=True)
 with mlflow.start_run(run_name="auto") as auto:
     LogisticRegression(max_iter=3000, C=0.5).fit(X, y)
 auto_run = client.get_run(auto.info.run_id)
-mlflow.sklearn.autolog(disable=True)
+mlflow.autolog(disable=True)
 
 result = {
     "run": {

@@ -10,6 +10,7 @@ against a real ``keel server`` on a free port, and against ``mlflow server``
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import json
 import os
 import pickle
@@ -188,6 +189,24 @@ def test_mlflow_flavor_loads_an_sklearn_model_without_mlflow(project: Path, fmt:
     assert loaded.flavor == "mlflow"
     assert (loaded.predict(X.head(30)) == est.predict(X.head(30))).all()
     assert loaded.predict_proba(X.head(3)).shape == (3, 2)
+
+
+def test_mlflow_flavor_packages_other_flavors_and_needs_mlflow_only_to_predict(tmp_path: Path) -> None:
+    import yaml
+
+    from keel.errors import DependencyError
+    from keel.models._mlflow import MlflowModel
+    from keel.models.package import write_package
+
+    (tmp_path / "python_model.pkl").write_bytes(b"opaque")
+    (tmp_path / "MLmodel").write_text(yaml.safe_dump({"flavors": {"python_function": {"loader_module": "mlflow.pyfunc.model"}}}))
+    model = MlflowModel.from_directory(tmp_path)
+    assert not model.loads_without_mlflow
+    meta = write_package(model, tmp_path / "pkg", flavor="mlflow")
+    assert meta["flavor"] == "mlflow" and not (tmp_path / "pkg" / "MLmodel").exists()
+    if importlib.util.find_spec("mlflow") is None:
+        with pytest.raises(DependencyError, match="mlflow"):
+            model.predict(pd.DataFrame({"x": [1.0]}))
 
 
 def test_mlflow_flavor_refuses_a_directory_without_mlmodel(tmp_path: Path) -> None:

@@ -62,7 +62,8 @@ class MlflowModel:
         self.mlmodel = parse_mlmodel(files[MLMODEL])
         self._inner: Any = None
         self._tmp: Any = None
-        self._load()  # fail now, not at the first prediction
+        if self.loads_without_mlflow:
+            self._load()  # fail now, not at the first prediction
 
     @classmethod
     def from_directory(cls, folder: str | Path) -> MlflowModel:
@@ -84,6 +85,11 @@ class MlflowModel:
     @property
     def flavors(self) -> list[str]:
         return sorted(self.mlmodel["flavors"])
+
+    @property
+    def loads_without_mlflow(self) -> bool:
+        """Whether keel opens this model itself (MLflow's sklearn flavor); others need mlflow at prediction time."""
+        return isinstance(self.mlmodel["flavors"].get("sklearn"), dict)
 
     @property
     def inner(self) -> Any:
@@ -121,6 +127,11 @@ class MlflowModel:
         # predict_proba, classes_, feature_names_in_ ... of the estimator inside, when it has them
         if name.startswith("_") or name in ("files", "mlmodel"):
             raise AttributeError(name)
+        if self._inner is None and not self.loads_without_mlflow:
+            try:
+                self._load()
+            except DependencyError:
+                raise AttributeError(name) from None  # predict() says what is missing; attributes just are not there
         return getattr(self.inner, name)
 
     def signature_inputs(self) -> list[tuple[str, str]] | None:

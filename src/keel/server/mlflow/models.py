@@ -33,6 +33,7 @@ from keel.server.mlflow._protocol import (
     integer,
     json_response,
     key_values,
+    number,
     strings,
     text,
 )
@@ -74,7 +75,7 @@ def logged_model_json(row: Any) -> dict[str, Any]:
         if row.source_run_id:
             from keel.store.schema import metrics
 
-            run_metrics = [{"key": m.key, "value": m.value if m.value is not None else "NaN", "timestamp": m.ts, "step": m.step,
+            run_metrics = [{"key": m.key, "value": number(m.value), "timestamp": m.ts, "step": m.step,
                             "run_id": row.source_run_id}
                            for m in conn.execute(sa.select(metrics).where(metrics.c.run_id == row.source_run_id))]
     registrations = [{"name": n, "version": str(v)} for n, v, meta in regs if (json.loads(meta).get("mlflow") or {}).get("model_id") == row.id]
@@ -256,12 +257,15 @@ def keel_package(model_id: str) -> tuple[str, str]:
     model = MlflowModel.from_files({p: blobs.get_bytes(d, what=f"{p} of logged model {model_id}") for p, d in files})
     cols = model.signature_inputs()
     signature = Signature([ColSpec(n, t, True) for n, t in cols]) if cols else None
-    inner = model.inner
-    extra: dict[str, Any] = {
-        "mlflow": {"model_id": model_id, "name": row.name, "flavors": model.flavors, "experiment_id": str(row.experiment_id)},
-        "class": f"{type(inner).__module__}.{type(inner).__qualname__}",
-        "packages": packages_for("sklearn" if "sklearn" in model.flavors else "mlflow", class_modules(inner)),
-    }
+    extra: dict[str, Any] = {"mlflow": {"model_id": model_id, "name": row.name, "flavors": model.flavors, "experiment_id": str(row.experiment_id)}}
+    if model.loads_without_mlflow:
+        inner = model.inner
+        extra["class"] = f"{type(inner).__module__}.{type(inner).__qualname__}"
+        extra["packages"] = packages_for("sklearn", class_modules(inner))
+    else:  # opened with mlflow.pyfunc where it is loaded; the server does not need mlflow to register it
+        loader = (model.mlmodel["flavors"].get("python_function") or {}).get("loader_module")
+        extra["class"] = f"mlflow.pyfunc:{loader or '?'}"
+        extra["packages"] = {"mlflow": str(model.mlmodel.get("mlflow_version") or "")}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "pkg"
         write_package(model, folder, flavor="mlflow", signature=signature, extra=extra)
