@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -55,6 +56,8 @@ def resolve_experiment(ref: str | None) -> int:
         return get_or_create_experiment(store(), str(settings().experiment))
     if not str(ref).isdigit():
         raise ValidationError(f"Experiment id {ref!r} is not a number.", hint="Pass the experiment_id MLflow returned.")
+    if (store().uri, int(ref)) in _experiment_names:  # known to exist (keel keeps experiments)
+        return int(ref)
     with store().read() as conn:
         found = conn.execute(sa.select(experiments.c.id).where(experiments.c.id == int(ref))).scalar()
     if found is None:
@@ -130,6 +133,11 @@ def artifact_uri(exp_id: int, run_id: str) -> str:
 
 
 def create_run(exp_id: int, run_name: str | None, start_ms: int | None, run_tags: dict[str, str]) -> str:
+    return create_run_json(exp_id, run_name, start_ms, run_tags)["info"]["run_id"]
+
+
+def create_run_json(exp_id: int, run_name: str | None, start_ms: int | None, run_tags: dict[str, str]) -> dict[str, Any]:
+    """Create a run; its MLflow Run object, built from what was written (no read back)."""
     rid = uuid.uuid4().hex
     name = run_name or run_tags.get(RUN_NAME_TAG) or _default_name(rid)
     if len(name) > 255:
@@ -147,7 +155,14 @@ def create_run(exp_id: int, run_name: str | None, start_ms: int | None, run_tags
         if rows:
             conn.execute(sa.insert(tags), rows)
     _run_cache.put(rid, exp_id)
-    return rid
+    info = {"id": rid, "name": name, "experiment_id": exp_id, "user": settings().acting_user, "status": "running",
+            "start_ms": start, "end_ms": None}
+    return {
+        "info": run_info(SimpleNamespace(**info)),
+        "data": {"metrics": [], "params": [], "tags": [{"key": r["key"], "value": r["value"]} for r in rows] + [{"key": RUN_NAME_TAG, "value": name}]},
+        "inputs": {"dataset_inputs": [], "model_inputs": []},
+        "outputs": {"model_outputs": []},
+    }
 
 
 class _RunCache:
@@ -365,6 +380,26 @@ def log_outputs(run_id: str, outputs: list[tuple[str, int]]) -> None:
 
 # -- reading runs as MLflow entities --------------------------------------------------------
 
+def run_info(r: Any) -> dict[str, Any]:
+    """MLflow's RunInfo of a runs row."""
+    info: dict[str, Any] = {
+        "run_id": r.id, "run_uuid": r.id, "run_name": r.name, "experiment_id": str(r.experiment_id), "user_id": r.user,
+        "status": STATUS_TO_MLFLOW.get(r.status, "RUNNING"), "start_time": r.start_ms, "artifact_uri": artifact_uri(r.experiment_id, r.id),
+        "lifecycle_stage": "active",
+    }
+    if r.end_ms is not None:
+        info["end_time"] = r.end_ms
+    return info
+
+
+def get_run_info(run_id: str) -> dict[str, Any]:
+    with store().read() as conn:
+        row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
+    if row is None:
+        raise NotFoundError(f"Run '{run_id}' not found.", hint="List runs with `keel runs ls`.")
+    return run_info(row)
+
+
 def runs_json(conn: sa.Connection, ids: list[str]) -> list[dict[str, Any]]:
     """The MLflow Run objects of ``ids``, in that order, in five queries whatever their number."""
     if not ids:
@@ -393,15 +428,8 @@ def runs_json(conn: sa.Connection, ids: list[str]) -> list[dict[str, Any]]:
         run_tags = d["tags"]
         if not any(t["key"] == RUN_NAME_TAG for t in run_tags):
             run_tags.append({"key": RUN_NAME_TAG, "value": r.name})
-        info: dict[str, Any] = {
-            "run_id": r.id, "run_uuid": r.id, "run_name": r.name, "experiment_id": str(r.experiment_id), "user_id": r.user,
-            "status": STATUS_TO_MLFLOW.get(r.status, "RUNNING"), "start_time": r.start_ms, "artifact_uri": artifact_uri(r.experiment_id, r.id),
-            "lifecycle_stage": "active",
-        }
-        if r.end_ms is not None:
-            info["end_time"] = r.end_ms
         out.append({
-            "info": info,
+            "info": run_info(r),
             "data": {"metrics": d["metrics"], "params": d["params"], "tags": run_tags},
             "inputs": {"dataset_inputs": d["datasets"], "model_inputs": d["inputs"]},
             "outputs": {"model_outputs": d["outputs"]},

@@ -119,8 +119,7 @@ async def create_run(request: Request, ident: Identity = Depends(identity)) -> R
     data = await body(request)
     exp_id = R.resolve_experiment(text(data, "experiment_id"))
     authorize(ident, "write", experiment=R.experiment_name(exp_id))
-    rid = R.create_run(exp_id, text(data, "run_name"), integer(data, "start_time"), key_values(data, "tags"))
-    return json_response({"run": R.get_run(rid)})
+    return json_response({"run": R.create_run_json(exp_id, text(data, "run_name"), integer(data, "start_time"), key_values(data, "tags"))})
 
 
 @router.get("/runs/get", summary="MLflow: get a run")
@@ -134,7 +133,7 @@ async def get_run(request: Request, ident: Identity = Depends(identity)) -> Resp
 async def update_run(request: Request, ident: Identity = Depends(identity)) -> Response:
     data, rid = await _run_write(request, ident)
     R.update_run(rid, text(data, "status"), integer(data, "end_time"), text(data, "run_name"))
-    return json_response({"run_info": R.get_run(rid)["info"]})
+    return json_response({"run_info": R.get_run_info(rid)})
 
 
 @router.post("/runs/delete", summary="MLflow: delete a run")
