@@ -34,8 +34,8 @@ def test_register_records_lineage_and_artifact_rows(proj: Path, train: Callable[
     assert keel.register_model(f"runs:/{v2.run_id}/model", "churn").version == 2
     with get_metadata_store().read() as conn:
         rows = conn.execute(sa.select(artifacts.c.path, artifacts.c.digest).where(artifacts.c.owner_kind == "model_version")).all()
-    assert {p for p, _d in rows} >= {"model/model.pkl", "model/keel-model.json", "model/input_example.parquet"}
-    assert len(rows) == 6
+    assert {p for p, _d in rows} >= {"model/model.pkl", "model/keel-model.json", "model/input_example.parquet", "model/MLmodel"}
+    assert len(rows) == 8
     m = registry.get_model("churn")
     assert m.latest_version == 2 and m.owner
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from keel.errors import ValidationError
 
-FLAVORS = ("sklearn", "lightgbm", "xgboost", "onnx", "pytorch", "python")
+FLAVORS = ("sklearn", "lightgbm", "xgboost", "onnx", "pytorch", "mlflow", "python")
 _FLAVOR_PACKAGE = {"sklearn": "scikit-learn", "lightgbm": "lightgbm", "xgboost": "xgboost", "onnx": "onnxruntime", "pytorch": "torch"}
 
 
@@ -35,6 +35,8 @@ def detect(model: Any) -> str:
         return "onnx"
     if type(model).__name__ == "TorchModel" and type(model).__module__ == "keel.models._torch":
         return "pytorch"
+    if type(model).__name__ == "MlflowModel" and type(model).__module__ == "keel.models._mlflow":
+        return "mlflow"
     if "lightgbm" in mods:
         return "lightgbm"
     if "xgboost" in mods:

@@ -7,6 +7,7 @@ The package is a folder of artifacts (default name ``model``)::
     model/input_example.parquet   the input example, for smoke tests and docs
     model/keel-model.json         flavor, python, packages, signature, feature names, class,
                                   feature service (+ version), training-set fingerprint
+    model/MLmodel                 the same model described for mlflow.pyfunc.load_model
 
 :func:`write_package` writes that folder anywhere; ``log_model`` stores it with
 the run, and pipelines store step outputs that are models with it.
@@ -183,6 +184,10 @@ def write_package(
     if example is not None:
         example.to_parquet(folder / EXAMPLE_FILE, index=False)
     (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    if flavor != "mlflow":  # so that mlflow.pyfunc.load_model opens the package too
+        from keel.models._mlflow import MLMODEL, mlmodel_text
+
+        (folder / MLMODEL).write_text(mlmodel_text(meta))
     return meta
 
 

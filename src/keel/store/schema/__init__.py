@@ -9,6 +9,7 @@ from keel.store.schema import auth as auth  # users, tokens, roles, owners, refu
 from keel.store.schema import contracts as contracts  # data contract tables
 from keel.store.schema import deployments as deployments  # deployments and their audit trail
 from keel.store.schema import features as features  # feature store tables
+from keel.store.schema import mlflow as mlflow  # MLflow protocol tables
 from keel.store.schema import monitoring as monitoring  # baselines, monitors, results, alerts
 from keel.store.schema import pipelines as pipelines  # pipeline cache, runs, schedules
 from keel.store.schema import registry as registry  # model registry tables
