@@ -19,9 +19,12 @@ Figures (the performance section of issue 12):
   2. Online, in one process per store: p50/p99 of keel.push of one event (the entity's
      12 aggregates updated), and of get_online_features for 100 entities x 12 aggregates,
      on SQLite and Redis.
-  3. Tiles: on dense entities (1,000 events each in 30 days), the online state's size and
-     the lookup p50/p99 of exact windows beside the same aggregates over 1-day tiles
-     (aggregation_interval), on SQLite and Redis.
+  3. Push by view kind, in one process per store (SQLite, Redis): p50/p99 of keel.push of
+     one row to a view without a transformation, to one whose SQL transformation the
+     push path compiles to Arrow kernels (the quickstart's `minutes / nullif(sessions, 0)`),
+     to one whose SQL stays in DuckDB (outside the compiled subset: `sessions * 1.5`), and,
+     beside them, the same compiled view through the DuckDB path every push took before
+     (what a push larger than the hot path's 1,000 rows still takes), with the ratio.
 
 Data is generated with NumPy into benchmarks/.data/aggregations/. The figures go into
 benchmarks/README.md between the bench_aggregations markers (--no-readme to skip).
@@ -331,6 +334,79 @@ def worker_tiles(folder: Path, uri: str) -> None:
     print(json.dumps(out))
 
 
+PUSH_VIEWS = {
+    "no transformation": None,
+    "SQL, compiled to Arrow": "SELECT *, minutes / nullif(sessions, 0) AS per_session FROM source",
+    "SQL, kept DuckDB connection": "SELECT *, minutes / nullif(sessions, 0) AS per_session, sessions * 1.5 AS weighted FROM source",
+}
+
+
+def worker_push(folder: Path, uri: str) -> None:
+    """p50/p99 of one-row pushes to views of each kind against ``uri``, in one process."""
+    from datetime import UTC, datetime
+
+    import numpy as np
+    import pandas as pd
+
+    import keel
+    from keel import config
+    from keel.features import fast_push, push_sql
+    from keel.store.kv import open_kv_store
+
+    project = folder / f"keel-push-{uri.split(':', 1)[0]}"
+    shutil.rmtree(project, ignore_errors=True)
+    project.mkdir(parents=True)
+    os.chdir(project)
+    config.init_project(project)
+    config.reset()
+    rng = np.random.default_rng(5)
+    n = 10_000
+    pd.DataFrame({
+        "customer_id": rng.integers(0, 1_000, n).astype("int64"), "sessions": rng.integers(0, 10, n).astype("int64"),
+        "minutes": np.round(rng.gamma(2.0, 10.0, n), 2),
+        "event_timestamp": pd.Timestamp(datetime.now(UTC)) - pd.to_timedelta(rng.integers(0, 86400, n), unit="s"),
+    }).to_parquet(project / "usage.parquet")
+    views = []
+    for i, (label, sql) in enumerate(PUSH_VIEWS.items()):
+        extra = ", Field('per_session', Float64)" + (", Field('weighted', Float64)" if sql and "weighted" in sql else "")
+        views.append(
+            f"v{i} = FeatureView('v{i}', entities=[c], source=src, ttl=timedelta(days=2), "
+            f"schema=[Field('sessions', Int64), Field('minutes', Float64){extra if sql else ''}]"
+            + (f", transformation={sql!r}" if sql else "") + f")  # {label}"
+        )
+    (project / "features.py").write_text(
+        "from datetime import timedelta\n"
+        "from keel.features import Entity, FeatureView, Field, Float64, Int64, Source\n"
+        "c = Entity('customer', join_keys=['customer_id'])\n"
+        "src = Source('usage', path='usage.parquet')\n" + "\n".join(views) + "\n"
+    )
+    keel.features.apply()
+    store = open_kv_store(uri)
+
+    def run(view: str, times: int) -> list[float]:
+        out = []
+        for i in range(times):
+            row = {"customer_id": [i % 1_000], "sessions": [i % 7], "minutes": [float(i % 97)], "event_timestamp": [datetime.now(UTC)]}
+            t0 = time.perf_counter()
+            keel.push(view, row, store=store, to="online")
+            out.append(time.perf_counter() - t0)
+        return out
+
+    result: dict[str, Any] = {}
+    for i, label in enumerate(PUSH_VIEWS):
+        result[label] = _pct(run(f"v{i}", 2_000))
+        plan = next((p for k, p in push_sql._plans.items() if k[0] == f"FeatureView 'v{i}'"), None)
+        result[label]["way"] = "-" if plan is None else plan.way
+    eligible = fast_push.eligible
+    fast_push.eligible = lambda view, rows: False  # type: ignore[assignment]  # the DuckDB path, as before
+    result["SQL, through the DuckDB path (before)"] = _pct(run("v1", 300))
+    fast_push.eligible = eligible  # type: ignore[assignment]
+    for i in range(len(PUSH_VIEWS)):
+        store.drop(keel.features.materialization.namespace(keel.features.load_definitions().view(f"v{i}")))
+    store.close()
+    print(json.dumps(result))
+
+
 def _pct(xs: list[float]) -> dict[str, float]:
     xs = sorted(xs[len(xs) // 20 :])  # the first 5% (in time) warm caches up
     return {"p50_ms": xs[len(xs) // 2] * 1e3, "p99_ms": xs[int(len(xs) * 0.99)] * 1e3}
@@ -367,15 +443,19 @@ def main() -> None:
     ap.add_argument("--entity-rows", type=int, default=200_000)
     ap.add_argument("--entities", type=int, default=None, help="distinct entity ids (default events / 100)")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--skip", default="", help="comma-separated methods to skip (keel, duckdb-range, duckdb-window, pandas, online, tiles)")
+    ap.add_argument("--skip", default="", help="comma-separated methods to skip (keel, duckdb-range, duckdb-window, pandas, online, push, tiles)")
     ap.add_argument("--no-readme", action="store_true")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("args", nargs="*", help=argparse.SUPPRESS)
     opts = ap.parse_args()
     if opts.worker:
         folder = Path(opts.args[0]).resolve()
-        if opts.worker in ("online", "tiles"):
-            (worker_online if opts.worker == "online" else worker_tiles)(folder, opts.args[1])
+        if opts.worker == "online":
+            worker_online(folder, opts.args[1])
+        elif opts.worker == "push":
+            worker_push(folder, opts.args[1])
+        elif opts.worker == "tiles":
+            worker_tiles(folder, opts.args[1])
         else:
             globals()["worker_" + opts.worker.replace("-", "_")](folder, Path(opts.args[1]))
         return
@@ -420,6 +500,27 @@ def main() -> None:
             lines.append(
                 f"| {label} | {r['push']['p50_ms']:.3f} / {r['push']['p99_ms']:.3f} | {r['lookup']['p50_ms']:.3f} / {r['lookup']['p99_ms']:.3f} |"
             )
+    if "push" not in skip:
+        push: dict[str, dict[str, Any]] = {}
+        for label, uri in (("SQLite", f"sqlite:///{folder / 'push.db'}"), ("Redis", REDIS + "?prefix=keelbench:push:")):
+            print(f"push {label} ...", flush=True)
+            push[label] = run_worker("push", str(folder), uri)
+        lines += [
+            "", f"Push of one row by view kind (load {os.getloadavg()[0]:.1f}):", "",
+            "| view | SQLite p50 / p99 ms | Redis p50 / p99 ms |", "|---|---|---|",
+        ]
+        kinds = [*PUSH_VIEWS, "SQL, through the DuckDB path (before)"]
+        for kind in kinds:
+            cells = []
+            for label in ("SQLite", "Redis"):
+                r = push[label]
+                cells.append(f"failed: {r['error']}" if "error" in r else f"{r[kind]['p50_ms']:.3f} / {r[kind]['p99_ms']:.3f}")
+            lines.append(f"| {kind} | {cells[0]} | {cells[1]} |")
+        for label in ("SQLite", "Redis"):
+            r = push[label]
+            if "error" not in r:
+                before, now = r["SQL, through the DuckDB path (before)"]["p50_ms"], r["SQL, compiled to Arrow"]["p50_ms"]
+                lines.append(f"\n{label}: a push through the compiled SQL is {before / now:.0f}x faster than through DuckDB (p50).")
     if "tiles" not in skip:
         lines += ["", "Tiles (`aggregation_interval='1d'`) beside exact windows, 300 entities x 1,000 events in 30 days, "
                   "lookup of 100 entities x 9 aggregates (1d/7d/30d x sum/count/mean):", "",

@@ -58,12 +58,38 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, default=_default, indent=2) + "\n")
 
 
-def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
-    t = Table(title=title, show_lines=False, header_style="bold")
-    for c in columns:
-        t.add_column(str(c), overflow="fold")
-    for r in rows:
-        t.add_row(*("" if v is None else str(v) for v in r))
+def table(
+    title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, optional: Sequence[str] = (),
+    more: str = "--json",
+) -> Table:
+    """A table of text cells. ``optional`` columns (least wanted first) are left out while the
+    table would otherwise break its cells' words, or squeeze text below 20 characters, to fit
+    the console; a caption names them and ``more`` (where to see them)."""
+    cells = [["" if v is None else str(v) for v in r] for r in rows]
+    keep = list(range(len(columns)))
+    dropped: list[str] = []
+
+    def needed(idx: list[int]) -> int:  # each column: its longest word, and 20 characters of text if it has them
+        widths = [
+            max([len(str(columns[i])), min(20, max((len(r[i]) for r in cells), default=0))] + [len(w) for r in cells for w in r[i].split()])
+            for i in idx
+        ]
+        return sum(widths) + 3 * len(idx) + 1
+
+    for name in optional:
+        if needed(keep) <= console.width or name not in columns:
+            continue
+        i = list(columns).index(name)
+        if i in keep and any(r[i] for r in cells) and len(keep) > 2:
+            dropped.append(name)
+        if i in keep:
+            keep.remove(i)
+    caption = f"not shown at this width: {', '.join(dropped)} (widen the terminal, or {more})" if dropped else None
+    t = Table(title=title, show_lines=False, header_style="bold", caption=caption)
+    for i in keep:
+        t.add_column(str(columns[i]), overflow="fold")
+    for r in cells:
+        t.add_row(*(r[i] for i in keep))
     return t
 
 

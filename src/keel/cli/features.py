@@ -81,6 +81,8 @@ def ls_cmd(json: bool = JSON_OPTION) -> None:
                  ", ".join(f"{k}={v}" for k, v in r["tags"].items()), r["materialized_until"] or "", ", ".join(r["used_by"]))
                 for r in rows
             ],
+            optional=("tags", "description", "owner", "materialized until"),
+            more="`keel features show NAME` or --json",
         )
     )
 

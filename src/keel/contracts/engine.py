@@ -748,7 +748,9 @@ def _hist(value: Any) -> dict[str, int]:
 
 
 def _fmt(v: Any) -> str:
-    return f"{v:.6g}" if isinstance(v, float) else str(v)
+    if isinstance(v, float):
+        return "0" if v == 0 else f"{v:.6g}"  # never '-0'
+    return str(v)
 
 
 def _age_text(seconds: float) -> str:

@@ -168,7 +168,7 @@ def format_value(v: Any) -> str:
     if v is None:
         return ""
     if isinstance(v, float):
-        return f"{v:.6g}"
+        return "0" if v == 0 else f"{v:.6g}"  # never '-0'
     if isinstance(v, dict):
         return ", ".join(f"{k}: {format_value(x)}" for k, x in list(v.items())[:6]) + (", ..." if len(v) > 6 else "")
     if isinstance(v, list):

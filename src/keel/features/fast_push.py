@@ -1,14 +1,16 @@
-"""The push hot path: a few rows of a view without a SQL transformation, online in well under a millisecond.
+"""The push hot path: a few rows of a view, online in well under a millisecond.
 
 A push of a handful of rows (a stream consumer, a request handler) must not pay for
-a DuckDB query: for a view whose transformation is absent or Python (``pandas`` /
-``arrow`` mode) and a push of at most :data:`MAX_ROWS` rows, keel checks and casts
+a DuckDB query: for a push of at most :data:`MAX_ROWS` rows, keel runs the view's
+transformation (Python as it is; SQL compiled once to Arrow kernels by
+:mod:`.push_sql`, or on a DuckDB connection kept for the view when it leaves the
+compiled subset), checks and casts
 the columns with Arrow, runs the view's compiled row-level contract checks, encodes
 each key's value (or merges its window state) with orjson, and writes to the online
 store in one call. The offline copy is queued and appended to the lake in batches
 by a background thread (:func:`flush` writes it now; training sets and
 materialization flush before they read). Everything else goes through the DuckDB
-path in :mod:`.ingestion`, which computes the same values.
+path in :mod:`.ingestion` (larger pushes), which computes the same values.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ _ARROW = {
 
 
 def eligible(view: FeatureView, rows: int) -> bool:
-    return rows <= MAX_ROWS and (view.transformation is None or view.mode in ("pandas", "arrow"))
+    return rows <= MAX_ROWS
 
 
 def _typed(view: FeatureView, table: pa.Table) -> dict[str, list[Any]]:
@@ -82,7 +84,11 @@ def push_online(view: FeatureView, table: pa.Table, store: KVStore) -> int:
     from keel.features.materialization import KEY_SEP, namespace
     from keel.features.push_checks import check_pushed_rows
 
-    if view.transformation is not None:
+    if view.mode == "sql":
+        from keel.features.push_sql import transform
+
+        table = transform(view, table)
+    elif view.transformation is not None:
         from keel.features.offline import _run_python_transform
 
         table = _run_python_transform(view, table)
@@ -138,20 +144,19 @@ def _push_states(
 
 
 def _filters(view: FeatureView, cols: dict[str, list[Any]], n: int) -> dict[str, list[bool]]:
-    """Each aggregation filter's value per pushed row: evaluated by DuckDB (the one SQL dialect), only when a view has filters."""
+    """Each aggregation filter's value per pushed row, as DuckDB defines it (:mod:`.push_sql` compiles the SQL once)."""
     out: dict[str, list[bool]] = {}
     exprs = {f"__w{i}": a.where for i, a in enumerate(view.aggregations) if a.where}
     if not exprs:
         return out
     import pyarrow as pa
 
-    from keel.features.offline import connect
+    from keel.features.push_sql import run_select
+    from keel.store.sql import quote_ident
 
-    con = connect()
-    con.register("__pushed", pa.table({c: cols[c] for c in (f.name for f in view.schema)}))
-    select = ", ".join(f"coalesce(CAST(({e}) AS BOOLEAN), false) AS {w}" for w, e in exprs.items())
-    res = con.sql(f"SELECT {select} FROM __pushed").to_arrow_table()
-    con.close()
+    select = ", ".join(f"coalesce(CAST(({e}) AS BOOLEAN), false) AS {quote_ident(w)}" for w, e in exprs.items())
+    batch = pa.table({c: cols[c] for c in (f.name for f in view.schema)})
+    res = run_select(f"FeatureView '{view.name}' (aggregation filters)", f"SELECT {select} FROM source", batch)
     return {w: res.column(w).to_pylist() for w in exprs}
 
 

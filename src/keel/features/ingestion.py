@@ -85,8 +85,8 @@ def push(
     """Write rows of ``view``'s source shape to the online store and append them offline.
 
     ``to`` is ``online_and_offline`` (default), ``online`` or ``offline``. A missing
-    created-time column is filled with the push time. A small push to a view without
-    a SQL transformation takes the hot path (:mod:`.fast_push`): no DuckDB query, and
+    created-time column is filled with the push time. A small push takes the hot path
+    (:mod:`.fast_push`; a SQL transformation compiled by :mod:`.push_sql`): no DuckDB query, and
     the offline copy is appended in the background within a second
     (``keel.features.fast_push.flush()`` writes it at once).
 

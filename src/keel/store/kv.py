@@ -23,6 +23,11 @@ Choose the backend by URI (``settings().online_uri``)::
     sqlite:///path/online.db             embedded default
     redis://host:port/db?prefix=keel:    production; one round trip per batch lookup
     redis+cluster://host:port?prefix=... a Redis Cluster (any node; the others are discovered)
+
+Every failure of SQLite or Redis (unreachable, killed mid-operation, locked, wrong
+password, read-only replica, out of memory, damaged file) reaches the caller as a
+:class:`~keel.errors.StoreError` naming the operation, the store's URI (password
+masked) and the fix; never a raw ``sqlite3`` or ``redis`` exception.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, cast
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
@@ -256,6 +262,21 @@ class MemoryKV:
 
 
 # -- SQLite -----------------------------------------------------------------------
+def _sqlite_hint(exc: sqlite3.Error) -> str:
+    text = str(exc).lower()
+    if "locked" in text or "busy" in text:
+        return "Another process holds the online store's write lock: retry, or use Redis (KEEL_ONLINE_URI=redis://...) for many writers."
+    if "readonly" in text or "unable to open" in text or "permission" in text:
+        return "Check that the file and its folder exist and are writable, or point KEEL_ONLINE_URI elsewhere."
+    if "not a database" in text or "malformed" in text or "disk i/o" in text:
+        return "The file is damaged or its disk failed: point KEEL_ONLINE_URI at a new file and run `keel features materialize`."
+    if "full" in text:
+        return "The disk is full: free space, or point KEEL_ONLINE_URI at another disk."
+    if "closed" in text:
+        return "The store was closed: open it again (keel.store.kv.get_kv_store())."
+    return "Check KEEL_ONLINE_URI and the file it names."
+
+
 class SQLiteKV:
     """One SQLite file, one ``WITHOUT ROWID`` table keyed by (namespace, key).
 
@@ -284,9 +305,23 @@ class SQLiteKV:
                 self._conn.execute("ALTER TABLE kv ADD COLUMN exp INTEGER")
             self._conn.execute("CREATE INDEX IF NOT EXISTS kv_exp ON kv (exp) WHERE exp IS NOT NULL")
         except sqlite3.Error as exc:
-            raise StoreError(f"The online store {uri} cannot be opened: {exc}", hint="Check KEEL_ONLINE_URI.") from None
+            raise StoreError(f"The online store {uri} cannot be opened: {exc}", hint=_sqlite_hint(exc)) from None
         self._lock = threading.Lock()
         self._swept = time.monotonic()
+
+    @contextmanager
+    def _locked(self, what: str) -> Iterator[sqlite3.Connection]:
+        """The connection under the store's lock; a SQLite failure becomes a StoreError naming ``what``."""
+        with self._lock:
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                try:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                raise StoreError(f"The online store {self.uri} failed to {what}: {exc}", hint=_sqlite_hint(exc)) from None
 
     def put_many(
         self, namespace: str, keys: Sequence[str], versions: Sequence[str], values: Sequence[bytes],
@@ -304,7 +339,7 @@ class SQLiteKV:
         now = now_ms()
         exps: Sequence[int | None] = expires_ms if expires_ms is not None else [None] * len(keys)
         written = 0
-        with self._lock:
+        with self._locked(f"write {len(keys):,} key(s) of namespace '{namespace}'"):
             if time.monotonic() - self._swept > self.SWEEP_SECONDS:
                 self._sweep_locked()
             for start in range(0, len(keys), self._CHUNK):
@@ -329,7 +364,7 @@ class SQLiteKV:
     def get_many(self, requests: Sequence[Request]) -> list[list[bytes | None]]:
         out: list[list[bytes | None]] = []
         now = now_ms()
-        with self._lock:
+        with self._locked(f"read {sum(len(keys) for _, keys in requests):,} key(s)"):
             for namespace, keys in requests:
                 found: dict[str, bytes] = {}
                 for start in range(0, len(keys), 900):
@@ -343,26 +378,26 @@ class SQLiteKV:
         return out
 
     def delete_many(self, namespace: str, keys: Sequence[str]) -> int:
-        with self._lock:
-            before = self._conn.total_changes
-            self._conn.executemany("DELETE FROM kv WHERE ns = ? AND k = ?", [(namespace, k) for k in keys])
-            return self._conn.total_changes - before
+        with self._locked(f"delete {len(keys):,} key(s) of namespace '{namespace}'") as conn:
+            before = conn.total_changes
+            conn.executemany("DELETE FROM kv WHERE ns = ? AND k = ?", [(namespace, k) for k in keys])
+            return conn.total_changes - before
 
     def drop(self, namespace: str) -> None:
-        with self._lock:
-            self._conn.execute("DELETE FROM kv WHERE ns = ?", (namespace,))
+        with self._locked(f"drop namespace '{namespace}'") as conn:
+            conn.execute("DELETE FROM kv WHERE ns = ?", (namespace,))
 
     def count(self, namespace: str) -> int:
-        with self._lock:
+        with self._locked(f"count namespace '{namespace}'") as conn:
             sql = "SELECT count(*) FROM kv WHERE ns = ? AND (exp IS NULL OR exp > ?)"
-            return int(self._conn.execute(sql, (namespace, now_ms())).fetchone()[0])
+            return int(conn.execute(sql, (namespace, now_ms())).fetchone()[0])
 
     def namespaces(self) -> list[str]:
-        with self._lock:
-            return [r[0] for r in self._conn.execute("SELECT DISTINCT ns FROM kv ORDER BY ns")]
+        with self._locked("list namespaces") as conn:
+            return [r[0] for r in conn.execute("SELECT DISTINCT ns FROM kv ORDER BY ns")]
 
     def sweep(self) -> int:
-        with self._lock:
+        with self._locked("sweep expired keys"):
             return self._sweep_locked()
 
     def _sweep_locked(self) -> int:
@@ -375,7 +410,7 @@ class SQLiteKV:
         self, namespace: str, keys: Sequence[str], rows: Sequence[Sequence[bytes]], low: int, version: str, ttl_ms: int | None
     ) -> int:
         now = now_ms()
-        with self._lock:
+        with self._locked("merge online rows"):
             try:
                 self._conn.execute("BEGIN IMMEDIATE")  # read and write under one lock: concurrent pushes never lose rows
                 for key, new in zip(keys, rows, strict=True):
@@ -398,7 +433,7 @@ class SQLiteKV:
         return len(keys)
 
     def close(self) -> None:
-        with self._lock:
+        with self._locked("close"):
             self._conn.close()
 
 
@@ -556,18 +591,36 @@ class RedisKV:
         self._redis: Any = redis.cluster.RedisCluster.from_url(clean) if self.cluster else redis.Redis.from_url(clean)
         self._put = self._redis.register_script(_PUT_SCRIPT)
         self._merge = self._redis.register_script(_MERGE_SCRIPT)
-        self._errors: tuple[type[BaseException], ...] = (
-            redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ClusterError,
-        )
+        self._errors: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
 
     def _key(self, namespace: str, key: str) -> str:
         return f"{self.prefix}{namespace}|{{{key}}}"
 
-    def _unreachable(self, exc: BaseException) -> StoreError:
-        return StoreError(
-            f"The online store {_redact_uri(self.uri)} failed: {exc}",
-            hint="Check that Redis is running and KEEL_ONLINE_URI is right.",
-        )
+    @contextmanager
+    def _failures(self, what: str) -> Iterator[None]:
+        """Any Redis failure inside becomes a StoreError naming ``what``, the URI (redacted) and the fix."""
+        try:
+            yield
+        except self._errors as exc:
+            raise self._failed(what, exc) from None
+
+    def _failed(self, what: str, exc: BaseException) -> StoreError:
+        import redis
+
+        text = str(exc) or type(exc).__name__
+        if isinstance(exc, redis.exceptions.AuthenticationError) or "NOAUTH" in text or "WRONGPASS" in text:
+            hint = "Check the user and password in KEEL_ONLINE_URI (redis://:PASSWORD@host:6379/0)."
+        elif isinstance(exc, redis.exceptions.ReadOnlyError):
+            hint = "This Redis is a read-only replica: point KEEL_ONLINE_URI at the primary."
+        elif isinstance(exc, redis.exceptions.ResponseError) and text.startswith("OOM"):
+            hint = "Redis is out of memory (maxmemory): raise it, or give the values a TTL."
+        elif isinstance(exc, redis.exceptions.ResponseError) and "WRONGTYPE" in text:
+            hint = f"Other data uses keel's key prefix {self.prefix!r}: choose another with ?prefix= in KEEL_ONLINE_URI."
+        elif isinstance(exc, redis.exceptions.ResponseError):
+            hint = "Redis refused the command: check its version (>= 6.2) and configuration."
+        else:
+            hint = "Check that Redis is running and reachable, and that KEEL_ONLINE_URI is right."
+        return StoreError(f"The online store {_redact_uri(self.uri)} failed to {what}: {text}", hint=hint)
 
     def put_many(
         self, namespace: str, keys: Sequence[str], versions: Sequence[str], values: Sequence[bytes],
@@ -576,7 +629,7 @@ class RedisKV:
         _check(namespace, keys, versions, values, expires_ms)
         keys, versions, values, expires_ms = _live(keys, versions, values, expires_ms)
         exps: list[Any] = ["" if e is None else str(int(e)) for e in expires_ms] if expires_ms is not None else [""] * len(keys)
-        try:
+        with self._failures(f"write {len(keys):,} key(s) of namespace '{namespace}'"):
             if self.cluster:
                 return self._put_cluster(namespace, keys, versions, values, exps)
             if len(keys) <= self._CHUNK:  # one script call, one round trip (a pipeline adds SCRIPT EXISTS)
@@ -597,8 +650,6 @@ class RedisKV:
                     args[2::3] = exps[start:end]
                     self._put(keys=full, args=args, client=pipe)
                 written += sum(int(n) for n in pipe.execute())
-        except self._errors as exc:
-            raise self._unreachable(exc) from None
         return written
 
     def _put_cluster(
@@ -624,10 +675,8 @@ class RedisKV:
         full = [self._key(ns, k) for ns, keys in requests for k in keys]
         if not full:
             return [[] for _ in requests]
-        try:
+        with self._failures(f"read {len(full):,} key(s)"):
             raw = self._redis.mget_nonatomic(full) if self.cluster else self._redis.mget(full)
-        except self._errors as exc:
-            raise self._unreachable(exc) from None
         out: list[list[bytes | None]] = []
         i = 0
         for _, keys in requests:
@@ -639,12 +688,10 @@ class RedisKV:
         if not keys:
             return 0
         full = [self._key(namespace, k) for k in keys]
-        try:
+        with self._failures(f"delete {len(keys):,} key(s) of namespace '{namespace}'"):
             if self.cluster:
                 return sum(int(self._redis.delete(k)) for k in full)
             return int(self._redis.delete(*full))
-        except self._errors as exc:
-            raise self._unreachable(exc) from None
 
     def _scan(self, match: str) -> Any:
         if self.cluster:
@@ -653,7 +700,7 @@ class RedisKV:
 
     def drop(self, namespace: str) -> None:
         batch: list[bytes] = []
-        try:
+        with self._failures(f"drop namespace '{namespace}' (keys deleted so far stay deleted; run it again)"):
             for key in self._scan(self._key(namespace, "*")[:-1]):  # '<prefix><ns>|{*'
                 batch.append(key)
                 if len(batch) >= 1000:
@@ -661,8 +708,6 @@ class RedisKV:
                     batch.clear()
             if batch:
                 self._delete(batch)
-        except self._errors as exc:
-            raise self._unreachable(exc) from None
 
     def _delete(self, keys: list[bytes]) -> None:
         if self.cluster:
@@ -672,16 +717,15 @@ class RedisKV:
             self._redis.delete(*keys)
 
     def count(self, namespace: str) -> int:
-        try:
+        with self._failures(f"count namespace '{namespace}'"):
             return sum(1 for _ in self._scan(self._key(namespace, "*")[:-1]))
-        except self._errors as exc:
-            raise self._unreachable(exc) from None
 
     def namespaces(self) -> list[str]:
         found: set[str] = set()
-        for key in self._scan(self.prefix + "*|{*"):
-            text = key.decode() if isinstance(key, bytes) else str(key)
-            found.add(text[len(self.prefix) :].split("|", 1)[0])
+        with self._failures("list namespaces"):
+            for key in self._scan(self.prefix + "*|{*"):
+                text = key.decode() if isinstance(key, bytes) else str(key)
+                found.add(text[len(self.prefix) :].split("|", 1)[0])
         return sorted(found)
 
     def sweep(self) -> int:
@@ -714,13 +758,14 @@ class RedisKV:
                     f"An online value of {namespace!r} is not a row log (written by an older keel): {exc}",
                     hint="Re-materialize the feature view: keel features materialize.",
                 ) from None
-            raise self._unreachable(exc) from None
+            raise self._failed("merge online rows", exc) from None
         except self._errors as exc:
-            raise self._unreachable(exc) from None
+            raise self._failed("merge online rows", exc) from None
         return len(keys)
 
     def close(self) -> None:
-        self._redis.close()
+        with self._failures("close"):
+            self._redis.close()
 
 
 def _redact_uri(uri: str) -> str:
