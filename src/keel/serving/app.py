@@ -15,13 +15,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from keel.errors import KeelError, NotFoundError, ValidationError, did_you_mean, missing_extra
+from keel.serving.predictor import new_request_id
 from keel.serving.validation import BadRequest
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ class Server:
                                 hint=f"Use /v2/models/{name}/infer, or /v2/models/{name}/versions/{p.version}/infer.", model=name, version=version)
         return p
 
-    async def predict(self, p: Predictor, columns: dict[str, Any], n: int, *, request_id: str | None, row_ids: list[str] | None = None,
+    async def predict(self, p: Predictor, columns: Mapping[str, Any], n: int, *, request_id: str | None, row_ids: list[str] | None = None,
                       start: float) -> Prediction:
         batcher = self.batchers.get(p.name)
         if batcher is not None:
@@ -165,7 +165,7 @@ def _media(request: Request, *, allow_missing: bool, allowed: tuple[str, ...] = 
 
 
 def _request_id(request: Request, body_id: str | None = None) -> str:
-    rid = body_id or request.headers.get(REQUEST_ID) or uuid.uuid4().hex
+    rid = body_id or request.headers.get(REQUEST_ID) or new_request_id()
     if len(rid) > 200 or not rid.isprintable():
         raise BadRequest("The request id must be printable and at most 200 characters.")
     return rid

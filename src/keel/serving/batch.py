@@ -86,8 +86,14 @@ def _bad_mask(predictor: Predictor, table: pa.Table) -> Any:
 
 
 def score_chunk(predictor: Predictor, table: pa.Table, first_row: int, *, batch_id: str, on_error: str, log: bool,
-                bad: list[dict[str, Any]] | None = None) -> tuple[pa.Table | None, int]:
-    """(scored rows with row_id, outputs and model_version, rows skipped) of one chunk."""
+                bad: list[dict[str, Any]] | None = None, direct_log: bool = False) -> tuple[pa.Table | None, int]:
+    """(scored rows with row_id, outputs and model_version, rows skipped) of one chunk.
+
+    With ``log`` the rows go to the prediction log: appended to this process's
+    local segment (compacted into the lake off the scoring path), or with
+    ``direct_log`` written straight to the lake (Ray actors, whose processes and
+    disks do not outlive the job).
+    """
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -130,9 +136,11 @@ def score_chunk(predictor: Predictor, table: pa.Table, first_row: int, *, batch_
     for name, arr in results.items():
         out = out.append_column(name, arr)
     out = out.append_column("model_version", pa.array(np.full(out.num_rows, version, dtype=np.int64)))
-    if log:
+    if log and direct_log:
         ids = pc.binary_join_element_wise(pa.scalar(batch_id), row_ids.cast(pa.string()), ":")
         _log_chunk(predictor, inputs, results, ids, version, batch_id, absent)
+    elif log:
+        _record_chunk(predictor, inputs, results, row_ids, batch_id, absent)
     return out, skipped
 
 
@@ -171,6 +179,30 @@ def _log_chunk(predictor: Predictor, inputs: pa.Table, results: dict[str, pa.Arr
         cols[input_column(name)] = inputs[name]
     cols.update(results)
     predictions.append(pa.table(cols))
+
+
+def _record_chunk(predictor: Predictor, inputs: pa.Table, results: dict[str, pa.Array], row_ids: pa.Array, batch_id: str,
+                  absent: list[list[str]] | None) -> None:
+    """The chunk as one frame of the local segment: numbers as raw bytes, request ids as ``<batch id>:<row>``."""
+    import time
+
+    from keel.serving.predictor import loggable
+    from keel.store.predictions import input_column
+
+    key = predictor.log_key()
+    columns: dict[str, Any] = {"request_id": row_ids.to_numpy(zero_copy_only=False)}
+    same: dict[str, Any] = {"request_id_prefix": batch_id, "ts": time.time_ns() // 1_000, "status": "ok"}
+    if absent is None or not any(absent):
+        same["missing_features"] = []
+    else:
+        columns["missing_features"] = absent
+    for name in inputs.column_names:
+        columns[input_column(name)] = loggable(inputs[name])
+    for name, arr in results.items():
+        columns[name] = arr.to_numpy(zero_copy_only=False) if arr.null_count == 0 else arr.to_pylist()
+    from keel.store.prediction_log import get_prediction_log
+
+    get_prediction_log().record(key, columns, len(row_ids), batch_id=batch_id, same=same)
 
 
 def score(

@@ -9,12 +9,13 @@ missing or stale, ``missing_features`` / ``stale_features`` per row.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from keel.serving.validation import BadRequest, columns_of
 
 
-def decode(body: Any) -> tuple[dict[str, Any], int, str | None, list[str] | None]:
+def decode(body: Any) -> tuple[Mapping[str, Any], int, str | None, list[str] | None]:
     """(columns, rows, request id, row ids) of a /v1 request body."""
     if not isinstance(body, dict):
         raise BadRequest(f"The request body is a JSON {type(body).__name__}, not an object.",

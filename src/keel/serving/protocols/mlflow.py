@@ -10,6 +10,7 @@ with status 400, as MLflow answers, so MLflow clients work unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from keel.serving.validation import BadRequest, columns_of
@@ -32,7 +33,7 @@ def content_type_of(header: str | None) -> str:
     return kind
 
 
-def decode_csv(body: bytes) -> tuple[dict[str, Any], int]:
+def decode_csv(body: bytes) -> tuple[Mapping[str, Any], int]:
     import io
 
     import pyarrow as pa
@@ -47,7 +48,7 @@ def decode_csv(body: bytes) -> tuple[dict[str, Any], int]:
     return columns_of(table)
 
 
-def _rows_of_lists(values: list[Any], names: list[str]) -> tuple[dict[str, Any], int]:
+def _rows_of_lists(values: list[Any], names: list[str]) -> tuple[Mapping[str, Any], int]:
     if names and all(isinstance(v, list) for v in values):
         width = {len(v) for v in values}
         if width != {len(names)}:
@@ -59,7 +60,7 @@ def _rows_of_lists(values: list[Any], names: list[str]) -> tuple[dict[str, Any],
     return columns_of(values)
 
 
-def decode_json(body: Any, names: list[str]) -> tuple[dict[str, Any], int]:
+def decode_json(body: Any, names: list[str]) -> tuple[Mapping[str, Any], int]:
     """(columns, rows) of an /invocations JSON body; ``names`` orders plain lists of values."""
     if not isinstance(body, dict):
         raise BadRequest(f"The request body is a JSON {type(body).__name__}; it must be an object with one of {', '.join(FORMATS)}.")
