@@ -119,6 +119,7 @@ class _State:
     log_key: str | None
     contracts: bool
     matrix: Any  # numeric inputs: the model (its column-name check dropped) to give a float matrix, else None
+    input_names: frozenset[str] = frozenset()
 
 
 class Predictor:
@@ -172,7 +173,7 @@ class Predictor:
         numeric = bool(inputs) and all(c.type in ("double", "integer") for c in inputs)
         matrix = _unnamed(raw) if numeric and model.flavor == "sklearn" else None
         state = _State(model, name, version, inputs, request_specs, fetched, str(service) if service else None, classes, proba, ptype,
-                       None, _has_contracts(name), matrix)
+                       None, _has_contracts(name), matrix, frozenset(c.name for c in inputs))
         if self.log:
             state.log_key = self._register_log(state)
             from keel.store.prediction_log import get_prediction_log
@@ -317,6 +318,8 @@ class Predictor:
         missing = stale = None
         if st.service:
             arrays, missing, stale = self._with_features(st, columns, n, what)
+            if isinstance(arrays, _Block):
+                return arrays, missing, stale, self._predict(st, arrays, n, matrix=arrays.block.T)
         else:
             arrays = check_columns(columns, n, st.inputs, what=what) if st.inputs else {k: _any(v) for k, v in columns.items()}
         if st.contracts:
@@ -362,6 +365,15 @@ class Predictor:
                 hint="Materialize the features (`keel features materialize`), or serve with --missing-features default.",
                 rows=[{"row": i, "missing": missing[i], "stale": stale[i]} for i in bad[:50]],
             )
+        if st.matrix is not None and not st.contracts and {c.name for c in st.inputs} <= set(fetched):
+            # all-numeric features: one float block, as for a request that carries them (None: the checks below report)
+            raw = {f: online.values[f] if f not in self.defaults else _filled(online.values[f], self.defaults[f]) for f in fetched}
+            block = _numeric_block(st, {c.name: list(raw[c.name]) for c in st.inputs}, n)
+            if block is not None:
+                arrays: dict[str, Any] = _Block({c.name: block[j] for j, c in enumerate(st.inputs)})
+                arrays.block = block  # type: ignore[attr-defined]
+                arrays.update(request)
+                return arrays, missing, stale
         values: dict[str, Any] = dict(request)
         for f in fetched:
             arr = pa.array(online.values[f], from_pandas=True)
@@ -441,10 +453,11 @@ class Predictor:
             columns["missing_features"] = [m + s for m, s in zip(result.missing_features, result.stale_features, strict=True)]
         else:
             same["missing_features"] = []
-        if isinstance(arrays, _Block):  # the numeric inputs in one piece
-            columns[tuple(map(input_column, arrays))] = arrays.block
-        else:
-            for name, arr in arrays.items():
+        block = arrays.block if isinstance(arrays, _Block) else None
+        if block is not None:  # the numeric inputs in one piece
+            columns[tuple(input_column(c.name) for c in st.inputs)] = block
+        for name, arr in arrays.items():
+            if block is None or name not in st.input_names:
                 columns[input_column(name)] = loggable(arr)
         pred = out["prediction"]
         columns["prediction"] = pred
@@ -463,6 +476,11 @@ class _Block(dict[str, Any]):
     """Checked numeric inputs as views of one (columns, rows) float block, which the log writes in one piece."""
 
     block: Any
+
+
+def _filled(values: list[Any], default: Any) -> list[Any]:
+    """``values`` with missing ones (None, NaN) replaced by ``default``."""
+    return [default if v is None or v != v else v for v in values]
 
 
 def _any(values: Any) -> pa.Array:
