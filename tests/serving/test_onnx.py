@@ -51,3 +51,19 @@ def test_onnx_model_is_packaged_served_and_scored(local: Path) -> None:
     assert result.rows_scored == 50 and np.allclose(pd.read_parquet(local / "s.parquet")["score"], want, atol=1e-6)
     with pytest.raises(keel.KeelError, match="x2"):
         p.predict([{"x0": 1.0, "x1": 2.0}])
+
+
+def test_signature_from_the_graphs_input_tensors(local: Path) -> None:
+    import keel
+    from keel.models._onnx import OnnxModel
+    from keel.serving import Predictor
+
+    with keel.start_run():
+        info = keel.log_model(OnnxModel(_graph(), classes=[0, 1]))  # no example: the graph declares X as float [rows, 3]
+    assert [(c.name, c.type) for c in info.signature.inputs] == [("X_0", "double"), ("X_1", "double"), ("X_2", "double")]
+    keel.register_model(info.uri, "graph")
+    out = Predictor("models:/graph/1", log=False).predict([{"X_0": 1.0, "X_1": 0.0, "X_2": 0.0}])
+    assert np.isclose(out.scores[0], 1 / (1 + np.exp(-(1.5 + 0.25))), atol=1e-6)
+    with keel.start_run():
+        info = keel.log_model(OnnxModel(_graph(), classes=[0, 1]), input_example=np.zeros((2, 3), dtype=np.float32))
+    assert [c.name for c in info.signature.inputs] == ["X_0", "X_1", "X_2"]

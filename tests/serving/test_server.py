@@ -115,7 +115,7 @@ def test_sigkill_under_load_loses_no_answered_request(served: Path) -> None:
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down
     assert answered <= _logged_ids(), f"{len(answered - _logged_ids())} answered requests are not in the log"
-    assert not list((served / ".keel" / "predictions").glob("*/*.jsonl"))
+    assert not list((served / ".keel" / "predictions").glob("*/*.seg"))
 
 
 def test_sigterm_drains_in_flight_requests_and_flushes_the_log(served: Path) -> None:

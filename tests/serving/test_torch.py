@@ -44,3 +44,22 @@ def test_torch_model_is_packaged_and_served(local: Path) -> None:
     assert r.status_code == 200, r.text
     pred = next(o for o in r.json()["outputs"] if o["name"] == "prediction")
     assert pred["datatype"] == "BYTES" and pred["data"] == out.predictions[:2]
+
+
+def test_signature_from_an_example_tensor(local: Path) -> None:
+    import keel
+    from keel.models._torch import TorchModel
+    from keel.serving import Predictor
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    with keel.start_run():
+        info = keel.log_model(TorchModel(net, classes=[0, 1], feature_names=["age", "fee", "minutes"]), input_example=torch.randn(5, 3))
+    assert [(c.name, c.type) for c in info.signature.inputs] == [("age", "double"), ("fee", "double"), ("minutes", "double")]
+    with keel.start_run():
+        info = keel.log_model(TorchModel(net, classes=[0, 1]), input_example=torch.randn(5, 3).numpy())
+    assert [c.name for c in info.signature.inputs] == ["x0", "x1", "x2"]
+    keel.register_model(info.uri, "tensor-net")
+    out = Predictor("models:/tensor-net/1", log=False).predict([{"x0": 1.0, "x1": 2.0, "x2": 3.0}])
+    assert out.predictions[0] in (0, 1)
+    with pytest.raises(keel.errors.ValidationError, match="3 features for 2 names"):
+        TorchModel(net, feature_names=["a", "b"]).frame_of_tensor(torch.randn(2, 3))

@@ -66,6 +66,31 @@ class OnnxModel:
                 raise ValidationError(f"onnxruntime cannot load the graph: {exc}.") from None
         return self._session
 
+    def frame_of_tensor(self, example: Any) -> Any:
+        """An example tensor ``[rows, features]`` as a frame named as :meth:`tensor_signature` names the columns."""
+        from keel.models._torch import frame_of_tensor
+
+        sig = self.tensor_signature()
+        return frame_of_tensor(example, [c.name for c in sig.inputs] if sig is not None else None)
+
+    def tensor_signature(self) -> Any:
+        """The signature the graph's input tensors declare, or None (a 2-D input without a fixed width).
+
+        One 2-D input ``[rows, k]`` gives columns ``<input>_0`` ... ``<input>_<k-1>``; one input per column gives its name.
+        """
+        from keel.models.signature import ColSpec, Signature
+
+        inputs = self.session.get_inputs()
+        kinds = {"tensor(float)": "double", "tensor(double)": "double", "tensor(float16)": "double", "tensor(int64)": "integer",
+                 "tensor(int32)": "integer", "tensor(bool)": "boolean", "tensor(string)": "string"}
+        if len(inputs) == 1 and len(inputs[0].shape or []) == 2:
+            width = inputs[0].shape[1]
+            if not isinstance(width, int):
+                return None
+            kind = kinds.get(inputs[0].type, "double")
+            return Signature([ColSpec(f"{inputs[0].name}_{j}", kind, False) for j in range(width)])
+        return Signature([ColSpec(i.name, kinds.get(i.type, "any"), False) for i in inputs])
+
     def _feed(self, frame: Any) -> dict[str, Any]:
         import numpy as np
 

@@ -29,7 +29,7 @@ def _torch() -> Any:
 class TorchModel:
     """A PyTorch module with keel's model interface (``predict``, ``predict_proba``, ``classes_``)."""
 
-    def __init__(self, module: Any, *, classes: list[Any] | None = None) -> None:
+    def __init__(self, module: Any, *, classes: list[Any] | None = None, feature_names: list[str] | None = None) -> None:
         torch = _torch()
         if not isinstance(module, torch.nn.Module):
             raise ValidationError(f"TorchModel needs a torch.nn.Module, got {type(module).__name__}.")
@@ -48,6 +48,11 @@ class TorchModel:
 
             self.classes_ = np.asarray(classes)
         self._module: Any = module
+        self.feature_names = list(feature_names) if feature_names is not None else None
+
+    def frame_of_tensor(self, example: Any) -> Any:
+        """An example tensor ``[rows, features]`` as the frame the signature is inferred from (columns ``feature_names`` or x0, x1, ...)."""
+        return frame_of_tensor(example, getattr(self, "feature_names", None))
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "_module"}
@@ -98,3 +103,18 @@ class TorchModel:
             return self.classes_[proba(frame).argmax(axis=1)]
         z = self._forward(frame)
         return z.reshape(len(z), -1)[:, 0]
+
+
+def frame_of_tensor(example: Any, names: list[str] | None = None) -> Any:
+    """A 2-D tensor (torch or NumPy) as a DataFrame of columns ``names`` (default ``x0``, ``x1``, ...); anything else unchanged."""
+    import numpy as np
+    import pandas as pd
+
+    if hasattr(example, "detach") and hasattr(example, "numpy"):  # a torch.Tensor
+        example = example.detach().cpu().numpy()
+    if not isinstance(example, np.ndarray) or example.ndim != 2:
+        return example
+    cols = names or [f"x{j}" for j in range(example.shape[1])]
+    if len(cols) != example.shape[1]:
+        raise ValidationError(f"The example tensor has {example.shape[1]} features for {len(cols)} names.", hint="Give one name per column.")
+    return pd.DataFrame(example, columns=cols)

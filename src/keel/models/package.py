@@ -80,6 +80,10 @@ def _signature(model: Any, signature: Any, example: Any, run_id: str) -> Signatu
         return infer_signature(signature, allow_nan=accepts_nan(model))  # training data given as the signature source
     if example is not None:
         return infer_signature(example, allow_nan=accepts_nan(model))
+    graph = getattr(model, "tensor_signature", None)  # a graph that declares its input tensors (ONNX)
+    sig = graph() if callable(graph) else None
+    if sig is not None:
+        return sig
     names = flavors.feature_names(model)
     if names:
         return Signature([ColSpec(n, "any", True) for n in names])
@@ -128,6 +132,9 @@ def _feature_service(feature_service: Any, training: dict[str, Any] | None) -> d
 def prepare(model: Any, signature: Any, input_example: Any, run_id: str, *, what: str = "model") -> tuple[str, Signature, Any]:
     """(flavor, signature, example frame) for packaging ``model``, checked: the model predicts on the example."""
     flavor = flavors.detect(model)
+    tensor = getattr(model, "frame_of_tensor", None)  # neural-network flavors take an example tensor [rows, features]
+    if input_example is not None and callable(tensor):
+        input_example = tensor(input_example)
     example = None if input_example is None else as_frame(input_example)
     sig = _signature(model, signature, example, run_id)
     if example is not None:

@@ -15,13 +15,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from keel.errors import KeelError, NotFoundError, ValidationError, did_you_mean, missing_extra
+from keel.serving.predictor import new_request_id
 from keel.serving.validation import BadRequest
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ class Server:
                                 hint=f"Use /v2/models/{name}/infer, or /v2/models/{name}/versions/{p.version}/infer.", model=name, version=version)
         return p
 
-    async def predict(self, p: Predictor, columns: dict[str, Any], n: int, *, request_id: str | None, row_ids: list[str] | None = None,
+    async def predict(self, p: Predictor, columns: Mapping[str, Any], n: int, *, request_id: str | None, row_ids: list[str] | None = None,
                       start: float) -> Prediction:
         batcher = self.batchers.get(p.name)
         if batcher is not None:
@@ -165,9 +165,9 @@ def _media(request: Request, *, allow_missing: bool, allowed: tuple[str, ...] = 
 
 
 def _request_id(request: Request, body_id: str | None = None) -> str:
-    rid = body_id or request.headers.get(REQUEST_ID) or uuid.uuid4().hex
-    if len(rid) > 200 or not rid.isprintable():
-        raise BadRequest("The request id must be printable and at most 200 characters.")
+    rid = body_id or request.headers.get(REQUEST_ID) or new_request_id()
+    if len(rid) > 200 or not (rid.isascii() and rid.isprintable()):
+        raise BadRequest("The request id must be printable ASCII of at most 200 characters (it is echoed in the x-request-id header).")
     return rid
 
 
@@ -240,7 +240,7 @@ def create_app(models: Sequence[str | Predictor], options: ServeOptions | None =
             kind = mlflow.content_type_of(request.headers.get("content-type"))
             body = await _body(request, opts.max_body_bytes)
             if kind == "text/csv":
-                columns, n = mlflow.decode_csv(body)
+                columns, n = mlflow.decode_csv(body, [c.name for c in p.request_columns if c.type in ("string", "category")])
             else:
                 columns, n = mlflow.decode_json(_json(body), [c.name for c in p.request_columns])
             result = await server.predict(p, columns, n, request_id=_request_id(request), start=start)
@@ -307,6 +307,11 @@ def create_app(models: Sequence[str | Predictor], options: ServeOptions | None =
             body = await _body(request, opts.max_body_bytes)
             head, tail = oip.split_binary(body, header_length)
             columns, n, rid, out_opts = oip.decode_infer(_json(head), tail, p.request_columns)
+            known = [o["name"] for o in _model_metadata(p)["outputs"]]
+            unknown = [o for o in out_opts["names"] if o not in known]
+            if unknown:
+                raise BadRequest(f"Unknown output(s) {', '.join(map(repr, unknown))} of {p.name}." + did_you_mean(unknown[0], known),
+                                 hint=f"Outputs: {', '.join(known)}.")
             result = await server.predict(p, columns, n, request_id=_request_id(request, rid), start=start)
             payload, headers = oip.encode_infer(result, out_opts)
         except Exception as exc:
@@ -379,7 +384,16 @@ def create_app(models: Sequence[str | Predictor], options: ServeOptions | None =
                                "detail": {"see": "/openapi.json"}}, 404)
 
     async def method_not_allowed(request: Request, exc: Exception) -> Response:
-        return _json_response({"error": "MethodNotAllowed", "message": f"{request.method} is not allowed on {request.url.path}."}, 405)
+        allow = (getattr(exc, "headers", None) or {}).get("Allow") or _allowed(request.url.path)
+        return _json_response({"error": "MethodNotAllowed", "message": f"{request.method} is not allowed on {request.url.path}.",
+                               "detail": {"allow": allow}}, 405, headers={"allow": allow})
+
+    def _allowed(path: str) -> str:
+        from starlette.routing import Match
+
+        scope = {"type": "http", "path": path, "method": "GET"}
+        methods = {m for r in routes if r.matches(scope)[0] != Match.NONE for m in (getattr(r, "methods", None) or ())}
+        return ", ".join(sorted(methods))
 
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: method_not_allowed})
     app.state.server = server

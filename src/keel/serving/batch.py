@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,6 +73,35 @@ def _dataset(path: str | Path) -> Any:
     return ds.dataset(str(p), format=fmt)
 
 
+def _batches(data: Any, chunk_rows: int) -> Iterator[Any]:
+    """The input's record batches of at most ``chunk_rows`` rows, in order, holding one Parquet row group at a time.
+
+    The dataset scanner (and ``ParquetFile.iter_batches``) keep the buffers of what
+    they read ahead: on a 10M-row file that is gigabytes. Row group by row group the
+    memory is one row group plus one chunk.
+    """
+    import pyarrow.parquet as pq
+
+    if getattr(data.format, "default_extname", "") != "parquet":
+        yield from data.to_batches(batch_size=chunk_rows, batch_readahead=1, fragment_readahead=1)
+        return
+    import pyarrow as pa
+
+    pending: list[Any] = []
+    size = 0
+    for path in data.files:
+        f = pq.ParquetFile(path)
+        for i in range(f.num_row_groups):
+            for batch in f.read_row_group(i).to_batches(max_chunksize=chunk_rows):
+                pending.append(batch)
+                size += batch.num_rows
+                if size >= chunk_rows:  # small row groups are joined into chunks of about chunk_rows
+                    yield pending[0] if len(pending) == 1 else pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+                    pending, size = [], 0
+    if pending:
+        yield pending[0] if len(pending) == 1 else pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+
+
 def _bad_mask(predictor: Predictor, table: pa.Table) -> Any:
     """Rows with a null in a column the signature says is not nullable (the row-level errors)."""
     import pyarrow as pa
@@ -86,8 +115,14 @@ def _bad_mask(predictor: Predictor, table: pa.Table) -> Any:
 
 
 def score_chunk(predictor: Predictor, table: pa.Table, first_row: int, *, batch_id: str, on_error: str, log: bool,
-                bad: list[dict[str, Any]] | None = None) -> tuple[pa.Table | None, int]:
-    """(scored rows with row_id, outputs and model_version, rows skipped) of one chunk."""
+                bad: list[dict[str, Any]] | None = None, direct_log: bool = False) -> tuple[pa.Table | None, int]:
+    """(scored rows with row_id, outputs and model_version, rows skipped) of one chunk.
+
+    With ``log`` the rows go to the prediction log: appended to this process's
+    local segment (compacted into the lake off the scoring path), or with
+    ``direct_log`` written straight to the lake (Ray actors, whose processes and
+    disks do not outlive the job).
+    """
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -130,9 +165,11 @@ def score_chunk(predictor: Predictor, table: pa.Table, first_row: int, *, batch_
     for name, arr in results.items():
         out = out.append_column(name, arr)
     out = out.append_column("model_version", pa.array(np.full(out.num_rows, version, dtype=np.int64)))
-    if log:
+    if log and direct_log:
         ids = pc.binary_join_element_wise(pa.scalar(batch_id), row_ids.cast(pa.string()), ":")
         _log_chunk(predictor, inputs, results, ids, version, batch_id, absent)
+    elif log:
+        _record_chunk(predictor, inputs, results, row_ids, batch_id, absent)
     return out, skipped
 
 
@@ -171,6 +208,30 @@ def _log_chunk(predictor: Predictor, inputs: pa.Table, results: dict[str, pa.Arr
         cols[input_column(name)] = inputs[name]
     cols.update(results)
     predictions.append(pa.table(cols))
+
+
+def _record_chunk(predictor: Predictor, inputs: pa.Table, results: dict[str, pa.Array], row_ids: pa.Array, batch_id: str,
+                  absent: list[list[str]] | None) -> None:
+    """The chunk as one frame of the local segment: numbers as raw bytes, request ids as ``<batch id>:<row>``."""
+    import time
+
+    from keel.serving.predictor import loggable
+    from keel.store.predictions import input_column
+
+    key = predictor.log_key()
+    columns: dict[str, Any] = {"request_id": row_ids.to_numpy(zero_copy_only=False)}
+    same: dict[str, Any] = {"request_id_prefix": batch_id, "ts": time.time_ns() // 1_000, "status": "ok"}
+    if absent is None or not any(absent):
+        same["missing_features"] = []
+    else:
+        columns["missing_features"] = absent
+    for name in inputs.column_names:
+        columns[input_column(name)] = loggable(inputs[name])
+    for name, arr in results.items():
+        columns[name] = arr.to_numpy(zero_copy_only=False) if arr.null_count == 0 else arr.to_pylist()
+    from keel.store.prediction_log import get_prediction_log
+
+    get_prediction_log().record(key, columns, len(row_ids), batch_id=batch_id, same=same)
 
 
 def score(
@@ -223,7 +284,7 @@ def _score_local(predictor: Predictor, data: Any, output: Path, result: ScoreRes
     tmp = output.with_name(f".{output.name}.{uuid.uuid4().hex[:6]}.tmp")
     writer: pq.ParquetWriter | None = None
     try:
-        for batch in data.to_batches(batch_size=chunk_rows):
+        for batch in _batches(data, chunk_rows):
             if batch.num_rows == 0:
                 continue
             import pyarrow as pa

@@ -65,7 +65,7 @@ class _Scorer:
             table = pq.ParquetFile(str(path)).read_row_group(int(group))
             bad: list[dict[str, Any]] = []
             scored, skipped = score_chunk(self.predictor, table, int(first), batch_id=self.batch_id, on_error=self.on_error,
-                                          log=self.log, bad=bad)
+                                          log=self.log, bad=bad, direct_log=True)
             if scored is not None:
                 part = Path(self.output) / f"part-{int(first):012d}.parquet"
                 tmp = part.with_name(f".{part.name}.tmp")

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from keel.errors import KeelError
+from keel.serving.predictor import new_request_id
 
 if TYPE_CHECKING:
     from keel.serving.metrics import Metrics
@@ -37,7 +38,7 @@ class Overloaded(KeelError):
 
 @dataclass
 class _Item:
-    columns: dict[str, Any]
+    columns: Mapping[str, Any]
     n: int
     request_id: str
     row_ids: list[str]
@@ -102,7 +103,7 @@ class MicroBatcher:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    async def submit(self, columns: dict[str, Any], n: int, *, request_id: str | None, row_ids: list[str] | None, start: float) -> Prediction:
+    async def submit(self, columns: Mapping[str, Any], n: int, *, request_id: str | None, row_ids: list[str] | None, start: float) -> Prediction:
         if self._task is None:
             self.start()
         if self._rows + n > self.queue_max_rows:
@@ -110,7 +111,7 @@ class MicroBatcher:
                 self.metrics.rejected.labels(self.predictor.name).inc()
             raise Overloaded(f"The queue of model {self.predictor.name} holds {self._rows} rows (limit {self.queue_max_rows}); "
                              f"a request of {n} rows would overflow it.", hint="Retry after the Retry-After seconds, or add workers.")
-        rid = request_id or uuid.uuid4().hex
+        rid = request_id or new_request_id()
         ids = row_ids or ([rid] if n == 1 else [f"{rid}:{i}" for i in range(n)])
         fut: asyncio.Future[Prediction] = asyncio.get_running_loop().create_future()
         self._items.append(_Item(columns, n, rid, ids, start, fut))

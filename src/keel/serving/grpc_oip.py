@@ -137,9 +137,10 @@ def decode_request(req: Any) -> tuple[dict[str, Any], bytes]:
             values = list(getattr(t.contents, field)) if field else []
             entry["data"] = [v.decode("utf-8", errors="replace") for v in values] if t.datatype == "BYTES" else values
         inputs.append(entry)
-    header: dict[str, Any] = {"id": req.id or None, "inputs": inputs,
-                              "outputs": [{"name": o.name} for o in req.outputs],
+    header: dict[str, Any] = {"inputs": inputs, "outputs": [{"name": o.name} for o in req.outputs],
                               "parameters": {k: _param(v) for k, v in req.parameters.items()}}
+    if req.id:
+        header["id"] = req.id
     return header, b"".join(raw)
 
 

@@ -23,9 +23,12 @@ front of this one class, so the rules live once:
 
 from __future__ import annotations
 
+import itertools
+import os
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +38,7 @@ from keel.serving.validation import (
     BadRequest,
     ColumnError,
     InputError,
+    RowColumns,
     check_columns,
     columns_of,
     to_numpy,
@@ -47,6 +51,19 @@ if TYPE_CHECKING:
     from keel.models.loader import Model
 
 POLICIES = ("default", "reject")
+_ids = {"prefix": uuid.uuid4().hex[:20], "next": itertools.count()}
+
+
+def _new_prefix() -> None:
+    _ids["prefix"], _ids["next"] = uuid.uuid4().hex[:20], itertools.count()
+
+
+os.register_at_fork(after_in_child=_new_prefix)
+
+
+def new_request_id() -> str:
+    """A fresh 32-hex-digit request id: a random per-process prefix and a counter (no system call per request)."""
+    return f"{_ids['prefix']}{next(_ids['next']):012x}"  # type: ignore[call-overload]
 _KIND = {"int64": "integer", "int32": "integer", "float64": "double", "float32": "double", "string": "string", "bool": "boolean",
          "timestamp": "datetime"}
 
@@ -102,6 +119,7 @@ class _State:
     log_key: str | None
     contracts: bool
     matrix: Any  # numeric inputs: the model (its column-name check dropped) to give a float matrix, else None
+    input_names: frozenset[str] = frozenset()
 
 
 class Predictor:
@@ -155,7 +173,7 @@ class Predictor:
         numeric = bool(inputs) and all(c.type in ("double", "integer") for c in inputs)
         matrix = _unnamed(raw) if numeric and model.flavor == "sklearn" else None
         state = _State(model, name, version, inputs, request_specs, fetched, str(service) if service else None, classes, proba, ptype,
-                       None, _has_contracts(name), matrix)
+                       None, _has_contracts(name), matrix, frozenset(c.name for c in inputs))
         if self.log:
             state.log_key = self._register_log(state)
             from keel.store.prediction_log import get_prediction_log
@@ -200,6 +218,16 @@ class Predictor:
                 for c in state.classes:
                     types[f"proba_{c}"] = "double"
         return get_prediction_log().register(state.name, state.version, types)
+
+    def log_key(self) -> str:
+        """The prediction log's key of the current version (registered on first use, also when ``log`` is off)."""
+        st = self._state
+        if st.log_key is None or self._plog is None or self._plog._closed_for_good:
+            from keel.store.prediction_log import get_prediction_log
+
+            st.log_key = self._register_log(st)
+            self._plog = get_prediction_log()
+        return st.log_key
 
     def reload(self) -> bool:
         """Load the version the URI names now beside the current one and swap it in; True if it changed."""
@@ -249,7 +277,7 @@ class Predictor:
 
     def predict_columns(
         self,
-        columns: dict[str, Any],
+        columns: Mapping[str, Any],
         n: int,
         *,
         request_id: str | None = None,
@@ -261,7 +289,7 @@ class Predictor:
         """``predict`` on columns already split out of a payload (the HTTP codecs call this)."""
         start = time.perf_counter() if start is None else start
         st = state or self._state
-        rid = request_id or uuid.uuid4().hex
+        rid = request_id or new_request_id()
         if n == 0:
             raise BadRequest(f"The request to {st.name} has no rows.", hint='Send at least one row, e.g. {"records": [{...}]}.')
         if row_ids is not None and len(row_ids) != n:
@@ -276,26 +304,29 @@ class Predictor:
                             None if "score" not in out else out["score"].tolist(),
                             None if proba is None else {k: v.tolist() for k, v in proba.items()}, missing, stale, latency)
         if self.log and st.log_key is not None:
-            self._log(st, arrays, out, result, n, batch_id)
+            self._log(st, arrays, out, result, n, batch_id, numbered=row_ids is None and n > 1)
         return result
 
-    def _infer(self, st: _State, columns: dict[str, Any], n: int) -> tuple[dict[str, Any], list[list[str]] | None, list[list[str]] | None, dict[str, Any]]:
+    def _infer(self, st: _State, columns: Mapping[str, Any], n: int) -> tuple[dict[str, Any], list[list[str]] | None, list[list[str]] | None, dict[str, Any]]:
         """(checked inputs, missing and stale features per row (None: no feature service), NumPy outputs)."""
         what = f"model {st.name} v{st.version}"
         block = _numeric_block(st, columns, n) if st.matrix is not None and not st.service and not st.contracts else None
         if block is not None:
-            arrays: dict[str, Any] = {c.name: block[j] for j, c in enumerate(st.inputs)}
+            arrays: dict[str, Any] = _Block({c.name: block[j] for j, c in enumerate(st.inputs)})
+            arrays.block = block  # type: ignore[attr-defined]
             return arrays, None, None, self._predict(st, arrays, n, matrix=block.T)
         missing = stale = None
         if st.service:
             arrays, missing, stale = self._with_features(st, columns, n, what)
+            if isinstance(arrays, _Block):
+                return arrays, missing, stale, self._predict(st, arrays, n, matrix=arrays.block.T)
         else:
             arrays = check_columns(columns, n, st.inputs, what=what) if st.inputs else {k: _any(v) for k, v in columns.items()}
         if st.contracts:
             _enforce(st.name, arrays)
         return arrays, missing, stale, self._predict(st, arrays, n)
 
-    def predict_batch(self, columns: dict[str, Any], n: int) -> tuple[int, dict[str, Any], dict[str, Any], list[list[str]] | None]:
+    def predict_batch(self, columns: Mapping[str, Any], n: int) -> tuple[int, dict[str, Any], dict[str, Any], list[list[str]] | None]:
         """(version, checked inputs, NumPy outputs, missing+stale features per row or None) for a chunk, not logged.
 
         The batch scorer's path: the same checks and model call as :meth:`predict`,
@@ -308,7 +339,7 @@ class Predictor:
         absent = None if missing is None or stale is None else [m + s for m, s in zip(missing, stale, strict=True)]
         return st.version, arrays, out, absent
 
-    def _with_features(self, st: _State, columns: dict[str, Any], n: int, what: str) -> tuple[dict[str, pa.Array], list[list[str]], list[list[str]]]:
+    def _with_features(self, st: _State, columns: Mapping[str, Any], n: int, what: str) -> tuple[dict[str, pa.Array], list[list[str]], list[list[str]]]:
         import numpy as np
         import pyarrow as pa
 
@@ -334,6 +365,15 @@ class Predictor:
                 hint="Materialize the features (`keel features materialize`), or serve with --missing-features default.",
                 rows=[{"row": i, "missing": missing[i], "stale": stale[i]} for i in bad[:50]],
             )
+        if st.matrix is not None and not st.contracts and {c.name for c in st.inputs} <= set(fetched):
+            # all-numeric features: one float block, as for a request that carries them (None: the checks below report)
+            raw = {f: online.values[f] if f not in self.defaults else _filled(online.values[f], self.defaults[f]) for f in fetched}
+            block = _numeric_block(st, {c.name: list(raw[c.name]) for c in st.inputs}, n)
+            if block is not None:
+                arrays: dict[str, Any] = _Block({c.name: block[j] for j, c in enumerate(st.inputs)})
+                arrays.block = block  # type: ignore[attr-defined]
+                arrays.update(request)
+                return arrays, missing, stale
         values: dict[str, Any] = dict(request)
         for f in fetched:
             arr = pa.array(online.values[f], from_pandas=True)
@@ -395,22 +435,32 @@ class Predictor:
         out["prediction"] = pred
         return out
 
-    def _log(self, st: _State, arrays: dict[str, pa.Array], out: dict[str, Any], result: Prediction, n: int, batch_id: str | None) -> None:
+    def _log(self, st: _State, arrays: dict[str, pa.Array], out: dict[str, Any], result: Prediction, n: int, batch_id: str | None,
+             *, numbered: bool = False) -> None:
+        import numpy as np
+
         from keel.store.prediction_log import get_prediction_log
         from keel.store.predictions import input_column
 
-        now = time.time_ns() // 1_000
-        columns: dict[str, Any] = {
-            "request_id": result.row_ids,
-            "ts": [now] * n,
-            "latency_ms": [result.latency_ms] * n,
-            "status": ["ok"] * n,
-            "missing_features": [m + s for m, s in zip(result.missing_features, result.stale_features, strict=True)],
-        }
+        same: dict[str, Any] = {"ts": time.time_ns() // 1_000, "latency_ms": result.latency_ms, "status": "ok"}
+        columns: dict[Any, Any] = {}
+        if numbered:  # rows <request id>:<i>, rebuilt at compaction instead of n strings per frame
+            columns["request_id"] = np.arange(n)
+            same["request_id_prefix"] = result.request_id
+        else:
+            columns["request_id"] = result.row_ids
+        if any(result.missing_features) or any(result.stale_features):
+            columns["missing_features"] = [m + s for m, s in zip(result.missing_features, result.stale_features, strict=True)]
+        else:
+            same["missing_features"] = []
+        block = arrays.block if isinstance(arrays, _Block) else None
+        if block is not None:  # the numeric inputs in one piece
+            columns[tuple(input_column(c.name) for c in st.inputs)] = block
         for name, arr in arrays.items():
-            columns[input_column(name)] = _loggable(arr)
+            if block is None or name not in st.input_names:
+                columns[input_column(name)] = loggable(arr)
         pred = out["prediction"]
-        columns["prediction"] = pred if pred.dtype.kind in "biuf" else pred.tolist()
+        columns["prediction"] = pred
         if "score" in out:
             columns["score"] = out["score"]
         for c, values in (out.get("proba") or {}).items():
@@ -419,7 +469,18 @@ class Predictor:
         if plog is None or plog._closed_for_good:
             plog = self._plog = get_prediction_log()
             st.log_key = self._register_log(st)
-        plog.record(st.log_key or "", columns, n, route=self.route, batch_id=batch_id)
+        plog.record(st.log_key or "", columns, n, route=self.route, batch_id=batch_id, same=same)
+
+
+class _Block(dict[str, Any]):
+    """Checked numeric inputs as views of one (columns, rows) float block, which the log writes in one piece."""
+
+    block: Any
+
+
+def _filled(values: list[Any], default: Any) -> list[Any]:
+    """``values`` with missing ones (None, NaN) replaced by ``default``."""
+    return [default if v is None or v != v else v for v in values]
 
 
 def _any(values: Any) -> pa.Array:
@@ -428,19 +489,22 @@ def _any(values: Any) -> pa.Array:
     return _arrow(values)
 
 
-def _loggable(arr: Any) -> Any:
+def loggable(arr: Any) -> Any:
+    """What the prediction log's frame takes for a column: NumPy for numbers (raw bytes), lists otherwise."""
     import numpy as np
     import pyarrow as pa
 
     if isinstance(arr, np.ndarray):
         return arr
-
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
     t = arr.type
     if pa.types.is_floating(t):
         return arr.to_numpy(zero_copy_only=False)
     if pa.types.is_timestamp(t):
-        return arr.cast(pa.int64()).to_pylist()
-    if pa.types.is_integer(t) and arr.null_count == 0:
+        us = arr.cast(pa.timestamp("us", tz=t.tz), safe=False).cast(pa.int64())
+        return us.to_numpy(zero_copy_only=False) if us.null_count == 0 else us.to_pylist()
+    if (pa.types.is_integer(t) or pa.types.is_boolean(t)) and arr.null_count == 0:
         return arr.to_numpy(zero_copy_only=False)
     return arr.to_pylist()
 
@@ -479,7 +543,7 @@ def _unnamed(model: Any) -> Any:
     return out
 
 
-def _numeric_block(st: _State, columns: dict[str, Any], n: int) -> Any:
+def _numeric_block(st: _State, columns: Mapping[str, Any], n: int) -> Any:
     """All-numeric input as one (columns, rows) float64 block, in one Arrow conversion; None for the general path.
 
     Anything unusual (a missing or extra column, a non-number, a null where not
@@ -494,6 +558,17 @@ def _numeric_block(st: _State, columns: dict[str, Any], n: int) -> Any:
     specs = st.inputs
     if len(columns) != len(specs):
         return None
+    if isinstance(columns, RowColumns):  # records: one conversion of every value, then the columns picked in signature order
+        try:
+            order = [columns.names.index(c.name) for c in specs]
+            flat = pa.array(list(itertools.chain.from_iterable(columns.rows)), from_pandas=True)
+        except (ValueError, pa.ArrowInvalid, pa.ArrowTypeError):
+            return None
+        if not (pa.types.is_floating(flat.type) or pa.types.is_integer(flat.type)) or len(flat) != n * len(specs):
+            return None
+        rows = flat.to_numpy(zero_copy_only=False).astype("float64", copy=False).reshape(n, len(specs))
+        block = rows.T[order] if order != list(range(len(specs))) else rows.T
+        return _checked_block(np.ascontiguousarray(block), specs)
     try:
         parts = [columns[c.name] for c in specs]
     except KeyError:
@@ -516,6 +591,13 @@ def _numeric_block(st: _State, columns: dict[str, Any], n: int) -> Any:
             block[j] = col.to_numpy(zero_copy_only=False) if isinstance(col, pa.Array) else col.to_numpy()
     else:
         return None
+    return _checked_block(block, specs)
+
+
+def _checked_block(block: Any, specs: list[ColSpec]) -> Any:
+    """``block`` if no column has a null where not nullable and integer columns hold whole numbers, else None."""
+    import numpy as np
+
     nan = np.isnan(block)
     if nan.any():
         bad = nan.any(axis=1)

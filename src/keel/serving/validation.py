@@ -10,7 +10,7 @@ type, null where not nullable, unexpected), and raised together as an
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +59,56 @@ class InputError(ValidationError):
         self.errors = errors
 
 
-def columns_of(payload: Any) -> tuple[dict[str, Any], int]:
+class RowColumns(Mapping[str, Any]):
+    """Records that all have the same keys, kept as rows (tuples in ``names`` order).
+
+    A column is built only when asked for; the all-numeric fast path of the
+    predictor reads the rows directly into one float block instead.
+    """
+
+    __slots__ = ("_cols", "_index", "names", "rows")
+
+    def __init__(self, names: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+        self.names = names
+        self.rows = rows
+        self._index = {k: i for i, k in enumerate(names)}
+        self._cols: dict[str, list[Any]] = {}
+
+    def __getitem__(self, name: str) -> list[Any]:
+        col = self._cols.get(name)
+        if col is None:
+            i = self._index[name]
+            col = self._cols[name] = [r[i] for r in self.rows]
+        return col
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def _same_keys(payload: list[Any]) -> RowColumns | None:
+    """The records as rows when every one is a dict with the first one's keys (one C-level pass), else None."""
+    import operator
+
+    first = payload[0]
+    if type(first) is not dict or not first:
+        return None
+    names = tuple(map(str, first))
+    try:
+        if sum(map(len, payload)) != len(names) * len(payload):
+            return None
+        get = operator.itemgetter(*first)
+        rows = list(map(get, payload))
+    except (TypeError, KeyError):  # a record that is not an object, or lacks a key
+        return None
+    if len(names) == 1:
+        rows = [(v,) for v in rows]
+    return RowColumns(names, rows)
+
+
+def columns_of(payload: Any) -> tuple[Mapping[str, Any], int]:
     """(columns, rows) from a list of row dicts, a dict of columns, a DataFrame or an Arrow table."""
     if hasattr(payload, "schema") and hasattr(payload, "column_names"):  # Arrow table / record batch
         return {name: payload.column(i) for i, name in enumerate(payload.column_names)}, int(payload.num_rows)
@@ -84,6 +133,9 @@ def columns_of(payload: Any) -> tuple[dict[str, Any], int]:
             raise BadRequest(f"The columns have different lengths {sorted(sizes)}.", hint="Give every column one value per row.", lengths=sorted(sizes))
         return cols, (sizes.pop() if sizes else 0)
     if isinstance(payload, Sequence) and not isinstance(payload, str | bytes):
+        fast = _same_keys(payload) if type(payload) is list and payload else None
+        if fast is not None:
+            return fast, len(payload)
         names: dict[str, None] = {}
         for i, row in enumerate(payload):
             if not isinstance(row, Mapping):

@@ -162,13 +162,14 @@ class Lake:
         folder = self._sync(name) if self.remote is not None else self.path(name)
         return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
 
-    def append(self, name: str, table: pa.Table, *, part: str | None = None) -> str:
+    def append(self, name: str, table: pa.Table, *, part: str | None = None, options: dict[str, Any] | None = None) -> str:
         """Write ``table`` as a new part of dataset ``name``; returns where it landed (path or s3:// URI).
 
         Atomic: a local part is written to a temp file and renamed, an S3 part is one PUT
         (and then kept in the cache, so this process reads it without downloading it).
         ``part`` names the file (``part-<part>.parquet``): writing the same name again
-        replaces it whole, which makes a retried write idempotent.
+        replaces it whole, which makes a retried write idempotent. ``options`` go to
+        ``pyarrow.parquet.write_table`` (e.g. the prediction log's dictionary columns).
         """
         import pyarrow.parquet as pq
 
@@ -179,7 +180,7 @@ class Lake:
         part = f"part-{part}.parquet" if part is not None else f"part-{os.getpid()}-{uuid.uuid4().hex}.parquet"
         tmp = folder / f".{part}.tmp"
         try:
-            pq.write_table(table, tmp)
+            pq.write_table(table, tmp, **(options or {}))
             where = self.remote.put(name, part, tmp) if self.remote is not None else str(folder / part)
             os.replace(tmp, folder / part)
         finally:

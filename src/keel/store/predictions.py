@@ -153,17 +153,34 @@ def write(table: pa.Table, *, writer: str | None = None, lake: Lake | None = Non
     if table.num_rows == 0:
         return []
     lake = lake or get_lake()
-    hours = pc.strftime(table["ts"], format=HOUR_FORMAT, locale="C")
+    # the hour of each row as a number (strftime on every row costs more than the rest of the write)
+    hours = pc.divide(table["ts"].cast(pa.int64()), pa.scalar(3_600_000_000, pa.int64()))
     keyed = table.append_column("__hour", hours)
     groups = keyed.group_by(["model", "version", "__hour"]).aggregate([]).to_pylist()
     written = []
     token = writer or f"{uuid.uuid4().hex}"
     for g in groups:
-        mask = pc.and_(pc.and_(pc.equal(keyed["model"], g["model"]), pc.equal(keyed["version"], pa.scalar(g["version"], pa.int64()))),
-                       pc.equal(keyed["__hour"], g["__hour"]))
-        part = table.filter(mask)
-        written.append(lake.append(dataset(g["model"], g["version"], g["__hour"]), part, part=token))
+        if len(groups) == 1:
+            part = table
+        else:
+            mask = pc.and_(pc.and_(pc.equal(keyed["model"], g["model"]), pc.equal(keyed["version"], pa.scalar(g["version"], pa.int64()))),
+                           pc.equal(keyed["__hour"], pa.scalar(g["__hour"], pa.int64())))
+            part = table.filter(mask)
+        hour = datetime.fromtimestamp(g["__hour"] * 3600, UTC).strftime(HOUR_FORMAT)
+        written.append(lake.append(dataset(g["model"], g["version"], hour), part, part=token, options=parquet_options(part.schema)))
     return written
+
+
+def parquet_options(schema: pa.Schema) -> dict[str, Any]:
+    """How log parts are written: dictionaries only for text other than the request id; LZ4 except for floats.
+
+    Floats (most of a log) gain little from a dictionary or compression but cost
+    the most to try them on, and request ids are unique.
+    """
+    import pyarrow as pa
+
+    text = [f.name for f in schema if (pa.types.is_string(f.type) or pa.types.is_large_string(f.type)) and f.name != "request_id"]
+    return {"use_dictionary": text, "compression": {f.name: "none" if pa.types.is_floating(f.type) else "lz4" for f in schema}}
 
 
 def append(table: pa.Table) -> None:

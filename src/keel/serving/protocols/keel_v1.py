@@ -9,12 +9,13 @@ missing or stale, ``missing_features`` / ``stale_features`` per row.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from keel.serving.validation import BadRequest, columns_of
 
 
-def decode(body: Any) -> tuple[dict[str, Any], int, str | None, list[str] | None]:
+def decode(body: Any) -> tuple[Mapping[str, Any], int, str | None, list[str] | None]:
     """(columns, rows, request id, row ids) of a /v1 request body."""
     if not isinstance(body, dict):
         raise BadRequest(f"The request body is a JSON {type(body).__name__}, not an object.",
@@ -30,13 +31,13 @@ def decode(body: Any) -> tuple[dict[str, Any], int, str | None, list[str] | None
     payload = body["records"] if has_records else body["columns"]
     if has_records and not isinstance(payload, list):
         raise BadRequest("'records' must be a list of objects.", hint='Send {"records": [{"age": 31}]}.')
-    if has_columns and not isinstance(payload, dict):
+    if has_columns and (not isinstance(payload, dict) or not all(isinstance(v, list) for v in payload.values())):
         raise BadRequest("'columns' must be an object of lists.", hint='Send {"columns": {"age": [31]}}.')
     columns, n = columns_of(payload)
     rid = body.get("request_id")
-    if rid is not None and not isinstance(rid, str | int):
+    if "request_id" in body and (not isinstance(rid, str) or isinstance(rid, bool)):
         raise BadRequest("'request_id' must be a string.")
     ids = body.get("request_ids")
-    if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, str) for i in ids)):
+    if "request_ids" in body and (not isinstance(ids, list) or not all(isinstance(i, str) for i in ids)):
         raise BadRequest("'request_ids' must be a list of strings, one per row.")
     return columns, n, None if rid is None else str(rid), ids

@@ -10,6 +10,7 @@ with status 400, as MLflow answers, so MLflow clients work unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from keel.serving.validation import BadRequest, columns_of
@@ -32,7 +33,8 @@ def content_type_of(header: str | None) -> str:
     return kind
 
 
-def decode_csv(body: bytes) -> tuple[dict[str, Any], int]:
+def decode_csv(body: bytes, text_columns: Sequence[str] = ()) -> tuple[Mapping[str, Any], int]:
+    """The CSV's columns; ``text_columns`` (the signature's strings) are read as text, never as numbers, booleans or nulls."""
     import io
 
     import pyarrow as pa
@@ -41,13 +43,14 @@ def decode_csv(body: bytes) -> tuple[dict[str, Any], int]:
     if not body.strip():
         raise BadRequest("The CSV body is empty.", hint="Send a header line and one line per row.")
     try:
-        table = pacsv.read_csv(io.BytesIO(body))
+        convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in text_columns}, strings_can_be_null=False)
+        table = pacsv.read_csv(io.BytesIO(body), convert_options=convert)
     except pa.ArrowInvalid as exc:
         raise BadRequest(f"The CSV body cannot be read: {exc}.", hint="Send a header line and one line per row.") from None
     return columns_of(table)
 
 
-def _rows_of_lists(values: list[Any], names: list[str]) -> tuple[dict[str, Any], int]:
+def _rows_of_lists(values: list[Any], names: list[str]) -> tuple[Mapping[str, Any], int]:
     if names and all(isinstance(v, list) for v in values):
         width = {len(v) for v in values}
         if width != {len(names)}:
@@ -59,7 +62,7 @@ def _rows_of_lists(values: list[Any], names: list[str]) -> tuple[dict[str, Any],
     return columns_of(values)
 
 
-def decode_json(body: Any, names: list[str]) -> tuple[dict[str, Any], int]:
+def decode_json(body: Any, names: list[str]) -> tuple[Mapping[str, Any], int]:
     """(columns, rows) of an /invocations JSON body; ``names`` orders plain lists of values."""
     if not isinstance(body, dict):
         raise BadRequest(f"The request body is a JSON {type(body).__name__}; it must be an object with one of {', '.join(FORMATS)}.")
@@ -70,16 +73,21 @@ def decode_json(body: Any, names: list[str]) -> tuple[dict[str, Any], int]:
             f"The request body must hold exactly one of {', '.join(FORMATS)} (and optionally params); got {', '.join(map(str, body)) or 'nothing'}.",
             hint='e.g. {"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2]]}}',
         )
+    if not isinstance(body.get("params", {}), dict):
+        raise BadRequest("'params' must be an object.", hint='e.g. {"inputs": [...], "params": {"threshold": 0.5}}')
     kind = given[0]
     value = body[kind]
     if kind == "dataframe_split":
         if not isinstance(value, dict) or "data" not in value:
             raise BadRequest("dataframe_split must be an object with 'columns' and 'data'.", hint='{"columns": ["a"], "data": [[1]]}')
+        extra = set(value) - {"columns", "data", "index"}
+        if extra:
+            raise BadRequest(f"Unknown key(s) in dataframe_split: {', '.join(sorted(map(str, extra)))}.", hint="Allowed: columns, data, index.")
         data = value["data"]
-        cols = value.get("columns") or names
-        if not isinstance(data, list) or not isinstance(cols, list):
-            raise BadRequest("dataframe_split 'data' must be a list of rows and 'columns' a list of names.")
-        return _rows_of_lists(data, [str(c) for c in cols])
+        cols = value.get("columns", names)
+        if not isinstance(data, list) or not isinstance(cols, list) or not isinstance(value.get("index", []), list):
+            raise BadRequest("dataframe_split 'data' must be a list of rows, and 'columns' and 'index' lists.")
+        return _rows_of_lists(data, [str(c) for c in cols] or names)
     if kind == "dataframe_records":
         if not isinstance(value, list):
             raise BadRequest("dataframe_records must be a list of objects.")

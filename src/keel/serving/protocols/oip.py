@@ -92,11 +92,17 @@ def _decode_tensor(tensor: Any, tail: bytes, offset: int) -> tuple[Any, list[int
 
     if not isinstance(tensor, dict):
         raise BadRequest("Each entry of 'inputs' must be an object with name, shape, datatype and data.")
+    if not isinstance(tensor, dict):
+        raise BadRequest(f"Each input must be an object (a tensor), not a {type(tensor).__name__}.")
     name = tensor.get("name")
+    extra = set(tensor) - {"name", "shape", "datatype", "data", "parameters"}
+    if extra or not isinstance(tensor.get("parameters", {}), dict):
+        raise BadRequest(f"Input {name!r} has unknown key(s) {', '.join(sorted(map(str, extra)))} or 'parameters' that are not an object.",
+                         hint="A tensor has name, shape, datatype, data and optionally parameters.")
     shape, datatype = tensor.get("shape"), tensor.get("datatype")
     if not isinstance(name, str) or not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise BadRequest(f"Input {name!r} needs a string 'name' and a 'shape' of non-negative integers.", hint='{"name": "age", "shape": [2], "datatype": "FP64", "data": [31, 45]}')
-    if datatype != "BYTES" and datatype not in DTYPES:
+    if not isinstance(datatype, str) or (datatype != "BYTES" and datatype not in DTYPES):
         raise BadRequest(f"Input '{name}' has datatype {datatype!r}.", hint=f"Use one of {', '.join([*DTYPES, 'BYTES'])}.")
     count = int(np.prod(shape)) if shape else 1
     size = (tensor.get("parameters") or {}).get("binary_data_size")
@@ -114,10 +120,14 @@ def _decode_tensor(tensor: Any, tail: bytes, offset: int) -> tuple[Any, list[int
     if "data" not in tensor:
         raise BadRequest(f"Input '{name}' has no 'data' (and no binary_data_size).")
     data = tensor["data"]
+    if not isinstance(data, list):
+        raise BadRequest(f"Input '{name}': 'data' must be a list of values, not a {type(data).__name__}.")
     flat = _flatten(data)
     if len(flat) != count:
         raise BadRequest(f"Input '{name}' holds {len(flat)} values; its shape {shape} says {count}.")
     if datatype == "BYTES":
+        if not all(isinstance(v, str) for v in flat):
+            raise BadRequest(f"Input '{name}' of datatype BYTES holds values that are not strings.")
         return np.asarray(flat, dtype=object).reshape(shape), shape, offset
     try:
         arr = np.asarray(flat, dtype=DTYPES[datatype] if datatype != "BOOL" else bool)
@@ -141,10 +151,22 @@ def _flatten(data: Any) -> list[Any]:
     return out
 
 
+def _output_request(o: Any) -> bool:
+    if not isinstance(o, dict) or not isinstance(o.get("name"), str) or set(o) - {"name", "parameters"}:
+        return False
+    params = o.get("parameters", {})
+    return isinstance(params, dict) and isinstance(params.get("binary_data", False), bool)
+
+
 def decode_infer(header: Any, tail: bytes, specs: list[ColSpec]) -> tuple[dict[str, Any], int, str | None, dict[str, Any]]:
     """(columns, rows, request id, output options) of an infer request."""
     if not isinstance(header, dict):
         raise BadRequest("The infer request must be a JSON object with 'inputs'.", hint='{"inputs": [{"name": "age", "shape": [1], "datatype": "FP64", "data": [31]}]}')
+    extra = set(header) - {"id", "inputs", "outputs", "parameters"}
+    if extra:
+        raise BadRequest(f"Unknown key(s) in the infer request: {', '.join(sorted(map(str, extra)))}.", hint="Allowed: id, inputs, outputs, parameters.")
+    if "id" in header and not isinstance(header["id"], str):
+        raise BadRequest("The infer request's 'id' must be a string.")
     inputs = header.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise BadRequest("The infer request has no 'inputs' (a non-empty list of tensors).")
@@ -175,9 +197,14 @@ def decode_infer(header: Any, tail: bytes, specs: list[ColSpec]) -> tuple[dict[s
             rows.add(int(values.shape[0]))
     if len(rows) > 1:
         raise BadRequest(f"The inputs have different numbers of rows {sorted(rows)}.")
-    params = header.get("parameters") or {}
-    binary_all = bool(params.get("binary_data_output")) if isinstance(params, dict) else False
-    wanted = header.get("outputs") or []
+    params = header.get("parameters", {})
+    if not isinstance(params, dict) or not isinstance(params.get("binary_data_output", False), bool):
+        raise BadRequest("'parameters' must be an object whose 'binary_data_output' is true or false.")
+    binary_all = bool(params.get("binary_data_output"))
+    wanted = header.get("outputs", [])
+    if not isinstance(wanted, list) or not all(_output_request(o) for o in wanted):
+        raise BadRequest("'outputs' must be a list of objects with a 'name' (and optionally 'parameters': {\"binary_data\": true}).",
+                         hint='e.g. "outputs": [{"name": "score"}]')
     binary = {o.get("name") for o in wanted if isinstance(o, dict) and (o.get("parameters") or {}).get("binary_data")}
     names_wanted = [o.get("name") for o in wanted if isinstance(o, dict)]
     rid = header.get("id")
