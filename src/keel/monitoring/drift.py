@@ -178,6 +178,7 @@ class DriftReport:
     notes: list[str] = field(default_factory=list)
     reference: Reference | None = field(default=None, repr=False)
     current: Any = field(default=None, repr=False)  # the current Arrow table, for plots and segments
+    cache: dict[Any, Any] = field(default_factory=dict, repr=False)  # histograms and segment codes, computed once
 
     @property
     def drifted(self) -> list[str]:
@@ -229,7 +230,18 @@ class DriftReport:
         """Reference and current shares per bin (numeric) or category, as numbers."""
         from keel.monitoring.html import histogram
 
-        return histogram(self, column, bins)
+        if ("histogram", column, bins) not in self.cache:
+            self.cache[("histogram", column, bins)] = histogram(self, column, bins)
+        return dict(self.cache[("histogram", column, bins)])
+
+    def top_segments(self, column: str, *, by: list[str] | None = None, top: int = 3) -> list[dict[str, Any]]:
+        """The segments driving ``column``'s shift (:func:`keel.monitoring.segments.top_segments`)."""
+        from keel.monitoring.segments import top_segments
+
+        c = self[column]
+        if self.reference is None or self.current is None:
+            return []
+        return top_segments(self.reference, self.current, column, c.method, by=by, top=top, cache=self.cache)
 
 
 def _check_methods(method: Any, kinds: dict[str, str]) -> dict[str, str]:
@@ -285,13 +297,19 @@ def compare(
     method: Any = None,
     thresholds: Any = None,
     min_rows: int = MIN_ROWS,
+    added: list[str] | None = None,
 ) -> DriftReport:
-    """Apply a fitted reference to the current table: every statistic of every column, once."""
+    """Apply a fitted reference to the current table: every statistic of every column, once.
+
+    ``added``: the columns new since the reference, when ``current`` holds only the
+    reference's columns (a monitor reads no others); by default the columns of
+    ``current`` that the reference lacks.
+    """
     with S.one_blas_thread():
         comparison = _Comparison({c: r.kind for c, r in ref.columns.items()}, current, method, thresholds, min_rows)
         names = list(ref.columns)
         done = S.map_columns(lambda c: comparison.column(ref.columns[c]), names, current.num_rows * len(names))
-        return comparison.report(ref, dict(zip(names, done, strict=True)))
+        return comparison.report(ref, dict(zip(names, done, strict=True)), added)
 
 
 class _Comparison:
@@ -321,13 +339,13 @@ class _Comparison:
         values = self.floats[r.name] = as_float(col) if not pa.types.is_null(col.type) else np.full(self.rows, np.nan)
         return _numeric_result(r, values, self.methods, self.thresholds, self.min_rows)
 
-    def report(self, ref: Reference, results: dict[str, ColumnDrift]) -> DriftReport:
+    def report(self, ref: Reference, results: dict[str, ColumnDrift], added: list[str] | None = None) -> DriftReport:
         notes: list[str] = []
         if self.rows == 0:
             notes.append("The current window is empty: no statistic was computed.")
         schema: dict[str, Any] = {
             "dropped": [c for c in ref.columns if c not in self.names],
-            "added": sorted(self.names - set(ref.columns) - set(ref.skipped)),
+            "added": sorted(self.names - set(ref.columns) - set(ref.skipped)) if added is None else list(added),
             "type_changed": dict(self.type_changed),
             "skipped": dict(ref.skipped),
         }
@@ -344,14 +362,6 @@ class _Comparison:
         return DriftReport(ordered, ref.rows, self.rows, multi, schema, notes, ref, self.current)
 
 
-def _numeric_summary(ordered: Any) -> dict[str, Any]:
-    """Summary of an ascending array without NaN."""
-    if ordered.size == 0:
-        return {"mean": None, "std": None, "min": None, "max": None}
-    return {"mean": float(ordered.mean()), "std": float(ordered.std()), "min": float(ordered[0]), "max": float(ordered[-1]),
-            "median": float(S.sorted_quantiles(ordered, np.array([0.5]))[0])}
-
-
 def _numeric_result(r: ColumnReference, cur: Any, methods: dict[str, str], thresholds: Any, min_rows: int) -> ColumnDrift:
     ordered = np.sort(cur)  # one sort serves KS, Wasserstein, the bins, the summary and the range check
     m = int(len(cur) - np.count_nonzero(np.isnan(cur)))
@@ -359,7 +369,7 @@ def _numeric_result(r: ColumnReference, cur: Any, methods: dict[str, str], thres
     method = methods.get(r.name, DEFAULT_METHOD["numeric"])
     out = ColumnDrift(r.name, "numeric", method, None, None, None, "", "ok", n_reference=r.count, n_current=m,
                       null_rate_reference=r.null_rate, null_rate_current=1 - m / len(cur) if len(cur) else 0.0,
-                      reference_summary=r.summary, current_summary=_numeric_summary(ordered))
+                      reference_summary=r.summary, current_summary=S.sorted_summary(ordered))
     lo, hi = r.summary.get("min"), r.summary.get("max")
     if m and lo is not None and hi is not None:
         below, upto = int(ordered.searchsorted(lo, side="left")), int(ordered.searchsorted(hi, side="right"))

@@ -142,17 +142,6 @@ class Reference:
         return ref
 
 
-def _numeric_summary(finite: Any) -> dict[str, Any]:
-    """Summary of an ascending array without NaN."""
-    if finite.size == 0:
-        return {"mean": None, "std": None, "min": None, "max": None, "quantiles": {}}
-    qs = S.sorted_quantiles(finite, np.array([0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99]))
-    return {
-        "mean": float(finite.mean()), "std": float(finite.std()), "min": float(finite[0]), "max": float(finite[-1]),
-        "quantiles": {str(p): float(q) for p, q in zip((0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99), qs, strict=True)},
-    }
-
-
 def _learnable(count: int, n_chunks: int) -> bool:
     return count >= n_chunks * MIN_CHUNK_ROWS
 
@@ -162,7 +151,7 @@ def _fit_numeric(name: str, dtype: str, v: Any, n_chunks: int, bins: int, method
     count = int(len(v) - np.count_nonzero(np.isnan(v)))
     finite = ordered[:count]
     edges = S.quantile_edges(v, bins, ordered=finite)
-    summary = _numeric_summary(finite)
+    summary = S.sorted_summary(finite)
     ref = ColumnReference(name, "numeric", dtype, len(v), count, summary, edges=edges,
                           counts=S.sorted_counts(finite, edges), values=v, sorted_values=ordered)
     ref.summary["std_norm"] = max(summary["std"] or 0.0, S.STD_FLOOR)  # Wasserstein's norm, as Evidently's
@@ -222,8 +211,8 @@ def encode(text: Any, categories: list[str]) -> Any:
         codes = mapped[idx_arr.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)] if len(mapped) else np.full(len(text), len(categories))
         codes[idx_arr.is_null().to_numpy(zero_copy_only=False)] = -1
         return codes
-    if not pa.types.is_string(text.type):
-        text = as_strings(text)
+    if not pa.types.is_string(text.type):  # integers, booleans: hash the values, then name the few distinct ones
+        return encode(pc.dictionary_encode(text), categories)
     idx = pc.index_in(text, value_set=pa.array(categories, pa.string()))
     codes = idx.fill_null(len(categories)).to_numpy(zero_copy_only=False).astype(np.int64)
     nulls = text.is_null().to_numpy(zero_copy_only=False)

@@ -204,6 +204,30 @@ def ks_wasserstein(ref: Array, cur: Array) -> tuple[Array, Array]:
     return ks, wd
 
 
+SUMMARY_QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+_BLOCK = 65_536
+
+
+def mean_std(values: Array) -> tuple[float, float]:
+    """Mean and standard deviation (ddof 0) of an array without NaN, as ``np.mean``/``np.std``, in cache-sized blocks."""
+    mean = float(values.mean())
+    squares = 0.0
+    for lo in range(0, len(values), _BLOCK):  # np.std's whole-array temporaries cost more than the arithmetic
+        d = values[lo : lo + _BLOCK] - mean
+        squares += float(np.einsum("i,i->", d, d))
+    return mean, (squares / len(values)) ** 0.5
+
+
+def sorted_summary(finite: Array) -> dict[str, Any]:
+    """Mean, std, min, max, median and quantiles of an ascending array without NaN."""
+    if finite.size == 0:
+        return {"mean": None, "std": None, "min": None, "max": None, "median": None, "quantiles": {}}
+    mean, std = mean_std(finite)
+    qs = sorted_quantiles(finite, np.array(SUMMARY_QUANTILES))
+    return {"mean": mean, "std": std, "min": float(finite[0]), "max": float(finite[-1]), "median": float(qs[3]),
+            "quantiles": {str(p): float(q) for p, q in zip(SUMMARY_QUANTILES, qs, strict=True)}}
+
+
 def sorted_quantiles(ordered: Array, qs: Array) -> Array:
     """Quantiles of an ascending array without NaN, as ``np.quantile`` (linear) computes them, without re-sorting."""
     n = len(ordered)
