@@ -12,12 +12,17 @@ shifted, mildly, as real drift starts: n0 mean +0.05 sd, n1 sd x1.08, n2 mean
 
 Each tool runs in its own process, from the same Parquet files loaded into the
 same pandas frames with categorical dtypes; the timed part is the drift
-computation only, peak RSS is the whole process's:
+computation only. Memory: the whole process's peak RSS, and the tool's own peak
+above the RSS with the frames loaded (the peak is reset there, Linux
+``/proc/self/clear_refs``; the tool's imports count as its own), read before
+anything else runs (keel's SciPy checks come after):
 
 - keel: ``keel.drift(reference, current)`` (its defaults: KS and Jensen-Shannon
   with thresholds learned from the reference); every statistic is computed in
   the same pass, Evidently's (normed Wasserstein, Jensen-Shannon) among them, and
-  checked against SciPy on the same inputs (the largest difference is printed).
+  checked against SciPy on the same inputs (the largest difference is printed);
+  then ``compare`` with the reference fitted beforehand, as a monitor applies a
+  stored baseline.
 - Evidently (installed into benchmarks/.venvs/evidently): ``Report([DataDriftPreset()])``
   with its defaults, then with chi-square forced for the categorical columns.
 

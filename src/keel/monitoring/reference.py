@@ -137,8 +137,7 @@ class Reference:
         if sample is not None:
             for name, col in ref.columns.items():
                 if col.kind == "numeric" and name in sample.column_names:
-                    col.values = as_float(sample[name])
-                    col.sorted_values = np.sort(col.values)
+                    col.values = as_float(sample[name])  # sorted when compared, on the comparison's threads
         return ref
 
 

@@ -2,10 +2,15 @@
 
 A segment is a value of a categorical column or a bin of a numeric one: the
 drifted feature's own deciles (its 20 quantile bins two by two), quartiles of
-another numeric column. Its contribution is how far the feature's
-statistic falls when the segment's share of the current window is reset to its
-share of the reference (the segment's rows reweighted by ``ref_share / cur_share``,
-the others by ``(1 - ref_share) / (1 - cur_share)``). Every segment of a column is
+another numeric column. Its contribution is how far the feature's statistic
+falls when the segment is reset to the reference: its rows in the current window
+replaced by the reference's rows of the segment, at the reference's share (the
+other rows reweighted by ``(1 - ref_share) / (1 - cur_share)``), less the part
+its share of traffic alone accounts for (a shift spread over every row falls with
+any segment in proportion to its size). A bin of the feature itself can only
+have its share reset. So a segment whose share moved and a segment whose values
+moved (basic-plan customers' usage halved, the plan's share unchanged) both show,
+and a shift of every row is traced to the feature's bins, not to the largest plan. Every segment of a column is
 evaluated at once on the joint (segment x feature-bin) counts; the statistic is
 computed on the feature's bins (20 reference quantiles for KS and Wasserstein),
 so contributions are approximate and labelled so.
@@ -120,12 +125,19 @@ def top_segments(
         with np.errstate(divide="ignore", invalid="ignore"):
             w_in = np.where(cur_share > 0, ref_share / cur_share, 0.0)
             w_out = np.where(cur_share < 1, (1 - ref_share) / (1 - cur_share), 0.0)
-        reset = w_in[:, None] * cj + w_out[:, None] * (cur_counts[None, :] - cj)
+        own = name == feature
+        if own:  # a bin of the feature: only its share can move
+            reset = w_in[:, None] * cj + w_out[:, None] * (cur_counts[None, :] - cj)
+        else:  # the segment's rows replaced by the reference's (its share and its distribution of the feature), the others rescaled
+            reset = rj * (cj.sum() / max(rj.sum(), 1)) + w_out[:, None] * (cur_counts[None, :] - cj)
         after = _binned_stat(method, np.broadcast_to(ref_counts, reset.shape), reset)
+        # a shift spread over all rows falls with any segment in proportion to its traffic: only the excess is the segment's
+        expected = np.zeros(k) if own else cur_share * before
         for i in range(k):
             if cur_share[i] == 0 and ref_share[i] == 0:
                 continue
-            found.append({"segment": labels[i], "column": name, "contribution": before - float(after[i]), "statistic_after": float(after[i]),
+            found.append({"segment": labels[i], "column": name, "contribution": before - float(after[i]) - float(expected[i]),
+                          "statistic_after": float(after[i]),
                           "statistic_binned": before, "current_share": float(cur_share[i]), "reference_share": float(ref_share[i]),
                           "rows": int(cj[i].sum()), "approximate": True})
     found.sort(key=lambda s: -s["contribution"])
