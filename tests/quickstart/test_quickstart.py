@@ -43,7 +43,16 @@ def test_quickstart_end_to_end_then_from_cache(tmp_path: Path, monkeypatch: pyte
         assert [h["endpoint"] for h in first.http] == ["/v1/models/churn/predict", "/invocations", "/v2/models/churn/infer"]
         assert all(h["version"] == str(first.output["version"]) for h in first.http)
         assert first.http[0]["answer"]["missing_features"][0] == [] and "plan" in first.http[0]["answer"]["missing_features"][1]
-        assert len(keel.predictions("churn")) == 4
+        logged = keel.predictions("churn")
+        assert (logged["batch_id"] != "quickstart-replay").sum() == 4
+        # monitoring: the production version's baseline, the monitor, yesterday clean and today exactly the faulty feature flagged
+        mon = first.monitoring
+        assert mon["baseline_built"] and mon["version"] == first.output["version"] and mon["replayed"] == 1200
+        yesterday, today = mon["runs"]
+        inputs = {c["column"] for c in today["columns"]} - {"prediction", "score"}
+        assert not set(yesterday["drifted"]) & inputs and set(today["drifted"]) & inputs == {"minutes_30d"}
+        assert today["alerts"] and "minutes_30d: mean" in today["alerts"][0] and "top segments: plan = basic" in today["alerts"][0]
+        assert Path(mon["report"]).read_text().startswith("<!doctype html>")
         # the bad batch was blocked by the contract, and its pipeline run is recorded as failed
         assert first.blocked_run is not None and keel.get_run(first.blocked_run).status == "failed"
         assert any("sessions.min" in line for line in first.blocked_checks)
@@ -58,6 +67,8 @@ def test_quickstart_end_to_end_then_from_cache(tmp_path: Path, monkeypatch: pyte
         assert "6 of 6 steps from cache" in out.getvalue()
         assert second.keys_materialized == 0 and "Online store: already up to date" in out.getvalue()
         assert second.gates == first.gates  # the cached rerun shows the same promotion's gates
+        assert not second.monitoring["baseline_built"] and second.monitoring["runs"][1]["drifted"] == today["drifted"]
+        assert second.monitoring["runs"][1]["rows"] == today["rows"]  # the replay rewrote its parts: one replay in the window, not two
 
         # `keel ci pipelines:training` on the quickstart project: the smoke run passes, checks the
         # registration and the gates, and stores no version that could never be promoted

@@ -18,8 +18,9 @@ def quickstart(
 
     Generates a churn data set, runs the project's training pipeline (contract,
     features, point-in-time training set, Optuna-tuned LightGBM, registration and
-    gated promotion), serves three customers online and shows a bad batch blocked
-    by its contract. Running it again in the same folder reuses the project, and
+    gated promotion), serves three customers online and over HTTP, monitors the
+    production version against its baseline on two days of replayed traffic (one
+    feature faulty on the second), and shows a bad batch blocked by its contract. Running it again in the same folder reuses the project, and
     the pipeline comes from the cache. Needs the quickstart extra:
     pip install 'keel[quickstart]'.
 

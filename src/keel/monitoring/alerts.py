@@ -56,7 +56,6 @@ def safe_url(url: str) -> str:
 
 def _drift_alerts(spec: MonitorSpec, result: MonitorResult) -> list[dict[str, Any]]:
     from keel.monitoring.html import column_svg
-    from keel.monitoring.segments import top_segments
 
     out = []
     for vr in result.versions:
@@ -66,7 +65,7 @@ def _drift_alerts(spec: MonitorSpec, result: MonitorResult) -> list[dict[str, An
         for c in d.columns:
             if not c.drifted:
                 continue
-            segs = top_segments(d.reference, d.current, c.column, c.method, by=spec.segments or None) if d.reference is not None else []
+            segs = d.top_segments(c.column, by=spec.segments or None)
             seg_text = "; top segments: " + ", ".join(
                 f"{s['segment']} ({s['current_share'] * 100:.0f} % of traffic, {s['reference_share'] * 100:.0f} % in the reference)" for s in segs
             ) if segs else ""

@@ -32,8 +32,8 @@ from keel.monitoring.reference import (
     Reference,
     as_float,
     as_strings,
+    check_fit_args,
     encode,
-    fit_reference,
 )
 
 if TYPE_CHECKING:
@@ -62,8 +62,37 @@ def as_table(data: Any, what: str) -> pa.Table:
 
         return pq.read_table(path)
     if hasattr(data, "columns") and hasattr(data, "dtypes"):
-        return pa.Table.from_pandas(data, preserve_index=False)
+        return _from_pandas(data)
     raise ValidationError(f"The {what} is a {type(data).__name__}.", hint="Pass a pandas DataFrame, an Arrow table or a Parquet/CSV path.")
+
+
+def _from_pandas(frame: pd.DataFrame) -> pa.Table:
+    """An Arrow view of a DataFrame, sharing its memory where the types allow.
+
+    NumPy-backed numeric columns are wrapped, not copied (a float NaN stays a NaN
+    value, which every statistic here reads as missing); a categorical column
+    becomes a dictionary array over its codes. Other columns convert as pandas
+    converts them.
+    """
+    import pandas as pd
+    import pyarrow as pa
+
+    arrays, names = [], []
+    for name in frame.columns:
+        series = frame[name]
+        dtype = series.dtype
+        if isinstance(dtype, pd.CategoricalDtype):
+            codes = series.cat.codes.to_numpy()
+            mask = codes < 0
+            indices = pa.array(codes, mask=mask) if mask.any() else pa.array(codes)
+            arr: Any = pa.DictionaryArray.from_arrays(indices, pa.array(series.cat.categories.to_numpy(), from_pandas=True))
+        elif isinstance(dtype, np.dtype) and dtype.kind in "fiu":
+            arr = pa.array(series.to_numpy())
+        else:
+            arr = pa.array(series, from_pandas=True)
+        arrays.append(arr)
+        names.append(str(name))
+    return pa.Table.from_arrays(arrays, names=names)
 
 
 def _num(v: float) -> str:
@@ -149,6 +178,7 @@ class DriftReport:
     notes: list[str] = field(default_factory=list)
     reference: Reference | None = field(default=None, repr=False)
     current: Any = field(default=None, repr=False)  # the current Arrow table, for plots and segments
+    cache: dict[Any, Any] = field(default_factory=dict, repr=False)  # histograms and segment codes, computed once
 
     @property
     def drifted(self) -> list[str]:
@@ -200,27 +230,38 @@ class DriftReport:
         """Reference and current shares per bin (numeric) or category, as numbers."""
         from keel.monitoring.html import histogram
 
-        return histogram(self, column, bins)
+        if ("histogram", column, bins) not in self.cache:
+            self.cache[("histogram", column, bins)] = histogram(self, column, bins)
+        return dict(self.cache[("histogram", column, bins)])
+
+    def top_segments(self, column: str, *, by: list[str] | None = None, top: int = 3) -> list[dict[str, Any]]:
+        """The segments driving ``column``'s shift (:func:`keel.monitoring.segments.top_segments`)."""
+        from keel.monitoring.segments import top_segments
+
+        c = self[column]
+        if self.reference is None or self.current is None:
+            return []
+        return top_segments(self.reference, self.current, column, c.method, by=by, top=top, cache=self.cache)
 
 
-def _check_methods(method: Any, refs: dict[str, ColumnReference]) -> dict[str, str]:
+def _check_methods(method: Any, kinds: dict[str, str]) -> dict[str, str]:
     """{column: method} from None, one method name, or a {column or kind: method} mapping."""
     out: dict[str, str] = {}
-    for name, ref in refs.items():
+    for name, kind in kinds.items():
         choice = None
         if isinstance(method, str):
             choice = method
         elif isinstance(method, dict):
-            choice = method.get(name, method.get(ref.kind))
+            choice = method.get(name, method.get(kind))
         elif method is not None:
             raise ValidationError(f"method={method!r} is not a name or a mapping.", hint="Use e.g. method='psi' or method={'age': 'wasserstein'}.")
         if choice is None:
             continue
-        allowed = NUMERIC_METHODS if ref.kind == "numeric" else CATEGORICAL_METHODS
+        allowed = NUMERIC_METHODS if kind == "numeric" else CATEGORICAL_METHODS
         if choice not in allowed:
             if isinstance(method, str) and choice in (*NUMERIC_METHODS, *CATEGORICAL_METHODS):
                 continue  # a single name applies to the columns whose type has it
-            raise ValidationError(f"Drift method {choice!r} does not apply to {ref.kind} column {name!r}." + did_you_mean(choice, allowed),
+            raise ValidationError(f"Drift method {choice!r} does not apply to {kind} column {name!r}." + did_you_mean(choice, allowed),
                                   hint=f"Use one of {', '.join(allowed)}.")
         out[name] = choice
     return out
@@ -256,65 +297,69 @@ def compare(
     method: Any = None,
     thresholds: Any = None,
     min_rows: int = MIN_ROWS,
+    added: list[str] | None = None,
 ) -> DriftReport:
-    """Apply a fitted reference to the current table: every statistic of every column, once."""
-    import pyarrow as pa
+    """Apply a fitted reference to the current table: every statistic of every column, once.
 
-    methods = _check_methods(method, ref.columns)
-    cur_names = set(current.column_names)
-    m_rows = current.num_rows
-    results: dict[str, ColumnDrift] = {}
-    notes: list[str] = []
-    if m_rows == 0:
-        notes.append("The current window is empty: no statistic was computed.")
-    type_changed: dict[str, str] = {}
-    schema: dict[str, Any] = {
-        "dropped": [c for c in ref.columns if c not in cur_names],
-        "added": sorted(cur_names - set(ref.columns) - set(ref.skipped)),
-        "type_changed": type_changed,
-        "skipped": dict(ref.skipped),
-    }
+    ``added``: the columns new since the reference, when ``current`` holds only the
+    reference's columns (a monitor reads no others); by default the columns of
+    ``current`` that the reference lacks.
+    """
+    with S.one_blas_thread():
+        comparison = _Comparison({c: r.kind for c, r in ref.columns.items()}, current, method, thresholds, min_rows)
+        names = list(ref.columns)
+        done = S.map_columns(lambda c: comparison.column(ref.columns[c]), names, current.num_rows * len(names))
+        return comparison.report(ref, dict(zip(names, done, strict=True)), added)
 
-    numeric = [c for c, r in ref.columns.items() if r.kind == "numeric" and c in cur_names]
-    cur_num: dict[str, Any] = {}
-    for name in numeric:
-        col = current[name]
+
+class _Comparison:
+    """One comparison of a current table with a reference, column by column (in any order, on any thread)."""
+
+    def __init__(self, kinds: dict[str, str], current: pa.Table, method: Any, thresholds: Any, min_rows: int) -> None:
+        self.kinds, self.current, self.thresholds, self.min_rows = kinds, current, thresholds, min_rows
+        self.methods = _check_methods(method, kinds)
+        self.rows = current.num_rows
+        self.names = set(current.column_names)
+        self.type_changed: dict[str, str] = {}
+        self.floats: dict[str, Any] = {}  # current numeric columns (views where possible), for the multivariate signal
+
+    def column(self, r: ColumnReference) -> ColumnDrift:
+        import pyarrow as pa
+
+        method = self.methods.get(r.name, DEFAULT_METHOD[r.kind])
+        if r.name not in self.names:
+            return ColumnDrift(r.name, r.kind, method, None, None, None, "", "missing", n_reference=r.count,
+                               note="column is missing from the current data")
+        col = self.current[r.name]
+        if r.kind == "categorical":
+            return _categorical_result(r, col, self.methods, self.thresholds, self.min_rows)
         if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_decimal(col.type) or pa.types.is_null(col.type)):
-            type_changed[name] = f"{ref.columns[name].dtype} → {col.type}"
-            continue
-        cur_num[name] = as_float(col) if not pa.types.is_null(col.type) else np.full(m_rows, np.nan)
-    for name in [c for c in numeric if c in cur_num]:  # a loop over columns; each one vectorized
-        results[name] = _numeric_result(ref.columns[name], cur_num[name], methods, thresholds, min_rows)
-    for name, r in ref.columns.items():
-        if r.kind == "categorical" and name in cur_names:
-            results[name] = _categorical_result(r, current[name], methods, thresholds, min_rows)
-    for name in schema["dropped"]:
-        r = ref.columns[name]
-        results[name] = ColumnDrift(name, r.kind, methods.get(name, DEFAULT_METHOD[r.kind]), None, None, None, "", "missing",
-                                    n_reference=r.count, note="column is missing from the current data")
-    for name, change in type_changed.items():
-        r = ref.columns[name]
-        results[name] = ColumnDrift(name, r.kind, methods.get(name, DEFAULT_METHOD[r.kind]), None, None, None, "", "missing",
-                                    n_reference=r.count, note=f"type changed: {change}")
-    if schema["added"]:
-        notes.append(f"Columns not in the reference (not compared): {', '.join(schema['added'])}.")
-    if schema["dropped"]:
-        notes.append(f"Columns of the reference missing from the current data: {', '.join(schema['dropped'])}.")
-    multi = None
-    if ref.multivariate:
-        from keel.monitoring.multivariate import apply_pca
+            change = self.type_changed[r.name] = f"{r.dtype} → {col.type}"
+            return ColumnDrift(r.name, r.kind, method, None, None, None, "", "missing", n_reference=r.count, note=f"type changed: {change}")
+        values = self.floats[r.name] = as_float(col) if not pa.types.is_null(col.type) else np.full(self.rows, np.nan)
+        return _numeric_result(r, values, self.methods, self.thresholds, self.min_rows)
 
-        multi = apply_pca(ref.multivariate, cur_num, m_rows)
-    ordered = [results[c] for c in ref.columns if c in results]
-    return DriftReport(ordered, ref.rows, m_rows, multi, schema, notes, ref, current)
+    def report(self, ref: Reference, results: dict[str, ColumnDrift], added: list[str] | None = None) -> DriftReport:
+        notes: list[str] = []
+        if self.rows == 0:
+            notes.append("The current window is empty: no statistic was computed.")
+        schema: dict[str, Any] = {
+            "dropped": [c for c in ref.columns if c not in self.names],
+            "added": sorted(self.names - set(ref.columns) - set(ref.skipped)) if added is None else list(added),
+            "type_changed": dict(self.type_changed),
+            "skipped": dict(ref.skipped),
+        }
+        if schema["added"]:
+            notes.append(f"Columns not in the reference (not compared): {', '.join(schema['added'])}.")
+        if schema["dropped"]:
+            notes.append(f"Columns of the reference missing from the current data: {', '.join(schema['dropped'])}.")
+        multi = None
+        if ref.multivariate:
+            from keel.monitoring.multivariate import apply_pca
 
-
-def _numeric_summary(ordered: Any) -> dict[str, Any]:
-    """Summary of an ascending array without NaN."""
-    if ordered.size == 0:
-        return {"mean": None, "std": None, "min": None, "max": None}
-    return {"mean": float(ordered.mean()), "std": float(ordered.std()), "min": float(ordered[0]), "max": float(ordered[-1]),
-            "median": float(S.sorted_quantiles(ordered, np.array([0.5]))[0])}
+            multi = apply_pca(ref.multivariate, self.floats, self.rows)
+        ordered = [results[c] for c in ref.columns if c in results]
+        return DriftReport(ordered, ref.rows, self.rows, multi, schema, notes, ref, self.current)
 
 
 def _numeric_result(r: ColumnReference, cur: Any, methods: dict[str, str], thresholds: Any, min_rows: int) -> ColumnDrift:
@@ -324,7 +369,7 @@ def _numeric_result(r: ColumnReference, cur: Any, methods: dict[str, str], thres
     method = methods.get(r.name, DEFAULT_METHOD["numeric"])
     out = ColumnDrift(r.name, "numeric", method, None, None, None, "", "ok", n_reference=r.count, n_current=m,
                       null_rate_reference=r.null_rate, null_rate_current=1 - m / len(cur) if len(cur) else 0.0,
-                      reference_summary=r.summary, current_summary=_numeric_summary(ordered))
+                      reference_summary=r.summary, current_summary=S.sorted_summary(ordered))
     lo, hi = r.summary.get("min"), r.summary.get("max")
     if m and lo is not None and hi is not None:
         below, upto = int(ordered.searchsorted(lo, side="left")), int(ordered.searchsorted(hi, side="right"))
@@ -336,7 +381,8 @@ def _numeric_result(r: ColumnReference, cur: Any, methods: dict[str, str], thres
         out.level = "insufficient"
         out.note = "the current column is all null" if m == 0 and len(cur) else f"only {m} current values (at least {min_rows} needed)"
         return out
-    ks, wd = S.ks_wasserstein_sorted(r.sorted_values[: r.count], ordered)
+    ref_sorted = r.sorted_values if r.sorted_values is not None else np.sort(r.values)  # a one-off comparison sorts once, not twice
+    ks, wd = S.ks_wasserstein_sorted(ref_sorted[: r.count], ordered)
     cur_counts = S.sorted_counts(ordered, r.edges)
     stats = {"ks": ks, "wasserstein": wd / r.summary["std_norm"], "psi": float(S.psi(r.counts, cur_counts)),
              "kl": float(S.kl(r.counts, cur_counts)), "js": float(S.js(r.counts, cur_counts))}
@@ -428,6 +474,43 @@ def drift(
     elif isinstance(reference, Reference):
         ref = reference
     else:
-        table = as_table(reference, "reference data")
-        ref = fit_reference(table, columns, categorical=categorical, n_chunks=n_chunks, bins=bins, multivariate=multivariate)
+        return _fit_and_compare(as_table(reference, "reference data"), cur, columns, categorical=categorical, method=method,
+                                thresholds=thresholds, n_chunks=n_chunks, bins=bins, multivariate=multivariate, min_rows=min_rows)
     return compare(ref, cur, method=method, thresholds=thresholds, min_rows=min_rows)
+
+
+def _fit_and_compare(table: pa.Table, cur: pa.Table, columns: list[str] | None, *, categorical: list[str] | None, method: Any,
+                     thresholds: Any, n_chunks: int, bins: int, multivariate: bool, min_rows: int) -> DriftReport:
+    """Fit each reference column and compare it at once: a column's sorted copies live only while it is compared."""
+    from keel.monitoring.multivariate import fit_pca
+    from keel.monitoring.reference import column_kinds, fit_column
+
+    check_fit_args(n_chunks, bins)
+    kinds, skipped = column_kinds(table, columns, categorical)
+    learn = _flagged_methods(method)
+    with S.one_blas_thread():
+        comparison = _Comparison(kinds, cur, method, thresholds, min_rows)
+
+        def one(name: str) -> tuple[ColumnReference, ColumnDrift]:
+            r = fit_column(table, name, kinds[name], n_chunks, bins, learn.get(name, learn.get(kinds[name], ())))
+            result = comparison.column(r)
+            r.sorted_values = None  # not every column's sorted copy at once; compare() sorts again when it needs one
+            return r, result
+
+        names = list(kinds)
+        pairs = S.map_columns(one, names, (table.num_rows + cur.num_rows) * len(names))
+        ref = Reference({n: p[0] for n, p in zip(names, pairs, strict=True)}, table.num_rows, n_chunks, bins, skipped=skipped, sample=table)
+        if multivariate:
+            ref.multivariate = fit_pca(ref, n_chunks)
+        return comparison.report(ref, {n: p[1] for n, p in zip(names, pairs, strict=True)})
+
+
+def _flagged_methods(method: Any) -> dict[str, tuple[str, ...]]:
+    """{column or kind: the method flagged}: a one-off comparison learns only the thresholds it uses."""
+    out: dict[str, tuple[str, ...]] = {kind: (m,) for kind, m in DEFAULT_METHOD.items()}
+    if isinstance(method, str):
+        out.update({kind: (method,) for kind, allowed in (("numeric", NUMERIC_METHODS), ("categorical", CATEGORICAL_METHODS))
+                    if method in allowed})
+    elif isinstance(method, dict):
+        out.update({str(k): (str(v),) for k, v in method.items()})
+    return out

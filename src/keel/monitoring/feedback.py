@@ -261,6 +261,13 @@ def import_feedback(
     )
 
 
+def has_feedback(model: str) -> bool:
+    """Whether any label of ``model`` has been received."""
+    from keel.store.lake import get_lake
+
+    return bool(get_lake().files(_dataset(model)))
+
+
 def join_labels(model: str, window: pa.Table, *, entity: str | None = None, horizon: Any = None, as_of: datetime | None = None) -> pa.Table:
     """``window`` (logged predictions) with ``label``, ``label_value`` and ``label_source`` columns (null without a label).
 

@@ -35,15 +35,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from keel.errors import NotFoundError, ValidationError, did_you_mean
 
 if TYPE_CHECKING:
     import pandas as pd
-    import pyarrow as pa
 
     from keel.monitoring.drift import DriftReport
+    from keel.monitoring.window import Window
 
 log = logging.getLogger("keel.monitoring")
 CHECKS = ("drift", "quality", "performance", "service", "business")
@@ -221,41 +219,8 @@ class MonitorResult:
                 "run_id": self.run_id, "alerts": self.alerts, "versions": [v.to_dict() for v in self.versions]}
 
 
-def _window(spec: MonitorSpec, end: datetime) -> tuple[pa.Table, datetime]:
-    import pyarrow.compute as pc
-
-    from keel.store import predictions
-
-    w = spec.window_spec()
-    if isinstance(w, int):
-        table = predictions.read(spec.model, end=end)
-        if "route" in table.column_names:
-            table = table.filter(pc.not_equal(table["route"], "shadow"))
-        table = table.slice(max(0, table.num_rows - w))
-        start = table["ts"][0].as_py() if table.num_rows else end
-        return table, start
-    start = end - w
-    table = predictions.read(spec.model, start=start, end=end)
-    if "route" in table.column_names and table.num_rows:
-        table = table.filter(pc.not_equal(table["route"], "shadow"))
-    return table, start
-
-
-def _service(spec: MonitorSpec, table: pa.Table) -> dict[str, Any]:
-    import pyarrow.compute as pc
-
-    from keel.monitoring.reference import as_float
-
-    n = table.num_rows
-    out: dict[str, Any] = {"volume": n}
-    if n and "latency_ms" in table.column_names:
-        lat = as_float(table["latency_ms"])
-        out["latency_p50_ms"], out["latency_p99_ms"] = (float(v) for v in np.nanquantile(lat, [0.5, 0.99]))
-    if n and "status" in table.column_names:
-        out["error_rate"] = float(pc.sum(pc.not_equal(table["status"], "ok")).as_py() or 0) / n
-    if n and "missing_features" in table.column_names:
-        lengths = pc.fill_null(pc.list_value_length(table["missing_features"]), 0)
-        out["missing_feature_rate"] = float(pc.sum(pc.greater(lengths, 0)).as_py() or 0) / n
+def _service(spec: MonitorSpec, window: Window) -> dict[str, Any]:
+    out = window.service()
     checks = {}
     for key, limit in spec.objectives.items():
         value = out.get("volume" if key == "min_volume" else key)
@@ -267,20 +232,28 @@ def _service(spec: MonitorSpec, table: pa.Table) -> dict[str, Any]:
     return out
 
 
-def _version_result(spec: MonitorSpec, version: int, rows: pa.Table) -> VersionResult:
+def _log_inputs(names: list[str]) -> list[str]:
+    """The input columns among a log's column names (not the reserved ones, not the class probabilities)."""
+    from keel.store.predictions import BASE_COLUMNS, OUTPUT_COLUMNS
+
+    return [c for c in names if c not in BASE_COLUMNS and c not in OUTPUT_COLUMNS and not c.startswith("proba_")]
+
+
+def _version_result(spec: MonitorSpec, version: int, window: Window) -> VersionResult:
     from keel.monitoring import performance as P
     from keel.monitoring.baselines import baseline_from_registry, get_baseline
     from keel.monitoring.drift import compare
-    from keel.monitoring.feedback import join_labels
+    from keel.monitoring.feedback import has_feedback, join_labels
 
+    n = window.counts.get(version, 0)
     try:
         baseline = get_baseline(spec.model, version)
     except NotFoundError as exc:
         built = baseline_from_registry(spec.model, version) if _registered(spec.model, version) else None
         if built is None:
-            return VersionResult(version, rows.num_rows, "no_baseline", note=str(exc))
+            return VersionResult(version, n, "no_baseline", note=str(exc))
         baseline = built
-    res = VersionResult(version, rows.num_rows, "ok", baseline_performance=baseline.performance)
+    res = VersionResult(version, n, "ok", baseline_performance=baseline.performance)
     ref = baseline.reference
     if spec.columns:
         from keel.monitoring.reference import Reference
@@ -290,9 +263,16 @@ def _version_result(spec: MonitorSpec, version: int, rows: pa.Table) -> VersionR
             raise ValidationError(f"Monitor {spec.name!r}: column {missing[0]!r} is not in the baseline of v{version}." + did_you_mean(missing[0], ref.columns),
                                   hint=f"The baseline has {sorted(ref.columns)}.")
         ref = Reference({c: ref.columns[c] for c in spec.columns}, ref.rows, ref.n_chunks, ref.bins, {}, ref.multivariate, ref.sample)
-    if "drift" in spec.checks or "quality" in spec.checks:
-        res.drift = compare(ref, rows, method=spec.method, thresholds=spec.thresholds)
-    if "performance" in spec.checks or "business" in spec.checks:
+    drift = "drift" in spec.checks or "quality" in spec.checks
+    labels = ("performance" in spec.checks or "business" in spec.checks)
+    joined_by = ["request_id", "ts", *([spec.entity] if spec.entity else [])] if labels and has_feedback(spec.model) else []
+    wanted = [*(ref.columns if drift or "business" in spec.checks else []), "score", "prediction", *joined_by]
+    rows = window.read(version, wanted)  # only the columns the checks read
+    if drift:
+        added = sorted(set(_log_inputs(window.columns(version))) - set(baseline.reference.columns) - set(ref.skipped))
+        res.drift = compare(ref, rows.select([c for c in rows.column_names if c in ref.columns]), method=spec.method,
+                            thresholds=spec.thresholds, added=added)
+    if labels:
         joined = join_labels(spec.model, rows, entity=spec.entity, horizon=spec.horizon)  # every label received so far
         if "performance" in spec.checks:
             res.performance = P.realized(joined, baseline.task, threshold=spec.decision_threshold)
@@ -303,7 +283,7 @@ def _version_result(spec: MonitorSpec, version: int, rows: pa.Table) -> VersionR
                 res.estimated = P.estimate_cbpe(score, P.Calibrator(baseline.labelled_sample()), threshold=spec.decision_threshold)
         if "business" in spec.checks:
             res.business = P.business(joined, spec.business)
-    if rows.num_rows == 0:
+    if n == 0:
         res.status = "no_data"
     elif res.drift is not None and (res.drift.drifted or (res.drift.multivariate or {}).get("drifted")):
         res.status = "alert"
@@ -328,26 +308,26 @@ def run_monitor(name: str, *, end: datetime | None = None, alerts: bool = True, 
     This is the scheduler's job: ``keel scheduler`` runs it for monitors with a
     ``schedule`` (see :func:`due_monitors`).
     """
-    import pyarrow.compute as pc
+    from keel.monitoring.window import open_window
 
     spec = get_monitor(name)
     end = (end or datetime.now(UTC)).astimezone(UTC)
-    table, start = _window(spec, end)
-    result = MonitorResult(spec.name, spec.model, start, end, table.num_rows, "ok")
-    if table.num_rows == 0:
+    window = open_window(spec.model, spec.window_spec(), end)
+    start = window.start
+    result = MonitorResult(spec.name, spec.model, start, end, window.rows, "ok")
+    if window.rows == 0:
         result.status = "no_data"
         result.notes.append(f"No predictions of {spec.model} between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC: nothing to compare.")
     else:
-        for version in sorted(int(v) for v in pc.unique(table["version"]).to_pylist()):
-            rows = table.filter(pc.equal(table["version"], version))
-            result.versions.append(_version_result(spec, version, rows))
+        for version in window.versions:
+            result.versions.append(_version_result(spec, version, window))
         for v in result.versions:
             if v.status == "no_baseline":
                 result.notes.append(f"v{v.version}: {v.note}")
     if "service" in spec.checks:
-        result.service = _service(spec, table)
+        result.service = _service(spec, window)
     worst = max([LEVELS.get(v.status, 0) for v in result.versions] + [2 if any(o["level"] == "alert" for o in result.service.get("objectives", {}).values()) else 0])
-    if result.versions or table.num_rows:
+    if result.versions or window.rows:
         result.status = {0: "ok", 1: "warn", 2: "alert"}[worst]
         if all(v.status == "no_baseline" for v in result.versions) and result.versions:
             result.status = "no_baseline"

@@ -92,7 +92,8 @@ def estimate_cbpe(score: Any, calibrator: Calibrator | None = None, *, threshold
     out["precision"] = float(tp / (tp + fp)) if tp + fp > 0 else float("nan")
     out["recall"] = float(tp / (tp + fn)) if tp + fn > 0 else float("nan")
     out["f1"] = float(2 * tp / (2 * tp + fp + fn)) if tp + fp + fn > 0 else float("nan")
-    order = np.argsort(-score, kind="stable")
+    # equal scores calibrate to equal p, so the points within a tie lie on one line: their order leaves the area as it is
+    order = np.argsort(-score)
     ps = p[order]
     tpr = np.concatenate([[0.0], np.cumsum(ps) / max(ps.sum(), 1e-12)])
     fpr = np.concatenate([[0.0], np.cumsum(1 - ps) / max((1 - ps).sum(), 1e-12)])

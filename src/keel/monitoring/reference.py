@@ -43,13 +43,19 @@ def column_kind(dtype: pa.DataType) -> str:
 
 
 def as_float(col: Any) -> Any:
-    """A float64 NumPy array of a numeric Arrow column, null as NaN."""
+    """A float64 NumPy array of a numeric Arrow column, null as NaN.
+
+    A float64 column without nulls in one chunk is a read-only view of Arrow's
+    buffer, not a copy (a DataFrame's float column converted by :func:`keel.monitoring.drift.as_table` is one).
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
 
     arr = pc.cast(col, pa.float64()) if col.type != pa.float64() else col
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
+    if arr.null_count == 0:
+        return arr.to_numpy(zero_copy_only=True)
     return arr.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
 
 
@@ -82,7 +88,7 @@ class ColumnReference:
     counts: Any = None  # per bin (numeric) or per category (+1 "new" bin)
     null_samples: dict[str, list[float]] = field(default_factory=dict)
     chunk_neff: float = 0.0
-    values: Any = None  # numeric sample (float64 with NaN), not serialized
+    values: Any = None  # numeric sample (float64 with NaN; often a view of the caller's data), not serialized
     sorted_values: Any = None  # the same, sorted (NaN last)
 
     @property
@@ -131,49 +137,43 @@ class Reference:
         if sample is not None:
             for name, col in ref.columns.items():
                 if col.kind == "numeric" and name in sample.column_names:
-                    col.values = as_float(sample[name])
-                    col.sorted_values = np.sort(col.values)
+                    col.values = as_float(sample[name])  # sorted when compared, on the comparison's threads
         return ref
-
-
-def _numeric_summary(v: Any, ordered: Any) -> dict[str, Any]:
-    finite = ordered[~np.isnan(ordered)]
-    if finite.size == 0:
-        return {"mean": None, "std": None, "min": None, "max": None, "quantiles": {}}
-    qs = S.sorted_quantiles(finite, np.array([0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99]))
-    return {
-        "mean": float(finite.mean()), "std": float(finite.std()), "min": float(finite.min()), "max": float(finite.max()),
-        "quantiles": {str(p): float(q) for p, q in zip((0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99), qs, strict=True)},
-    }
 
 
 def _learnable(count: int, n_chunks: int) -> bool:
     return count >= n_chunks * MIN_CHUNK_ROWS
 
 
-def _fit_numeric(name: str, dtype: str, v: Any, n_chunks: int, bins: int) -> ColumnReference:
+def _fit_numeric(name: str, dtype: str, v: Any, n_chunks: int, bins: int, methods: tuple[str, ...]) -> ColumnReference:
     ordered = np.sort(v)  # NaN last
     count = int(len(v) - np.count_nonzero(np.isnan(v)))
-    edges = S.quantile_edges(v, bins, ordered=ordered)
-    ref = ColumnReference(name, "numeric", dtype, len(v), count, _numeric_summary(v, ordered), edges=edges,
-                          counts=S.sorted_counts(ordered[:count], edges), values=v, sorted_values=ordered)
-    ref.summary["std_norm"] = float(S.norm_std(v[:, None])[0])
-    if _learnable(count, n_chunks):
+    finite = ordered[:count]
+    edges = S.quantile_edges(v, bins, ordered=finite)
+    summary = S.sorted_summary(finite)
+    ref = ColumnReference(name, "numeric", dtype, len(v), count, summary, edges=edges,
+                          counts=S.sorted_counts(finite, edges), values=v, sorted_values=ordered)
+    ref.summary["std_norm"] = max(summary["std"] or 0.0, S.STD_FLOOR)  # Wasserstein's norm, as Evidently's
+    if _learnable(count, n_chunks) and methods:
         rows = _learn_rows(len(v))
         sub = v[rows]
         codes = S.bin_codes(sub, edges)
         labels = _labels(len(sub), n_chunks)
-        ks, wd = S.chunk_ks_wasserstein(sub, labels, n_chunks)
-        per, rest = S.chunk_counts(codes, labels, n_chunks, len(edges) + 1)
-        ref.null_samples = {
-            "ks": ks.tolist(), "wasserstein": (wd / ref.summary["std_norm"]).tolist(),
-            "psi": S.psi(rest, per).tolist(), "kl": S.kl(rest, per).tolist(), "js": S.js(rest, per).tolist(),
-        }
+        samples: dict[str, Any] = {}
+        if "wasserstein" in methods:  # the chunks' Wasserstein needs every chunk's whole CDF: only when asked for
+            samples["ks"], wd = S.chunk_ks_wasserstein(sub, labels, n_chunks)
+            samples["wasserstein"] = wd / ref.summary["std_norm"]
+        elif "ks" in methods:
+            samples["ks"] = S.chunk_ks(sub, labels, n_chunks)
+        if {"psi", "kl", "js"} & set(methods):
+            per, rest = S.chunk_counts(codes, labels, n_chunks, len(edges) + 1)
+            samples.update(psi=S.psi(rest, per), kl=S.kl(rest, per), js=S.js(rest, per))
+        ref.null_samples = {k: np.asarray(x).tolist() for k, x in samples.items() if k in methods}
         ref.chunk_neff = _chunk_neff(codes >= 0, labels, n_chunks)
     return ref
 
 
-def _fit_categorical(name: str, dtype: str, col: Any, n_chunks: int) -> ColumnReference:
+def _fit_categorical(name: str, dtype: str, col: Any, n_chunks: int, methods: tuple[str, ...]) -> ColumnReference:
     values, cnts = category_counts(col)
     text = col
     order = np.argsort(-cnts, kind="stable")[:MAX_CATEGORIES]
@@ -183,12 +183,13 @@ def _fit_categorical(name: str, dtype: str, col: Any, n_chunks: int) -> ColumnRe
     total = max(count, 1)
     summary = {"top": [[c, float(n / total)] for c, n in zip(categories[:10], counts[:10], strict=False)], "distinct": len(values)}
     ref = ColumnReference(name, "categorical", dtype, len(text), count, summary, categories=categories, counts=counts)
-    if _learnable(count, n_chunks):
+    if _learnable(count, n_chunks) and methods:
         codes = encode(text, categories)[_learn_rows(len(text))]
         labels = _labels(len(codes), n_chunks)
         per, rest = S.chunk_counts(codes, labels, n_chunks, len(categories) + 1)
         stat, _ = S.chi2(rest, per)
-        ref.null_samples = {"chi2": stat.tolist(), "psi": S.psi(rest, per).tolist(), "kl": S.kl(rest, per).tolist(), "js": S.js(rest, per).tolist()}
+        samples = {"chi2": stat, "psi": S.psi(rest, per), "kl": S.kl(rest, per), "js": S.js(rest, per)}
+        ref.null_samples = {k: x.tolist() for k, x in samples.items() if k in methods}
         ref.chunk_neff = _chunk_neff(codes >= 0, labels, n_chunks)
     return ref
 
@@ -209,8 +210,8 @@ def encode(text: Any, categories: list[str]) -> Any:
         codes = mapped[idx_arr.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)] if len(mapped) else np.full(len(text), len(categories))
         codes[idx_arr.is_null().to_numpy(zero_copy_only=False)] = -1
         return codes
-    if not pa.types.is_string(text.type):
-        text = as_strings(text)
+    if not pa.types.is_string(text.type):  # integers, booleans: hash the values, then name the few distinct ones
+        return encode(pc.dictionary_encode(text), categories)
     idx = pc.index_in(text, value_set=pa.array(categories, pa.string()))
     codes = idx.fill_null(len(categories)).to_numpy(zero_copy_only=False).astype(np.int64)
     nulls = text.is_null().to_numpy(zero_copy_only=False)
@@ -256,20 +257,15 @@ def _chunk_neff(valid: Any, labels: Any, n_chunks: int) -> float:
     return float(np.nanmean(neff))
 
 
-def fit_reference(
-    table: pa.Table,
-    columns: list[str] | None = None,
-    *,
-    categorical: list[str] | None = None,
-    n_chunks: int = 20,
-    bins: int = 10,
-    multivariate: bool = True,
-) -> Reference:
-    """Fit every column of ``table`` (or ``columns``) once; see the module docstring."""
+def check_fit_args(n_chunks: int, bins: int) -> None:
     if n_chunks < 2:
         raise ValidationError(f"n_chunks={n_chunks} is too small.", hint="Use at least 2 reference chunks (default 20).")
     if bins < 2:
         raise ValidationError(f"bins={bins} is too small.", hint="Use at least 2 bins (default 10).")
+
+
+def column_kinds(table: pa.Table, columns: list[str] | None = None, categorical: list[str] | None = None) -> tuple[dict[str, str], dict[str, str]]:
+    """({column: 'numeric' or 'categorical'}, {skipped column: why}) for ``columns`` of ``table`` (default: all)."""
     names = list(columns) if columns is not None else list(table.column_names)
     missing = [c for c in names if c not in table.column_names]
     if missing:
@@ -278,24 +274,60 @@ def fit_reference(
         raise ValidationError(f"Column {missing[0]!r} is not in the reference." + did_you_mean(missing[0], table.column_names),
                               hint=f"The reference has {table.column_names}.")
     forced = set(categorical or [])
-    out: dict[str, ColumnReference] = {}
+    kinds: dict[str, str] = {}
     skipped: dict[str, str] = {}
-    for name in names:  # a loop over columns; each column's work is vectorized
+    for name in names:
         col = table[name]
         kind = "categorical" if name in forced else column_kind(col.type)
         if kind == "numeric" and _low_cardinality_int(col):
             kind = "categorical"
         if kind == "unsupported":
             skipped[name] = f"type {col.type} is neither numeric nor categorical"
-        elif kind == "numeric":
-            out[name] = _fit_numeric(name, str(col.type), as_float(col), n_chunks, bins)
         else:
-            out[name] = _fit_categorical(name, str(col.type), col, n_chunks)
-    ref = Reference(out, table.num_rows, n_chunks, bins, skipped=skipped, sample=table)
-    if multivariate:
-        from keel.monitoring.multivariate import fit_pca
+            kinds[name] = kind
+    return kinds, skipped
 
-        ref.multivariate = fit_pca(ref, n_chunks)
+
+def fit_column(table: pa.Table, name: str, kind: str, n_chunks: int, bins: int, learn: tuple[str, ...]) -> ColumnReference:
+    """One column of a reference, vectorized; ``learn``: the methods whose null samples to compute."""
+    col = table[name]
+    if kind == "numeric":
+        return _fit_numeric(name, str(col.type), as_float(col), n_chunks, bins, learn)
+    return _fit_categorical(name, str(col.type), col, n_chunks, learn)
+
+
+def fit_reference(
+    table: pa.Table,
+    columns: list[str] | None = None,
+    *,
+    categorical: list[str] | None = None,
+    n_chunks: int = 20,
+    bins: int = 10,
+    multivariate: bool = True,
+    methods: dict[str, tuple[str, ...]] | None = None,
+) -> Reference:
+    """Fit every column of ``table`` (or ``columns``) once; see the module docstring.
+
+    ``methods`` ({column or kind: methods}) limits the null samples learned for a column
+    to the methods whose thresholds will be asked for (default: every method, as a
+    stored baseline needs).
+    """
+    check_fit_args(n_chunks, bins)
+    kinds, skipped = column_kinds(table, columns, categorical)
+
+    def fit(name: str) -> ColumnReference:
+        kind = kinds[name]
+        every = NUMERIC_METHODS if kind == "numeric" else CATEGORICAL_METHODS
+        return fit_column(table, name, kind, n_chunks, bins, every if methods is None else methods.get(name, methods.get(kind, ())))
+
+    names = list(kinds)
+    with S.one_blas_thread():
+        out = dict(zip(names, S.map_columns(fit, names, table.num_rows * len(names)), strict=True))
+        ref = Reference(out, table.num_rows, n_chunks, bins, skipped=skipped, sample=table)
+        if multivariate:
+            from keel.monitoring.multivariate import fit_pca
+
+            ref.multivariate = fit_pca(ref, n_chunks)
     return ref
 
 

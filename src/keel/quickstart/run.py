@@ -5,11 +5,12 @@ and `pipelines.py` copied from the template next to this module, generates the
 data, and runs the project's training pipeline: contract -> features ->
 point-in-time training set -> Optuna-tuned LightGBM -> evaluation against the
 champion -> gated promotion. Then it serves a few customers from the online
-store with the production model, and shows a bad batch being blocked. Run
-again in the same folder, the pipeline is served from cache.
+store with the production model, over HTTP too, monitors the production version
+against its baseline on two days of replayed traffic, and shows a bad batch
+being blocked. Run again in the same folder, the pipeline is served from cache.
 
 Each part is a stage function (``stage_data``, ``stage_training``,
-``stage_serving``, ``stage_blocked_batch``) taking the shared
+``stage_serving``, ``stage_http``, ``stage_monitoring``, ``stage_blocked_batch``) taking the shared
 :class:`QuickstartResult`; :data:`STAGES` lists them in order, so a new part
 of the walk-through is one more function in that list.
 """
@@ -58,7 +59,9 @@ class QuickstartResult:
     blocked_checks: list[str] = field(default_factory=list)
     served: list[dict[str, Any]] = field(default_factory=list)
     http: list[dict[str, Any]] = field(default_factory=list)
+    monitoring: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    run: Any = field(default=None, repr=False)  # the training pipeline's result, for its steps' outputs
 
     @property
     def data_dir(self) -> Path:
@@ -69,7 +72,8 @@ class QuickstartResult:
         return {
             "folder": str(self.folder), "pipeline_run": self.pipeline_run, "steps": self.steps, "cached_steps": self.cached_steps,
             "time_saved_s": self.time_saved_s, "output": self.output, "gates": self.gates, "keys_materialized": self.keys_materialized,
-            "served": self.served, "blocked_run": self.blocked_run, "blocked_checks": self.blocked_checks, "timings": self.timings,
+            "served": self.served, "blocked_run": self.blocked_run, "blocked_checks": self.blocked_checks, "monitoring": self.monitoring,
+            "timings": self.timings,
         }
 
 
@@ -135,6 +139,7 @@ def stage_training(result: QuickstartResult) -> None:
     training = _project_module().training
     with _stage(result, "Run pipelines:training (contract → features → training set → tuning → registry)"):
         run = training.run()
+    result.run = run
     result.pipeline_run, result.steps, result.cached_steps, result.time_saved_s = run.run_id, len(run.steps), run.cached, run.time_saved_s
     result.output = dict(run.output)
     _print_steps(console, run)
@@ -180,12 +185,21 @@ def stage_http(result: QuickstartResult) -> None:
         result.http = _serve_http(result.console)
 
 
+def stage_monitoring(result: QuickstartResult) -> None:
+    from keel.quickstart import monitoring
+
+    with _stage(result, "Monitor: churn@production's baseline, the monitor churn-daily, two days of replayed traffic"):
+        result.monitoring = monitoring.run(result.folder, result.run, _project_module().features_of)
+    monitoring.show(result.console, result.monitoring)
+
+
 Stage = Callable[[QuickstartResult], None]
 STAGES: list[tuple[str, Stage]] = [
     ("data", stage_data),
     ("training", stage_training),
     ("serving", stage_serving),
     ("http", stage_http),
+    ("monitoring", stage_monitoring),
     ("blocked_batch", stage_blocked_batch),
 ]
 
