@@ -32,6 +32,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,7 +97,7 @@ class Router:
         self._windows: dict[str, _Window] = {}
         self.shadow_dropped = 0
         self.shadow_failed = 0
-        self._shadow_q: queue.Queue[tuple[Any, tuple[dict[str, Any], int, list[str] | None], str] | None] = queue.Queue(maxsize=shadow_queue)
+        self._shadow_q: queue.Queue[tuple[Any, tuple[Mapping[str, Any], int, list[str] | None], str] | None] = queue.Queue(maxsize=shadow_queue)
         self._shadow_thread: threading.Thread | None = None
         self._checked = 0.0
         self.deployment: Deployment = get_deployment(name)
@@ -184,7 +185,7 @@ class Router:
         columns, n = columns_of(data)
         return self.predict_columns(columns, n, request_id=request_id, sticky_key=key)
 
-    def predict_columns(self, columns: dict[str, Any], n: int, *, request_id: str | None = None, row_ids: list[str] | None = None,
+    def predict_columns(self, columns: Mapping[str, Any], n: int, *, request_id: str | None = None, row_ids: list[str] | None = None,
                         sticky_key: Any = None, start: float | None = None) -> Answer:
         """``predict`` on columns already split out of a payload (the model server calls this)."""
         self.refresh()

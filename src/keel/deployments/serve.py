@@ -12,6 +12,7 @@ header through :func:`sticky_middleware`.
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Mapping
 from typing import Any
 
 from keel.deployments.routing import Router
@@ -46,7 +47,7 @@ class RoutedPredictor:
     def reload(self) -> bool:
         return self.router.refresh(force=True)
 
-    def predict_columns(self, columns: dict[str, Any], n: int, *, request_id: str | None = None, row_ids: list[str] | None = None,
+    def predict_columns(self, columns: Mapping[str, Any], n: int, *, request_id: str | None = None, row_ids: list[str] | None = None,
                         batch_id: str | None = None, start: float | None = None, state: Any = None) -> Any:
         answer = self.router.predict_columns(columns, n, request_id=request_id, row_ids=row_ids, sticky_key=_sticky.get(), start=start)
         _answered.set(answer.route)
