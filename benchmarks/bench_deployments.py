@@ -87,10 +87,12 @@ def open_loop(url: str, rate: float, seconds: float, queue: Any) -> None:
 
     payload = body()
 
+    errors = [0]
+
     async def main() -> list[float]:
         lat: list[float] = []
-        limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-        async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(30, pool=None)) as client:
             start = time.perf_counter() + 0.2
             n = int(rate * seconds)
 
@@ -98,14 +100,24 @@ def open_loop(url: str, rate: float, seconds: float, queue: Any) -> None:
                 delay = due - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                r = await client.post(url, content=payload, headers={"content-type": "application/json"})
+                try:
+                    r = await client.post(url, content=payload, headers={"content-type": "application/json"})
+                except httpx.HTTPError:
+                    errors[0] += 1
+                    return
                 if r.status_code == 200:
                     lat.append((time.perf_counter() - due) * 1000)
+                else:
+                    errors[0] += 1
 
             await asyncio.gather(*[one(start + i / rate) for i in range(n)])
         return lat
 
-    queue.put(asyncio.run(main()))
+    lat: list[float] = []
+    try:
+        lat = asyncio.run(main())
+    finally:
+        queue.put((lat, errors[0]))
 
 
 def measure(url: str, rate: float, seconds: float) -> tuple[float, float, int]:
@@ -113,8 +125,11 @@ def measure(url: str, rate: float, seconds: float) -> tuple[float, float, int]:
     q = ctx.Queue()
     p = ctx.Process(target=open_loop, args=(url, rate, seconds, q))
     p.start()
-    lat = sorted(q.get())
+    lat, errors = q.get(timeout=seconds * 10 + 120)
+    lat = sorted(lat)
     p.join()
+    if not lat:
+        raise SystemExit(f"the open-loop load got no answer ({errors} errors)")
     return lat[len(lat) // 2], lat[int(len(lat) * 0.99) - 1], len(lat)
 
 
@@ -139,6 +154,7 @@ def main() -> None:
                 time.sleep(0.2)
         url = f"http://127.0.0.1:{port}/v1/models/bench/predict"
         peak = wrk_peak(url, max(3, seconds // 2))
+        print(f"peak {peak:,.0f} req/s", flush=True)
         rate = peak / 2
         off = measure(url, rate, seconds)
         from keel.deployments.specs import set_deployment
@@ -152,7 +168,7 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(f"\nShadow on vs off, keel serve --deployment (1 worker, log on), LogisticRegression on {FEATURES} features "
           f"(load average {load:.1f})\n")
-    print(f"peak (wrk, 32 connections): {peak:,.0f} req/s; open-loop load: {rate:,.0f} req/s for {seconds} s per phase\n")
+    print(f"peak (wrk, 32 connections): {peak:,.0f} req/s; open-loop load: {rate:,.0f} req/s for {seconds} s per phase\n", flush=True)
     print("| phase | p50 ms | p99 ms | requests |")
     print("|---|---|---|---|")
     print(f"| champion only | {off[0]:.1f} | {off[1]:.1f} | {off[2]:,} |")

@@ -45,7 +45,10 @@ def test_schemathesis_all_checks(server: Server) -> None:
     proc = subprocess.run(
         [str(cli), "--config-file", str(HERE / "schemathesis.toml"), "run", f"{server.url}/openapi.json",
          "--checks", "all", "--phases", "examples,coverage,fuzzing", "--max-examples", "4", "--workers", "1",
-         "--seed", "20261203", "--max-failures", "50", "--no-color"],
+         "--seed", "20261203", "--max-failures", "50", "--no-color",
+         # MLflow's protocol routes read untyped bodies, as MLflow's own server does: the real mlflow client's tests and
+         # the bad-input sweep over every MLflow route (tests/server/test_mlflow.py) cover them, not this schema run
+         "--exclude-path-regex", "^/api/2\\.0/mlflow"],
         cwd=server.root, env={**os.environ, "SCHEMATHESIS_HOOKS": ""}, capture_output=True, text=True, timeout=300,
     )
     report = proc.stdout[-20000:] + proc.stderr[-5000:]

@@ -117,7 +117,7 @@ def push(
         path = None
         if to != "online":
             fast_push.queue_offline(push_dataset(fv), table)
-            path = str(get_lake().path(push_dataset(fv)))
+            path = get_lake().location(push_dataset(fv))
         return PushResult(fv.name, table.num_rows, written, path)
     con = connect()
     rows = view_relation(con, fv, extra_rows=table)  # validates columns and types, runs the transformation

@@ -331,7 +331,9 @@ def _model_from_dict(d: dict[str, Any]) -> RegisteredModel:
     for k in ("created_time", "updated_time", "archived_time", "deleted_time"):
         if d.get(k) is not None:
             d[k] = dt.fromisoformat(d[k])
-    return RegisteredModel(**d)
+    owner = d.pop("owner", None)  # the server's single-owner field, kept for old readers
+    d.setdefault("owners", [o.strip() for o in str(owner or "").split(",") if o.strip()])
+    return RegisteredModel(**{k: v for k, v in d.items() if k in RegisteredModel.__dataclass_fields__})
 
 
 def get_model(name: str) -> RegisteredModel:

@@ -35,7 +35,7 @@ ROUTERS = [
     "keel.server.routes.pipelines",    # /v1/pipelines, /v1/pipeline-runs
     "keel.server.mlflow",            # /api/2.0/mlflow/..., /api/2.0/mlflow-artifacts/...
 ]
-# Routers that answer errors in a protocol of their own (MLflow's error_code bodies) document them themselves.
+# Routers that answer errors in a protocol of their own: MLflow's error_code bodies (or keel's, from the auth layer).
 OWN_ERRORS = {"keel.server.mlflow"}
 
 log = logging.getLogger("keel.server")
@@ -85,8 +85,11 @@ def _allowed_methods(request: Any) -> list[str]:
     """Every method the OpenAPI document lists for this path (Starlette's 405 names only the first route's)."""
     import re
 
+    paths = request.app.openapi()["paths"]
+    if request.url.path in paths:  # a literal path (/v1/runs/search) is that path's, not also a template's (/v1/runs/{run})
+        return sorted(m.upper() for m in paths[request.url.path])
     methods: set[str] = set()
-    for template, ops in request.app.openapi()["paths"].items():
+    for template, ops in paths.items():
         pattern = "^" + re.sub(r"\\\{[^\\]*\\\}", "[^/]+", re.escape(template)) + "$"
         if re.match(pattern, request.url.path):
             methods |= {m.upper() for m in ops}
@@ -122,7 +125,7 @@ def create_app(*, auth: bool | None = None) -> Any:
 
     from keel import __version__
     from keel.server import auth as auth_mod
-    from keel.server.schemas import ERROR_RESPONSES, Health
+    from keel.server.schemas import ERROR_RESPONSES, MLFLOW_ERROR_RESPONSES, Health
 
     response_class = _json_response_class()
     app = FastAPI(
@@ -165,6 +168,6 @@ def create_app(*, auth: bool | None = None) -> Any:
 
     for name in ROUTERS:
         module = importlib.import_module(name)
-        app.include_router(module.router, responses=None if name in OWN_ERRORS else ERROR_RESPONSES)
+        app.include_router(module.router, responses=MLFLOW_ERROR_RESPONSES if name in OWN_ERRORS else ERROR_RESPONSES)
     auth_mod.install(app)
     return app

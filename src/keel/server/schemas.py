@@ -78,6 +78,22 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+class MlflowError(Out):
+    """MLflow's error body (the /api/2.0/mlflow routes answer in MLflow's shape)."""
+
+    error_code: str = Field(examples=["RESOURCE_DOES_NOT_EXIST"])
+    message: str
+
+
+def _mlflow_problem(description: str) -> dict[str, Any]:
+    return {"model": MlflowError | Problem, "description": description}
+
+
+MLFLOW_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: _mlflow_problem(str(spec["description"])) for status, spec in ERROR_RESPONSES.items()
+}
+
+
 # -- registry ------------------------------------------------------------------------
 
 class RegisteredModelOut(Out):

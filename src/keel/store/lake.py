@@ -141,6 +141,10 @@ class Lake:
             self.root = Path(text.removeprefix("file://"))
             self.uri = str(self.root)
 
+    def location(self, name: str) -> str:
+        """Where dataset ``name`` lives, as users name it: its folder, or its s3:// URI (not the local cache)."""
+        return f"{self.uri.rstrip('/')}/{name}" if self.remote is not None else str(self.path(name))
+
     def path(self, name: str) -> Path:
         """The local folder of dataset ``name`` (on S3: its cache folder)."""
         if not _NAME.match(name) or ".." in name.split("/"):

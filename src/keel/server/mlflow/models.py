@@ -447,7 +447,8 @@ async def get_version_by_alias(request: Request, ident: Identity = Depends(ident
         return json_response({"model_version": version_json(conn, name, row)})
 
 
-@router.api_route("/registered-models/get-latest-versions", methods=["GET", "POST"], summary="MLflow: the latest version")
+@router.get("/registered-models/get-latest-versions", summary="MLflow: the latest version", operation_id="mlflow_registered_models_get_latest_versions_get")
+@router.post("/registered-models/get-latest-versions", summary="MLflow: the latest version", operation_id="mlflow_registered_models_get_latest_versions_post")
 async def get_latest_versions(request: Request, ident: Identity = Depends(identity)) -> Response:
     data = await body(request)
     name = text(data, "name", required=True) or ""

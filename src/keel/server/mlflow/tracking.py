@@ -83,7 +83,8 @@ async def create_experiment(request: Request, ident: Identity = Depends(identity
 _NAME_FILTER = re.compile(r"^\s*(?:attributes?\.)?name\s*(=|!=|LIKE|ILIKE)\s*(['\"])(.*)\2\s*$", re.IGNORECASE)
 
 
-@router.api_route("/experiments/search", methods=["GET", "POST"], summary="MLflow: search experiments")
+@router.get("/experiments/search", summary="MLflow: search experiments", operation_id="mlflow_experiments_search_get")
+@router.post("/experiments/search", summary="MLflow: search experiments", operation_id="mlflow_experiments_search_post")
 async def search_experiments(request: Request, ident: Identity = Depends(identity)) -> Response:
     data = await body(request)
     authorize(ident, "read")

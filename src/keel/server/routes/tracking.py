@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
 from keel.errors import IntegrityError, NotFoundError, ValidationError
@@ -248,6 +248,7 @@ def set_tags(run: str, body: TagsIn, ident: Identity = Depends(identity)) -> dic
 
 
 class MetricArrays(BaseModel):
+    model_config = ConfigDict(strict=True)  # a boolean is not a number
     key: str = Field(min_length=1, max_length=250, pattern=KEY)
     n: int = Field(ge=0, le=10_000_000)
     steps: str = Field(description="base64 of n little-endian int64")
@@ -369,6 +370,7 @@ def delete(body: DeleteIn, ident: Identity = Depends(identity)) -> dict[str, lis
 
 
 class DatasetIn(BaseModel):
+    model_config = ConfigDict(strict=True)  # a boolean is not a number
     name: str = Field(min_length=1, max_length=255)
     context: str = Field(min_length=1, max_length=64)
     fingerprint: str = Field(min_length=1, max_length=64)
