@@ -97,6 +97,41 @@ def worker(
         raise typer.Exit(1)
 
 
+def ui(
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (127.0.0.1: this machine only)."),
+    port: int = typer.Option(5000, "--port", help="HTTP port."),
+    open_browser: bool = typer.Option(False, "--open", help="Open the UI in the default web browser."),
+) -> None:
+    """Open the web UI on this project's store: a local `keel server` (auth off) at http://HOST:PORT/.
+
+    The same pages as `keel server` serves at / — runs, models, features, pipelines,
+    deployments, monitoring and lineage — for one user on the embedded default store.
+
+    Example: keel quickstart && cd keel-quickstart && keel ui --open
+    """
+    try:
+        import uvicorn
+    except ImportError:
+        fail("keel ui needs fastapi and uvicorn: pip install 'keel[server]'")
+    import os
+
+    from keel.server.app import create_app
+
+    os.environ["KEEL_SERVER_AUTH"] = "0"
+    os.environ.pop("KEEL_TRACKING_URI", None)
+    os.environ.pop("KEEL_TRACKING_TOKEN", None)
+    app = run_guarded(lambda: create_app(auth=False))
+    url = f"http://{host}:{port}/"
+    console.print(f"[bold]keel ui[/] {url}  (this project's store; auth off; Ctrl+C stops it)", highlight=False)
+    if open_browser:
+        import threading
+        import webbrowser
+
+        threading.Timer(1.0, webbrowser.open, args=(url,)).start()
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
 def register(app: typer.Typer) -> None:
     app.command()(server)
+    app.command()(ui)
     app.command()(worker)

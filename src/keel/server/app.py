@@ -21,7 +21,7 @@ import importlib
 import logging
 from typing import Any
 
-from keel.errors import KeelError, missing_extra, redact
+from keel.errors import KeelError, NotFoundError, missing_extra, redact
 
 # One module per concern; each owns its URL prefix.
 ROUTERS = [
@@ -126,6 +126,8 @@ def create_app(*, auth: bool | None = None) -> Any:
     from keel import __version__
     from keel.server import auth as auth_mod
     from keel.server.schemas import ERROR_RESPONSES, MLFLOW_ERROR_RESPONSES, Health
+    from keel.server.ui import install as install_ui
+    from keel.server.ui.render import keel_error_page as ui_error
 
     response_class = _json_response_class()
     app = FastAPI(
@@ -135,11 +137,12 @@ def create_app(*, auth: bool | None = None) -> Any:
     app.state.auth = auth_mod.auth_enabled(auth)
 
     @app.exception_handler(KeelError)
-    async def keel_error(request: Request, exc: KeelError) -> JSONResponse:
-        return response_class(error_body(exc), status_code=exc.http_status)
+    async def keel_error(request: Request, exc: KeelError) -> Any:
+        html = ui_error(request, exc)  # a UI page's error is a page
+        return html if html is not None else response_class(error_body(exc), status_code=exc.http_status)
 
     @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: HTTPException) -> Any:
         headers = exc.headers
         if exc.status_code == 404 and exc.detail == "Not Found":
             message = f"No route {request.method} {request.url.path}. The routes are listed at /docs and /openapi.json."
@@ -149,6 +152,10 @@ def create_app(*, auth: bool | None = None) -> Any:
             headers = {**(exc.headers or {}), "Allow": ", ".join(allowed)}
         else:
             message = str(exc.detail)
+        if exc.status_code == 404:
+            page = ui_error(request, NotFoundError(message))
+            if page is not None:
+                return page
         name = {404: "NotFound", 405: "MethodNotAllowed", 401: "AuthenticationError", 403: "ForbiddenError"}.get(exc.status_code, "HTTPError")
         return response_class({"error": name, "message": message}, status_code=exc.status_code, headers=headers)
 
@@ -170,4 +177,5 @@ def create_app(*, auth: bool | None = None) -> Any:
         module = importlib.import_module(name)
         app.include_router(module.router, responses=MLFLOW_ERROR_RESPONSES if name in OWN_ERRORS else ERROR_RESPONSES)
     auth_mod.install(app)
+    install_ui(app)  # the web UI at / (its routes stay out of the OpenAPI document)
     return app

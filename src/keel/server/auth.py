@@ -403,6 +403,11 @@ def install(app: Any) -> None:
             headers["WWW-Authenticate"] = CHALLENGE
         if isinstance(exc, TooManyAttempts):
             headers["Retry-After"] = str(exc.retry_after)
+        page = getattr(request.app.state, "ui_error", None)  # set by keel.server.ui: a refused page is a page
+        html = page(request, exc) if page is not None else None
+        if html is not None:
+            html.headers.update(headers)
+            return html
         return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
 
     for cls in (AuthenticationError, ForbiddenError, TooManyAttempts):

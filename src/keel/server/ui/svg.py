@@ -1,0 +1,351 @@
+"""Plots drawn on the server as inline SVG: no JavaScript library, one request per panel.
+
+- :func:`downsample`: min/max per bucket (NumPy), so a 100,000-point curve is drawn from
+  ~2 x ``buckets`` points with its peaks kept; the exact values stay in the data behind it.
+- :func:`line_chart`: several series over one x axis (step, time or value), optional
+  log y; points carry ``data-title`` for the hover tooltip of ``keel.js``.
+- :func:`bar_chart`: grouped bars (e.g. reference vs current distribution of a feature).
+- :func:`heatmap`: rows x columns of values (e.g. drift per feature per window).
+- :func:`dag`: a layered graph of boxes and arrows (a pipeline's steps, a lineage).
+
+Every function returns :class:`markupsafe.Markup` (already escaped, safe to put in a template).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from markupsafe import Markup, escape
+
+PALETTE = ("#0b5cad", "#d1495b", "#2a9d8f", "#e9a03b", "#6a4c93", "#8c564b", "#3d8b37", "#c2185b", "#4f5d75", "#b07c00")
+
+
+def _e(v: Any) -> str:
+    return str(escape(v))
+
+
+def downsample(x: Any, y: Any, buckets: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``2 * buckets`` points of (x, y): the min and the max of y in each bucket of x order."""
+    xs = np.asarray(x, dtype=float)
+    ys = np.asarray(y, dtype=float)
+    n = len(xs)
+    if n <= 2 * buckets:
+        return xs, ys
+    edges = np.linspace(0, n, buckets + 1).astype(int)
+    starts = edges[:-1]
+    # argmin/argmax per bucket, vectorized with reduceat over the bucket starts
+    finite = np.where(np.isfinite(ys), ys, np.nan)
+    lo = np.fmin.reduceat(np.nan_to_num(finite, nan=np.inf), starts)
+    hi = np.fmax.reduceat(np.nan_to_num(finite, nan=-np.inf), starts)
+    idx = np.arange(n)
+    bucket = np.searchsorted(edges, idx, side="right") - 1
+    is_lo = finite == lo[bucket]
+    is_hi = finite == hi[bucket]
+    first_lo = np.full(buckets, -1)
+    first_hi = np.full(buckets, -1)
+    # the first index reaching the bucket's min / max
+    for arr, mask in ((first_lo, is_lo), (first_hi, is_hi)):
+        sel = idx[mask]
+        b = bucket[mask]
+        uniq, pos = np.unique(b, return_index=True)
+        arr[uniq] = sel[pos]
+    keep = np.unique(np.concatenate([first_lo[first_lo >= 0], first_hi[first_hi >= 0]]))
+    return xs[keep], ys[keep]
+
+
+def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    """Round tick values covering [lo, hi] (1, 2, 5 x 10^k steps)."""
+    if not math.isfinite(lo) or not math.isfinite(hi):
+        return []
+    if hi <= lo:
+        return [lo]
+    raw = (hi - lo) / max(1, count)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    first = math.ceil(lo / step) * step
+    ticks = []
+    v = first
+    while v <= hi + step * 1e-9:
+        ticks.append(round(v, 12))
+        v += step
+    return ticks
+
+
+def _label(v: float) -> str:
+    if v == 0:
+        return "0"
+    a = abs(v)
+    if a >= 1e6 or a < 1e-3:
+        return f"{v:.2g}"
+    if a >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.4g}"
+
+
+@dataclass
+class _Frame:
+    width: int
+    height: int
+    left: int = 56
+    right: int = 12
+    top: int = 12
+    bottom: int = 34
+    x0: float = 0.0
+    x1: float = 1.0
+    y0: float = 0.0
+    y1: float = 1.0
+    log_y: bool = False
+    parts: list[str] = field(default_factory=list)
+
+    def sx(self, x: Any) -> Any:
+        span = (self.x1 - self.x0) or 1.0
+        return self.left + (np.asarray(x, dtype=float) - self.x0) / span * (self.width - self.left - self.right)
+
+    def sy(self, y: Any) -> Any:
+        y = np.asarray(y, dtype=float)
+        lo, hi = self.y0, self.y1
+        if self.log_y:
+            y, lo, hi = np.log10(np.maximum(y, 1e-300)), math.log10(max(lo, 1e-300)), math.log10(max(hi, 1e-300))
+        span = (hi - lo) or 1.0
+        return self.top + (1 - (y - lo) / span) * (self.height - self.top - self.bottom)
+
+
+def _axes(f: _Frame, x_label: str, y_label: str, x_format: Any = None) -> None:
+    fx = x_format or _label
+    h, w = f.height, f.width
+    f.parts.append(f'<line x1="{f.left}" y1="{h - f.bottom}" x2="{w - f.right}" y2="{h - f.bottom}" stroke="#8a96a3"/>')
+    f.parts.append(f'<line x1="{f.left}" y1="{f.top}" x2="{f.left}" y2="{h - f.bottom}" stroke="#8a96a3"/>')
+    for t in nice_ticks(f.x0, f.x1, 6):
+        x = float(f.sx(t))
+        f.parts.append(f'<line x1="{x:.1f}" y1="{h - f.bottom}" x2="{x:.1f}" y2="{h - f.bottom + 4}" stroke="#8a96a3"/>'
+                       f'<text x="{x:.1f}" y="{h - f.bottom + 15}" text-anchor="middle">{_e(fx(t))}</text>')
+    if f.log_y:
+        lo, hi = math.floor(math.log10(max(f.y0, 1e-300))), math.ceil(math.log10(max(f.y1, 1e-300)))
+        yticks = [10.0 ** k for k in range(lo, hi + 1)]
+    else:
+        yticks = nice_ticks(f.y0, f.y1, 5)
+    for t in yticks:
+        y = float(f.sy(t))
+        f.parts.append(f'<line x1="{f.left}" y1="{y:.1f}" x2="{w - f.right}" y2="{y:.1f}" stroke="#eef1f4"/>'
+                       f'<text x="{f.left - 5}" y="{y + 4:.1f}" text-anchor="end">{_e(_label(t))}</text>')
+    if x_label:
+        f.parts.append(f'<text x="{(f.left + w - f.right) / 2:.0f}" y="{h - 3}" text-anchor="middle">{_e(x_label)}</text>')
+    if y_label:
+        f.parts.append(f'<text transform="translate(12 {(f.top + h - f.bottom) / 2:.0f}) rotate(-90)" text-anchor="middle">{_e(y_label)}</text>')
+
+
+def _svg(f: _Frame, title: str, body: list[str]) -> Markup:
+    head = (f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {f.width} {f.height}" '
+            f'width="{f.width}" height="{f.height}" role="img" aria-label="{_e(title)}"><title>{_e(title)}</title>')
+    return Markup(head + "".join(f.parts) + "".join(body) + "</svg>")
+
+
+def _empty(title: str, width: int, message: str = "no data") -> Markup:
+    return Markup(f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} 40" width="{width}" height="40" '
+                  f'role="img" aria-label="{_e(title)}: {message}"><text x="4" y="24">{_e(title)}: {message}</text></svg>')
+
+
+def line_chart(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, title: str = "", width: int = 640,
+               height: int = 260, x_label: str = "", y_label: str = "", log_y: bool = False, buckets: int = 400,
+               x_format: Any = None, band: tuple[float, float] | None = None, markers: int = 120) -> Markup:
+    """Series ``{name: (xs, ys)}`` drawn as lines, each downsampled to at most ``2 * buckets`` points.
+
+    ``band``: a shaded y range (e.g. a threshold); ``markers``: how many points per series get
+    a hover target with the exact value; ``x_format``: a function for the x tick labels.
+    """
+    drawn: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, (xs, ys) in series.items():
+        x, y = downsample(xs, ys, buckets)
+        ok = np.isfinite(x) & np.isfinite(y) & ((y > 0) if log_y else True)
+        if ok.any():
+            drawn[name] = (x[ok], y[ok])
+    if not drawn:
+        return _empty(title or "chart", width)
+    allx = np.concatenate([d[0] for d in drawn.values()])
+    ally = np.concatenate([d[1] for d in drawn.values()])
+    y0, y1 = float(ally.min()), float(ally.max())
+    if band is not None:
+        y0, y1 = min(y0, band[0]), max(y1, band[1])
+    if y0 == y1:
+        y0, y1 = y0 - (abs(y0) or 1) * 0.05, y1 + (abs(y1) or 1) * 0.05
+    elif not log_y:
+        pad = (y1 - y0) * 0.05
+        y0, y1 = y0 - pad, y1 + pad
+    f = _Frame(width, height, x0=float(allx.min()), x1=float(allx.max()), y0=y0, y1=y1, log_y=log_y)
+    if len(drawn) > 1:
+        f.top = 24
+    _axes(f, x_label, y_label, x_format)
+    body: list[str] = []
+    if band is not None:
+        ya, yb = float(f.sy(band[1])), float(f.sy(band[0]))
+        body.append(f'<rect x="{f.left}" y="{ya:.1f}" width="{width - f.left - f.right}" height="{max(0.5, yb - ya):.1f}" fill="#fdecea" opacity="0.7"/>')
+    fx = x_format or _label
+    for i, (name, (x, y)) in enumerate(drawn.items()):
+        color = PALETTE[i % len(PALETTE)]
+        px, py = f.sx(x), f.sy(y)
+        pts = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(px, py, strict=True))
+        body.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.6" points="{pts}"><title>{_e(name)}</title></polyline>')
+        step = max(1, len(x) // max(1, markers))
+        for j in sorted(set(range(0, len(x), step)) | {int(np.argmax(y)), int(np.argmin(y)), len(x) - 1}):  # extremes and the last value too
+            body.append(f'<circle cx="{px[j]:.1f}" cy="{py[j]:.1f}" r="3" fill="{color}" fill-opacity="0.01" '
+                        f'data-title="{_e(name)}: {_e(fx(float(x[j])))} → {_e(_label(float(y[j])))}"/>')
+        if len(drawn) > 1:
+            lx = f.left + 8 + (i % 5) * ((width - f.left) // 5)
+            ly = 12 + (i // 5) * 12
+            body.append(f'<rect x="{lx}" y="{ly - 8}" width="10" height="3" fill="{color}"/>'
+                        f'<text x="{lx + 14}" y="{ly - 3}">{_e(name[:28])}</text>')
+    return _svg(f, title or "chart", body)
+
+
+def bar_chart(labels: Sequence[str], series: Mapping[str, Sequence[float]], *, title: str = "", width: int = 640,
+              height: int = 240, y_label: str = "") -> Markup:
+    """Grouped bars: one group per label, one bar per series (e.g. reference vs current share per bin)."""
+    if not labels or not series:
+        return _empty(title or "bars", width)
+    values = np.array([[float(v) if v is not None else 0.0 for v in vs] for vs in series.values()], dtype=float)
+    top = float(np.nanmax(values)) if values.size else 1.0
+    f = _Frame(width, height, x0=0, x1=len(labels), y0=0.0, y1=top * 1.08 or 1.0, bottom=48)
+    f.top = 24 if len(series) > 1 else 12
+    h = height
+    f.parts.append(f'<line x1="{f.left}" y1="{h - f.bottom}" x2="{width - f.right}" y2="{h - f.bottom}" stroke="#8a96a3"/>')
+    for t in nice_ticks(0.0, f.y1, 4):
+        y = float(f.sy(t))
+        f.parts.append(f'<line x1="{f.left}" y1="{y:.1f}" x2="{width - f.right}" y2="{y:.1f}" stroke="#eef1f4"/>'
+                       f'<text x="{f.left - 5}" y="{y + 4:.1f}" text-anchor="end">{_e(_label(t))}</text>')
+    if y_label:
+        f.parts.append(f'<text transform="translate(12 {(f.top + h - f.bottom) / 2:.0f}) rotate(-90)" text-anchor="middle">{_e(y_label)}</text>')
+    group_w = (width - f.left - f.right) / len(labels)
+    bar_w = group_w * 0.8 / len(series)
+    body: list[str] = []
+    every = max(1, math.ceil(len(labels) / 16))
+    for gi, label in enumerate(labels):
+        gx = f.left + gi * group_w + group_w * 0.1
+        for si, name in enumerate(series):
+            v = values[si, gi]
+            y = float(f.sy(v))
+            body.append(f'<rect x="{gx + si * bar_w:.1f}" y="{y:.1f}" width="{max(0.5, bar_w - 1):.1f}" height="{max(0.0, h - f.bottom - y):.1f}" '
+                        f'fill="{PALETTE[si % len(PALETTE)]}" data-title="{_e(name)} · {_e(label)}: {_e(_label(v))}"/>')
+        if gi % every == 0:
+            body.append(f'<text x="{gx + group_w * 0.4:.1f}" y="{h - f.bottom + 14}" text-anchor="middle">{_e(str(label)[:12])}</text>')
+    if len(series) > 1:
+        for si, name in enumerate(series):
+            lx = f.left + 8 + si * 140
+            body.append(f'<rect x="{lx}" y="4" width="10" height="10" fill="{PALETTE[si % len(PALETTE)]}"/><text x="{lx + 14}" y="13">{_e(name)}</text>')
+    return _svg(f, title or "bars", body)
+
+
+def heatmap(rows: Sequence[str], columns: Sequence[str], values: Any, *, title: str = "", cell: int = 22,
+            label_width: int = 150, fmt: Any = None, high: float | None = None, hrefs: Any = None) -> Markup:
+    """A rows x columns grid coloured from white (0) to red (``high``, default the maximum).
+
+    ``values[r][c]`` may be None (no data: grey); ``hrefs[r][c]`` optionally links a cell.
+    """
+    if not rows or not columns:
+        return _empty(title or "heat map", 400)
+    v = np.array([[np.nan if x is None else float(x) for x in row] for row in values], dtype=float)
+    top = high if high is not None else (float(np.nanmax(v)) if np.isfinite(v).any() else 1.0)
+    top = top or 1.0
+    fmt = fmt or _label
+    col_every = max(1, math.ceil(len(columns) / 24))
+    width = label_width + cell * len(columns) + 10
+    height = 40 + cell * len(rows)
+    f = _Frame(width, height)
+    body: list[str] = []
+    for ci, col in enumerate(columns):
+        if ci % col_every == 0:
+            x = label_width + ci * cell + cell / 2
+            body.append(f'<text x="{x:.0f}" y="30" text-anchor="start" transform="rotate(-35 {x:.0f} 30)">{_e(str(col)[:16])}</text>')
+    for ri, row in enumerate(rows):
+        y = 36 + ri * cell
+        body.append(f'<text x="{label_width - 6}" y="{y + cell * 0.65:.0f}" text-anchor="end">{_e(str(row)[:24])}</text>')
+        for ci, col in enumerate(columns):
+            val = v[ri, ci]
+            if np.isfinite(val):
+                t = max(0.0, min(1.0, val / top))
+                color = f"rgb(255,{int(255 - 200 * t)},{int(255 - 215 * t)})"
+                tip = f"{row} · {col}: {fmt(val)}"
+            else:
+                color, tip = "#eef1f4", f"{row} · {col}: no data"
+            rect = (f'<rect x="{label_width + ci * cell}" y="{y}" width="{cell - 2}" height="{cell - 2}" fill="{color}" '
+                    f'stroke="#d8dee4" data-title="{_e(tip)}"/>')
+            href = hrefs[ri][ci] if hrefs is not None else None
+            body.append(f'<a href="{_e(href)}">{rect}</a>' if href else rect)
+    return _svg(f, title or "heat map", body)
+
+
+@dataclass(frozen=True)
+class GraphNode:
+    id: str
+    label: str
+    detail: str = ""
+    status: str = ""  # finished, failed, cached, running, ... (coloured)
+    href: str | None = None
+
+
+STATUS_COLORS = {"finished": "#e6f4ea", "passed": "#e6f4ea", "cached": "#e8f0fb", "failed": "#fdecea", "crashed": "#fdecea",
+                 "running": "#fff4d6", "skipped": "#f5f7f9", "pending": "#f5f7f9"}
+
+
+def dag(nodes: Sequence[GraphNode], edges: Sequence[tuple[str, str]], *, title: str = "graph", box_w: int = 170,
+        box_h: int = 44, gap_x: int = 50, gap_y: int = 18) -> Markup:
+    """A left-to-right layered drawing of a directed acyclic graph (longest-path layers, barycentre order)."""
+    if not nodes:
+        return _empty(title, 400)
+    ids = [n.id for n in nodes]
+    known = set(ids)
+    edges = [(a, b) for a, b in edges if a in known and b in known and a != b]
+    preds: dict[str, list[str]] = {i: [] for i in ids}
+    for a, b in edges:
+        preds[b].append(a)
+    layer: dict[str, int] = {}
+
+    def depth(i: str, seen: frozenset[str] = frozenset()) -> int:
+        if i in layer:
+            return layer[i]
+        if i in seen:  # a cycle: break it here
+            return 0
+        layer[i] = d = 1 + max((depth(p, seen | {i}) for p in preds[i]), default=-1)
+        return d
+
+    for i in ids:
+        depth(i)
+    layers: dict[int, list[str]] = {}
+    for i in ids:
+        layers.setdefault(layer[i], []).append(i)
+    pos: dict[str, float] = {}
+    for d in sorted(layers):
+        members = layers[d]
+        if d > 0:
+            members.sort(key=lambda i: (sum(pos.get(p, 0) for p in preds[i]) / len(preds[i])) if preds[i] else 0.0)
+        for k, i in enumerate(members):
+            pos[i] = float(k)
+    tallest = max(len(m) for m in layers.values())
+    width = 20 + len(layers) * (box_w + gap_x)
+    height = 20 + tallest * (box_h + gap_y)
+    xy: dict[str, tuple[float, float]] = {}
+    for d, members in layers.items():
+        offset = (tallest - len(members)) * (box_h + gap_y) / 2
+        for k, i in enumerate(members):
+            xy[i] = (10 + d * (box_w + gap_x), 10 + offset + k * (box_h + gap_y))
+    f = _Frame(width, height)
+    body = ['<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto">'
+            '<path d="M0,0 L10,5 L0,10 z" fill="#8a96a3"/></marker></defs>']
+    for a, b in edges:
+        (ax, ay), (bx, by) = xy[a], xy[b]
+        x1, y1, x2, y2 = ax + box_w, ay + box_h / 2, bx, by + box_h / 2
+        mid = (x1 + x2) / 2
+        body.append(f'<path d="M{x1:.0f},{y1:.0f} C{mid:.0f},{y1:.0f} {mid:.0f},{y2:.0f} {x2 - 2:.0f},{y2:.0f}" fill="none" '
+                    f'stroke="#8a96a3" stroke-width="1.3" marker-end="url(#arrow)"/>')
+    for n in nodes:
+        x, y = xy[n.id]
+        fill = STATUS_COLORS.get(n.status, "#ffffff")
+        tip = " · ".join(p for p in (n.label, n.status, n.detail) if p)
+        box = (f'<g data-title="{_e(tip)}"><rect x="{x:.0f}" y="{y:.0f}" width="{box_w}" height="{box_h}" rx="6" fill="{fill}" stroke="#8a96a3"/>'
+               f'<text x="{x + 8:.0f}" y="{y + 18:.0f}" fill="#1d232b" style="font-weight:600">{_e(n.label[:26])}</text>'
+               f'<text x="{x + 8:.0f}" y="{y + 34:.0f}">{_e((n.detail or n.status)[:30])}</text></g>')
+        body.append(f'<a href="{_e(n.href)}">{box}</a>' if n.href else box)
+    return _svg(f, title, body)
