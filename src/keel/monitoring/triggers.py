@@ -95,8 +95,21 @@ def _alert_pending(spec: str, state: dict[str, Any], now: datetime) -> tuple[dic
     context = json.loads(a.context or "{}")
     event = {"kind": "alert", "monitor": monitor, "alert_id": int(a.id), "subject": a.subject, "level": a.level, "model": a.model,
              "version": a.version, "message": str(a.message)[:1000], "occurrences": int(a.occurrences),
-             "window_end": context.get("window_end"), "also": [int(r.id) for r in due[:-1]]}
+             "window_end": context.get("window_end") or _last_window_end(monitor), "also": [int(r.id) for r in due[:-1]]}
     return event, state, f"alert:{int(a.id)}:{int(a.occurrences)}"
+
+
+def _last_window_end(monitor: str) -> str | None:
+    """The end of the monitor's latest window (an alert without a window of its own, e.g. multivariate, was raised there)."""
+    import sqlalchemy as sa
+
+    from keel.store.metadata import get_metadata_store, ms_to_datetime
+    from keel.store.schema.monitoring import monitor_runs as t
+
+    with get_metadata_store().read() as conn:
+        ms = conn.execute(sa.select(t.c.window_end_ms).where(t.c.monitor == monitor).order_by(t.c.run_ms.desc(), t.c.id.desc()).limit(1)).scalar()
+    end = ms_to_datetime(ms)
+    return None if end is None else end.isoformat()
 
 
 def _performance_initial(spec: str) -> dict[str, Any]:
