@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import typer
@@ -134,8 +135,7 @@ def declare(
 
             fail("Name the policy: keel retraining declare NAME --model MODEL ...")
         triggers: list[dict[str, Any]] = [{"alert": a.partition(":")[0], "severity": a.partition(":")[2] or "alert"} for a in on_alert or []]
-        for spec in on_performance or []:
-            triggers.append(run_guarded(lambda spec=spec: _performance_option(spec)))
+        triggers += [run_guarded(partial(_performance_option, spec)) for spec in on_performance or []]
         triggers += [{"schedule": c} for c in cron or []] + [{"data": d} for d in on_data or []]
         pol = RetrainingPolicy(name, model, triggers=triggers, pipeline=pipeline, window=window, window_source=window_source,
                                window_column=window_column, promotion={"staging": staging, "production": production}, deployment=deployment,
