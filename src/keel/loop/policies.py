@@ -111,6 +111,7 @@ class RetrainingPolicy:
     window_column: str = "event_timestamp"
     promotion: dict[str, str] = field(default_factory=lambda: {"staging": "none", "production": "auto"})
     deployment: str | None = None
+    live: dict[str, Any] = field(default_factory=dict)  # the live comparison a canary / shadow must pass: min_labels, margin, since
     data: str | None = None  # evaluation data for the gates (else what the pipeline returns, else stored evaluations)
     target: str | None = None
     cooldown: str = "6h"
@@ -198,6 +199,9 @@ def _check_shape(p: RetrainingPolicy) -> None:
         _duration(getattr(p, key), key)
     if not isinstance(p.max_retrains, int) or isinstance(p.max_retrains, bool) or p.max_retrains < 1:
         raise ValidationError(f"Retraining policy {p.name!r}: max_retrains {p.max_retrains!r} must be a whole number >= 1.", hint="e.g. max_retrains: 3, per: 7d.")
+    bad_live = sorted(set(p.live or {}) - {"min_labels", "margin", "since"})
+    if bad_live:
+        raise ValidationError(f"Retraining policy {p.name!r}: live has no setting {bad_live[0]!r}.", hint="live: {min_labels: 200, margin: 0.01, since: 7d}.")
     clash = sorted(set(p.params) & set(WINDOW_PARAMS))
     if clash:
         raise ValidationError(f"Retraining policy {p.name!r}: params sets {clash[0]!r}, which the policy passes itself.", hint="Set window: instead.")
@@ -762,11 +766,17 @@ def _retrain(p: RetrainingPolicy, pipeline: str, params: dict[str, Any], trigger
         return _fail(p, retrain, state, trigger, f"{type(exc).__name__}: {exc}"[:2000], None, "pipeline")
     version = _new_version(p.model, result.run_id, result.output)
     record(p.name, "pipeline", "finished", retrain=retrain, run_id=result.run_id, version=version,
-           detail={"cached_steps": result.cached, "steps": len(result.steps), "duration_s": round(result.duration_s, 3)})
+           detail={"cached_steps": result.cached, "steps": len(result.steps), "duration_s": round(result.duration_s, 3),
+                   "output": dict(result.output) if isinstance(result.output, Mapping) else None})
     if version is None:
         return _fail(p, retrain, state, trigger, f"pipeline run {result.run_id} registered no version of {p.model}", result.run_id, "register")
     data, target = _gate_data(p, result.output)
-    out = _promote(p, version, data, target, retrain, result.run_id)
+    if version == _production_version(p.model):  # the pipeline came from cache: its version is the champion already
+        record(p.name, "promote", "unchanged", retrain=retrain, run_id=result.run_id, version=version,
+               detail={"reason": f"v{version} is already in production (the pipeline run came from cache)"})
+        out: dict[str, Any] = {"status": "unchanged", "reason": f"v{version} is already in production"}
+    else:
+        out = _promote(p, version, data, target, retrain, result.run_id)
     if out["status"] != "failed":
         state.update(failures=0, backoff_until_ms=None, last_success_ms=now_ms())
         if out["status"] == "rollout":
@@ -774,6 +784,15 @@ def _retrain(p: RetrainingPolicy, pipeline: str, params: dict[str, Any], trigger
         with get_metadata_store().write() as conn:
             _save_state(conn, p.name, state)
     return {**out, "policy": p.name, "retrain": retrain, "run_id": result.run_id, "version": version}
+
+
+def _production_version(model: str) -> int | None:
+    from keel.registry.versions import resolve_version
+
+    try:
+        return resolve_version(model, "production").version
+    except NotFoundError:
+        return None
 
 
 def _gate_data(p: RetrainingPolicy, output: Any) -> tuple[Any, str | None]:
@@ -845,13 +864,16 @@ def _start_rollout(p: RetrainingPolicy, version: int) -> Any:
     return set_deployment(name, reason=reason, model=f"{p.model}@production", **opts)
 
 
-def advance(name: str, *, min_labels: int = 100, margin: float = 0.0, since: str = "30d", data: Any = None,
+def advance(name: str, *, min_labels: int | None = None, margin: float | None = None, since: str | None = None, data: Any = None,
             target: str | None = None) -> dict[str, Any]:
-    """Judge the policy's pending canary / shadow on its live comparison: promote, end it, or wait (audited)."""
+    """Judge the policy's pending canary / shadow on its live comparison (the policy's ``live:``, or these): promote, end it, or wait."""
     from keel.deployments.compare import compare
     from keel.deployments.specs import end_challenger, promote_deployment
 
     p = get_policy(name)
+    min_labels = int(p.live.get("min_labels", 100)) if min_labels is None else min_labels
+    margin = float(p.live.get("margin", 0.0)) if margin is None else margin
+    since = str(p.live.get("since", "30d")) if since is None else since
     state = _state(name)
     pending = state.get("rollout")
     if not pending:

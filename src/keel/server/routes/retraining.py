@@ -31,6 +31,7 @@ class RetrainingPolicyIn(In):
     window_column: str = "event_timestamp"
     promotion: dict[str, str] = Field(default_factory=lambda: {"staging": "none", "production": "auto"})
     deployment: str | None = None
+    live: dict[str, Any] = Field(default_factory=dict, description="the live comparison a canary / shadow must pass: min_labels, margin, since")
     data: str | None = None
     target: str | None = None
     cooldown: str = "6h"
