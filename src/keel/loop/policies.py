@@ -70,6 +70,7 @@ WINDOW_PARAMS = ("window_start", "window_end")
 JOB = "retraining"
 ADVANCE_CRON = "*/5 * * * *"  # how often the scheduler looks at a pending canary / shadow
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,100}$")
+_PIPELINE = re.compile(r"^[A-Za-z0-9_./\-]+:[A-Za-z_][A-Za-z0-9_.]*$")
 _TRIGGER_KEYS = {
     "alert": {"alert", "severity"},
     "performance": {"performance", "metric", "below", "above", "windows", "estimated", "environment"},
@@ -166,7 +167,17 @@ def _check_shape(p: RetrainingPolicy) -> None:
     if not isinstance(p.name, str) or not _NAME.match(p.name):
         raise ValidationError(f"Retraining policy name {p.name!r} is not valid.", hint="Use letters, digits, '.', '_' and '-', e.g. churn-retrain.")
     check_model_name(p.model)
-    if not p.triggers:
+    for key in ("promotion", "params", "live"):
+        if not isinstance(getattr(p, key), Mapping):
+            raise ValidationError(f"Retraining policy {p.name!r}: {key} must be a mapping, not {getattr(p, key)!r}.",
+                                  hint="e.g. promotion: {staging: none, production: auto}.")
+    live = p.live
+    if ("min_labels" in live and (not isinstance(live["min_labels"], int) or isinstance(live["min_labels"], bool) or live["min_labels"] < 1)) \
+            or ("margin" in live and (not isinstance(live["margin"], int | float) or isinstance(live["margin"], bool) or live["margin"] < 0)):
+        raise ValidationError(f"Retraining policy {p.name!r}: live {dict(live)!r} is not valid.", hint="live: {min_labels: 200, margin: 0.01, since: 7d}.")
+    if "since" in live:
+        _duration(live["since"], "live.since")
+    if not isinstance(p.triggers, list) or not p.triggers:
         raise ValidationError(f"Retraining policy {p.name!r} has no trigger.",
                               hint="Add one under triggers: alert: MONITOR, performance: MONITOR, schedule: CRON or data: PATH.")
     for t in p.triggers:
@@ -175,11 +186,28 @@ def _check_shape(p: RetrainingPolicy) -> None:
         kinds = [k for k in TRIGGER_KINDS if k in t]
         if len(kinds) != 1:
             raise ValidationError(f"Retraining policy {p.name!r}: trigger {dict(t)!r} must name exactly one of {', '.join(TRIGGER_KINDS)}.")
+        value = t[kinds[0]]
+        if not isinstance(value, str) or not value.strip() or any(ord(ch) < 32 for ch in value):
+            raise ValidationError(f"Retraining policy {p.name!r}: the {kinds[0]} trigger's value {value!r} is not a name, path or cron text.",
+                                  hint="e.g. {alert: churn-daily}, {schedule: '0 3 * * 0'}, {data: data/usage.parquet}.")
+        for key, kind in (("below", (int, float)), ("above", (int, float)), ("windows", int), ("estimated", bool), ("severity", str),
+                          ("metric", str), ("environment", str)):
+            if key in t and (not isinstance(t[key], kind) or (key != "estimated" and isinstance(t[key], bool))):
+                raise ValidationError(f"Retraining policy {p.name!r}: trigger setting {key}={t[key]!r} has the wrong type.",
+                                      hint="below/above: a number, windows: a whole number >= 1, estimated: true|false, metric: a name.")
+        if int(t.get("windows", 1)) < 1:
+            raise ValidationError(f"Retraining policy {p.name!r}: windows={t['windows']!r} must be at least 1.")
         unknown = set(t) - _TRIGGER_KEYS[kinds[0]]
         if unknown:
             key = sorted(unknown)[0]
             raise ValidationError(f"Retraining policy {p.name!r}: a {kinds[0]} trigger has no setting {key!r}." + did_you_mean(key, _TRIGGER_KEYS[kinds[0]]),
                                   hint=f"Its settings: {', '.join(sorted(_TRIGGER_KEYS[kinds[0]]))}.")
+    if p.pipeline is not None and (not isinstance(p.pipeline, str) or not _PIPELINE.match(p.pipeline)):
+        raise ValidationError(f"Retraining policy {p.name!r}: pipeline {p.pipeline!r} is not MODULE:NAME.", hint="e.g. pipelines:retrain.")
+    for key in ("window_source", "window_column", "deployment", "data", "target"):
+        v = getattr(p, key)
+        if v is not None and (not isinstance(v, str) or not v.strip() or any(ord(ch) < 32 for ch in v)):
+            raise ValidationError(f"Retraining policy {p.name!r}: {key} {v!r} is not valid.", hint=f"Give {key} as plain text.")
     if p.staging not in STAGING_MODES:
         raise ValidationError(f"Retraining policy {p.name!r}: promotion.staging {p.staging!r} is not known." + did_you_mean(p.staging, STAGING_MODES),
                               hint="Use auto or none.")
