@@ -121,16 +121,20 @@ def register(tuned: dict, train_df: pd.DataFrame, valid_df: pd.DataFrame) -> dic
     return {"version": version.version, "roc_auc": evaluation.metrics.get("roc_auc"), "promotion": outcome}
 
 
+def labelled_features(usage: Any, labels: Any, definitions: Any) -> Any:
+    """The data path both pipelines share: contract -> feature definitions -> point-in-time training set."""
+    checked = validate_usage(usage)
+    defs = apply_features(definitions, usage, checked)
+    return training_set(labels, defs)
+
+
 @keel.pipeline(experiment="churn")
 def training(
     usage: FileRef = FileRef("data/usage.parquet"),
     labels: FileRef = FileRef("data/labels.parquet"),
     definitions: FileRef = FileRef("features.py"),
 ) -> Any:
-    checked = validate_usage(usage)
-    defs = apply_features(definitions, usage, checked)
-    data = training_set(labels, defs)
-    train_df, valid_df = split(data)
+    train_df, valid_df = split(labelled_features(usage, labels, definitions))
     tuned = train(train_df, valid_df)
     return register(tuned, train_df, valid_df)
 
@@ -176,8 +180,5 @@ def retrain(
     labels: FileRef = FileRef("data/labels.parquet"),
     definitions: FileRef = FileRef("features.py"),
 ) -> Any:
-    checked = validate_usage(usage)
-    defs = apply_features(definitions, usage, checked)
-    data = in_window(training_set(labels, defs), window_start, window_end)
-    train_df, valid_df = split(data)
+    train_df, valid_df = split(in_window(labelled_features(usage, labels, definitions), window_start, window_end))
     return register_candidate(train_df, valid_df)
