@@ -83,14 +83,17 @@ def test_declare_is_versioned_owned_and_scheduled(champion: dict[str, Any]) -> N
 
 
 def test_dry_run_then_retrain_promotes_through_the_gates(champion: dict[str, Any]) -> None:
+    _registry_conf(champion["folder"])
     declare_policy(policy(champion))
     dry = run_policy("churn-retrain", dry_run=True)
     assert dry["status"] == "dry-run" and dry["window_rows"] > 0
     assert dry["would"][0].startswith(f"run {champion['module']}:retrain with window_start=")
     assert keel.registry.status("churn")["environments"][-1]["version"] == champion["version"]  # nothing moved
     out = run_policy("churn-retrain", trigger={"kind": "manual", "why": "test"})
-    assert out["status"] in ("promoted", "refused"), out
-    assert out["version"] == champion["version"] + 1
+    assert out["status"] == "promoted" and out["version"] == champion["version"] + 1, out
+    assert [r["name"] for r in out["gates"]["results"]][:1] == ["roc_auc >= 0.6"]
+    prod = next(e for e in keel.registry.status("churn")["environments"] if e["environment"] == "production")
+    assert prod["version"] == out["version"]
     run = keel.get_run(out["run_id"])
     assert run.tags["keel.trigger"] == "retraining:churn-retrain" and '"why": "test"' in run.tags["keel.retraining.cause"]
     assert run.params["window_start"] < run.params["window_end"]
@@ -141,3 +144,42 @@ def test_pause_and_resume(champion: dict[str, Any]) -> None:
     assert run_policy("churn-retrain")["status"] == "skipped"
     P.set_paused("churn-retrain", False)
     assert get_schedule("retraining.churn-retrain.0").enabled is True
+
+
+def _registry_conf(folder: Path, **registry: Any) -> None:
+    import yaml
+
+    from keel import config
+
+    conf = yaml.safe_load((folder / "keel.yaml").read_text()) or {}
+    conf["registry"] = {"policies": {"churn": {"gates": ["roc_auc >= 0.6"]}}, **registry}
+    (folder / "keel.yaml").write_text(yaml.safe_dump(conf))
+    config.reset()
+
+
+def test_canary_rollout_waits_for_labels_and_is_never_retriggered_by_itself(champion: dict[str, Any]) -> None:
+    from keel.deployments.specs import get_deployment
+
+    _registry_conf(champion["folder"])
+    declare_policy(policy(champion, promotion={"production": "canary:20"}, deployment="churn-live", live={"min_labels": 50}))
+    out = run_policy("churn-retrain")
+    assert out["status"] == "rollout" and out["deployment"] == "churn-live", out
+    dep = get_deployment("churn-live").spec
+    assert dep.mode == "canary" and dep.route("canary").ref == str(out["version"]) and dep.route("canary").weight == 20
+    again = run_policy("churn-retrain", trigger={"kind": "alert", "monitor": "churn-daily", "version": out["version"]})
+    assert again["status"] == "skipped" and "still rolling out" in again["reason"]
+    assert P.advance("churn-retrain")["status"] == "waiting"  # no labelled traffic yet: the champion keeps production
+    prod = next(e for e in keel.registry.status("churn")["environments"] if e["environment"] == "production")
+    assert prod["version"] == champion["version"]
+    assert ("rollout", "waiting") in [(e["action"], e["outcome"]) for e in P.history("churn-retrain")]
+
+
+def test_approval_leaves_a_pending_request(champion: dict[str, Any]) -> None:
+    _registry_conf(champion["folder"], require_approval=["production"])
+    declare_policy(policy(champion, promotion={"production": "approval"}))
+    out = run_policy("churn-retrain")
+    assert out["status"] == "pending" and out["request_id"], out
+    assert keel.registry.get_request(out["request_id"])["status"] == "pending"
+    _registry_conf(champion["folder"])
+    with pytest.raises(ValidationError, match="production needs no approval"):
+        declare_policy(policy(champion, promotion={"production": "approval"}))
