@@ -183,3 +183,29 @@ def test_approval_leaves_a_pending_request(champion: dict[str, Any]) -> None:
     _registry_conf(champion["folder"])
     with pytest.raises(ValidationError, match="production needs no approval"):
         declare_policy(policy(champion, promotion={"production": "approval"}))
+
+
+def test_staging_only_and_at_most_n_per_period(champion: dict[str, Any]) -> None:
+    _registry_conf(champion["folder"])
+    declare_policy(policy(champion, promotion={"staging": "auto", "production": "none"}, max_retrains=1, per="1d"))
+    out = run_policy("churn-retrain")
+    assert out["status"] == "registered" and out["environment"] == "staging", out
+    envs = {e["environment"]: e["version"] for e in keel.registry.status("churn")["environments"]}
+    assert envs == {"staging": out["version"], "production": champion["version"]}
+    import time
+
+    time.sleep(1.1)  # past the 1 s cooldown
+    again = run_policy("churn-retrain")
+    assert again["status"] == "skipped" and "at most 1 retrains per 1d" in again["reason"]
+
+
+def test_shadow_rollout(champion: dict[str, Any]) -> None:
+    from keel.deployments.specs import get_deployment
+
+    _registry_conf(champion["folder"])
+    declare_policy(policy(champion, promotion={"production": "shadow"}))
+    out = run_policy("churn-retrain")
+    assert out["status"] == "rollout" and out["mode"] == "shadow", out
+    spec = get_deployment("churn-live").spec
+    assert spec.mode == "shadow" and spec.route("shadow").ref == str(out["version"])
+    assert P.describe_policy("churn-retrain")["state"]["rollout"]["version"] == out["version"]
