@@ -11,7 +11,8 @@ import pytest
 import keel
 from keel.errors import KeelError, NotFoundError, ValidationError
 from keel.loop import policies as P
-from keel.loop.policies import RetrainingPolicy, declare_policy, run_policy
+from keel.loop.policies import RetrainingPolicy, declare_policy
+from keel.loop.retraining import advance, run_policy
 from tests.loop.policy_project import append_labelled, labelled, write_pipes
 from tests.monitoring.conftest import make_data
 
@@ -168,7 +169,7 @@ def test_canary_rollout_waits_for_labels_and_is_never_retriggered_by_itself(cham
     assert dep.mode == "canary" and dep.route("canary").ref == str(out["version"]) and dep.route("canary").weight == 20
     again = run_policy("churn-retrain", trigger={"kind": "alert", "monitor": "churn-daily", "version": out["version"]})
     assert again["status"] == "skipped" and "still rolling out" in again["reason"]
-    assert P.advance("churn-retrain")["status"] == "waiting"  # no labelled traffic yet: the champion keeps production
+    assert advance("churn-retrain")["status"] == "waiting"  # no labelled traffic yet: the champion keeps production
     prod = next(e for e in keel.registry.status("churn")["environments"] if e["environment"] == "production")
     assert prod["version"] == champion["version"]
     assert ("rollout", "waiting") in [(e["action"], e["outcome"]) for e in P.history("churn-retrain")]

@@ -176,7 +176,7 @@ def run(
 
     Example: keel retraining run churn-retrain --dry-run
     """
-    from keel.loop.policies import advance, run_policy
+    from keel.loop.retraining import advance, run_policy
 
     if advance_rollout:
         out = run_guarded(lambda: advance(name))

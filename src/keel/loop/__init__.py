@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from keel.loop import policies as _policies
+from keel.loop import retraining as _retraining
 from keel.loop.lineage import Node, feature_usage, model_lineage, prediction_lineage
-from keel.loop.policies import RetrainingPolicy, declare_policy, run_policy
+from keel.loop.policies import RetrainingPolicy, declare_policy
+from keel.loop.retraining import run_policy
 
 __all__ = ["Node", "RetrainingPolicy", "declare_policy", "feature_usage", "model_lineage", "prediction_lineage", "run_policy"]
 
-_policies.register()  # retraining policies as a job kind with the scheduler
+_retraining.register()  # retraining policies as a job kind with the scheduler

@@ -128,7 +128,7 @@ def _canary_traffic(frame: Any, features_of: Any, dep: Any, now: datetime) -> di
 
 def run(features_of: Any) -> dict[str, Any]:
     """Declare the policy, shift, alert, retrain through the scheduler, canary, promote; returns what the stage shows."""
-    from keel.loop.policies import advance, history
+    from keel.loop.retraining import advance, history
     from keel.monitoring import run_monitor
     from keel.pipelines.triggers import tick
     from keel.registry.versions import resolve_version

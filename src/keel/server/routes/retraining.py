@@ -142,7 +142,7 @@ def history(name: Name, limit: int = Query(50, ge=1, le=10_000), ident: Identity
 @router.post("/v1/retraining/{name}/run", response_model=RetrainingOutcomeOut,
              summary="Retrain now as if a trigger fired (guards apply), show what would happen, or advance a canary (keel retraining run)")
 def run(name: Name, body: RetrainingRunIn, ident: Identity = IDENT) -> dict[str, Any]:
-    from keel.loop.policies import advance, run_policy
+    from keel.loop.retraining import advance, run_policy
 
     authorize(ident, "write", model=_model(name))
     if body.mode == "advance":
