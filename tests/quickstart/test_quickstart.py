@@ -35,7 +35,7 @@ def test_quickstart_end_to_end_then_from_cache(tmp_path: Path, monkeypatch: pyte
         assert first.gates is not None and first.gates["passed"] and first.keys_materialized > 0
         status = registry.status("churn")
         production = next(e for e in status["environments"] if e["environment"] == "production")
-        assert production["version"] == first.output["version"]
+        assert production["version"] == first.output["version"] + 1  # the loop stage promoted the retrained version
         # the online path scored the two known customers, and the unknown one came back missing
         assert [s["risk"] is not None for s in first.served] == [True, True, False]
         assert "missing" in first.served[2]["status"]
@@ -44,7 +44,7 @@ def test_quickstart_end_to_end_then_from_cache(tmp_path: Path, monkeypatch: pyte
         assert all(h["version"] == str(first.output["version"]) for h in first.http)
         assert first.http[0]["answer"]["missing_features"][0] == [] and "plan" in first.http[0]["answer"]["missing_features"][1]
         logged = keel.predictions("churn")
-        assert (logged["batch_id"] != "quickstart-replay").sum() == 4
+        assert (~logged["batch_id"].isin(["quickstart-replay", "quickstart-loop"])).sum() == 4
         # monitoring: the production version's baseline, the monitor, yesterday clean and today exactly the faulty feature flagged
         mon = first.monitoring
         assert mon["baseline_built"] and mon["version"] == first.output["version"] and mon["replayed"] == 1200
@@ -56,6 +56,24 @@ def test_quickstart_end_to_end_then_from_cache(tmp_path: Path, monkeypatch: pyte
         # the bad batch was blocked by the contract, and its pipeline run is recorded as failed
         assert first.blocked_run is not None and keel.get_run(first.blocked_run).status == "failed"
         assert any("sessions.min" in line for line in first.blocked_checks)
+        # the loop: the shift's alert fired the retraining policy through the scheduler, the retrained version passed its gates,
+        # went out as a canary and was promoted once the live comparison passed; the loop's own overhead stays under 5 s
+        loop = first.loop
+        new = first.output["version"] + 1
+        assert loop["alert"] and loop["alert"].startswith("minutes_30d: mean")
+        assert [(e["action"], e["outcome"]) for e in loop["events"]] == [
+            ("trigger", "accepted"), ("pipeline", "started"), ("pipeline", "finished"), ("gates", "passed"), ("canary", "started")]
+        assert loop["judged"]["status"] == "promoted" and loop["after"] == new and loop["before"] == first.output["version"]
+        assert registry.get_version("churn", "production").version == new
+        assert loop["overhead_s"] < 5.0, loop["steps"]  # everything but training and the replayed traffic
+        cause = keel.get_run(registry.get_version("churn", new).run_id).tags
+        assert "keel.retraining.cause" in cause or cause.get("keel.pipeline.run")
+        assert "The loop: churn-daily alert → churn-retrain → churn v2 in production" in out.getvalue()
+        from keel.loop.diagnose import diagnose
+        from keel.loop.lineage import model_lineage
+
+        assert model_lineage(f"churn/{new}").to_dict()
+        assert diagnose("churn@production")
         # the training set's lineage reached the model version
         lineage = registry.get_version("churn", first.output["version"]).lineage if hasattr(registry, "get_version") else {}
         if lineage:
@@ -68,7 +86,12 @@ def test_quickstart_end_to_end_then_from_cache(tmp_path: Path, monkeypatch: pyte
         assert second.keys_materialized == 0 and "Online store: already up to date" in out.getvalue()
         assert second.gates == first.gates  # the cached rerun shows the same promotion's gates
         assert not second.monitoring["baseline_built"] and second.monitoring["runs"][1]["drifted"] == today["drifted"]
-        assert second.monitoring["runs"][1]["rows"] == today["rows"]  # the replay rewrote its parts: one replay in the window, not two
+        # the replay rewrote its parts: one replay per version in the window, not two (the first run's by v1, the rerun's by
+        # the version the loop promoted)
+        assert second.monitoring["runs"][1]["rows"] == 2 * today["rows"]
+        # the rerun's alert finds the policy in its cooldown: recorded as skipped, nothing retrained
+        assert [(e["action"], e["outcome"]) for e in second.loop["events"]] == [("trigger", "skipped")]
+        assert second.loop["after"] == new and [v.version for v in registry.list_versions("churn")] == [1, new]
 
         # `keel ci pipelines:training` on the quickstart project: the smoke run passes, checks the
         # registration and the gates, and stores no version that could never be promoted
@@ -76,8 +99,8 @@ def test_quickstart_end_to_end_then_from_cache(tmp_path: Path, monkeypatch: pyte
 
         rep = run_ci("pipelines:training")
         assert rep.ok, rep.smoke_error or rep.contracts
-        assert len(rep.promotions) == 1 and rep.promotions[0].startswith("would promote churn v2 -> production: ")
-        assert [v.version for v in registry.list_versions("churn")] == [first.output["version"]]
+        assert len(rep.promotions) == 1 and rep.promotions[0].startswith(f"would promote churn v{new + 1} -> production: ")
+        assert [v.version for v in registry.list_versions("churn")] == [first.output["version"], new]
     finally:
         import sys
 

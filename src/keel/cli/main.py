@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "keel.cli.monitoring",
     "keel.cli.deployments",
     "keel.cli.loop",
+    "keel.cli.retraining",
     "keel.cli.server",
     "keel.cli.users",
 ]
@@ -42,7 +43,7 @@ for _name in COMMAND_MODULES:
 # instead of quietly opening a local database (runs, experiments and models go through the server).
 LOCAL_ONLY = {
     "validate", "gc", "quickstart", "scheduler", "ci", "serve", "score", "db", "contracts", "features",
-    "pipelines", "schedule", "predictions", "monitor", "alerts", "feedback",
+    "pipelines", "schedule", "predictions", "monitor", "alerts", "feedback", "retraining",
 }
 
 

@@ -249,7 +249,8 @@ def show_cmd(
 
 
 def _job_kinds() -> None:
-    """Import the layers that register job kinds with the scheduler (monitors; later retraining)."""
+    """Import the layers that register job kinds with the scheduler (monitors, retraining policies)."""
+    import keel.loop
     import keel.monitoring  # noqa: F401
 
 

@@ -10,6 +10,7 @@
 """
 
 from keel.monitoring import jobs as _jobs
+from keel.monitoring import triggers as _triggers
 from keel.monitoring.alerts import ack_alert, list_alerts, resolve_alert
 from keel.monitoring.baselines import Baseline, build_baseline, get_baseline, list_baselines
 from keel.monitoring.baselines import subscribe_to_registry as _subscribe
@@ -34,3 +35,4 @@ __all__ = [
 
 _subscribe()  # registered versions get a baseline (monitoring registers itself with the registry)
 _jobs.register()  # and its monitors as a job kind with the scheduler
+_triggers.register()  # and its alerts and performance series as trigger kinds

@@ -130,7 +130,7 @@ def raise_alerts(spec: MonitorSpec, result: MonitorResult) -> list[dict[str, Any
     raised = []
     for a in found:
         a["context"]["report"] = f"keel monitor report {spec.name} -o {spec.name}.html"
-        alert, notify = _upsert(spec, result, a, now, cooldown_ms)
+        alert, notify = _upsert(spec.name, spec.model, a, now, cooldown_ms)
         if notify:
             alert["deliveries"] = deliver(alert, spec.alerts)
             _save_deliveries(alert["id"], alert["deliveries"], now)
@@ -139,7 +139,25 @@ def raise_alerts(spec: MonitorSpec, result: MonitorResult) -> list[dict[str, Any
     return raised
 
 
-def _upsert(spec: MonitorSpec, result: MonitorResult, a: dict[str, Any], now: int, cooldown_ms: int) -> tuple[dict[str, Any], bool]:
+def record_alert(source: str, model: str, subject: str, message: str, context: dict[str, Any], *, version: int | None = None,
+                 sinks: list[dict[str, Any]] | None = None, cooldown: str = "6h") -> dict[str, Any]:
+    """Open (or update, deduplicated like a monitor's) an alert raised by something other than a monitor run.
+
+    ``source`` takes the monitor's place (e.g. ``retraining:churn-retrain`` for a failed
+    retraining); the alert is delivered to ``sinks`` (default: the log).
+    """
+    from keel.monitoring.feedback import parse_duration
+
+    now = int(time.time() * 1000)
+    a = {"subject": subject, "level": "alert", "version": version, "message": message, "context": context}
+    alert, notify = _upsert(source, model, a, now, int(parse_duration(cooldown).total_seconds() * 1000))
+    if notify:
+        alert["deliveries"] = deliver(alert, sinks if sinks is not None else [{"kind": "log"}])
+        _save_deliveries(alert["id"], alert["deliveries"], now)
+    return alert
+
+
+def _upsert(monitor: str, model: str, a: dict[str, Any], now: int, cooldown_ms: int) -> tuple[dict[str, Any], bool]:
     import sqlalchemy as sa
 
     from keel.store.metadata import get_metadata_store
@@ -147,10 +165,10 @@ def _upsert(spec: MonitorSpec, result: MonitorResult, a: dict[str, Any], now: in
 
     context = json.dumps(a["context"], default=str)
     with get_metadata_store().write() as conn:
-        row = conn.execute(sa.select(t).where(t.c.monitor == spec.name, t.c.subject == a["subject"], t.c.status.in_(("open", "acked")))).first()
+        row = conn.execute(sa.select(t).where(t.c.monitor == monitor, t.c.subject == a["subject"], t.c.status.in_(("open", "acked")))).first()
         if row is None:
             aid = conn.execute(sa.insert(t).values(
-                monitor=spec.name, model=spec.model, version=a["version"], subject=a["subject"], level=a["level"], status="open",
+                monitor=monitor, model=model, version=a["version"], subject=a["subject"], level=a["level"], status="open",
                 message=a["message"], context=context, deliveries="[]", occurrences=1, first_ms=now, last_ms=now, notified_ms=None,
             )).inserted_primary_key[0]  # type: ignore[index]
             notify = True

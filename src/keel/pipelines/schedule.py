@@ -75,6 +75,11 @@ class Schedule:
         return self.target
 
     def describe(self) -> str:
+        from keel.pipelines.triggers import trigger_kinds
+
+        registered = trigger_kinds().get(self.kind)
+        if registered is not None:
+            return registered.describe(self.spec) if registered.describe else f"{self.kind} {self.spec}"
         return {"cron": f"cron {self.spec}", "source": f"new data in {self.spec}", "model": f"model {self.spec} registered, promoted or moved"}.get(self.kind, self.spec)
 
 
@@ -92,6 +97,7 @@ def add_schedule(
     cron: str | None = None,
     on_source: str | None = None,
     on_model: str | None = None,
+    on: tuple[str, str] | None = None,
     params: Mapping[str, Any] | None = None,
     now: datetime | None = None,
 ) -> Schedule:
@@ -102,7 +108,9 @@ def add_schedule(
     produces the very event that triggers it (directly or through other
     triggers) is refused. ``on_model`` fires on registrations, promotions,
     rollbacks and alias moves of the model (``churn@production``: only moves
-    of that environment or alias).
+    of that environment or alias). ``on=(kind, spec)`` waits for a trigger kind
+    a layer above registered (:func:`keel.pipelines.triggers.register_trigger_kind`),
+    e.g. ``("alert", "churn-daily")``.
     """
     from keel.pipelines import triggers
     from keel.pipelines.jobs import get_job_kind
@@ -110,6 +118,15 @@ def add_schedule(
     if not isinstance(name, str) or not name or len(name) > 255 or not all(c.isalnum() or c in "-_." for c in name):
         raise ValidationError(f"Schedule name {name!r} is not valid.", hint="Use letters, digits, '-', '_' and '.'.")
     given = [(k, v) for k, v in (("cron", cron), ("source", on_source), ("model", on_model)) if v]
+    if on is not None:
+        registered = triggers.trigger_kinds()
+        if on[0] not in registered:
+            raise ValidationError(f"Trigger kind {on[0]!r} is not registered." + did_you_mean(str(on[0]), registered),
+                                  hint=f"Registered: {', '.join(sorted(registered)) or 'none'} (import the module that registers it).")
+        check = registered[on[0]].check
+        if check is not None:
+            check(str(on[1]))
+        given.append((on[0], on[1]))
     if len(given) != 1:
         raise ValidationError(f"Schedule {name} needs exactly one of --cron, --on-source, --on-model (got {len(given)}).")
     kind, spec = given[0]

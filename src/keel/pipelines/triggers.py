@@ -24,6 +24,9 @@ current code), while the loop keeps checking the schedules.
 A trigger is refused when the job it starts produces its own event
 (``produces=`` on the pipeline or its steps), directly or through a chain of
 other triggers.
+
+Layers above add trigger kinds (:func:`register_trigger_kind`): monitoring its
+alerts and its performance series, without the scheduler importing them.
 """
 
 from __future__ import annotations
@@ -61,6 +64,53 @@ class Fired:
     event: dict[str, Any]
     error: str | None = None
     fire_key: str = ""
+
+
+# -- trigger kinds registered from above ---------------------------------------------
+
+Pending = Callable[[str, dict[str, Any], datetime], tuple[dict[str, Any] | None, dict[str, Any], str]]
+
+
+@dataclass(frozen=True)
+class TriggerKind:
+    """A kind of event a schedule can wait for, registered by the layer that owns the events.
+
+    ``initial(spec)`` is the state when the trigger is added (only later events fire it);
+    ``pending(spec, state, now)`` returns (the event or None, the new state, the occurrence's
+    unique key); ``check(spec)`` refuses a bad spec; ``matches(spec, product)`` says whether a
+    job's product (``model:churn``, a path) would fire it (loop refusal).
+    """
+
+    name: str
+    initial: Callable[[str], dict[str, Any]]
+    pending: Pending
+    check: Callable[[str], None] | None = None
+    matches: Callable[[str, str], bool] | None = None
+    describe: Callable[[str], str] | None = None
+
+
+_trigger_kinds: dict[str, TriggerKind] = {}
+
+
+def register_trigger_kind(
+    name: str,
+    *,
+    initial: Callable[[str], dict[str, Any]],
+    pending: Pending,
+    check: Callable[[str], None] | None = None,
+    matches: Callable[[str, str], bool] | None = None,
+    describe: Callable[[str], str] | None = None,
+) -> TriggerKind:
+    """Register (or replace) a trigger kind; ``keel.pipelines.schedule.add_schedule(..., on=(name, spec))`` uses it."""
+    if name in ("cron", "source", "model") or not name.replace("_", "").isalnum():
+        raise ValidationError(f"Trigger kind {name!r} is built in or not a valid name.", hint="Use letters, digits and '_'.")
+    kind = TriggerKind(name, initial, pending, check, matches, describe)
+    _trigger_kinds[name] = kind
+    return kind
+
+
+def trigger_kinds() -> dict[str, TriggerKind]:
+    return dict(_trigger_kinds)
 
 
 # -- events ------------------------------------------------------------------------
@@ -108,6 +158,8 @@ def initial_state(kind: str, spec: str) -> dict[str, Any]:
     """What the trigger has seen when it is added (only later changes fire it)."""
     if kind == "source":
         return {"fingerprint": source_fingerprint(spec), "seq": 0}
+    if kind in _trigger_kinds:
+        return _trigger_kinds[kind].initial(spec)
     return {"last_event": _last_model_event(spec)}
 
 
@@ -137,12 +189,18 @@ def pending_event(s: Schedule, now: datetime) -> tuple[dict[str, Any] | None, di
                      "target": e.get("target"), "event_id": int(e["id"])}
             return event, state, f"model:{int(e['id'])}"
         return None, state, ""
-    raise ValidationError(f"Schedule {s.name} has unknown kind {s.kind!r}.")
+    if s.kind in _trigger_kinds:
+        return _trigger_kinds[s.kind].pending(s.spec, state, now)
+    raise ValidationError(f"Schedule {s.name} has unknown kind {s.kind!r}.",
+                          hint="Import the module that registers it (e.g. keel.monitoring for alert triggers) before the scheduler.")
 
 
 # -- loops -------------------------------------------------------------------------
 
 def _matches(kind: str, spec: str, product: str) -> bool:
+    if kind in _trigger_kinds:
+        fn = _trigger_kinds[kind].matches
+        return bool(fn is not None and fn(spec, product))
     if kind == "model":
         return product == f"model:{_model_spec(spec)[0]}"
     if product.startswith("model:"):

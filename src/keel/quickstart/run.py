@@ -60,6 +60,7 @@ class QuickstartResult:
     served: list[dict[str, Any]] = field(default_factory=list)
     http: list[dict[str, Any]] = field(default_factory=list)
     monitoring: dict[str, Any] = field(default_factory=dict)
+    loop: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     run: Any = field(default=None, repr=False)  # the training pipeline's result, for its steps' outputs
 
@@ -73,7 +74,7 @@ class QuickstartResult:
             "folder": str(self.folder), "pipeline_run": self.pipeline_run, "steps": self.steps, "cached_steps": self.cached_steps,
             "time_saved_s": self.time_saved_s, "output": self.output, "gates": self.gates, "keys_materialized": self.keys_materialized,
             "served": self.served, "blocked_run": self.blocked_run, "blocked_checks": self.blocked_checks, "monitoring": self.monitoring,
-            "timings": self.timings,
+            "loop": self.loop, "timings": self.timings,
         }
 
 
@@ -202,6 +203,14 @@ def stage_monitoring(result: QuickstartResult) -> None:
     monitoring.show(result.console, result.monitoring)
 
 
+def stage_loop(result: QuickstartResult) -> None:
+    from keel.quickstart import loop
+
+    with _stage(result, "Close the loop: a shift, the alert, the retraining policy, a canary, the promotion"):
+        result.loop = loop.run(_project_module().features_of)
+    loop.show(result.console, result.loop)
+
+
 Stage = Callable[[QuickstartResult], None]
 STAGES: list[tuple[str, Stage]] = [
     ("data", stage_data),
@@ -210,6 +219,7 @@ STAGES: list[tuple[str, Stage]] = [
     ("http", stage_http),
     ("monitoring", stage_monitoring),
     ("blocked_batch", stage_blocked_batch),
+    ("loop", stage_loop),
 ]
 
 

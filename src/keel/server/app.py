@@ -33,6 +33,7 @@ ROUTERS = [
     "keel.server.routes.predictions",  # /v1/predictions/query, /v1/feedback
     "keel.server.routes.monitoring",   # /v1/monitors, /v1/alerts
     "keel.server.routes.pipelines",    # /v1/pipelines, /v1/pipeline-runs
+    "keel.server.routes.retraining",   # /v1/retraining (policies, history, run, pause, resume)
     "keel.server.mlflow",            # /api/2.0/mlflow/..., /api/2.0/mlflow-artifacts/...
 ]
 # Routers that answer errors in a protocol of their own: MLflow's error_code bodies (or keel's, from the auth layer).

@@ -17,7 +17,7 @@ from keel.errors import NotFoundError, ValidationError, did_you_mean
 from keel.store.metadata import get_metadata_store, insert_ignore, now_ms
 from keel.store.schema.auth import owners
 
-OWNER_KINDS = ("model", "feature_view", "contract", "monitor")
+OWNER_KINDS = ("model", "feature_view", "contract", "monitor", "retraining_policy")
 
 
 def check_kind(kind: str) -> str:

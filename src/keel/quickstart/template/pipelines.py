@@ -121,15 +121,64 @@ def register(tuned: dict, train_df: pd.DataFrame, valid_df: pd.DataFrame) -> dic
     return {"version": version.version, "roc_auc": evaluation.metrics.get("roc_auc"), "promotion": outcome}
 
 
+def labelled_features(usage: Any, labels: Any, definitions: Any) -> Any:
+    """The data path both pipelines share: contract -> feature definitions -> point-in-time training set."""
+    checked = validate_usage(usage)
+    defs = apply_features(definitions, usage, checked)
+    return training_set(labels, defs)
+
+
 @keel.pipeline(experiment="churn")
 def training(
     usage: FileRef = FileRef("data/usage.parquet"),
     labels: FileRef = FileRef("data/labels.parquet"),
     definitions: FileRef = FileRef("features.py"),
 ) -> Any:
-    checked = validate_usage(usage)
-    defs = apply_features(definitions, usage, checked)
-    data = training_set(labels, defs)
-    train_df, valid_df = split(data)
+    train_df, valid_df = split(labelled_features(usage, labels, definitions))
     tuned = train(train_df, valid_df)
     return register(tuned, train_df, valid_df)
+
+
+# -- retraining (the policy `churn-retrain` runs this; keel retraining show churn-retrain) --------
+
+@keel.step
+def in_window(data: pd.DataFrame, window_start: str | None = None, window_end: str | None = None) -> pd.DataFrame:
+    """The labels inside the retraining policy's window (all of them without one)."""
+    if window_start is None or window_end is None:
+        return data
+    ts = data["event_timestamp"]
+    return data[(ts >= pd.Timestamp(window_start)) & (ts < pd.Timestamp(window_end))].reset_index(drop=True)
+
+
+@keel.step(produces=["model:churn"])
+def register_candidate(train_df: pd.DataFrame, valid_df: pd.DataFrame) -> dict:
+    """Refit with the champion's tuned parameters and register; the policy runs the gates and the rollout.
+
+    Returns the fresh holdout for the gates: the candidate and the champion are compared on it.
+    """
+    from keel.registry import get_version
+
+    champion = keel.get_run(get_version(MODEL, "production").run_id).params
+    params = {k: (float(champion[k]) if k == "learning_rate" else int(champion[k])) for k in ("num_leaves", "learning_rate", "min_child_samples")}
+    model = make_model(params).fit(features_of(train_df), train_df["churned"])
+    keel.log_dataset(train_df, name="train", context="training")
+    keel.log_params(params)
+    keel.log_model(model, name="model", signature=features_of(train_df), input_example=features_of(valid_df).head(5))
+    run = keel.active_run()
+    assert run is not None
+    version = keel.register_model(f"runs:/{run.id}/model", MODEL)
+    holdout = Path("data") / f"holdout-{run.id[:12]}.parquet"
+    features_of(valid_df).assign(churned=valid_df["churned"].to_numpy()).to_parquet(holdout, index=False)
+    return {"version": version.version, "data": str(holdout), "target": "churned"}
+
+
+@keel.pipeline(experiment="churn")
+def retrain(
+    window_start: str | None = None,
+    window_end: str | None = None,
+    usage: FileRef = FileRef("data/usage.parquet"),
+    labels: FileRef = FileRef("data/labels.parquet"),
+    definitions: FileRef = FileRef("features.py"),
+) -> Any:
+    train_df, valid_df = split(in_window(labelled_features(usage, labels, definitions), window_start, window_end))
+    return register_candidate(train_df, valid_df)

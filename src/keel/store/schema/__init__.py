@@ -13,6 +13,9 @@ from keel.store.schema import mlflow as mlflow  # MLflow protocol tables
 from keel.store.schema import monitoring as monitoring  # baselines, monitors, results, alerts
 from keel.store.schema import pipelines as pipelines  # pipeline cache, runs, schedules
 from keel.store.schema import registry as registry  # model registry tables
+from keel.store.schema import (
+    retraining as retraining,  # retraining policies, their versions and events
+)
 from keel.store.schema._base import metadata
 from keel.store.schema.tracking import (
     artifacts,

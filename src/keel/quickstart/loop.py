@@ -1,0 +1,232 @@
+"""The quickstart's loop stage: a shift in one feature, the alert, the retraining policy, a canary, the promotion.
+
+The policy ``churn-retrain`` (declared here, stored in the metadata store)
+retrains ``churn`` when the monitor ``churn-daily`` alerts: it runs the
+project's ``pipelines:retrain`` on the last 90 days of labels (the window's
+``window_start`` / ``window_end``), runs the registry's gates against the
+champion on the fresh holdout, and sends the new version half of the traffic as
+a canary in the deployment ``churn-live``; once the live comparison on labelled
+traffic passes, the canary is promoted. Each step is printed with its time; the
+loop's own overhead is everything but the pipeline run and the replayed traffic
+(the stand-in for the world's requests and labels).
+
+A rerun finds the policy in its cooldown: the alert fires again, the policy
+records the trigger as skipped (with why) and nothing is retrained, so the
+quickstart's pipelines stay "N of N steps from cache".
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+MODEL = "churn"
+POLICY = "churn-retrain"
+MONITOR = "churn-daily"
+DEPLOYMENT = "churn-live"
+SHIFTED, SEGMENT, FACTOR = "minutes_30d", ("plan", "basic"), 0.5
+CANARY_WEIGHT = 50
+WRITER = "quickstart-loop"
+
+
+def declare() -> dict[str, Any]:
+    from keel.loop.policies import RetrainingPolicy, declare_policy
+
+    return declare_policy(RetrainingPolicy(
+        POLICY, MODEL, triggers=[{"alert": MONITOR}], pipeline="pipelines:retrain", window="90d",
+        window_source="data/labels.parquet", window_column="event_timestamp",
+        promotion={"staging": "none", "production": f"canary:{CANARY_WEIGHT}"}, deployment=DEPLOYMENT,
+        live={"min_labels": 100, "margin": 0.1, "since": "1d"}, cooldown="6h", max_retrains=3, per="7d",
+    ))
+
+
+def _online() -> Any:
+    """Every customer's online features (looked up once: both replays use them)."""
+    import pandas as pd
+
+    import keel
+
+    n = int(pd.read_parquet("data/customers.parquet", columns=["customer_id"])["customer_id"].max())
+    return keel.get_online_features("churn_v1", [{"customer_id": i} for i in range(1, n + 1)]).to_df()
+
+
+_models: dict[int, Any] = {}  # the versions scored in this stage (cleared at its start: another project has other versions)
+
+
+def _model(version: int) -> Any:
+    import keel
+
+    if version not in _models:
+        _models[version] = keel.load_model(f"models:/{MODEL}/{version}")
+    return _models[version]
+
+
+def _log(frame: Any, x: Any, version: int, route: str, start: datetime, step: timedelta, tag: str) -> list[str]:
+    """Score ``x`` with ``version`` and append it to the prediction log as ``route``; returns the request ids."""
+    import numpy as np
+    import pyarrow as pa
+
+    from keel.store import predictions
+
+    n = len(x)
+    if n == 0:
+        return []
+    score = _model(version).predict_proba(x)[:, 1]
+    ids = [f"{WRITER}-{tag}-{start:%Y%m%dT%H%M}-{route}-{i}" for i in range(n)]
+    cols: dict[str, Any] = {
+        "request_id": pa.array(ids), "ts": pa.array([start + step * i for i in range(n)], pa.timestamp("us", tz="UTC")),
+        "model": pa.array([MODEL] * n), "version": pa.array(np.full(n, version, np.int64)), "route": pa.array([route] * n),
+        "batch_id": pa.array([WRITER] * n), "customer_id": pa.array(frame["customer_id"].to_numpy(np.int64)),
+        **{c: pa.array(x[c].to_numpy()) for c in x.columns},
+        "prediction": pa.array((score >= 0.5).astype(np.int64)), "score": pa.array(score.astype(np.float64)),
+    }
+    predictions.write(predictions.normalize(pa.table(cols)), writer=f"{WRITER}-{tag}-{route}")
+    return ids
+
+
+def _this_hour(now: datetime, n: int) -> tuple[datetime, timedelta]:
+    """Timestamps from the start of this hour to now: after the windows the monitoring stage replays (whole hours), so its rerun sees the same rows."""
+    start = now.replace(minute=0, second=0, microsecond=0)
+    return start, (now - start) / max(n + 1, 1)
+
+
+def _shifted_traffic(online: Any, features_of: Any, version: int, now: datetime) -> int:
+    """This hour's traffic, with the fault: minutes_30d halved for basic-plan customers."""
+    frame = online.copy()
+    basic = frame[SEGMENT[0]] == SEGMENT[1]
+    frame.loc[basic, SHIFTED] = frame.loc[basic, SHIFTED] * FACTOR
+    return len(_log(frame, features_of(frame), version, "default", *_this_hour(now, len(frame)), "shift"))
+
+
+def _canary_traffic(frame: Any, features_of: Any, dep: Any, now: datetime) -> dict[str, int]:
+    """Every customer once through the deployment's routes (sticky by customer, as the router splits), then their labels."""
+    import pandas as pd
+
+    import keel
+    from keel.deployments.routing import bucket
+    from keel.registry.versions import resolve_version
+
+    champion, canary = dep.spec.champion, dep.spec.route("canary")
+    in_canary = [bucket(str(int(c)), dep.name) < canary.weight for c in frame["customer_id"]]
+    labels = pd.read_parquet("data/labels.parquet").sort_values("event_timestamp").groupby("customer_id")["churned"].last()
+    counts = {}
+    for route, mask in ((champion, [not m for m in in_canary]), (canary, in_canary)):
+        part = frame[mask].reset_index(drop=True)
+        version = resolve_version(route.model, int(route.ref) if route.ref.isdigit() else route.ref).version
+        ids = _log(part, features_of(part), version, route.name, *_this_hour(now, len(part)), "live")
+        y = labels.reindex(part["customer_id"]).to_numpy()
+        known = [i for i, v in enumerate(y) if v == v]
+        keel.log_feedback([ids[i] for i in known], [int(y[i]) for i in known], model=MODEL)
+        counts[route.name] = len(ids)
+    return counts
+
+
+def run(features_of: Any) -> dict[str, Any]:
+    """Declare the policy, shift, alert, retrain through the scheduler, canary, promote; returns what the stage shows."""
+    from keel.loop.retraining import advance, history
+    from keel.monitoring import run_monitor
+    from keel.pipelines.triggers import tick
+    from keel.registry.versions import resolve_version
+
+    t0 = time.perf_counter()
+    _models.clear()
+    steps: list[dict[str, Any]] = []
+
+    def step(what: str, since: float) -> float:
+        now = time.perf_counter()
+        steps.append({"step": what, "seconds": round(now - since, 3)})
+        return now
+
+    t = t0
+    declared = declare()
+    t = step(f"policy {POLICY} " + (f"declared (v{declared['version']})" if declared["changed"] else f"already declared (v{declared['version']})")
+             + f": alert of {MONITOR} → pipelines:retrain on 90 days → gates → canary {CANARY_WEIGHT} % in {DEPLOYMENT}", t)
+    before = resolve_version(MODEL, "production").version
+    now = datetime.now(UTC)
+    online = _online()
+    replayed = _shifted_traffic(online, features_of, before, now)
+    traffic = time.perf_counter() - t
+    t = step(f"{replayed:,} predictions of this hour replayed, {SHIFTED} x{FACTOR} for {SEGMENT[0]} = {SEGMENT[1]}", t)
+    result = run_monitor(MONITOR, end=now)
+    alert = next((a for a in result.alerts if a["subject"] == SHIFTED), None)
+    t = step(f"monitor {MONITOR}: " + (escape(alert["message"][:160]) if alert else f"no alert on {SHIFTED}"), t)
+    last_seen = max((e["id"] for e in history(POLICY, limit=1)), default=0)
+    tick()
+    events = [e for e in reversed(history(POLICY)) if e["id"] > last_seen]
+    training = sum(float((e.get("detail") or {}).get("duration_s") or 0) for e in events if e["action"] == "pipeline" and e["outcome"] == "finished")
+    t = step("the scheduler fired the policy: " + "; ".join(_event_text(e) for e in events if e["action"] != "backoff"), t)
+    out: dict[str, Any] = {"policy": POLICY, "declared": declared, "replayed": replayed, "alert": alert and alert["message"],
+                           "events": [{"action": e["action"], "outcome": e["outcome"], "version": e["model_version"]} for e in events],
+                           "before": before, "training_s": training}
+    rollout = next((e for e in events if e["action"] == "canary" and e["outcome"] == "started"), None)
+    if rollout is not None:
+        from keel.deployments.specs import get_deployment
+
+        dep = get_deployment(DEPLOYMENT)
+        counts = _canary_traffic(online, features_of, dep, datetime.now(UTC))
+        traffic += time.perf_counter() - t
+        t = step(f"live traffic through {DEPLOYMENT} ({dep.spec.describe()}): {counts.get('champion', 0):,} champion, "
+                 f"{counts.get('canary', 0):,} canary requests, labels joined", t)
+        judged = advance(POLICY)
+        q = judged.get("comparison") or {}
+        t = step(f"live comparison: {q.get('metric', '?')} canary {q.get('challenger', float('nan')):.3f} vs champion "
+                 f"{q.get('champion', float('nan')):.3f} ({q.get('difference', float('nan')):+.3f}, [{q.get('low', float('nan')):+.3f}, "
+                 f"{q.get('high', float('nan')):+.3f}]) → {judged['status']}", t)
+        out["judged"] = {k: v for k, v in judged.items() if k != "transition"}
+        version = resolve_version(MODEL, "production").version
+        if version != before:
+            _baseline(version)
+            t = step(f"churn v{version} is production; its baseline is stored for monitoring", t)
+    out["after"] = resolve_version(MODEL, "production").version
+    total = time.perf_counter() - t0
+    # the loop's own overhead: everything but training and the replayed traffic (the stand-in for the world's requests and labels)
+    out.update(steps=steps, total_s=round(total, 3), traffic_s=round(traffic, 3), overhead_s=round(total - training - traffic, 3))
+    return out
+
+
+def _baseline(version: int) -> None:
+    """The new version's monitoring baseline, from the fresh holdout its pipeline run returned (the model's inputs and the label)."""
+    import pandas as pd
+
+    from keel.loop.policies import history
+    from keel.monitoring.baselines import build_baseline, has_baseline
+
+    if has_baseline(MODEL, version):
+        return
+    finished = next(e for e in history(POLICY) if e["action"] == "pipeline" and e["outcome"] == "finished" and e["model_version"] == version)
+    output = (finished.get("detail") or {}).get("output") or {}
+    build_baseline(MODEL, pd.read_parquet(output["data"]), version=version, target=output["target"])
+
+
+def _event_text(e: dict[str, Any]) -> str:
+    d = e.get("detail") or {}
+    v = f" v{e['model_version']}" if e.get("model_version") else ""
+    extra = d.get("reason") or d.get("error") or ""
+    if e["action"] == "pipeline" and e["outcome"] == "finished":
+        extra = f"{d.get('duration_s', 0):.1f} s, {d.get('cached_steps', 0)} of {d.get('steps', 0)} steps cached"
+    if e["action"] == "gates":
+        res = (d.get("gates") or {}).get("results") or []
+        extra = ", ".join(f"{r['name']}: {r['status']}" for r in res)
+    if e["action"] == "canary":
+        extra = d.get("spec", "")
+    return f"{e['action']} {e['outcome']}{v}" + (f" ({escape(str(extra))[:200]})" if extra else "")
+
+
+def show(console: Console, out: dict[str, Any]) -> None:
+    if not out:
+        return
+    t = Table(title=f"The loop: {MONITOR} alert → {POLICY} → churn v{out['after']} in production", header_style="bold")
+    t.add_column("step", overflow="fold")
+    t.add_column("seconds", justify="right")
+    for s in out["steps"]:
+        t.add_row(s["step"], f"{s['seconds']:.2f}")
+    console.print(t)
+    console.print(f"  loop total {out['total_s']:.1f} s: training (the pipeline run) {out['training_s']:.1f} s, replayed traffic and labels "
+                  f"{out['traffic_s']:.1f} s, the loop's own overhead {out['overhead_s']:.1f} s", highlight=False)
+    console.print(f"  keel retraining history {POLICY} · keel models diagnose churn@production · keel lineage model churn/{out['after']}",
+                  highlight=False)
