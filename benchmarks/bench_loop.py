@@ -289,7 +289,7 @@ def main() -> None:
                  "|---|---:|---:|---:|---:|:---:|"]
         for k in COMMANDS:
             c, w = med(colds[k]), med(warm[k])
-            h = med(hand[k]) if k in hand and hand[k] else None
+            h = med(hand[k]) if hand.get(k) else None
             ref = f"{h:.3f}" if h is not None and not k.startswith("lineage model") else "-"
             ratio = f"{h / w:.1f}x" if h is not None and not k.startswith("lineage model") else "-"
             lines.append(f"| `keel {' '.join(COMMANDS[k]('ID')[:-1])}` | {c:.2f} | {w:.3f} | {ref} | {ratio} | {'yes' if c < 2 else 'NO'} |")
