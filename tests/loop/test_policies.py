@@ -77,7 +77,7 @@ def test_declare_is_versioned_owned_and_scheduled(champion: dict[str, Any]) -> N
     assert again["version"] == 2
     shown = P.describe_policy("churn-retrain")
     assert [v["version"] for v in shown["versions"]] == [1, 2]
-    assert shown["owners"] == owners_of("retraining_policy", "churn-retrain") and shown["owners"]
+    assert shown["owners"] == owners_of("retraining", "churn-retrain") and shown["owners"]
     scheds = {s.name: s for s in list_schedules()}
     assert scheds["retraining.churn-retrain.0"].kind == "alert" and scheds["retraining.churn-retrain.1"].kind == "cron"
     assert [e["action"] for e in P.history("churn-retrain")] == ["declare", "declare"]

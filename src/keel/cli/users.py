@@ -16,7 +16,10 @@ from keel.cli._common import JSON_OPTION, console, fail, print_json, run_guarded
 
 users_app = typer.Typer(help="Users and their roles (viewer, member, approver, admin), globally or per experiment / model.", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens: scoped, expiring, revocable, stored hashed (shown once).", no_args_is_help=True)
-owners_app = typer.Typer(help="Owners of registered models, feature views, contracts and monitors.", no_args_is_help=True)
+owners_app = typer.Typer(help="Owners of registered models, feature views, contracts, monitors and deployments; with no command, "
+                         "what each owner owns and what in production nobody is responsible for.\n\n"
+                         "Example: keel owners --check  (exit 1 when something in production has no monitor, owner or contract)",
+                         invoke_without_command=True, no_args_is_help=False)
 
 
 # -- through the server, when KEEL_TRACKING_URI is set ----------------------------------------
@@ -319,7 +322,54 @@ def tokens_revoke(token_id: str = typer.Argument(..., help="The token's id (keel
 
 # -- keel owners -------------------------------------------------------------------------------
 
-KIND_HELP = "model, feature_view, contract or monitor"
+KIND_HELP = "model, feature_view, contract, monitor or deployment"
+CHECK_OPTION = typer.Option(False, "--check", help="Exit 1 when there is a responsibility gap (for CI).")
+
+
+def _report(kinds: list[str] | None) -> dict[str, Any]:
+    if _server():
+        params = {"kind": kinds} if kinds else None
+        return {**_call("GET", "/v1/owners", params=params), **_call("GET", "/v1/owners/gaps")}
+    from keel.loop.ownership import in_production, ownership, responsibility_gaps
+
+    return {**ownership(kinds), "production": in_production(), "gaps": [g.to_dict() for g in responsibility_gaps()]}
+
+
+def _show_report(out: dict[str, Any], as_json: bool, check: bool) -> None:
+    gaps = out["gaps"]
+    if as_json:
+        print_json(out)
+    else:
+        rows = []
+        for user, items in out["owners"].items():
+            kinds: dict[str, list[str]] = {}
+            for it in items:
+                kinds.setdefault(it["kind"], []).append(it["name"])
+            rows += [(user, k, ", ".join(names)) for k, names in kinds.items()]
+        rows += [("(nobody)", it["kind"], it["name"]) for it in out["unowned"]]
+        console.print(table("Owners", ["owner", "kind", "owns"], rows))
+        prod = ", ".join(f"{p['model']}/{p['version']} ({'; '.join(p['via'])})" for p in out["production"]) or "nothing"
+        console.print(f"In production: {prod}", highlight=False)
+        if gaps:
+            console.print(table(f"Responsibility gaps ({len(gaps)})", ["problem", "what", "detail", "fix"],
+                                [(g["problem"].replace("_", " "), f"{g['kind']} {g['name']}", g["detail"], g["fix"]) for g in gaps],
+                                optional=["fix"]))
+        else:
+            console.print("[green]No responsibility gap[/]: everything in production has owners, a monitor and contracts on its inputs.")
+    if check and gaps:
+        if not as_json:
+            fail(f"{len(gaps)} responsibility gap(s) in production; see the fix column above.")
+        raise typer.Exit(1)
+
+
+@owners_app.callback()
+def owners_main(ctx: typer.Context, as_json: bool = JSON_OPTION, check: bool = CHECK_OPTION) -> None:
+    """What each owner owns, and the responsibility gaps: anything in production with no monitor, no owner or no contract on its inputs, and deployments nobody owns.
+
+    Example: keel owners --check --json
+    """
+    if ctx.invoked_subcommand is None:
+        _show_report(run_guarded(lambda: _report(None)), as_json, check)
 
 
 def _owners(method: str, kind: str, name: str, users: list[str] | None, as_json: bool) -> None:
@@ -348,18 +398,27 @@ def _owners(method: str, kind: str, name: str, users: list[str] | None, as_json:
 
 
 @owners_app.command("ls")
-def owners_ls(kind: str = typer.Argument(..., help=KIND_HELP), name: str = typer.Argument(...), as_json: bool = JSON_OPTION) -> None:
-    """Show the owners of a model, feature view, contract or monitor.
+def owners_ls(kind: str = typer.Argument(None, help=KIND_HELP + " (none: every kind)"),
+              name: str = typer.Argument(None, help="One object (none: every object of the kind)."),
+              as_json: bool = JSON_OPTION, check: bool = CHECK_OPTION) -> None:
+    """Show the owners of one object; without NAME, what each owner owns (of KIND) and the responsibility gaps.
 
     Example: keel owners ls model churn
     """
+    if name is None:
+        if kind is not None:
+            from keel.store.owners import check_kind
+
+            run_guarded(lambda: check_kind(kind))
+        _show_report(run_guarded(lambda: _report([kind] if kind else None)), as_json, check)
+        return
     _owners("GET", kind, name, None, as_json)
 
 
 @owners_app.command("add")
 def owners_add(kind: str = typer.Argument(..., help=KIND_HELP), name: str = typer.Argument(...),
                users: list[str] = typer.Argument(..., help="Users to add."), as_json: bool = JSON_OPTION) -> None:
-    """Add owners to a model, feature view, contract or monitor.
+    """Add owners to a model, feature view, contract, monitor or deployment.
 
     Example: keel owners add model churn alice bob
     """
@@ -369,7 +428,7 @@ def owners_add(kind: str = typer.Argument(..., help=KIND_HELP), name: str = type
 @owners_app.command("rm")
 def owners_rm(kind: str = typer.Argument(..., help=KIND_HELP), name: str = typer.Argument(...),
               users: list[str] = typer.Argument(..., help="Owners to remove (never the last one)."), as_json: bool = JSON_OPTION) -> None:
-    """Remove owners from a model, feature view, contract or monitor.
+    """Remove owners from a model, feature view, contract, monitor or deployment.
 
     Example: keel owners rm model churn bob
     """

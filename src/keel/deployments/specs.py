@@ -27,6 +27,7 @@ import sqlalchemy as sa
 
 from keel.errors import ConflictError, NotFoundError, ValidationError, did_you_mean
 from keel.store.metadata import get_metadata_store, insert_ignore, now_ms
+from keel.store.owners import seed_owners
 from keel.store.schema.deployments import deployment_events, deployments
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
@@ -337,6 +338,8 @@ def _write(spec: DeploymentSpec, action: str, reason: str | None, *, expected: i
             insert_ignore(conn, deployments, {"name": spec.name, "spec": json.dumps(spec.to_dict()), "revision": 1, "created_by": who,
                                               "created_ms": now, "updated_by": who, "updated_ms": now}, ["name"])
             revision = 1
+        if current is None or current.deleted_ms is not None:  # who creates a deployment owns it (keel owners)
+            seed_owners(conn, "deployment", spec.name, [who])
         else:
             revision = current.revision + 1
             done = conn.execute(sa.update(deployments).where(deployments.c.name == spec.name, deployments.c.revision == current.revision).values(

@@ -460,7 +460,7 @@ def declare_policy(policy: RetrainingPolicy, *, now: datetime | None = None) -> 
             conn.execute(sa.insert(retraining_policy_versions).values(policy=policy.name, version=version, spec=text, declared_by=user, declared_ms=t))
             _event(conn, policy.name, "declare", "applied", detail={"version": version, "pipeline": checked["pipeline"], "origin": policy.origin},
                    user=user)
-        seed_owners(conn, "retraining_policy", policy.name, [])
+        seed_owners(conn, "retraining", policy.name, [])
     if changed:
         for s in _policy_schedules(policy.name):
             remove_schedule(s.name)
@@ -584,7 +584,7 @@ def describe_policy(name: str) -> dict[str, Any]:
                                           .order_by(retraining_policy_versions.c.version))]
     state = json.loads(row.state or "{}")
     return {"name": row.name, "model": row.model, "version": int(row.version), "paused": bool(row.paused), "origin": row.origin,
-            "spec": json.loads(row.spec), "state": state, "versions": versions, "owners": owners_of("retraining_policy", name),
+            "spec": json.loads(row.spec), "state": state, "versions": versions, "owners": owners_of("retraining", name),
             "schedules": [{"name": s.name, "trigger": s.describe(), "enabled": s.enabled,
                            "last_fired": s.last_fired} for s in _policy_schedules(name)],
             "created_by": row.created_by, "created": ms_to_datetime(row.created_ms), "history": history(name, limit=20)}

@@ -17,6 +17,7 @@ Declared in code (:func:`define_monitor`, stored in the metadata store) or in
         business: {top5: "precision_at_top:0.05"}
         alerts: [{kind: log}, {kind: webhook, url: "https://hooks.slack.com/...", format: slack}]
         cooldown: 6h
+        owners: [alice]       # who owns it (keel owners); default: who declared it
 
 :func:`run_monitor` reads only the window (every route but ``shadow``: shadow
 predictions never answered a caller), compares each version in it with its own
@@ -70,10 +71,14 @@ class MonitorSpec:
     cooldown: str = "6h"
     decision_threshold: float = 0.5
     performance_drop: float = 0.05  # alert when a metric is this much worse than at validation
+    owners: list[str] = field(default_factory=list)  # who owns it (keel owners); default: who declared it
     origin: str = "code"
 
     def validate(self) -> MonitorSpec:
         from keel.monitoring.feedback import parse_duration
+
+        raw = self.owners.split(",") if isinstance(self.owners, str) else (self.owners or [])
+        self.owners = [str(o).strip() for o in raw if str(o).strip()]
 
         unknown = [c for c in self.checks if c not in CHECKS]
         if unknown:
@@ -138,7 +143,7 @@ def define_monitor(name: str, model: str, **settings: Any) -> MonitorSpec:
         conn.execute(sa.delete(monitors).where(monitors.c.name == name))
         conn.execute(sa.insert(monitors).values(name=name, model=model, spec=json.dumps(spec.to_dict(), default=str), origin="code",
                                                 created_ms=now_ms(), updated_ms=now_ms()))
-        seed_owners(conn, "monitor", name, [])  # the acting user, unless it has owners already
+        seed_owners(conn, "monitor", name, spec.owners)  # those it declares, else the acting user, unless it has owners already
     return spec
 
 

@@ -34,6 +34,8 @@ ROUTERS = [
     "keel.server.routes.monitoring",   # /v1/monitors, /v1/alerts
     "keel.server.routes.pipelines",    # /v1/pipelines, /v1/pipeline-runs
     "keel.server.routes.retraining",   # /v1/retraining (policies, history, run, pause, resume)
+    "keel.server.routes.deployments",  # /v1/deployments (set, promote, rollback, history, status, compare)
+    "keel.server.routes.loop",         # /v1/lineage/..., /v1/models/{name}/versions/{version}/diagnose, /v1/owners, /v1/owners/gaps
     "keel.server.mlflow",            # /api/2.0/mlflow/..., /api/2.0/mlflow-artifacts/...
 ]
 # Routers that answer errors in a protocol of their own: MLflow's error_code bodies (or keel's, from the auth layer).

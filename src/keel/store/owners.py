@@ -1,4 +1,4 @@
-"""Owners: the users who own a registered model, feature view, contract or monitor.
+"""Owners: the users who own a registered model, feature view, contract, monitor or deployment.
 
 An object has a list of owners (it replaced the registered model's single
 ``owner`` string; migration 0008_auth made the old value the one owner). The
@@ -17,7 +17,7 @@ from keel.errors import NotFoundError, ValidationError, did_you_mean
 from keel.store.metadata import get_metadata_store, insert_ignore, now_ms
 from keel.store.schema.auth import owners
 
-OWNER_KINDS = ("model", "feature_view", "contract", "monitor", "retraining_policy")
+OWNER_KINDS = ("model", "feature_view", "contract", "monitor", "deployment", "retraining")
 
 
 def check_kind(kind: str) -> str:
@@ -83,6 +83,10 @@ def _exists(conn: sa.Connection, kind: str, name: str) -> bool:
         q = sa.select(registered_models.c.id).where(registered_models.c.name == name)
     elif kind == "feature_view":
         q = sa.select(feature_objects.c.name).where(feature_objects.c.name == name, feature_objects.c.kind.like("%view%"))
+    elif kind == "deployment":
+        from keel.store.schema.deployments import deployments
+
+        q = sa.select(deployments.c.name).where(deployments.c.name == name, deployments.c.deleted_ms.is_(None))
     else:  # contracts and keel.yaml monitors live in the project's files; any name may be owned
         return True
     return conn.execute(q.limit(1)).first() is not None

@@ -1,0 +1,306 @@
+"""`keel lineage` and `keel models diagnose` on a store with 10,000 runs, 100 versions and 10M logged predictions.
+
+    python benchmarks/bench_loop.py                       # build the store in a temporary folder, time, delete it
+    python benchmarks/bench_loop.py --dir /tmp/loopstore  # keep the store there (built once, reused by later runs)
+    python benchmarks/bench_loop.py --predictions 1000000 # a smaller log
+
+The store is generated, not replayed: 10,000 finished runs with params and metrics
+written in bulk (the rows the tracking API writes), one logistic regression on 10
+inputs registered as 100 versions of ``churn`` (version 100 in production, served by
+the deployment ``churn-live``, watched by a monitor), and the prediction log written
+through the lake API in bulk (``keel.store.predictions.write``: typed Parquet, one
+part per model, version and hour): 10M rows over the last 30 days, each version
+answering 1 % of them in turn, request ids as keel's servers make them (a random
+prefix per process and a counter; 8 processes).
+
+Timed, each in a fresh process (cold: interpreter, imports and the first query) and
+as a second call in one process (warm):
+
+- ``keel lineage prediction ID`` for a request id in the middle of the log, with and
+  without ``--model``;
+- ``keel lineage model churn/50``;
+- ``keel models diagnose churn@production`` (30 days: every version in the window).
+
+No peer tool traces a prediction to its data or diagnoses a model in one call; the
+reference beside ours is the query a user would write by hand: DuckDB over every
+Parquet file of the log for the request id, and the per-version health figures
+over the whole window. The target (issue #17) is under 2 s for each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from _readme import write_section  # benchmarks/ is the script's folder
+
+HERE = Path(__file__).resolve().parent
+INPUTS = [f"f{i}" for i in range(10)]
+PROCESSES = 8
+DAYS = 30
+
+
+def _project(folder: Path) -> None:
+    for key in [k for k in os.environ if k.startswith("KEEL_")]:
+        del os.environ[key]
+    os.environ["KEEL_CAPTURE_ENVIRONMENT"] = "false"
+    os.chdir(folder)
+    from keel import config
+
+    config.init_project(folder)
+    config.reset()
+
+
+def _runs(n: int) -> None:
+    import keel
+    from keel.store.metadata import get_metadata_store
+    from keel.store.schema import metrics, params, runs
+
+    exp = keel.set_experiment("bench")
+    now = int(time.time() * 1000)
+    R, P, M = [], [], []
+    for i in range(n):
+        rid = uuid.UUID(int=(7 << 64) + i).hex
+        start = now - (n - i) * 60_000
+        R.append((rid, exp, f"run-{i}", None, "finished", start, start + 30_000, start + 30_000, "bench", "localhost", None, "{}"))
+        P += [(rid, "C", str(0.1 + i % 10), 0.1 + i % 10), (rid, "seed", str(i), float(i))]
+        M += [(rid, "auc", 0.7 + (i % 100) / 1000, 0, start + 20_000), (rid, "loss", 0.5 - (i % 100) / 1000, 0, start + 20_000)]
+    store = get_metadata_store()
+    with store.write() as conn:
+        for table, rows in ((runs, R), (params, P), (metrics, M)):
+            store.insert_many(conn, table, rows)
+
+
+def _versions(n: int) -> None:
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    import keel
+    from keel.deployments.specs import build_spec, deploy
+    from keel.monitoring.monitors import define_monitor
+    from keel.registry.transitions import promote
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(2000, len(INPUTS))), columns=INPUTS)
+    y = (X.f0 + X.f1 + rng.normal(0, 1, len(X)) > 0).astype(int)
+    for v in range(n):
+        with keel.start_run(name=f"train-{v}"):
+            keel.log_params({"C": 1.0 + v})
+            keel.log_dataset(X.assign(y=y), "train")
+            info = keel.log_model(LogisticRegression(C=1.0 + v).fit(X, y), input_example=X.head(5))
+        keel.register_model(info.uri, "churn")
+    promote("churn", n, "production", reason="bench")
+    deploy(build_spec("churn-live", model="churn@production"))
+    define_monitor("churn-daily", "churn", window="1d")
+
+
+def _prefix(process: int) -> str:
+    """A server process's request-id prefix (random-looking, fixed so that runs repeat)."""
+    import hashlib
+
+    return hashlib.sha256(f"process-{process}".encode()).hexdigest()[:20]
+
+
+def _log(rows: int, versions: int, chunk: int = 500_000) -> None:
+    """``rows`` predictions over the last DAYS days, written in bulk through the lake API."""
+    import numpy as np
+    import pyarrow as pa
+
+    from keel.store import predictions as P
+
+    rng = np.random.default_rng(1)
+    end_us = int(time.time() * 1e6)
+    start_us = end_us - DAYS * 86_400 * 1_000_000
+    prefixes = np.array([_prefix(p) for p in range(PROCESSES)])
+    for lo in range(0, rows, chunk):
+        n = min(chunk, rows - lo)
+        i = np.arange(lo, lo + n)
+        ts = start_us + (i * (end_us - start_us) // rows)
+        proc = i % PROCESSES
+        counter = i // PROCESSES
+        ids = np.char.add(prefixes[proc], np.char.zfill(np.char.mod("%x", counter), 12))
+        x = rng.normal(size=(n, len(INPUTS)))
+        score = 1 / (1 + np.exp(-(x[:, 0] + x[:, 1])))
+        table = pa.table({
+            "request_id": pa.array(ids, pa.string()),
+            "ts": pa.array(ts, pa.timestamp("us", tz="UTC")),
+            "model": pa.array(["churn"] * n, pa.string()),
+            "version": pa.array(1 + i * versions // rows, pa.int64()),
+            "route": pa.array(["champion"] * n, pa.string()),
+            "latency_ms": pa.array(rng.gamma(2.0, 1.5, n)),
+            "status": pa.array(np.where(rng.random(n) < 0.002, "error", "ok"), pa.string()),
+            **{c: pa.array(x[:, j]) for j, c in enumerate(INPUTS)},
+            "prediction": pa.array((score > 0.5).astype(np.int64)),
+            "score": pa.array(score),
+        })
+        P.write(P.normalize(table), writer=f"bench-{lo}")
+        print(f"  log: {lo + n:,}/{rows:,} rows", file=sys.stderr, flush=True)
+
+
+def build(folder: Path, *, runs: int, versions: int, predictions: int) -> dict[str, Any]:
+    _project(folder)
+    t = time.perf_counter()
+    _runs(runs)
+    t_runs = time.perf_counter() - t
+    _versions(versions)
+    t_versions = time.perf_counter() - t - t_runs
+    _log(predictions, versions)
+    from keel.store.predictions import files
+
+    request_id = _prefix(3) + f"{predictions // PROCESSES // 2:012x}"  # process 3, half-way
+    out = {"runs": runs, "versions": versions, "predictions": predictions, "request_id": request_id, "parts": len(files("churn")),
+           "seconds": {"runs": t_runs, "versions": t_versions, "log": time.perf_counter() - t - t_runs - t_versions}}
+    (folder / "bench_loop.json").write_text(json.dumps(out))
+    return out
+
+
+# ---- timing -------------------------------------------------------------------------
+
+COMMANDS = {
+    "lineage prediction (no --model)": lambda rid: ["lineage", "prediction", rid, "--json"],
+    "lineage prediction --model churn": lambda rid: ["lineage", "prediction", rid, "--model", "churn", "--json"],
+    "lineage model churn/50": lambda rid: ["lineage", "model", "churn/50", "--json"],
+    "models diagnose churn@production": lambda rid: ["models", "diagnose", "churn@production", "--json"],
+}
+
+
+def _env(folder: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent / "src"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def cold(folder: Path, args: list[str]) -> float:
+    t = time.perf_counter()
+    launcher = "import sys; sys.argv[0] = 'keel'; from keel.cli.main import main; main()"  # what the keel script runs
+    proc = subprocess.run([sys.executable, "-c", launcher, *args], cwd=folder, env=_env(folder), capture_output=True, text=True)
+    elapsed = time.perf_counter() - t
+    if proc.returncode != 0 or not proc.stdout.lstrip().startswith("{"):
+        raise SystemExit(f"keel {' '.join(args)} failed: {proc.stdout[-500:]} {proc.stderr[-2000:]}")
+    return elapsed
+
+
+def worker_warm(folder: str, request_id: str) -> dict[str, float]:
+    """Each call twice in this process; the second is timed."""
+    os.chdir(folder)
+    from keel.loop.diagnose import diagnose
+    from keel.loop.lineage import model_lineage, prediction_lineage
+
+    calls = {
+        "lineage prediction (no --model)": lambda: prediction_lineage(request_id),
+        "lineage prediction --model churn": lambda: prediction_lineage(request_id, model="churn"),
+        "lineage model churn/50": lambda: model_lineage("churn/50"),
+        "models diagnose churn@production": lambda: diagnose("churn@production"),
+    }
+    out = {}
+    for name, fn in calls.items():
+        fn()
+        t = time.perf_counter()
+        fn()
+        out[name] = time.perf_counter() - t
+    return out
+
+
+def worker_by_hand(folder: str, request_id: str) -> dict[str, float]:
+    """The reference: DuckDB over every file of the log, as a user would query it without keel."""
+    import glob
+
+    import duckdb
+
+    os.chdir(folder)
+    files = sorted(glob.glob(str(Path(folder) / ".keel" / "lake" / "predictions" / "churn" / "**" / "*.parquet"), recursive=True))
+    scan = "read_parquet([" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "], union_by_name = true)"
+    out = {}
+    con = duckdb.connect()
+    for _ in range(2):  # the second is timed
+        t = time.perf_counter()
+        rows = con.execute(f"SELECT model, version, route, ts FROM {scan} WHERE request_id = ?", [request_id]).fetchall()
+        out["lineage prediction (no --model)"] = time.perf_counter() - t
+        assert len(rows) == 1, rows
+        t = time.perf_counter()
+        con.execute(f"SELECT version, count(*), avg(CASE WHEN status <> 'ok' THEN 1 ELSE 0 END), quantile_cont(latency_ms, 0.5), "
+                    f"quantile_cont(latency_ms, 0.99), avg(CASE WHEN len(missing_features) > 0 THEN 1 ELSE 0 END) FROM {scan} "
+                    "WHERE ts >= now() - INTERVAL 30 DAY GROUP BY version").fetchall()
+        out["models diagnose churn@production"] = time.perf_counter() - t
+    out["lineage prediction --model churn"] = out["lineage prediction (no --model)"]
+    return out
+
+
+def _worker(name: str, *args: str) -> dict[str, float]:
+    code = f"import sys, json; sys.path.insert(0, {str(HERE)!r}); import bench_loop as b; print(json.dumps(b.{name}(*{list(args)!r})))"
+    proc = subprocess.run([sys.executable, "-c", code], env=_env(Path(args[0])), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} failed: {proc.stderr[-3000:]}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dir", help="Keep the store in this folder (built when empty, reused otherwise).")
+    ap.add_argument("--runs", type=int, default=10_000)
+    ap.add_argument("--versions", type=int, default=100)
+    ap.add_argument("--predictions", type=int, default=10_000_000)
+    ap.add_argument("--repeat", type=int, default=3, help="Cold runs of each command (the median is reported).")
+    ap.add_argument("--no-readme", action="store_true", help="Do not write the figures into benchmarks/README.md.")
+    a = ap.parse_args()
+    folder = Path(a.dir) if a.dir else Path(tempfile.mkdtemp(prefix="keel-bench-loop-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        meta_path = folder / "bench_loop.json"
+        if meta_path.exists():
+            meta = json.loads(meta_path.read_text())
+            print(f"reusing the store in {folder}", file=sys.stderr)
+        else:
+            code = (f"import sys, json; sys.path.insert(0, {str(HERE)!r}); import bench_loop as b; from pathlib import Path; "
+                    f"print(json.dumps(b.build(Path({str(folder)!r}), runs={a.runs}, versions={a.versions}, predictions={a.predictions})))")
+            proc = subprocess.run([sys.executable, "-c", code], env=_env(folder), stdout=subprocess.PIPE, text=True)
+            if proc.returncode != 0:
+                raise SystemExit("building the store failed")
+            meta = json.loads(proc.stdout.strip().splitlines()[-1])
+            print(f"built in {sum(meta['seconds'].values()):.0f} s: {meta}", file=sys.stderr)
+        rid = meta["request_id"]
+        colds: dict[str, list[float]] = {k: [] for k in COMMANDS}
+        warm: dict[str, list[float]] = {k: [] for k in COMMANDS}
+        hand: dict[str, list[float]] = {k: [] for k in COMMANDS}
+        for _ in range(a.repeat):  # interleaved, so the machine's noise falls on every column alike
+            for k, args in COMMANDS.items():
+                colds[k].append(cold(folder, args(rid)))
+            for k, v in _worker("worker_warm", str(folder), rid).items():
+                warm[k].append(v)
+            for k, v in _worker("worker_by_hand", str(folder), rid).items():
+                hand[k].append(v)
+
+        def med(xs: list[float]) -> float:
+            return sorted(xs)[len(xs) // 2]
+
+        lines = [f"{meta['runs']:,} runs, {meta['versions']} versions, {meta['predictions']:,} logged predictions in {meta['parts']:,} Parquet parts; "
+                 f"median of {a.repeat}, {os.cpu_count()} cores (shared).", "",
+                 "| command | cold process (s) | warm call (s) | DuckDB by hand, warm (s) | by hand / keel warm | under 2 s |",
+                 "|---|---:|---:|---:|---:|:---:|"]
+        for k in COMMANDS:
+            c, w = med(colds[k]), med(warm[k])
+            h = med(hand[k]) if hand.get(k) else None
+            ref = f"{h:.3f}" if h is not None and not k.startswith("lineage model") else "-"
+            ratio = f"{h / w:.1f}x" if h is not None and not k.startswith("lineage model") else "-"
+            lines.append(f"| `keel {' '.join(COMMANDS[k]('ID')[:-1])}` | {c:.2f} | {w:.3f} | {ref} | {ratio} | {'yes' if c < 2 else 'NO'} |")
+        text = "\n".join(lines)
+        print(text)
+        if not a.no_readme:
+            write_section("bench_loop", "## Lineage and diagnosis (bench_loop.py)\n\n" + text)
+    finally:
+        if not a.dir:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
