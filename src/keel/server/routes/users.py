@@ -210,7 +210,7 @@ def revoke_token(token_id: str, ident: Identity = Depends(identity)) -> dict[str
     return U.revoke_token(token_id).to_dict()
 
 
-OwnedKind = Literal["model", "feature_view", "contract", "monitor", "deployment"]
+OwnedKind = Literal["model", "feature_view", "contract", "monitor", "deployment", "retraining"]
 
 
 def _owned(kind: str, name: str, ident: Identity, act: Any) -> None:
