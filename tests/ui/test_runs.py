@@ -159,7 +159,9 @@ async def test_run_detail_shows_the_record_and_links(ui_client: Any, project: Pa
 
     with keel.start_run(experiment="exp-a", name="parent") as parent:
         keel.log_param("model", "lgbm")
-        keel.log_metric("auc", 0.9)
+        for step in range(3):
+            keel.log_metric("auc", 0.8 + step / 100, step=step)
+        keel.log_metric("one_value", 1.0)
         keel.set_tag("team", "risk")
         keel.log_dataset(pd.DataFrame({"x": [1, 2, 3]}), name="train")
         keel.log_text("hello", "notes/readme.txt")
@@ -172,7 +174,7 @@ async def test_run_detail_shows_the_record_and_links(ui_client: Any, project: Pa
     assert r.status_code == 200
     text = r.text
     assert "<th scope=\"row\">model</th><td>lgbm</td>" in text and "team" in text and "risk" in text
-    assert 'aria-label="auc"' in text  # a plot per metric
+    assert 'aria-label="auc"' in text and 'aria-label="one_value"' not in text  # a plot per curve, one value is no curve
     assert '<a href="/runs/' + parent.id + '?path=notes#artifacts">notes/</a>' in text
     assert "train" in text and "training" in text  # the dataset input
     assert "Python" in text and "Download the package lock" in text  # the reproducibility record

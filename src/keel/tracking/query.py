@@ -188,9 +188,9 @@ def metric_histories(run_ids: list[str], keys: list[str] | None = None, store: M
         grouped.setdefault((r.run_id, r.key), []).append(r)
     out: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
     for k, chunks in grouped.items():
-        steps = np.concatenate([np.frombuffer(c.steps, dtype="<i8") for c in chunks]).astype("int64")
-        ts = np.concatenate([np.frombuffer(c.ts, dtype="<i8") for c in chunks]).astype("int64")
-        vals = np.concatenate([np.frombuffer(c.vals, dtype="<f8") for c in chunks]).astype("float64")
+        steps = np.concatenate([np.frombuffer(c.steps, dtype="<i8") for c in chunks]).astype("int64", copy=False)
+        ts = np.concatenate([np.frombuffer(c.ts, dtype="<i8") for c in chunks]).astype("int64", copy=False)
+        vals = np.concatenate([np.frombuffer(c.vals, dtype="<f8") for c in chunks]).astype("float64", copy=False)
         if len(steps) > 1 and not bool(np.all(np.diff(steps) >= 0)):
             order = np.lexsort((ts, steps))
             steps, ts, vals = steps[order], ts[order], vals[order]

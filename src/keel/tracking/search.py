@@ -24,6 +24,7 @@ from keel.tracking._filter import KINDS, PREFIX_OF, TABLES, Compiler, Ref, forma
 if TYPE_CHECKING:
     import pandas as pd
 
+SMALL_SCOPE = 2000  # run_keys: up to this many runs, read their rows; above, check each key of the index
 ATTRIBUTE_COLUMNS = ["run_id", "experiment_id", "run_name", "status", "start_time", "end_time", "user", "parent_id"]
 
 
@@ -120,13 +121,33 @@ def run_keys(experiment: str | int | Sequence[str | int] | None = None) -> dict[
     _writer.flush_all()
     out: dict[str, list[str]] = {kind: [] for kind in KINDS}
     with store.read() as conn:
-        exp_ids, _names = _experiment_ids(conn, experiment)
+        exp_ids, names = _experiment_ids(conn, experiment)
         if not exp_ids:
             return out
+        whole = set(exp_ids) == set(names)
+        n_runs = 0 if whole else int(conn.execute(sa.select(sa.func.count()).select_from(runs).where(_in_experiments(runs, exp_ids))).scalar() or 0)
         for kind in KINDS:
             t = TABLES[kind]
-            q = sa.select(t.c.key).distinct().select_from(t.join(runs, runs.c.id == t.c.run_id)).where(_in_experiments(runs, exp_ids))
-            out[kind] = sorted(conn.execute(q).scalars())
+            if not whole and n_runs <= SMALL_SCOPE:  # a few runs: their rows, found by run id
+                q = sa.select(t.c.key).distinct().select_from(t.join(runs, runs.c.id == t.c.run_id)).where(_in_experiments(runs, exp_ids))
+                out[kind] = sorted(conn.execute(q).scalars())
+                continue
+            # many runs: every key from the (key, ...) index, then, unless the scope is the whole store,
+            # which of them a run of the experiments has (EXISTS stops at the first)
+            keys = sorted(conn.execute(sa.select(t.c.key).group_by(t.c.key)).scalars())
+            if not whole:
+                found = []
+                for i in range(0, len(keys), 200):
+                    part = keys[i:i + 200]
+                    checks = []
+                    for key in part:
+                        a, r = t.alias(), runs.alias()
+                        checks.append(sa.exists(sa.select(sa.literal(1)).select_from(a.join(r, r.c.id == a.c.run_id))
+                                                .where(a.c.key == key, _in_experiments(r, exp_ids))))
+                    row = conn.execute(sa.select(*[c.label(f"c{j}") for j, c in enumerate(checks)])).one()
+                    found += [k for k, ok in zip(part, row, strict=True) if ok]
+                keys = found
+            out[kind] = keys
     return out
 
 

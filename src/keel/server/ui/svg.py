@@ -45,7 +45,7 @@ def downsample(x: Any, y: Any, buckets: int = 500) -> tuple[np.ndarray, np.ndarr
     lo = np.fmin.reduceat(np.nan_to_num(finite, nan=np.inf), starts)
     hi = np.fmax.reduceat(np.nan_to_num(finite, nan=-np.inf), starts)
     idx = np.arange(n)
-    bucket = np.searchsorted(edges, idx, side="right") - 1
+    bucket = np.repeat(np.arange(buckets), np.diff(edges))  # the bucket of each index, in O(n)
     is_lo = finite == lo[bucket]
     is_hi = finite == hi[bucket]
     first_lo = np.full(buckets, -1)
@@ -76,15 +76,18 @@ def ema(y: Any, weight: float) -> np.ndarray:
     finite = np.isfinite(ys)
     vals = ys[finite]
     out = np.empty_like(vals)
-    block = max(1, int(150 / -math.log10(w))) if w > 0 else len(vals)
+    block = min(len(vals), max(1, int(150 / -math.log10(w))))
+    k = np.arange(block, dtype=float)
+    decay = np.power(w, k)
+    grow = 1.0 / decay
     carry = 0.0
     for start in range(0, len(vals), block):
         chunk = vals[start:start + block]
-        k = np.arange(len(chunk), dtype=float)
-        grow = np.power(w, -k)
-        out[start:start + len(chunk)] = np.power(w, k) * (w * carry + (1 - w) * np.cumsum(chunk * grow))
-        carry = float(out[start + len(chunk) - 1])
-    out /= 1.0 - np.power(w, np.arange(1, len(vals) + 1, dtype=float))
+        n = len(chunk)
+        out[start:start + n] = decay[:n] * (w * carry + (1 - w) * np.cumsum(chunk * grow[:n]))
+        carry = float(out[start + n - 1])
+    debias = min(len(vals), math.ceil(40 / -math.log10(w)))  # beyond it 1 - w^(t+1) is 1 to 1e-40
+    out[:debias] /= 1.0 - np.power(w, np.arange(1, debias + 1, dtype=float))
     smoothed = ys.copy()
     smoothed[finite] = out
     return smoothed

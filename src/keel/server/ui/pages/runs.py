@@ -371,10 +371,11 @@ def run_page(request: Request, run_id: str, path: str = "", metric: str = "", id
     if prefix and not folders and not files:
         raise NotFoundError(f"Run {info.id} has no artifact folder {prefix!r}.", hint=f"Browse the run's artifacts at /runs/{info.id}.")
     keys = sorted(info.metrics)
-    histories = metric_histories([info.id], keys[:MAX_CHARTS])
+    histories = metric_histories([info.id], keys)
+    curves = [k for k in keys if len(histories.get((info.id, k), ((), (), ()))[2]) > 1]  # one value is a number, not a curve
     plots = []
-    for key in keys[:MAX_CHARTS]:
-        steps, _ts, vals = histories.get((info.id, key), ([], [], []))
+    for key in curves[:MAX_CHARTS]:
+        steps, _ts, vals = histories[(info.id, key)]
         plots.append({"key": key, "points": len(vals),
                       "svg": svg.line_chart({key: (steps, vals)}, title=key, width=460, height=220, x_label="step", y_label=key)})
     paths = {a["path"] for a in info.artifacts}
@@ -387,7 +388,7 @@ def run_page(request: Request, run_id: str, path: str = "", metric: str = "", id
         acc.append(part)
         crumbs.append({"name": part, "path": "/".join(acc)})
     return page(
-        request, ident, "runs/run.html", section="runs", title=info.name, info=info, plots=plots, more_metrics=keys[MAX_CHARTS:],
+        request, ident, "runs/run.html", section="runs", title=info.name, info=info, plots=plots, more_metrics=curves[MAX_CHARTS:],
         folders=folders, files=files, prefix=prefix, crumbs=crumbs, git=git, env=info.env,
         lock=LOCK_ARTIFACT if LOCK_ARTIFACT in paths else "", diff=DIFF_ARTIFACT if DIFF_ARTIFACT in paths else "",
         versions=versions_of_run(info.id), children=_children(info, metric), quote=quote,
