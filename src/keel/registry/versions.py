@@ -460,3 +460,15 @@ def evaluations(name: str, version: int | None = None) -> list[dict[str, Any]]:
          "created_by": r.created_by, "created_time": ms_to_datetime(r.created_ms), **json.loads(r.result)}
         for r in rows
     ]
+
+
+def versions_of_run(run_id: str) -> list[ModelVersion]:
+    """The model versions registered from run ``run_id`` (deleted ones left out), oldest first."""
+    with get_metadata_store().read() as conn:
+        rows = conn.execute(
+            sa.select(model_versions, registered_models.c.name.label("model_name"))
+            .join(registered_models, registered_models.c.id == model_versions.c.model_id)
+            .where(model_versions.c.run_id == run_id, model_versions.c.deleted_ms.is_(None))
+            .order_by(model_versions.c.created_ms, model_versions.c.id)
+        ).all()
+        return [_row_to_version(conn, r.model_name, r) for r in rows]

@@ -24,6 +24,7 @@ from keel.tracking._filter import KINDS, PREFIX_OF, TABLES, Compiler, Ref, forma
 if TYPE_CHECKING:
     import pandas as pd
 
+SMALL_SCOPE = 2000  # run_keys: up to this many runs, read their rows; above, check each key of the index
 ATTRIBUTE_COLUMNS = ["run_id", "experiment_id", "run_name", "status", "start_time", "end_time", "user", "parent_id"]
 
 
@@ -81,6 +82,78 @@ def search_runs(
             "filter": filter, "order_by": None if order_by is None else _as_list(order_by, "order_by"),
             "max_results": max_results, "columns": None if columns is None else _as_list(columns, "columns"), "page_token": page_token,
         })
+    frame, _total = _search_local(experiment, filter, node, orders, wanted, max_results, page_token)
+    return frame
+
+
+def search_runs_page(
+    experiment: str | int | Sequence[str | int] | None = None,
+    filter: str | None = None,
+    order_by: Sequence[str] | None = None,
+    columns: Sequence[str] | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> tuple[pd.DataFrame, int]:
+    """One numbered page of :func:`search_runs` and how many runs match in all: (frame, total).
+
+    For a table with page numbers (the web UI): ``offset`` runs are skipped in the sort
+    order and at most ``limit`` come back; the same filter, ``order_by`` and ``columns``
+    as :func:`search_runs`, on this process's store. Example::
+
+        frame, total = search_runs_page("churn", "metrics.auc > 0.8", ["metrics.auc DESC"], offset=50, limit=50)
+    """
+    for name, value, least in (("offset", offset, 0), ("limit", limit, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValidationError(f"{name} must be an integer >= {least}, got {value!r}.")
+    node = _filter.parse_filter(filter) if filter is not None else None
+    orders = [_filter.parse_order_by(item) for item in _as_list(order_by, "order_by")]
+    wanted = None if columns is None else [_filter.parse_column(item) for item in _as_list(columns, "columns")]
+    frame, total = _search_local(experiment, filter, node, orders, wanted, limit, None, offset=offset, count=True)
+    return frame, int(total or 0)
+
+
+def run_keys(experiment: str | int | Sequence[str | int] | None = None) -> dict[str, list[str]]:
+    """The param, metric and tag keys the runs of ``experiment`` (default: the current one) have:
+    ``{"param": [...], "metric": [...], "tag": [...]}``, each sorted (e.g. to offer columns)."""
+    store = get_metadata_store()
+    from keel.tracking import _writer
+
+    _writer.flush_all()
+    out: dict[str, list[str]] = {kind: [] for kind in KINDS}
+    with store.read() as conn:
+        exp_ids, names = _experiment_ids(conn, experiment)
+        if not exp_ids:
+            return out
+        whole = set(exp_ids) == set(names)
+        n_runs = 0 if whole else int(conn.execute(sa.select(sa.func.count()).select_from(runs).where(_in_experiments(runs, exp_ids))).scalar() or 0)
+        for kind in KINDS:
+            t = TABLES[kind]
+            if not whole and n_runs <= SMALL_SCOPE:  # a few runs: their rows, found by run id
+                q = sa.select(t.c.key).distinct().select_from(t.join(runs, runs.c.id == t.c.run_id)).where(_in_experiments(runs, exp_ids))
+                out[kind] = sorted(conn.execute(q).scalars())
+                continue
+            # many runs: every key from the (key, ...) index, then, unless the scope is the whole store,
+            # which of them a run of the experiments has (EXISTS stops at the first)
+            keys = sorted(conn.execute(sa.select(t.c.key).group_by(t.c.key)).scalars())
+            if not whole:
+                found = []
+                for i in range(0, len(keys), 200):
+                    part = keys[i:i + 200]
+                    checks = []
+                    for key in part:
+                        a, r = t.alias(), runs.alias()
+                        checks.append(sa.exists(sa.select(sa.literal(1)).select_from(a.join(r, r.c.id == a.c.run_id))
+                                                .where(a.c.key == key, _in_experiments(r, exp_ids))))
+                    row = conn.execute(sa.select(*[c.label(f"c{j}") for j, c in enumerate(checks)])).one()
+                    found += [k for k, ok in zip(part, row, strict=True) if ok]
+                keys = found
+            out[kind] = keys
+    return out
+
+
+def _search_local(experiment: Any, filter: str | None, node: Any, orders: list[tuple[Ref, bool]], wanted: list[Ref] | None,
+                  max_results: int, page_token: str | None, *, offset: int = 0, count: bool = False) -> tuple[pd.DataFrame, int | None]:
+    """The search on this process's store: (frame, the number of runs matching when ``count``)."""
     from keel.tracking.runs import effective_status_sql
 
     store = get_metadata_store()
@@ -100,10 +173,10 @@ def search_runs(
         query_id = _query_id(exp_ids, filter, [f"{r.label} {'DESC' if d else 'ASC'}" for r, d in orders])
         after = None if page_token is None else _page_after(keys, _decode_token(page_token, query_id, len(keys)))
         if not exp_ids:
-            return _frame([], {}, wanted)
+            return _frame([], {}, wanted), 0
         column_refs = [r for r in wanted or [] if r.kind in KINDS and r.key != "*"]
         if not _check_keys(conn, exp_ids, exp_names, [*compiler.refs, *column_refs]):
-            return _frame([], {}, wanted)
+            return _frame([], {}, wanted), 0
         stmt = (
             sa.select(
                 runs.c.id, runs.c.experiment_id, runs.c.name, compiler.status.label("status"),
@@ -119,6 +192,14 @@ def search_runs(
             stmt = stmt.where(where)
         if after is not None:
             stmt = stmt.where(after)
+        if offset:
+            stmt = stmt.offset(offset)
+        total = None
+        if count:
+            counted = sa.select(sa.func.count()).select_from(runs).where(_in_experiments(runs, exp_ids))
+            if where is not None:  # the filter's joins only when it has some (one row per run either way)
+                counted = sa.select(sa.func.count()).select_from(compiler.from_clause()).where(_in_experiments(runs, exp_ids), where)
+            total = int(conn.execute(counted).scalar() or 0)
         head = _fetch(conn, stmt)
         next_token = None
         if len(head) > max_results:
@@ -129,7 +210,7 @@ def search_runs(
             long = _long_rows(conn, store.dialect, [row[0] for row in head], _kinds_to_load(wanted))
     frame = _frame(head, long, wanted)
     frame.attrs["next_page_token"] = next_token
-    return frame
+    return frame, total
 
 
 # -- pages ------------------------------------------------------------------------

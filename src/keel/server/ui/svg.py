@@ -2,8 +2,11 @@
 
 - :func:`downsample`: min/max per bucket (NumPy), so a 100,000-point curve is drawn from
   ~2 x ``buckets`` points with its peaks kept; the exact values stay in the data behind it.
+- :func:`ema`: exponential moving-average smoothing of a whole series (NumPy, debiased like
+  TensorBoard's), applied before downsampling.
 - :func:`line_chart`: several series over one x axis (step, time or value), optional
   log y; points carry ``data-title`` for the hover tooltip of ``keel.js``.
+- :func:`scatter`: points (x, y) with a label and a link each (e.g. a param vs a metric over trials).
 - :func:`bar_chart`: grouped bars (e.g. reference vs current distribution of a feature).
 - :func:`heatmap`: rows x columns of values (e.g. drift per feature per window).
 - :func:`dag`: a layered graph of boxes and arrows (a pipeline's steps, a lineage).
@@ -42,7 +45,7 @@ def downsample(x: Any, y: Any, buckets: int = 500) -> tuple[np.ndarray, np.ndarr
     lo = np.fmin.reduceat(np.nan_to_num(finite, nan=np.inf), starts)
     hi = np.fmax.reduceat(np.nan_to_num(finite, nan=-np.inf), starts)
     idx = np.arange(n)
-    bucket = np.searchsorted(edges, idx, side="right") - 1
+    bucket = np.repeat(np.arange(buckets), np.diff(edges))  # the bucket of each index, in O(n)
     is_lo = finite == lo[bucket]
     is_hi = finite == hi[bucket]
     first_lo = np.full(buckets, -1)
@@ -55,6 +58,39 @@ def downsample(x: Any, y: Any, buckets: int = 500) -> tuple[np.ndarray, np.ndarr
         arr[uniq] = sel[pos]
     keep = np.unique(np.concatenate([first_lo[first_lo >= 0], first_hi[first_hi >= 0]]))
     return xs[keep], ys[keep]
+
+
+def ema(y: Any, weight: float) -> np.ndarray:
+    """``y`` smoothed: s[t] = w * s[t-1] + (1 - w) * y[t], from s[-1] = 0 and divided by 1 - w^(t+1)
+    (so the start is not pulled towards 0). ``weight`` in [0, 1); NaN and inf are left as they are.
+
+    Vectorized in blocks: within a block the recurrence is a cumulative sum of y[j] * w^-j, the
+    block as long as w^-length stays far from overflowing.
+    """
+    ys = np.asarray(y, dtype=float)
+    w = float(weight)
+    if not 0.0 <= w < 1.0:
+        raise ValueError(f"smoothing weight {weight!r} is not in [0, 1)")
+    if w == 0.0 or len(ys) < 2:
+        return ys.copy()
+    finite = np.isfinite(ys)
+    vals = ys[finite]
+    out = np.empty_like(vals)
+    block = min(len(vals), max(1, int(150 / -math.log10(w))))
+    k = np.arange(block, dtype=float)
+    decay = np.power(w, k)
+    grow = 1.0 / decay
+    carry = 0.0
+    for start in range(0, len(vals), block):
+        chunk = vals[start:start + block]
+        n = len(chunk)
+        out[start:start + n] = decay[:n] * (w * carry + (1 - w) * np.cumsum(chunk * grow[:n]))
+        carry = float(out[start + n - 1])
+    debias = min(len(vals), math.ceil(40 / -math.log10(w)))  # beyond it 1 - w^(t+1) is 1 to 1e-40
+    out[:debias] /= 1.0 - np.power(w, np.arange(1, debias + 1, dtype=float))
+    smoothed = ys.copy()
+    smoothed[finite] = out
+    return smoothed
 
 
 def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
@@ -199,6 +235,34 @@ def line_chart(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *,
             body.append(f'<rect x="{lx}" y="{ly - 8}" width="10" height="3" fill="{color}"/>'
                         f'<text x="{lx + 14}" y="{ly - 3}">{_e(name[:28])}</text>')
     return _svg(f, title or "chart", body)
+
+
+def scatter(points: Sequence[tuple[float, float, str]], *, title: str = "", width: int = 420, height: int = 260,
+            x_label: str = "", y_label: str = "", hrefs: Sequence[str | None] | None = None, best: int | None = None) -> Markup:
+    """Points ``(x, y, label)``: each a hover target (its label and values) and, with ``hrefs``, a link;
+    the point at index ``best`` is drawn larger, in the second colour."""
+    keep = [i for i, (x, y, _label) in enumerate(points) if math.isfinite(x) and math.isfinite(y)]
+    if not keep:
+        return _empty(title or "scatter", width)
+    xs = np.array([points[i][0] for i in keep], dtype=float)
+    ys = np.array([points[i][1] for i in keep], dtype=float)
+
+    def padded(lo: float, hi: float) -> tuple[float, float]:
+        pad = (hi - lo) * 0.06 or (abs(lo) or 1) * 0.05
+        return lo - pad, hi + pad
+
+    (x0, x1), (y0, y1) = padded(float(xs.min()), float(xs.max())), padded(float(ys.min()), float(ys.max()))
+    f = _Frame(width, height, x0=x0, x1=x1, y0=y0, y1=y1)
+    _axes(f, x_label, y_label)
+    body: list[str] = []
+    for i, px, py in zip(keep, f.sx(xs), f.sy(ys), strict=True):
+        x, y, label = points[i]
+        big = i == best
+        dot = (f'<circle cx="{px:.1f}" cy="{py:.1f}" r="{6 if big else 4}" fill="{PALETTE[1 if big else 0]}" fill-opacity="0.75" '
+               f'data-title="{_e(label)}: {_e(_label(x))}, {_e(_label(y))}"/>')
+        href = hrefs[i] if hrefs is not None else None
+        body.append(f'<a href="{_e(href)}">{dot}</a>' if href else dot)
+    return _svg(f, title or "scatter", body)
 
 
 def bar_chart(labels: Sequence[str], series: Mapping[str, Sequence[float]], *, title: str = "", width: int = 640,
