@@ -20,10 +20,11 @@ from fastapi.responses import HTMLResponse
 
 from keel.errors import NotFoundError
 from keel.server.auth import Identity, authorize
-from keel.server.ui.render import page, ui_identity
+from keel.server.ui.pages.timing import STARTED, timed_page
+from keel.server.ui.render import ui_identity
 from keel.server.ui.svg import line_chart
 
-router = APIRouter()
+router = APIRouter(dependencies=[STARTED])
 IDENT = Depends(ui_identity)
 VALIDATIONS = 50  # contract validations shown per target
 KIND_ORDER = ("feature_view", "on_demand_feature_view", "feature_service", "entity", "source")
@@ -38,7 +39,7 @@ def features_page(request: Request, ident: Identity = IDENT) -> HTMLResponse:
     authorize(ident, "read")
     rows = listing()
     groups = [(KIND_TITLES[k], k, [r for r in rows if r["kind"] == k]) for k in KIND_ORDER]
-    return page(request, ident, "features/list.html", section="features", title="Features", groups=groups, total=len(rows))
+    return timed_page(request, ident, "features/list.html", section="features", title="Features", groups=groups, total=len(rows))
 
 
 def _model_ref(consumer_id: str) -> tuple[str, int] | None:
@@ -93,7 +94,7 @@ def view_page(request: Request, view: str, ident: Identity = IDENT) -> HTMLRespo
     results = [r for r in (_contracts(str(t)) for t in contract_targets) if r is not None]
     from keel.store.owners import owners_of
 
-    return page(request, ident, "features/view.html", section="features", title=view, obj=obj, spec=spec, services=services,
+    return timed_page(request, ident, "features/view.html", section="features", title=view, obj=obj, spec=spec, services=services,
                 owners=owners_of("feature_view", view) or [o.strip() for o in str(spec.get("owner") or "").split(",") if o.strip()],
                 consumers=models, mark=mark, source=source, source_spec=source_spec, contracts=results,
                 contract_targets=contract_targets, spec_json=json.dumps(spec, indent=2, sort_keys=True, default=str))

@@ -29,9 +29,10 @@ from keel.registry import audit
 from keel.registry import config as registry_config
 from keel.server.auth import Identity, action, authorize
 from keel.server.routes.common import project_file, version_ref
-from keel.server.ui.render import page, redirect, ui_identity
+from keel.server.ui.pages.timing import STARTED, timed_page
+from keel.server.ui.render import redirect, ui_identity
 
-router = APIRouter()
+router = APIRouter(dependencies=[STARTED])
 IDENT = Depends(ui_identity)
 AUDIT_PAGE = 50
 VERSIONS_PAGE = 100
@@ -47,10 +48,9 @@ def _path(name: str, version: Any = None) -> str:
 @router.get("/models", response_class=HTMLResponse)
 def models_page(request: Request, offset: int = Query(0, ge=0, le=10**9), ident: Identity = IDENT) -> HTMLResponse:
     authorize(ident, "read")
-    models = registry.list_models()
-    shown = models[offset:offset + MODELS_PAGE]
-    return page(request, ident, "models/list.html", section="models", title="Models", models=shown, total=len(models),
-                offset=offset, limit=MODELS_PAGE, environments=registry_config.environments())
+    models = registry.list_models(offset=offset, limit=MODELS_PAGE + 1)  # one more: is there a next page
+    return timed_page(request, ident, "models/list.html", section="models", title="Models", models=models[:MODELS_PAGE],
+                      more=len(models) > MODELS_PAGE, offset=offset, limit=MODELS_PAGE, environments=registry_config.environments())
 
 
 def _champion(model: registry.RegisteredModel, envs: list[str]) -> int | None:
@@ -71,12 +71,12 @@ def model_page(request: Request, name: str, before: int | None = Query(None, ge=
     authorize(ident, "read", model=name)
     model = registry.get_model(name)
     envs = registry_config.environments()
-    versions = list(reversed(registry.list_versions(name)))[:VERSIONS_PAGE]  # newest first
+    versions = registry.list_versions(name, newest=VERSIONS_PAGE)
     gates = audit.latest_gates(name, [v.version for v in versions])
     events = audit.recent(name, limit=AUDIT_PAGE, before_id=before)
     pending = registry.list_requests(name, "pending")
     rollbacks = {env: registry.rollback_target(name, env) for env in envs if env in model.environments}
-    return page(request, ident, "models/model.html", section="models", title=name, model=model, versions=versions,
+    return timed_page(request, ident, "models/model.html", section="models", title=name, model=model, versions=versions,
                 gates=gates, gate_rows=_gate_rows, events=events, pending=pending, environments=envs,
                 approval={e: registry_config.requires_approval(e) for e in envs}, rollbacks=rollbacks,
                 older=events[-1]["id"] if len(events) == AUDIT_PAGE else None, before=before, path=_path)
@@ -159,7 +159,7 @@ def _version_context(name: str, version: str) -> dict[str, Any]:
 def version_page(request: Request, name: str, version: str, ident: Identity = IDENT) -> HTMLResponse:
     authorize(ident, "read", model=name)
     ctx = _version_context(name, version)
-    return page(request, ident, "models/version.html", section="models", title=f"{name} v{ctx['mv'].version}", **ctx)
+    return timed_page(request, ident, "models/version.html", section="models", title=f"{name} v{ctx['mv'].version}", **ctx)
 
 
 def _reason(text: str) -> str | None:
@@ -177,7 +177,7 @@ def promote(request: Request, name: str, version: str, to: str = Form(..., max_l
     except GatesFailed as exc:
         ctx = _version_context(name, version)
         ctx["refused"] = {"message": exc.message, "hint": exc.hint, "report": exc.report.to_dict(), "environment": to}
-        return page(request, ident, "models/version.html", section="models", title=f"{name} v{ctx['mv'].version}", status_code=422, **ctx)
+        return timed_page(request, ident, "models/version.html", section="models", title=f"{name} v{ctx['mv'].version}", status_code=422, **ctx)
     if t.status == "pending":
         return redirect(_path(name), flash=f"Request #{t.request_id}: v{t.to_version} to {t.environment} waits for an approver.")
     if t.status == "unchanged":

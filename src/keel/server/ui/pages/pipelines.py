@@ -22,15 +22,16 @@ from fastapi.responses import HTMLResponse, Response
 
 from keel.errors import KeelError
 from keel.server.auth import Identity, authorize
-from keel.server.ui.render import page, redirect, ui_identity
+from keel.server.ui.pages.timing import STARTED, timed_page
+from keel.server.ui.render import redirect, ui_identity
 from keel.server.ui.svg import GraphNode, dag
 
-router = APIRouter()
+router = APIRouter(dependencies=[STARTED])
 IDENT = Depends(ui_identity)
 RUNS_PAGE = 50
 FIRES_PAGE = 100
 RESUMABLE = ("failed", "killed", "crashed")
-MAX_COALESCED = 10_000  # missed cron minutes counted per fire, at most
+MAX_COALESCED = 10  # missed cron occurrences counted per fire, at most (croniter steps one at a time: a page stays fast)
 
 
 def _project_pipelines() -> tuple[list[dict[str, Any]], str | None]:
@@ -54,7 +55,7 @@ def pipelines_page(request: Request, pipeline: str | None = Query(None, max_leng
 
     authorize(ident, "read")
     pipes, problem = _project_pipelines()
-    return page(request, ident, "pipelines/list.html", section="pipelines", title="Pipelines", pipelines=pipes, problem=problem,
+    return timed_page(request, ident, "pipelines/list.html", section="pipelines", title="Pipelines", pipelines=pipes, problem=problem,
                 runs=list_runs(pipeline or None, limit), queued=list_queued(None, 20), pipeline=pipeline or "", limit=limit)
 
 
@@ -91,7 +92,7 @@ def run_page(request: Request, run_id: str, ident: Identity = IDENT) -> HTMLResp
         params = {k: str(v) for k, v in decode_params(row.params).items()}
     except (KeelError, ValueError, TypeError):
         params = {"(stored)": row.params}
-    return page(request, ident, "pipelines/run.html", section="pipelines", title=f"{row.name} run {row.run_id[:8]}",
+    return timed_page(request, ident, "pipelines/run.html", section="pipelines", title=f"{row.name} run {row.run_id[:8]}",
                 row=row, run=tracked, params=params, steps=ordered, graph=dag(nodes, edges, title=f"Steps of {row.name}"),
                 resumable=tracked.status in RESUMABLE, queued_resume=pending_resume(row.run_id),
                 cached=sum(1 for s in steps if s.get("cache_hit")), saved_ms=sum(int(s.get("saved_ms") or 0) for s in steps))
@@ -112,23 +113,19 @@ def resume(request: Request, run_id: str, ident: Identity = IDENT) -> Response:
 
 
 def _coalesced(fire: dict[str, Any], cron: str | None) -> int:
-    """How many cron minutes this one run stood for (missed minutes coalesce into one run)."""
+    """How many cron occurrences this one run stood for (missed minutes coalesce into one run), at most MAX_COALESCED."""
     if not cron or fire["event"].get("kind") != "cron" or not fire["event"].get("due"):
         return 1
-    from keel.pipelines.schedule import Cron
+    from croniter import CroniterError, croniter
 
-    try:
-        c = Cron(cron)
-        t = datetime.fromisoformat(str(fire["event"]["due"]))
-    except (KeelError, ValueError):
-        return 1
     claimed = datetime.fromtimestamp(fire["claimed_ms"] / 1000, tz=UTC)
-    n = 1
-    while n < MAX_COALESCED:
-        t = c.next_after(t)
-        if t > claimed:
-            break
-        n += 1
+    try:
+        steps = croniter(cron.strip(), datetime.fromisoformat(str(fire["event"]["due"])))
+        n = 1
+        while n < MAX_COALESCED and steps.get_next(datetime) <= claimed:
+            n += 1
+    except (CroniterError, ValueError, KeyError):
+        return 1
     return n
 
 
@@ -147,5 +144,5 @@ def schedules_page(request: Request, schedule: str | None = Query(None, max_leng
         history.append(f)
     # Retraining policies (keel.loop.policies) are added to this page at the merge: a section
     # beside the schedules, read through the loop's own listing function.
-    return page(request, ident, "pipelines/schedules.html", section="pipelines", title="Schedules", schedules=found,
-                fires=history, jobs={s.name: s.job for s in found}, schedule=schedule or "", limit=FIRES_PAGE)
+    return timed_page(request, ident, "pipelines/schedules.html", section="pipelines", title="Schedules", schedules=found,
+                fires=history, jobs={s.name: s.job for s in found}, max_coalesced=MAX_COALESCED, schedule=schedule or "", limit=FIRES_PAGE)
