@@ -49,7 +49,7 @@ def _model_ref(consumer_id: str) -> tuple[str, int] | None:
 
 
 def _when(ms: Any) -> str:
-    return datetime.fromtimestamp(float(ms) / 1000, tz=UTC).strftime("%m-%d %H:%M")
+    return datetime.fromtimestamp(float(ms) / 1000, tz=UTC).strftime("%m-%d %H:%M:%S")
 
 
 def _contracts(target: str) -> dict[str, Any] | None:
