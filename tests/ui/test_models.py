@@ -169,3 +169,17 @@ async def test_roles_decide_the_buttons_and_the_posts(project: Path) -> None:
     finally:
         for c in (viewer, member, approver):
             await c.aclose()
+
+
+async def test_the_audit_trail_pages_back(project: Path, ui_client: Any) -> None:
+    import keel
+
+    train()
+    train(C=0.5, seed=1)
+    for k in range(60):  # 2 registrations + 60 alias moves: two pages of 50
+        keel.registry.set_alias("churn", "challenger", 1 + k % 2)
+    first = (await ui_client.get("/models/churn")).text
+    m = re.search(r'href="/models/churn\?before=(\d+)#audit">Older events', first)
+    assert m is not None and first.count("alias → challenger") == 50
+    older = (await ui_client.get(f"/models/churn?before={m.group(1)}")).text
+    assert older.count("alias → challenger") == 10 and older.count("<td>register</td>") == 2 and "Older events" not in older
