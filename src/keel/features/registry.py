@@ -432,3 +432,12 @@ def describe_object(name: str, kind: str | None = None, version: int | None = No
     info = {(r["kind"], r["name"]): r for r in listing()}.get((obj["kind"], name), {})
     return {**obj, "history": [{k: r[k] for k in ("version", "hash", "created_ms", "created_by")} for r in history],
             **{k: info.get(k) for k in ("materialized_until", "used_by")}}
+
+
+def consumer_rows(services: list[str] | None = None, *, limit: int = 500) -> list[dict[str, Any]]:
+    """Consumers of feature services (newest first): service, service_version, consumer_kind, consumer_id, created_ms."""
+    q = sa.select(feature_consumers).order_by(feature_consumers.c.id.desc()).limit(max(1, min(int(limit), 10_000)))
+    if services is not None:
+        q = q.where(feature_consumers.c.service.in_(list(services)))
+    with get_metadata_store().read() as conn:
+        return [dict(r) for r in conn.execute(q).mappings()]

@@ -64,6 +64,7 @@ class QueuedRun:
     ended_time: datetime | None
     run_id: str | None
     error: str | None
+    resume_of: str | None = None  # the failed pipeline run this row resumes
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -73,6 +74,7 @@ def _row(r: Any) -> QueuedRun:
     return QueuedRun(
         r.id, r.pipeline, r.name, r.experiment, json.loads(r.params), bool(r.smoke), bool(r.refresh), r.engine, r.status,
         r.requested_by, ms_to_datetime(r.requested_ms), r.owner, ms_to_datetime(r.started_ms), ms_to_datetime(r.ended_ms), r.run_id, r.error,
+        r.resume_of,
     )
 
 
@@ -126,6 +128,52 @@ def enqueue(
         raise ConflictError(f"Queued run {rid!r} exists with other arguments ({row.name}, {row.params}).",
                             hint="Use a new id for a new run; the same id repeats a request.")
     return row
+
+
+def enqueue_resume(run_ref: str, *, engine: str | None = None, run_id: str | None = None) -> QueuedRun:
+    """Queue a resume of a failed or killed pipeline run (``keel pipelines resume RUN`` through a worker).
+
+    The worker runs it as :func:`keel.pipelines.runner.resume` does: the run's pipeline and
+    parameters again, its finished steps from the cache, recorded as ``resume_of`` the run.
+    A run that finished needs no resume (ConflictError); one already queued for resuming is
+    returned instead of being queued twice.
+    """
+    from keel.config import settings
+    from keel.pipelines.runner import _pipeline_row
+    from keel.tracking.query import get_run
+
+    if engine is not None and engine not in ("local", "process", "ray"):
+        raise ValidationError(f"Engine {engine!r} is not known.", hint="Use local, process or ray (or leave it out: the run's).")
+    row = _pipeline_row(run_ref)
+    tracked = get_run(row.run_id)
+    status = tracked.status
+    if status in ("finished", "running"):
+        raise ConflictError(f"Pipeline run {row.run_id} is {status}; only a failed or killed run is resumed.",
+                            hint="Start a new run instead (keel pipelines run).")
+    waiting = pending_resume(row.run_id)
+    if waiting is not None:
+        return waiting
+    rid = _check_id(run_id) if run_id is not None else uuid.uuid4().hex
+    values = {
+        "id": rid, "pipeline": row.pipeline, "name": row.name, "experiment": tracked.experiment, "params": row.params,
+        "smoke": bool(row.smoke), "refresh": False, "engine": engine, "status": "queued", "resume_of": row.run_id,
+        "requested_by": settings().acting_user, "requested_ms": now_ms(),
+    }
+    with get_metadata_store().write() as conn:
+        insert_ignore(conn, pipeline_queue, values, ["id"])
+        found = _row(conn.execute(sa.select(pipeline_queue).where(pipeline_queue.c.id == rid)).one())
+    if found.resume_of != row.run_id:
+        raise ConflictError(f"Queued run {rid!r} exists with other arguments ({found.name}).",
+                            hint="Use a new id for a new run; the same id repeats a request.")
+    return found
+
+
+def pending_resume(pipeline_run_id: str) -> QueuedRun | None:
+    """The queued or running resume of a pipeline run, if one waits for (or is with) a worker."""
+    with get_metadata_store().read() as conn:
+        found = conn.execute(sa.select(pipeline_queue).where(pipeline_queue.c.resume_of == pipeline_run_id,
+                                                             pipeline_queue.c.status.in_(("queued", "running"))).limit(1)).first()
+    return None if found is None else _row(found)
 
 
 def get(run_id: str) -> QueuedRun:
@@ -258,14 +306,18 @@ def execute(item: dict[str, Any], context: dict[str, Any]) -> tuple[str | None, 
     from keel.config import acting_as
     from keel.errors import KeelError, StepFailed
     from keel.pipelines import executors
-    from keel.pipelines.runner import run
+    from keel.pipelines.runner import resume, run
 
     _exit_with_parent()
     executors.enter_context(context)
+    tags = {QUEUE_TAG: item["id"], "keel.requested_by": item["requested_by"]}
     try:
         with acting_as(item["requested_by"]):  # the run is the requester's, not the worker's
-            result = run(item["pipeline"], item["params"], smoke=item["smoke"], refresh=item["refresh"], engine=item["engine"],
-                         trigger=f"queue:{item['id']}", tags={QUEUE_TAG: item["id"], "keel.requested_by": item["requested_by"]})
+            if item.get("resume_of"):
+                result = resume(item["resume_of"], engine=item["engine"], tags=tags)
+            else:
+                result = run(item["pipeline"], item["params"], smoke=item["smoke"], refresh=item["refresh"], engine=item["engine"],
+                             trigger=f"queue:{item['id']}", tags=tags)
     except StepFailed as exc:
         return exc.result.run_id, str(exc).replace("\n", " ")
     except KeelError as exc:

@@ -578,15 +578,17 @@ def _pipeline_row(run_ref: str) -> Any:
     return row
 
 
-def resume(run_ref: str, *, from_step: str | None = None, engine: str | None = None, on_step: Callable[[StepResult], None] | None = None) -> PipelineResult:
+def resume(run_ref: str, *, from_step: str | None = None, engine: str | None = None, on_step: Callable[[StepResult], None] | None = None,
+           tags: Mapping[str, str] | None = None) -> PipelineResult:
     """Run a pipeline again with the parameters of run ``run_ref``; finished steps come from the cache.
 
-    ``from_step`` re-runs that step and everything downstream of it.
+    ``from_step`` re-runs that step and everything downstream of it; ``tags`` go on the new run
+    (the queue's id when a worker resumes it).
     """
     row = _pipeline_row(run_ref)
     return run(
         row.pipeline, decode_params(row.params), smoke=bool(row.smoke), from_step=from_step,
-        engine=engine or row.engine, resume_of=row.run_id, trigger=f"resume:{row.run_id}", on_step=on_step,
+        engine=engine or row.engine, resume_of=row.run_id, trigger=f"resume:{row.run_id}", on_step=on_step, tags=tags,
     )
 
 

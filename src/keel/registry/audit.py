@@ -66,3 +66,26 @@ def history(model: str | None = None, *, since_id: int = 0, target: str | None =
         q = q.limit(limit)
     with get_metadata_store().read() as conn:
         return [_as_dict(r._mapping) for r in conn.execute(q)]
+
+
+def recent(model: str, *, limit: int = 50, before_id: int | None = None) -> list[dict[str, Any]]:
+    """A model's latest events, newest first, ``limit`` at a time (``before_id`` pages back): the UI's audit trail."""
+    q = sa.select(model_events).where(model_events.c.model == model)
+    if before_id is not None:
+        q = q.where(model_events.c.id < int(before_id))
+    q = q.order_by(model_events.c.id.desc()).limit(max(1, min(int(limit), 1000)))
+    with get_metadata_store().read() as conn:
+        return [_as_dict(r._mapping) for r in conn.execute(q)]
+
+
+def latest_gates(model: str, versions: list[int] | None = None) -> dict[int, dict[str, Any]]:
+    """{version: the newest event that evaluated its gates (promote or request, any outcome)} of ``model``."""
+    newest = (sa.select(sa.func.max(model_events.c.id).label("id"))
+              .where(model_events.c.model == model, model_events.c.gates.is_not(None), model_events.c.to_version.is_not(None),
+                     model_events.c.action.in_(("promote", "request")))
+              .group_by(model_events.c.to_version))
+    if versions is not None:
+        newest = newest.where(model_events.c.to_version.in_([int(v) for v in versions]))
+    with get_metadata_store().read() as conn:
+        rows = conn.execute(sa.select(model_events).where(model_events.c.id.in_(newest))).all()
+    return {int(r.to_version): _as_dict(r._mapping) for r in rows}

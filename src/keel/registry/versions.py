@@ -360,11 +360,17 @@ def _model(conn: sa.Connection, mid: int) -> RegisteredModel:
     )
 
 
-def list_models(*, include_deleted: bool = False) -> list[RegisteredModel]:
-    """Registered models by name; archived ones are listed (``status``), deleted ones only when asked."""
+def list_models(*, include_deleted: bool = False, offset: int = 0, limit: int | None = None) -> list[RegisteredModel]:
+    """Registered models by name; archived ones are listed (``status``), deleted ones only when asked.
+
+    ``offset`` / ``limit`` page through them (the web UI lists 100 at a time).
+    """
     if (remote := _remote()) is not None:
-        return [_model_from_dict(d) for d in remote.json("GET", "/v1/models", params={"include_deleted": include_deleted})]
-    q = sa.select(registered_models.c.id).order_by(registered_models.c.name)
+        found = [_model_from_dict(d) for d in remote.json("GET", "/v1/models", params={"include_deleted": include_deleted})]
+        return found[offset:None if limit is None else offset + limit]
+    q = sa.select(registered_models.c.id).order_by(registered_models.c.name).offset(max(0, int(offset)))
+    if limit is not None:
+        q = q.limit(max(0, int(limit)))
     if not include_deleted:
         q = q.where(registered_models.c.deleted_ms.is_(None))
     with get_metadata_store().read() as conn:
@@ -426,13 +432,19 @@ def get_version(name: str, version: Any) -> ModelVersion:
     return resolve_version(name, version)
 
 
-def list_versions(name: str, *, include_deleted: bool = False) -> list[ModelVersion]:
-    """The versions of ``name``, oldest first; archived ones are listed (``status``), deleted ones only when asked."""
+def list_versions(name: str, *, include_deleted: bool = False, newest: int | None = None) -> list[ModelVersion]:
+    """The versions of ``name``, oldest first; archived ones are listed (``status``), deleted ones only when asked.
+
+    ``newest=N``: only the latest N versions, newest first (the web UI's page of versions).
+    """
     if (remote := _remote()) is not None:
         from urllib.parse import quote
 
-        return [version_from_dict(d) for d in remote.json("GET", f"/v1/models/{quote(check_model_name(name))}/versions", params={"include_deleted": include_deleted})]
+        found = [version_from_dict(d) for d in remote.json("GET", f"/v1/models/{quote(check_model_name(name))}/versions", params={"include_deleted": include_deleted})]
+        return found if newest is None else found[::-1][:newest]
     q = sa.select(model_versions).order_by(model_versions.c.version)
+    if newest is not None:
+        q = sa.select(model_versions).order_by(model_versions.c.version.desc()).limit(max(0, int(newest)))
     if not include_deleted:
         q = q.where(model_versions.c.deleted_ms.is_(None))
     with get_metadata_store().read() as conn:

@@ -404,6 +404,7 @@ class PipelineRunOut(Out):
     ended_time: datetime | None = None
     run_id: str | None = Field(None, description="The pipeline run (a tracked run), once started")
     error: str | None = None
+    resume_of: str | None = Field(None, description="The failed pipeline run this row resumes (the UI's Resume), if any")
 
 
 class PipelineRunDetail(PipelineRunOut):

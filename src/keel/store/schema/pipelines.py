@@ -136,5 +136,6 @@ pipeline_queue = Table(
     Column("ended_ms", BigInteger, nullable=True),
     Column("run_id", String(32), nullable=True),  # the pipeline run, once it started
     Column("error", Text, nullable=True),
+    Column("resume_of", String(32), nullable=True),  # a resume of this failed pipeline run (keel pipelines resume), not a fresh run
     Index("ix_pipeline_queue_status", "status", "requested_ms"),
 )
