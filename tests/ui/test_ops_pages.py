@@ -218,3 +218,32 @@ async def test_diagnose_page(ops: OpsStore, ui_client: Any) -> None:
     assert r.status_code == 200
     r = await ui_client.get("/diagnose/nope/production")
     assert r.status_code == 404 and "text/html" in r.headers["content-type"]
+
+
+@pytest.fixture
+def fs_model(project: Path) -> Iterator[Any]:
+    from keel.features import loader, online
+    from tests.serving.conftest import make_feature_model
+
+    online.reset_context()
+    yield make_feature_model(project)
+    from keel.store.prediction_log import close_prediction_log
+
+    close_prediction_log()
+    loader.clear_cache()
+    online.reset_context()
+
+
+async def test_feature_lineage_links_views_sources_and_versions(fs_model: Any, ui_client: Any) -> None:
+    r = await ui_client.get("/lineage?view=usage")
+    assert r.status_code == 303 and r.headers["location"] == "/lineage/features/usage"
+    r = await ui_client.get("/lineage/features/usage")
+    body = _html(r)
+    assert r.status_code == 200 and "Who uses usage" in body
+    graph = re.search(r'<svg class="chart"[^>]*aria-label="Who uses usage".*?</svg>', body, re.S)
+    assert graph and '<a href="/features/usage">' in graph.group(0) and '<a href="/models/churn_fs/1">' in graph.group(0)
+    r = await ui_client.get("/lineage/models/churn_fs/1")
+    body = _html(r)
+    assert '<a href="/features/usage">' in body and '<a href="/lineage/features/customers">' in body  # a view, and a source's users
+    r = await ui_client.get("/lineage/features/usag")
+    assert r.status_code == 404 and "Did you mean &#39;usage&#39;" in _html(r)
