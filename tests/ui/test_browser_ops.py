@@ -37,10 +37,11 @@ def test_deployment_to_alert_to_lineage(ops: OpsStore, project: Path, ui_server:
     page.get_by_role("link", name="churn-live").click()
     page.wait_for_url(server.url + "/deployments/churn-live")
     assert page.get_by_role("heading", name="Deployment churn-live").is_visible()
-    assert page.get_by_role("img", name="Requests per minute, per route").is_visible()
-    assert page.get_by_role("table", name="Shadow: the challenger on the champion's requests").is_visible()
     page.locator("select#window").select_option("7d")  # the select submits its form (keel.js)
     page.wait_for_url("**/deployments/churn-live?window=7d")
+    assert page.get_by_role("img", name="Requests per minute, per route").is_visible()
+    assert page.get_by_role("table", name="Shadow: the challenger on the champion's requests").is_visible()
+    assert page.get_by_role("table", name="Quality on labelled requests (paired)").is_visible()
 
     page.get_by_role("navigation", name="Sections").get_by_role("link", name="Monitoring").click()
     page.wait_for_url(server.url + "/monitoring")

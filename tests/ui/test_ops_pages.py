@@ -34,7 +34,7 @@ async def test_deployments_list_and_a_deployment(ops: OpsStore, ui_client: Any) 
     body = _html(r)
     assert r.status_code == 200 and '<a href="/deployments/churn-live">churn-live</a>' in body
     assert ">shadow</span>" in body and 'href="/models/churn/1">churn v1</a>' in body and 'href="/models/churn/2">churn v2</a>' in body
-    r = await ui_client.get("/deployments/churn-live")
+    r = await ui_client.get("/deployments/churn-live?window=24h")
     body = _html(r)
     assert r.status_code == 200 and float(r.headers["x-render-ms"]) >= 0
     # routes with the traffic each answered (every window's rows on both routes) and their latency
@@ -51,8 +51,8 @@ async def test_deployments_list_and_a_deployment(ops: OpsStore, ui_client: Any) 
     # the change history, newest first, with who and why
     assert body.index("objectives checked") < body.index("shadow the retrained model")
     assert f"<td>{settings().acting_user}</td>" in body
-    r = await ui_client.get("/deployments/churn-live?window=1h")
-    assert r.status_code == 200 and "last 1h" in r.text
+    r = await ui_client.get("/deployments/churn-live")  # the last hour by default
+    assert r.status_code == 200 and '<option value="1h" selected>' in r.text and "logged requests in the window" in r.text
     r = await ui_client.get("/deployments/churn-live?window=5y")
     assert r.status_code == 422 and "window=&#39;5y&#39;" in _html(r)
     r = await ui_client.get("/deployments/churn-liv")
