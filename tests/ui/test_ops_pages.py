@@ -158,9 +158,10 @@ async def test_ack_and_resolve_by_role_with_csrf(ops: OpsStore) -> None:
         r = await member.get(r.headers["location"])
         assert "acknowledged by mia" in r.text and ">Acknowledge</button>" not in r.text and ">Resolve</button>" in r.text
         r = await member.post(f"/alerts/{aid}/resolve", data={"csrf_token": member.cookies["keel_csrf"]})
-        assert r.status_code == 303 and get_alert(aid)["status"] == "resolved"
+        a = get_alert(aid)
+        assert r.status_code == 303 and a["status"] == "resolved" and a["resolved_by"] == "mia"
         r = await member.get(f"/alerts/{aid}")
-        assert "Resolve</button>" not in r.text and "resolved" in r.text
+        assert "Resolve</button>" not in r.text and "by mia" in r.text
         r = await member.post(f"/alerts/{aid}/resolve", data={"csrf_token": member.cookies["keel_csrf"]})
         assert r.status_code == 422 and "already resolved" in r.text
 

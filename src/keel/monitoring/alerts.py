@@ -425,6 +425,7 @@ def _transition(alert_id: int, status: str, user: str | None) -> dict[str, Any]:
             values["acked_by"] = user or settings().acting_user
         else:
             values["resolved_ms"] = now_ms()
+            values["resolved_by"] = user or settings().acting_user
         conn.execute(sa.update(t).where(t.c.id == row.id).values(**values))
         return _as_dict(conn.execute(sa.select(t).where(t.c.id == row.id)).one())
 
@@ -434,9 +435,9 @@ def ack_alert(alert_id: int, user: str | None = None) -> dict[str, Any]:
     return _transition(alert_id, "acked", user)
 
 
-def resolve_alert(alert_id: int) -> dict[str, Any]:
-    """Resolve: the next occurrence opens a new alert."""
-    return _transition(alert_id, "resolved", None)
+def resolve_alert(alert_id: int, user: str | None = None) -> dict[str, Any]:
+    """Resolve: the next occurrence opens a new alert. Records who (``user``, default the acting user)."""
+    return _transition(alert_id, "resolved", user)
 
 
 def check_sinks(sinks: list[dict[str, Any]]) -> None:

@@ -238,5 +238,5 @@ def resolve(alert_id: int, ident: Identity = IDENT) -> Response:
     from keel.monitoring.alerts import get_alert, resolve_alert
 
     authorize(ident, "write", model=get_alert(alert_id)["model"])
-    resolve_alert(alert_id)
-    return redirect(f"/alerts/{alert_id}", flash=f"Alert {alert_id} resolved.")
+    a = resolve_alert(alert_id)
+    return redirect(f"/alerts/{alert_id}", flash=f"Alert {alert_id} resolved by {a['resolved_by']}.")
