@@ -102,7 +102,7 @@ async def test_alerts_timeline_filters_and_detail(ops: OpsStore, ui_client: Any)
     alerts = list_alerts()
     r = await ui_client.get("/alerts")
     body = _html(r)
-    assert r.status_code == 200 and "Alerts opened per day" in body
+    assert r.status_code == 200 and "Alerts opened per hour" in body
     assert set(re.findall(r'<th scope="row"><a href="/alerts/(\d+)">', body)) == {str(a["id"]) for a in alerts}
     r = await ui_client.get("/alerts?status=resolved&monitor=churn-hourly")
     assert r.status_code == 200 and "No alert resolved for churn-hourly." in r.text

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -170,12 +170,15 @@ def monitor_page(request: Request, monitor: str, feature: str | None = Query(Non
 
 
 def _timeline(alerts: list[dict[str, Any]]) -> Any:
-    days = Counter(a["first_time"].strftime("%Y-%m-%d") for a in alerts if a.get("first_time") is not None)
-    if not days:
+    times = [a["first_time"] for a in alerts if a.get("first_time") is not None]
+    if not times:
         return None
-    labels = sorted(days)
-    return bar_chart(labels, {"alerts opened": [days[d] for d in labels]}, title="Alerts opened per day (this page)", y_label="alerts",
-                     width=720, height=180)
+    hourly = max(times) - min(times) < timedelta(days=2)  # a short span: per hour, else per day
+    fmt, unit = ("%m-%d %H:00", "hour") if hourly else ("%Y-%m-%d", "day")
+    counts = Counter(t.strftime(fmt) for t in times)
+    labels = sorted(counts)
+    return bar_chart(labels, {"alerts opened": [counts[d] for d in labels]}, title=f"Alerts opened per {unit} (this page)",
+                     y_label="alerts", width=720, height=180)
 
 
 @router.get("/alerts", response_class=HTMLResponse)
