@@ -36,7 +36,7 @@ async def test_deployments_list_and_a_deployment(ops: OpsStore, ui_client: Any) 
     assert ">shadow</span>" in body and 'href="/models/churn/1">churn v1</a>' in body and 'href="/models/churn/2">churn v2</a>' in body
     r = await ui_client.get("/deployments/churn-live?window=24h")
     body = _html(r)
-    assert r.status_code == 200 and float(r.headers["x-render-ms"]) >= 0
+    assert r.status_code == 200 and float(r.headers["x-render-ms"]) > 1  # the queries counted, not only the template
     # routes with the traffic each answered (every window's rows on both routes) and their latency
     n = f"{WINDOWS * ROWS:,}"
     routes = body[body.index('id="routes"'):body.index('id="traffic"')]

@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse
 
 from keel.errors import KeelError
 from keel.server.auth import Identity, authorize
+from keel.server.ui.pages._clock import CLOCK, spent
 from keel.server.ui.render import page, ui_identity
 from keel.server.ui.svg import line_chart
 
@@ -50,11 +51,12 @@ def _routes(dep: Any) -> list[dict[str, Any]]:
 
 
 @router.get("/deployments", response_class=HTMLResponse)
-def deployments_page(request: Request, ident: Identity = IDENT) -> HTMLResponse:
+def deployments_page(request: Request, _t: None = CLOCK, *, ident: Identity = IDENT) -> HTMLResponse:
     from keel.deployments.specs import list_deployments
 
     authorize(ident, "read")
     rows = [{"dep": d, "routes": _routes(d)} for d in list_deployments()]
+    spent(request)
     return page(request, ident, "deployments/list.html", section="deployments", title="Deployments", rows=rows)
 
 
@@ -81,7 +83,7 @@ def _charts(t: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.get("/deployments/{name}", response_class=HTMLResponse)
-def deployment_page(request: Request, name: str, window: str = Query(DEFAULT_WINDOW, max_length=8),
+def deployment_page(request: Request, _t: None = CLOCK, *, name: str, window: str = Query(DEFAULT_WINDOW, max_length=8),
                     ident: Identity = IDENT) -> HTMLResponse:
     from keel.deployments.compare import compare
     from keel.deployments.specs import get_deployment, history
@@ -96,7 +98,10 @@ def deployment_page(request: Request, name: str, window: str = Query(DEFAULT_WIN
     t = traffic(name, since=window, buckets=WINDOWS[window])
     comparison = compare(name, since=window)
     events = list(reversed(history(name)))[:HISTORY_SHOWN]
+    routes, charts = _routes(dep), _charts(t)
+    total = sum(p["requests"] for pts in t["routes"].values() for p in pts)
+    spent(request)
     return page(request, ident, "deployments/deployment.html", section="deployments", title=f"Deployment {name}", dep=dep,
-                routes=_routes(dep), window=window, windows=list(WINDOWS), charts=_charts(t), cmp=comparison, events=events,
-                total_requests=sum(p["requests"] for pts in t["routes"].values() for p in pts))
+                routes=routes, window=window, windows=list(WINDOWS), charts=charts, cmp=comparison, events=events,
+                total_requests=total)
 

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from keel.server.auth import Identity, authorize
+from keel.server.ui.pages._clock import CLOCK, spent
 from keel.server.ui.render import page, redirect, ui_identity
 from keel.server.ui.svg import GraphNode, bar_chart, dag, line_chart
 
@@ -83,7 +84,9 @@ def graph(tree: dict[str, Any], title: str) -> Any:
 
 
 def _tree_page(request: Request, ident: Identity, tree: dict[str, Any], title: str, what: str) -> HTMLResponse:
-    return page(request, ident, "lineage/tree.html", section="lineage", title=title, tree=tree, what=what, svg=graph(tree, title),
+    svg = graph(tree, title)
+    spent(request)
+    return page(request, ident, "lineage/tree.html", section="lineage", title=title, tree=tree, what=what, svg=svg,
                 href=node_href, kinds=KIND_LABEL, detail_text=_detail_text, count=_count(tree))
 
 
@@ -96,7 +99,7 @@ def _ref(name: str, version: str) -> str:
 
 
 @router.get("/lineage", response_class=HTMLResponse)
-def lineage_form(request: Request, request_id: str = Query("", max_length=512), model: str = Query("", max_length=512),
+def lineage_form(request: Request, _t: None = CLOCK, *, request_id: str = Query("", max_length=512), model: str = Query("", max_length=512),
                  view: str = Query("", max_length=255), ident: Identity = IDENT) -> Response:
     from keel.loop.lineage import _split_ref
 
@@ -108,11 +111,12 @@ def lineage_form(request: Request, request_id: str = Query("", max_length=512), 
         return redirect(f"/lineage/models/{_q(name)}/{_q(version)}")
     if view.strip():
         return redirect(f"/lineage/features/{_q(view.strip())}")
+    spent(request)
     return page(request, ident, "lineage/form.html", section="lineage", title="Lineage")
 
 
 @router.get("/lineage/predictions/{request_id}", response_class=HTMLResponse)
-def prediction_page(request: Request, request_id: str, ident: Identity = IDENT) -> HTMLResponse:
+def prediction_page(request: Request, _t: None = CLOCK, *, request_id: str, ident: Identity = IDENT) -> HTMLResponse:
     from keel.loop.lineage import prediction_lineage
 
     authorize(ident, "read")
@@ -123,7 +127,7 @@ def prediction_page(request: Request, request_id: str, ident: Identity = IDENT) 
 
 
 @router.get("/lineage/models/{name}/{version}", response_class=HTMLResponse)
-def model_page(request: Request, name: str, version: str, ident: Identity = IDENT) -> HTMLResponse:
+def model_page(request: Request, _t: None = CLOCK, *, name: str, version: str, ident: Identity = IDENT) -> HTMLResponse:
     from keel.loop.lineage import model_lineage
 
     authorize(ident, "read", model=name)
@@ -132,7 +136,7 @@ def model_page(request: Request, name: str, version: str, ident: Identity = IDEN
 
 
 @router.get("/lineage/features/{view}", response_class=HTMLResponse)
-def feature_page(request: Request, view: str, ident: Identity = IDENT) -> HTMLResponse:
+def feature_page(request: Request, _t: None = CLOCK, *, view: str, ident: Identity = IDENT) -> HTMLResponse:
     from keel.loop.lineage import feature_usage
 
     authorize(ident, "read")
@@ -168,12 +172,14 @@ def _diagnose_charts(d: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.get("/diagnose/{name}/{version}", response_class=HTMLResponse)
-def diagnose_page(request: Request, name: str, version: str, days: int = Query(30, ge=1, le=3650), ident: Identity = IDENT) -> HTMLResponse:
+def diagnose_page(request: Request, _t: None = CLOCK, *, name: str, version: str, days: int = Query(30, ge=1, le=3650), ident: Identity = IDENT) -> HTMLResponse:
     from keel.loop.diagnose import diagnose
 
     authorize(ident, "read", model=name)
     d = diagnose(_ref(name, version), days=days)
     lineage = d["lineage"]
     svg = graph(lineage, f"Lineage of {d['model']} v{d['version']}") if isinstance(lineage, dict) and "kind" in lineage else None
+    charts = _diagnose_charts(d)
+    spent(request)
     return page(request, ident, "lineage/diagnose.html", section="lineage", title=f"Diagnose {d['model']} v{d['version']}", d=d,
-                charts=_diagnose_charts(d), lineage_svg=svg, days=days)
+                charts=charts, lineage_svg=svg, days=days)

@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from keel.errors import KeelError
 from keel.server.auth import Identity, action, authorize
+from keel.server.ui.pages._clock import CLOCK, spent
 from keel.server.ui.render import fmt_num, page, redirect, ui_identity
 from keel.server.ui.svg import bar_chart, heatmap, line_chart
 
@@ -44,7 +45,7 @@ def clock(t: float) -> str:
 
 
 @router.get("/monitoring", response_class=HTMLResponse)
-def monitoring_page(request: Request, model: str | None = Query(None, max_length=255), ident: Identity = IDENT) -> HTMLResponse:
+def monitoring_page(request: Request, _t: None = CLOCK, *, model: str | None = Query(None, max_length=255), ident: Identity = IDENT) -> HTMLResponse:
     from keel.monitoring.alerts import count_alerts
     from keel.monitoring.results import overview
 
@@ -57,6 +58,7 @@ def monitoring_page(request: Request, model: str | None = Query(None, max_length
         m["acked_alerts"] = counts.get((m["name"], "acked"), 0)
         by_model.setdefault(m["model"], []).append(m)
     total_open = sum(n for (_, status), n in counts.items() if status == "open")
+    spent(request)
     return page(request, ident, "monitoring/list.html", section="monitoring", title="Monitoring", by_model=by_model, model=model,
                 total_open=total_open)
 
@@ -131,7 +133,7 @@ def distribution_chart(hist: dict[str, Any], title: str) -> Any:
 
 
 @router.get("/monitoring/{monitor}", response_class=HTMLResponse)
-def monitor_page(request: Request, monitor: str, feature: str | None = Query(None, max_length=255),
+def monitor_page(request: Request, _t: None = CLOCK, *, monitor: str, feature: str | None = Query(None, max_length=255),
                  window: int | None = Query(None, ge=0), ident: Identity = IDENT) -> HTMLResponse:
     from keel.monitoring.alerts import list_alerts
     from keel.monitoring.distribution import column_distribution
@@ -163,6 +165,7 @@ def monitor_page(request: Request, monitor: str, feature: str | None = Query(Non
     all_features = features or sorted(spec.columns or [])
     if chosen_feature and chosen_feature not in all_features:
         all_features = [chosen_feature, *all_features]
+    spent(request)
     return page(request, ident, "monitoring/monitor.html", section="monitoring", title=f"Monitor {monitor}", spec=spec,
                 last=recent[0] if recent else None, runs=recent[:10], heat=heat, perf=perf, features=all_features,
                 feature=chosen_feature, window_ms=window_ms, windows=choices, dist=dist, dist_error=dist_error, chart=chart,
@@ -182,7 +185,7 @@ def _timeline(alerts: list[dict[str, Any]]) -> Any:
 
 
 @router.get("/alerts", response_class=HTMLResponse)
-def alerts_page(request: Request, status: str | None = Query(None, max_length=16), monitor: str | None = Query(None, max_length=255),
+def alerts_page(request: Request, _t: None = CLOCK, *, status: str | None = Query(None, max_length=16), monitor: str | None = Query(None, max_length=255),
                 page_no: int = Query(1, ge=1, le=100_000, alias="page"), ident: Identity = IDENT) -> HTMLResponse:
     from keel.monitoring.alerts import STATUSES, count_alerts, list_alerts
     from keel.monitoring.monitors import list_monitors
@@ -195,13 +198,16 @@ def alerts_page(request: Request, status: str | None = Query(None, max_length=16
     found = found[:ALERTS_PER_PAGE]
     counts = count_alerts(by="monitor")
     totals = {s: sum(n for (m, st), n in counts.items() if st == s and (monitor is None or m == monitor)) for s in STATUSES}
+    monitors = sorted(m.name for m in list_monitors())
+    timeline = _timeline(found)
+    spent(request)
     return page(request, ident, "monitoring/alerts.html", section="monitoring", title="Alerts", alerts=found, status=status,
-                monitor=monitor, statuses=STATUSES, monitors=sorted(m.name for m in list_monitors()), page_no=page_no, more=more,
-                totals=totals, timeline=_timeline(found))
+                monitor=monitor, statuses=STATUSES, monitors=monitors, page_no=page_no, more=more,
+                totals=totals, timeline=timeline)
 
 
 @router.get("/alerts/{alert_id}", response_class=HTMLResponse)
-def alert_page(request: Request, alert_id: int, ident: Identity = IDENT) -> HTMLResponse:
+def alert_page(request: Request, _t: None = CLOCK, *, alert_id: int, ident: Identity = IDENT) -> HTMLResponse:
     from keel.monitoring.alerts import get_alert
 
     alert = get_alert(alert_id)
@@ -223,6 +229,7 @@ def alert_page(request: Request, alert_id: int, ident: Identity = IDENT) -> HTML
     summary = {k: ctx.get(k) for k in ("kind", "method", "statistic", "threshold", "threshold_kind", "shift", "metric", "value", "baseline",
                                        "drop", "coverage", "objective", "limit", "affected_predictions", "window_start", "window_end", "note")
                if ctx.get(k) not in (None, "", [], {})}
+    spent(request)
     return page(request, ident, "monitoring/alert.html", section="monitoring", title=f"Alert {alert_id}", alert=alert, ctx=ctx,
                 summary=summary, chart=chart, features=features, window_ms=window_ms)
 
