@@ -281,7 +281,7 @@ def alerts_resolve(alert_id: int = typer.Argument(..., help="Alert id"), as_json
         from keel.monitoring.alerts import resolve_alert
 
         a = resolve_alert(alert_id)
-        print_json({"id": a["id"], "status": a["status"]}) if as_json else console.print(f"alert {a['id']} resolved")
+        print_json({"id": a["id"], "status": a["status"]}) if as_json else console.print(f"alert {a['id']} resolved by {a['resolved_by']}")
 
     run_guarded(go)
 

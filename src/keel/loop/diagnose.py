@@ -104,7 +104,7 @@ def _alerts(mv: Any) -> list[dict[str, Any]]:
         if a["model"] != mv.model or a["status"] == "resolved":
             continue
         out.append({"id": a["id"], "monitor": a["monitor"], "subject": a["subject"], "level": a["level"], "status": a["status"],
-                    "message": a["message"], "version": a["version"], "segments": (a["context"] or {}).get("segments"),
+                    "message": a["message"], "version": a["version"], "segments": (a["context"] or {}).get("top_segments"),
                     "last": None if a.get("last_time") is None else a["last_time"].isoformat(timespec="seconds")})
     return out
 

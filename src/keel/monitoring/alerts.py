@@ -367,8 +367,9 @@ def _as_dict(row: Any) -> dict[str, Any]:
     return d
 
 
-def list_alerts(*, status: str | None = None, monitor: str | None = None) -> list[dict[str, Any]]:
-    """Alerts, newest first; ``status`` open | acked | resolved."""
+def list_alerts(*, status: str | None = None, monitor: str | None = None, limit: int | None = None,
+                offset: int = 0) -> list[dict[str, Any]]:
+    """Alerts, newest first; ``status`` open | acked | resolved; ``limit``/``offset`` page them."""
     import sqlalchemy as sa
 
     from keel.store.metadata import get_metadata_store
@@ -384,7 +385,25 @@ def list_alerts(*, status: str | None = None, monitor: str | None = None) -> lis
     if monitor:
         q = q.where(t.c.monitor == monitor)
     with get_metadata_store().read() as conn:
-        return [_as_dict(r) for r in conn.execute(q.order_by(t.c.id.desc())).all()]
+        q = q.order_by(t.c.id.desc())
+        if limit is not None:
+            q = q.limit(int(limit)).offset(int(offset))
+        return [_as_dict(r) for r in conn.execute(q).all()]
+
+
+def count_alerts(*, by: str = "monitor") -> dict[tuple[str, str], int]:
+    """``{(monitor or model, status): count}`` from one aggregate query (``by``: monitor | model)."""
+    import sqlalchemy as sa
+
+    from keel.store.metadata import get_metadata_store
+    from keel.store.schema.monitoring import alerts as t
+
+    if by not in ("monitor", "model"):
+        raise ValidationError(f"count_alerts(by={by!r}): use monitor or model.")
+    key = t.c[by]
+    with get_metadata_store().read() as conn:
+        rows = conn.execute(sa.select(key, t.c.status, sa.func.count()).group_by(key, t.c.status)).all()
+    return {(str(k), str(s)): int(n) for k, s, n in rows}
 
 
 def get_alert(alert_id: int) -> dict[str, Any]:
@@ -424,6 +443,7 @@ def _transition(alert_id: int, status: str, user: str | None) -> dict[str, Any]:
             values["acked_by"] = user or settings().acting_user
         else:
             values["resolved_ms"] = now_ms()
+            values["resolved_by"] = user or settings().acting_user
         conn.execute(sa.update(t).where(t.c.id == row.id).values(**values))
         return _as_dict(conn.execute(sa.select(t).where(t.c.id == row.id)).one())
 
@@ -433,9 +453,9 @@ def ack_alert(alert_id: int, user: str | None = None) -> dict[str, Any]:
     return _transition(alert_id, "acked", user)
 
 
-def resolve_alert(alert_id: int) -> dict[str, Any]:
-    """Resolve: the next occurrence opens a new alert."""
-    return _transition(alert_id, "resolved", None)
+def resolve_alert(alert_id: int, user: str | None = None) -> dict[str, Any]:
+    """Resolve: the next occurrence opens a new alert. Records who (``user``, default the acting user)."""
+    return _transition(alert_id, "resolved", user)
 
 
 def check_sinks(sinks: list[dict[str, Any]]) -> None:

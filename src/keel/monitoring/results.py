@@ -134,8 +134,12 @@ def last_summary(name: str) -> dict[str, Any]:
     return dict(json.loads(row.summary))
 
 
-def series(name: str, *, kind: str | None = None, column: str | None = None, statistic: str | None = None) -> pd.DataFrame:
-    """The monitor's time series: window_end, version, kind, column, statistic, value, threshold, level."""
+def series(name: str, *, kind: str | None = None, column: str | None = None, statistic: str | None = None,
+           since: datetime | None = None) -> pd.DataFrame:
+    """The monitor's time series: window_end, version, kind, column, statistic, value, threshold, level.
+
+    ``since``: only windows ending at or after it (a page shows the recent ones, not years of them).
+    """
     import pandas as pd
     import sqlalchemy as sa
 
@@ -146,6 +150,8 @@ def series(name: str, *, kind: str | None = None, column: str | None = None, sta
     for col, value in ((t.c.kind, kind), (t.c.column, column), (t.c.statistic, statistic)):
         if value is not None:
             q = q.where(col == value)
+    if since is not None:
+        q = q.where(t.c.window_end_ms >= _ms(since))
     with get_metadata_store().read() as conn:
         rows = conn.execute(q.order_by(t.c.window_end_ms)).all()
     frame = pd.DataFrame(rows, columns=["window_end_ms", "version", "kind", "column", "statistic", "value", "threshold", "level"])

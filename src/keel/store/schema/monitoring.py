@@ -100,5 +100,6 @@ alerts = Table(
     Column("notified_ms", BigInteger, nullable=True),
     Column("acked_by", String(255), nullable=True),
     Column("resolved_ms", BigInteger, nullable=True),
+    Column("resolved_by", String(255), nullable=True),
     Index("ix_monitoring_alerts_open", "monitor", "subject", "status"),
 )
