@@ -171,7 +171,9 @@ def page(request: Request, ident: Identity, template: str, *, section: str = "",
         can=lambda action, **kw: can(ident, action, **kw),
         section=section, title=title, flash=request.query_params.get("flash", ""), **context,
     )
-    server_ms = (time.perf_counter() - started) * 1000 + float(getattr(request.state, "ui_ms", 0.0))
+    # From the identity check on (ui_identity sets ui_started); a route's own clock (ui_ms) only where that is missing
+    extra = 0.0 if getattr(request.state, "ui_started", None) else float(getattr(request.state, "ui_ms", 0.0))
+    server_ms = (time.perf_counter() - started) * 1000 + extra
     return HTMLResponse(body, status_code=status_code, headers={"X-Render-Ms": f"{server_ms:.1f}"})
 
 
