@@ -61,14 +61,19 @@ async def test_every_route_across_every_role(auth_app: Any, auth_client: Any, au
     public = [(m, p) for m, p, r in routes if route_action(r, m) == "public"]
     # signing in, and the stylesheet/script of the sign-in page, are the only routes without an identity
     assert sorted(public) == [("GET", "/login"), ("GET", "/ui/static/{name}"), ("POST", "/login"), ("POST", "/v1/login")]
+    documented = set(auth_app.openapi()["paths"])
     problems: list[str] = []
     checked = 0
     for method, path, route in routes:
         act = route_action(route, method)
-        if act == "public" or path == "/health":
-            continue
+        if act == "public" or path == "/health" or (method, path) == ("POST", "/logout"):
+            continue  # signing out revokes the caller's token: checked last, below
         anon = await auth_client.request(method, _fill(path, "nobody"))
-        if anon.status_code != 401:
+        # the web UI's pages (not in the API document) send a browser without a session to the sign-in page
+        page = method == "GET" and _PARAM.sub(r"{\1}", path) not in documented
+        if page and not (anon.status_code == 303 and anon.headers["location"].startswith("/login")):
+            problems.append(f"{method} {path}: no session -> {anon.status_code}, expected 303 to /login")
+        elif not page and anon.status_code != 401:
             problems.append(f"{method} {path}: no token -> {anon.status_code}, expected 401")
         for role in ROLES:
             r = await auth_client.request(method, _fill(path, f"r_{role}"), headers=bearer(auth_people[role]))
@@ -80,8 +85,13 @@ async def test_every_route_across_every_role(auth_app: Any, auth_client: Any, au
             elif not allowed and r.status_code != 403:
                 problems.append(f"{method} {path} ({act}) as {role}: {r.status_code}, expected 403")
             checked += 1
+    for role in ROLES:  # any signed-in user may sign out, and the token is dead afterwards
+        headers = bearer(auth_people[role])
+        out = await auth_client.post("/logout", headers=headers)
+        if out.status_code != 303 or (await auth_client.get("/v1/whoami", headers=headers)).status_code != 401:
+            problems.append(f"POST /logout as {role}: {out.status_code}, or the token still works afterwards")
     assert not problems, "\n".join(problems)
-    assert checked == 4 * (len(routes) - 2)  # every route but the login and /health, as each role
+    assert checked == 4 * (len(routes) - len(public) - 2)  # every route but the public ones, /health and /logout, as each role
 
 
 async def test_the_matrix_sees_a_stricter_declared_action(auth_app: Any, auth_client: Any, auth_people: dict[str, str]) -> None:
