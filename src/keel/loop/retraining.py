@@ -247,7 +247,9 @@ def _retrain(p: RetrainingPolicy, pipeline: str, params: dict[str, Any], trigger
     if out["status"] != "failed":
         state.update(failures=0, backoff_until_ms=None, last_success_ms=now_ms())
         if out["status"] == "rollout":
-            state["rollout"] = {"version": version, "deployment": out["deployment"], "since": now_ms(), "retrain": retrain}
+            state["rollout"] = {"version": version, "deployment": out["deployment"], "since": now_ms(), "retrain": retrain,
+                                # the gates' evaluation data (the fresh holdout), for the promotion once the live comparison passes
+                                "data": data if isinstance(data, str) else None, "target": target}
         with get_metadata_store().write() as conn:
             _save_state(conn, p.name, state)
     return {**out, "policy": p.name, "retrain": retrain, "run_id": result.run_id, "version": version}
@@ -356,7 +358,10 @@ def advance(name: str, *, min_labels: int | None = None, margin: float | None = 
         end_challenger(dep, detail={"policy": name, "quality": quality}, reason=f"retraining policy {name}: v{version} lost the live comparison")
         outcome = {"status": "rolled_back", "deployment": dep, "version": version, "comparison": quality}
     else:
-        d, t = _gate_data(p, None) if data is None else (data, target)
+        if data is None:
+            d, t = _gate_data(p, {"data": pending.get("data"), "target": pending.get("target")})
+        else:
+            d, t = data, target
         moved = promote_deployment(dep, to="production", reason=f"retraining policy {name}: live comparison passed", data=d, target=t)
         status = moved["transition"]["status"]
         outcome = {"status": "promoted" if status in ("applied", "forced", "unchanged") else status, "deployment": dep, "version": version,

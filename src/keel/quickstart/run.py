@@ -39,6 +39,16 @@ from keel.errors import DependencyError
 TEMPLATE = Path(__file__).with_name("template")
 PROJECT_FILES = ["features.py", "pipelines.py", "contracts/usage_feed.yaml"]
 EXPERIMENT = "churn"  # the template pipeline's experiment, and the project's default in keel.yaml
+# The project's promotion gates for churn: a retrained version is compared with production on the same fresh
+# holdout and may not be worse by more than 0.01 ROC AUC (a refit on newer data rarely beats a tuned champion
+# on the point estimate; the canary's live comparison then decides on real traffic).
+GATES = """registry:
+  policies:
+    churn:
+      gates:
+        - roc_auc >= champion - 0.01   # not worse than production by more than 0.01, on the same holdout
+      smoke: true                      # and the packaged model predicts on its input example
+"""
 # What the template's pipeline imports beyond keel's base install: the `quickstart` extra.
 REQUIRED = {"optuna": "tuning", "lightgbm": "lightgbm", "starlette": "serving", "uvicorn": "serving", "prometheus_client": "serving"}
 
@@ -101,7 +111,9 @@ def ensure_project(folder: Path) -> Path:
     """Create the project (keel.yaml, .keel/, the template files) unless it exists; chdir into it."""
     folder = folder.resolve()
     if not (folder / config.CONFIG_FILE).exists():
-        config.init_project(folder, experiment=EXPERIMENT)
+        path = config.init_project(folder, experiment=EXPERIMENT)
+        with path.open("a") as f:
+            f.write(GATES)
     for rel in PROJECT_FILES:
         dest = folder / rel
         if not dest.exists():  # never overwrite a file the user may have edited
