@@ -80,3 +80,7 @@ def main() -> None:
             fail(str(exc))
         except typer.Exit as e:
             raise SystemExit(e.exit_code) from None
+
+
+if __name__ == "__main__":  # python -m keel.cli.main
+    main()
