@@ -148,3 +148,30 @@ def test_a_crashing_replica_is_restarted_with_back_off_then_given_up_with_the_re
     failed = [e for e in history("gone") if e["action"] == "replica_failed"]
     assert len(failed) == 1 and failed[0]["user"] == "keel" and failed[0]["detail"]["last_error"] == rep.last_error
     assert find_service("gone") is not None
+
+
+def test_routes_start_and_stop_as_the_authenticated_user_with_the_role_of_set(project: Path, auth_people: dict[str, str]) -> None:
+    from tests.server._api import api_client
+    from tests.server.auth_fixtures import bearer
+
+    train_model(alias="live")
+    deploy(build_spec("live", model="churn@live"))
+    with api_client(auth=True) as api:
+        viewer, member = bearer(auth_people["viewer"]), bearer(auth_people["member"])
+        assert api.post("/v1/deployments/live/start", json={"replicas": 2}, headers=viewer).status_code == 403
+        assert api.post("/v1/deployments/nope/start", json={}, headers=member).status_code == 404
+        r = api.post("/v1/deployments/live/start", json={"replicas": 0}, headers=member)
+        assert r.status_code == 422 and "replicas" in r.text
+        assert find_service("live") is None  # refused before anything was written
+        r = api.post("/v1/deployments/live/start", json={"replicas": 2, "reason": "launch"}, headers=member)
+        assert r.status_code == 200, r.text
+        assert r.json()["replicas"] == 2 and r.json()["state"] == "waiting" and len(r.json()["replica_state"]) == 2
+        assert api.post("/v1/deployments/live/start", json={}, headers=member).status_code == 409
+        status = api.get("/v1/deployments/live/status", headers=viewer).json()
+        assert status["service"]["desired"] == "running"
+        assert api.post("/v1/deployments/live/stop", json={}, headers=viewer).status_code == 403
+        r = api.post("/v1/deployments/live/stop", json={"reason": "enough"}, headers=member)
+        assert r.status_code == 200 and r.json()["desired"] == "stopped"
+        assert api.post("/v1/deployments/live/stop", json={}, headers=member).status_code == 409
+    events = [(e["action"], e["user"], e["reason"]) for e in history("live") if e["action"] in ("start", "stop")]
+    assert events == [("start", "r_member", "launch"), ("stop", "r_member", "enough")]
