@@ -175,3 +175,64 @@ def test_routes_start_and_stop_as_the_authenticated_user_with_the_role_of_set(pr
         assert api.post("/v1/deployments/live/stop", json={}, headers=member).status_code == 409
     events = [(e["action"], e["user"], e["reason"]) for e in history("live") if e["action"] in ("start", "stop")]
     assert events == [("start", "r_member", "launch"), ("stop", "r_member", "enough")]
+
+
+def _alive(pid: int) -> bool:
+    """The process runs (a zombie nobody has reaped yet counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        import os
+
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+@pytest.mark.slow
+def test_a_killed_workers_replicas_end_and_another_worker_takes_over_once_the_lease_expires(project: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    train_model(alias="live")
+    deploy(build_spec("live", model="churn@live"))
+    start_service("live", replicas=1)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    argv = [sys.executable, "-c", "from keel.cli.main import main; main()", "worker", "--poll", "0.2", "--lease", "3"]
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+
+    def worker(log: Path) -> subprocess.Popen[bytes]:
+        with open(log, "wb") as out:
+            return subprocess.Popen(argv, cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def running_under(proc: subprocess.Popen[bytes]) -> Any:
+        s = get_service("live")
+        return s.state == "running" and (s.owner or "").split(":")[1] == str(proc.pid) and s
+
+    a = worker(logs[0])
+    b = None
+    try:
+        first = wait_for("worker a to run the replica", lambda: running_under(a), timeout=180).replica_state[0]
+        a.send_signal(signal.SIGKILL)
+        a.wait(10)
+        wait_for("the replica of the killed worker to end itself", lambda: not _alive(int(str(first.pid))), timeout=60)
+        b = worker(logs[1])
+        second = wait_for("worker b to take over", lambda: running_under(b), timeout=180).replica_state[0]
+        assert second.pid != first.pid and second.port == first.port and second.restarts == 1
+        b.send_signal(signal.SIGTERM)  # b drains its replica and releases the service for the next worker
+        assert b.wait(60) == 0, logs[1].read_text()
+        released = get_service("live")
+        assert released.owner is None and released.state == "waiting" and released.replica_state[0].state == "pending"
+        assert not _alive(int(str(second.pid)))
+    finally:
+        for p in (a, b):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait(10)

@@ -125,7 +125,7 @@ class Supervisor:
                 S.record(svc.name, self.owner, reps, release=True)
             else:
                 reps = [self._reconcile(svc, i) for i in range(svc.replicas)]
-                if not S.record(svc.name, self.owner, reps):
+                if reps != svc.replica_state and not S.record(svc.name, self.owner, reps):  # written when it changed
                     self._drain([(svc.name, i) for i in range(svc.replicas)])
                     continue
             out.append(replace(svc, replica_state=reps))
@@ -201,7 +201,14 @@ class Supervisor:
         log.flush()
         argv = [sys.executable, "-c", _CHILD, "serve", "--deployment", svc.name, "--host", svc.host, "--port", str(svc.ports[i])]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen(argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            proc = subprocess.Popen(argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        except OSError as exc:  # the folder is gone, no more processes...: counted as an exit, retried after the back-off
+            log.close()
+            failures = rep.failures + 1
+            self.retry_at[(svc.name, i)] = time.monotonic() + min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (failures - 1))
+            return replace(rep, state="failed" if failures > self.max_restarts else "backoff", pid=None, failures=failures, log=str(path),
+                           last_error=f"could not start: {exc}")
         self.children[(svc.name, i)] = _Child(proc, log, time.monotonic())
         rep = replace(rep, state="starting", pid=proc.pid, log=str(path), started_ms=now_ms())
         self._tell("started", svc.name, rep)
