@@ -127,13 +127,11 @@ def test_last_line_reads_the_tail(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_crashing_replica_is_restarted_with_back_off_then_given_up_with_the_reason(project: Path, tmp_path: Path) -> None:
+def test_a_crashing_replica_is_restarted_with_back_off_then_given_up_with_the_reason(live: str, tmp_path: Path) -> None:
     """The deployment is deleted after start: each `keel serve --deployment` exits 1 saying so; after max_restarts it is failed."""
-    train_model(alias="live")
-    deploy(build_spec("gone", model="churn@live"))
-    start_service("gone", replicas=1)
-    delete_deployment("gone", reason="pulled")
-    sup = Supervisor(owner="test-worker", lease_seconds=30, max_restarts=1, backoff_seconds=0.05, log_dir=tmp_path / "logs", cwd=project)
+    start_service(live, replicas=1)
+    delete_deployment(live, reason="pulled")
+    sup = Supervisor(owner="test-worker", lease_seconds=30, max_restarts=1, backoff_seconds=0.05, log_dir=tmp_path / "logs")
     try:
         svc = wait_for("the replica to be given up", lambda: next((s for s in sup.tick() if s.replica_state[0].state == "failed"), None))
     finally:
@@ -141,13 +139,13 @@ def test_a_crashing_replica_is_restarted_with_back_off_then_given_up_with_the_re
     rep = svc.replica_state[0]
     assert rep.restarts == 1 and rep.failures == 2 and rep.pid is None
     assert rep.last_error is not None and rep.last_error.startswith("exit status 1: ")
-    assert "error: No deployment named 'gone'" in rep.last_error, rep.last_error
+    assert "error: No deployment named 'live'" in rep.last_error, rep.last_error
     assert Path(str(rep.log)).read_text().count("--- keel worker test-worker") == 2
-    stored = get_service("gone")
+    stored = get_service(live)
     assert stored.state == "waiting" and stored.replica_state[0].state == "failed"  # released by shutdown, still failed
-    failed = [e for e in history("gone") if e["action"] == "replica_failed"]
+    failed = [e for e in history(live) if e["action"] == "replica_failed"]
     assert len(failed) == 1 and failed[0]["user"] == "keel" and failed[0]["detail"]["last_error"] == rep.last_error
-    assert find_service("gone") is not None
+    assert find_service(live) is not None
 
 
 def test_routes_start_and_stop_as_the_authenticated_user_with_the_role_of_set(project: Path, auth_people: dict[str, str]) -> None:
