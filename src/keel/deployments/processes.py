@@ -202,7 +202,9 @@ class Supervisor:
         argv = [sys.executable, "-c", _CHILD, "serve", "--deployment", svc.name, "--host", svc.host, "--port", str(svc.ports[i])]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         try:
-            proc = subprocess.Popen(argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            # a session of its own: Ctrl-C at the worker's terminal reaches the worker, which drains the replicas itself
+            proc = subprocess.Popen(argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
         except OSError as exc:  # the folder is gone, no more processes...: counted as an exit, retried after the back-off
             log.close()
             failures = rep.failures + 1
