@@ -61,6 +61,8 @@ def test_start_and_stop_check_everything_before_anything_changes(live: str) -> N
             start_service(live, replicas=2, port=port - 1)
     with pytest.raises(ValidationError, match="not a port"):
         start_service(live, port=70000)
+    with pytest.raises(ValidationError, match=r"--host '192\.0\.2\.1' is not an interface"):
+        start_service(live, host="192.0.2.1")  # TEST-NET: no machine's own address
     assert list_services() == []  # nothing was written
     with pytest.raises(NotFoundError, match="never been started"):
         stop_service(live)

@@ -125,6 +125,12 @@ def list_services() -> list[Service]:
 def _check_ports(host: str, replicas: int, port: int | None) -> list[int]:
     """The replicas' ports: port, port+1, ... (each checked free on this machine), or free ones the system picks."""
     bind = "127.0.0.1" if host in ("", "localhost") else host
+    try:
+        with socket.socket() as s:
+            s.bind((bind, 0))
+    except (OSError, OverflowError, TypeError) as exc:
+        raise ValidationError(f"--host {host!r} is not an interface of this machine ({exc}).",
+                              hint="Use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface).") from None
     if port is None:
         socks = []
         try:
