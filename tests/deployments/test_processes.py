@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from keel.deployments.processes import Supervisor, last_line
 from keel.deployments.services import (
+    Replica,
     find_service,
     get_service,
     hold,
@@ -91,9 +92,12 @@ def test_one_worker_holds_a_service_until_its_lease_expires(live: str) -> None:
     assert hold("w2", 60_000) == []  # held by w1
     assert [s.name for s in hold("w1", 60_000)] == ["live"]  # renewed
     assert get_service(live).owner == "w1"
+    port = get_service(live).ports[0]
+    assert record(live, "w1", [Replica(0, port, state="running", pid=123456, started_ms=1)])
     hold("w1", 0)  # w1 renews with a lease that ends now, and then stops renewing (killed)
     taken = wait_for("w2 to take over", lambda: hold("w2", 60_000))
     assert [s.name for s in taken] == ["live"] and get_service(live).owner == "w2"
+    assert taken[0].replica_state == [Replica(0, port, state="pending", pid=None, started_ms=1)]  # not w1's process
     assert not record(live, "w1", [])  # w1 lost it: its writes are refused
     stop_service(live)
     assert [s.desired for s in hold("w2", 60_000)] == ["stopped"]  # its owner still sees it, to drain it

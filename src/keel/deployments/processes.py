@@ -187,7 +187,7 @@ class Supervisor:
             return rep
         if rep.state == "failed" or now < self.retry_at.get(key, 0.0):
             return rep
-        restarted = rep.state in ("backoff", "running", "starting") and rep.started_ms is not None
+        restarted = rep.started_ms is not None  # it ran before (here, or under a worker that stopped or died)
         rep = self._spawn(svc, i, rep)
         return replace(rep, restarts=rep.restarts + (1 if restarted else 0))
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import socket
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -229,21 +229,22 @@ def _revision(name: str) -> int:
 
 def hold(owner: str, lease_ms: int) -> list[Service]:
     """Claim (or renew) every service a worker should run: started ones no live worker holds, and the ones
-    ``owner`` already holds (running or stopping). One conditional UPDATE each, so one worker wins."""
+    ``owner`` already holds (running or stopping). One conditional UPDATE each, so one worker wins; a service
+    taken over shows its replicas ``pending`` (not the last owner's processes) until the new owner starts them."""
     t = now_ms()
+    free = sa.and_(services.c.desired == RUNNING, sa.or_(services.c.owner.is_(None), services.c.lease_expires_ms < t))
     with get_metadata_store().read() as conn:
-        rows = conn.execute(sa.select(services.c.name).where(sa.or_(
-            services.c.owner == owner,
-            sa.and_(services.c.desired == RUNNING, sa.or_(services.c.owner.is_(None), services.c.lease_expires_ms < t))))).scalars().all()
+        rows = conn.execute(sa.select(services).where(sa.or_(services.c.owner == owner, free))).fetchall()
     names = []
-    for name in rows:
+    for row in rows:
+        mine = row.owner == owner
+        values: dict[str, Any] = {"owner": owner, "lease_expires_ms": t + lease_ms}
+        if not mine:
+            values["replica_state"] = _dump([r if r.state == "failed" else replace(r, state="pending", pid=None) for r in _row(row).replica_state])
         with get_metadata_store().write() as conn:
-            done = conn.execute(sa.update(services).where(services.c.name == name, sa.or_(
-                services.c.owner == owner,
-                sa.and_(services.c.desired == RUNNING, sa.or_(services.c.owner.is_(None), services.c.lease_expires_ms < t))))
-                .values(owner=owner, lease_expires_ms=t + lease_ms))
+            done = conn.execute(sa.update(services).where(services.c.name == row.name, services.c.owner == owner if mine else free).values(**values))
             if done.rowcount == 1:
-                names.append(name)
+                names.append(row.name)
     with get_metadata_store().read() as conn:
         return [_row(r) for r in conn.execute(sa.select(services).where(services.c.name.in_(names), services.c.owner == owner))]
 
