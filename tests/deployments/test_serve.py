@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from keel.deployments.serve import create_deployment_app
-from keel.deployments.specs import build_spec, deploy, set_deployment
+from keel.deployments.specs import build_spec, deploy, history, set_deployment
 from tests.deployments.test_specs import two  # noqa: F401  (fixture)
 
 
@@ -60,48 +60,64 @@ def test_the_served_deployment_follows_a_change_without_a_restart(two: tuple[Any
 
 @pytest.mark.slow
 def test_two_replicas_of_one_deployment_agree_on_routing_stickiness_and_logging(two: tuple[Any, Any], project: Any) -> None:  # noqa: F811
-    """Two `keel serve --deployment` processes on one store: the same user meets the same route on both, both log."""
+    """`keel deploy start --replicas 2` and a `keel worker`: two `keel serve --deployment` processes on one store.
+    The same user meets the same route on both; both log everything they answered; `keel deploy stop` drains them."""
+    import json
     import os
     import signal
     import subprocess
     import sys
     import time
 
+    from typer.testing import CliRunner
+
     import keel
-    from tests.deployments.conftest import free_port
+    from keel.cli.main import app
+    from keel.deployments.services import get_service
+
+    def wait_for(what: str, check: Any, timeout: float = 180.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if got := check():
+                return got
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}: {get_service('live').to_dict()}\n{log.read_text()[-3000:]}")
 
     deploy(build_spec("live", model="churn@production", canary="churn@challenger", weight=40, sticky_by="header:x-user"))
-    ports = [free_port(), free_port()]
+    cli = CliRunner()
+    started = cli.invoke(app, ["deploy", "start", "live", "--replicas", "2", "--json"])
+    assert started.exit_code == 0, started.output
+    ports = json.loads(started.output)["ports"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    procs = [subprocess.Popen([sys.executable, "-c", "from keel.cli.main import main; main()", "serve", "--deployment", "live", "--port", str(p)], cwd=project, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for p in ports]
+    log = project / "worker.log"
+    with open(log, "wb") as out:
+        worker = subprocess.Popen([sys.executable, "-c", "from keel.cli.main import main; main()", "worker", "--poll", "0.2", "--lease", "10"],
+                                  cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        for p in ports:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{p}/v2/health/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.3)
-            else:
-                raise AssertionError(procs[ports.index(p)].stderr.read().decode() if procs[ports.index(p)].stderr else "no start")
+        svc = wait_for("both replicas to be ready", lambda: (s := get_service("live")).state == "running" and s)
+        pids = [r.pid for r in svc.replica_state]
+        assert len(set(pids)) == 2 and [r.port for r in svc.replica_state] == ports
         seen: dict[str, set[str]] = {}
         ids = []
         for i in range(60):
             user = f"user{i % 15}"
-            port = ports[i % 2]
-            r = httpx.post(f"http://127.0.0.1:{port}/v1/models/churn/predict", json={"records": [ROW]},
+            r = httpx.post(f"http://127.0.0.1:{ports[i % 2]}/v1/models/churn/predict", json={"records": [ROW]},
                            headers={"x-user": user, "x-request-id": f"rep{i}"}, timeout=10)
             assert r.status_code == 200, r.text
             seen.setdefault(user, set()).add(r.headers["keel-route"])
             ids.append(f"rep{i}")
         assert all(len(routes) == 1 for routes in seen.values())  # sticky across replicas
         assert {next(iter(v)) for v in seen.values()} == {"champion", "canary"}
+        stopped = cli.invoke(app, ["deploy", "stop", "live", "--reason", "test over"])
+        assert stopped.exit_code == 0, stopped.output
+        wait_for("the replicas to be drained", lambda: get_service("live").state == "stopped")
+        assert all(r.state == "stopped" and r.pid is None for r in get_service("live").replica_state)
+        for pid in pids:  # the worker reaped them
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            proc.wait(30)
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(60)
     logged = keel.predictions("churn")
     assert set(ids) <= set(logged["request_id"])  # both replicas logged everything they answered (drained on SIGTERM)
+    assert [e["action"] for e in history("live")][-2:] == ["start", "stop"]

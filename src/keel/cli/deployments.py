@@ -23,7 +23,9 @@ class _DeployGroup(TyperGroup):
 deploy_app = typer.Typer(
     cls=_DeployGroup, no_args_is_help=True,
     help="Deployments: a champion with a shadow, a canary or an A/B split, stored and audited.\n\n"
-         "Example: keel deploy churn-live --model churn@production --shadow churn@challenger",
+         "Example: keel deploy churn-live --model churn@production --shadow churn@challenger\n\n"
+         "Run it (a `keel worker` starts and supervises the model servers): keel deploy start churn-live --replicas 2 --port 8100; "
+         "keel deploy status churn-live; keel deploy stop churn-live",
 )
 
 MODEL = typer.Option(None, "--model", help="The champion: NAME@ALIAS or NAME/VERSION (e.g. churn@production).")
@@ -75,7 +77,8 @@ def create(
 
 
 def deploy_app_commands() -> set[str]:
-    return {"create", "ls", "status", "compare", "set", "promote", "rollback", "history", "delete", "apply", "manifests", "dockerfile"}
+    return {"create", "ls", "status", "compare", "set", "promote", "rollback", "history", "delete", "apply", "manifests", "dockerfile",
+            "start", "stop"}
 
 
 def ls(json: bool = JSON_OPTION) -> None:
@@ -124,15 +127,64 @@ def status(name: str = typer.Argument(..., help="Deployment name."), since: str 
     Example: keel deploy status churn-live --since 1h
     """
     from keel.deployments.compare import compare
+    from keel.deployments.services import find_service
     from keel.deployments.specs import get_deployment
 
     dep = run_guarded(lambda: get_deployment(name))
     c = run_guarded(lambda: compare(name, since=since))
+    svc = run_guarded(lambda: find_service(name))
     if json:
-        print_json({"deployment": dep.to_dict(), "comparison": c})
+        print_json({"deployment": dep.to_dict(), "comparison": c, "service": None if svc is None else svc.to_dict()})
         return
     _show(dep)
+    if svc is not None:
+        _show_service(svc)
     _compare_table(c)
+
+
+def _show_service(svc: Any) -> None:
+    held = f"worker {svc.owner}" if svc.held else "no worker holds it (start one: keel worker)"
+    console.print(f"service: {svc.state} ({svc.desired} wanted by {svc.requested_by}; {held})", highlight=False)
+    console.print(table(None, ["replica", "address", "state", "pid", "restarts", "last error", "log"],
+                        [(r.index, f"{svc.host}:{r.port}", r.state, r.pid or "", r.restarts, r.last_error or "", r.log or "")
+                         for r in svc.replica_state]))
+
+
+def start(name: str = typer.Argument(..., help="Deployment name."),
+          replicas: int = typer.Option(1, "--replicas", help="Model-server processes (1 to 64)."),
+          port: int = typer.Option(None, "--port", help="Port of the first replica; the others take the next ones (default: free ports)."),
+          host: str = typer.Option("127.0.0.1", "--host", help="Interface the replicas bind (0.0.0.0 for every interface)."),
+          reason: str = REASON, json: bool = JSON_OPTION) -> None:
+    """Run the deployment's model servers: a `keel worker` starts them, restarts them if they crash, and keeps them running.
+
+    This only records what is wanted; any `keel worker` on the same stores (in the project
+    folder) takes it up. Put a load balancer in front of the replicas' ports.
+
+    Example: keel deploy start churn-live --replicas 2 --port 8100 && keel worker
+    """
+    from keel.deployments.services import start_service
+
+    svc = run_guarded(lambda: start_service(name, replicas=replicas, port=port, host=host, reason=reason))
+    if json:
+        print_json(svc.to_dict())
+        return
+    console.print(f"{name}: {svc.replicas} replica(s) wanted on {', '.join(f'{svc.host}:{p}' for p in svc.ports)}; "
+                  f"a keel worker starts them (see keel deploy status {name})", highlight=False)
+
+
+def stop(name: str = typer.Argument(..., help="Deployment name."), reason: str = REASON, json: bool = JSON_OPTION) -> None:
+    """Stop the deployment's model servers: its worker drains them (SIGTERM: requests in flight finish, the prediction log is flushed).
+
+    Example: keel deploy stop churn-live --reason "replaced by churn-v2"
+    """
+    from keel.deployments.services import stop_service
+
+    svc = run_guarded(lambda: stop_service(name, reason=reason))
+    if json:
+        print_json(svc.to_dict())
+        return
+    console.print(f"{name}: stop recorded; {'worker ' + str(svc.owner) + ' drains' if svc.held else 'no worker runs'} its replicas",
+                  highlight=False)
 
 
 def compare_cmd(name: str = typer.Argument(..., help="Deployment name."),
@@ -394,5 +446,7 @@ def register(app: typer.Typer) -> None:
     deploy_app.command("apply")(apply)
     deploy_app.command("manifests")(manifests_cmd)
     deploy_app.command("dockerfile")(dockerfile_cmd)
+    deploy_app.command("start")(start)
+    deploy_app.command("stop")(stop)
     app.add_typer(deploy_app, name="deploy")
     app.command()(stream)

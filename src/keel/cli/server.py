@@ -49,6 +49,8 @@ def worker(
     poll: float = typer.Option(2.0, "--poll", min=0.05, help="Seconds between looks at the queue."),
     lease: float = typer.Option(60.0, "--lease", min=1.0, help="Seconds a claim lasts unless renewed; a killed worker's runs are marked crashed after it."),
     drain: bool = typer.Option(False, "--drain", help="Exit once the queue is empty and the claimed runs have ended."),
+    services: bool = typer.Option(True, "--services/--no-services",
+                                  help="Also run the model servers of started deployments (keel deploy start); not with --drain."),
     json: bool = JSON_OPTION,
 ) -> None:
     """Run the pipeline runs queued through the server (POST /v1/pipeline-runs), with this project's code.
@@ -57,6 +59,10 @@ def worker(
     workers may run at once (on one or more machines): each run is claimed in the
     metadata store first, so none runs twice. On SIGTERM it claims nothing more and
     exits once the runs it holds have ended.
+
+    It also runs the model servers of deployments started with `keel deploy start`
+    (restarting them when they crash); on SIGTERM it drains them and another worker
+    takes them over.
 
     Example: keel worker --concurrency 2
     """
@@ -85,12 +91,29 @@ def worker(
         stopping.set()
 
     signal.signal(signal.SIGTERM, stop)
+    supervisor = None
+    if services and not drain:
+        from keel.deployments.processes import supervise
+
+        def replica(kind: str, name: str, rep: Any) -> None:
+            if not json:
+                console.print(f"{datetime.now(UTC):%H:%M:%S} {name}[{rep.index}] :{rep.port}: {kind}"
+                              + (f" (pid {rep.pid})" if kind == "started" else "") + (f": {rep.last_error}" if kind in ("exited", "failed") else ""),
+                              highlight=False)
+
+        supervisor = threading.Thread(target=supervise, name="keel-services", kwargs={
+            "until": stopping.is_set, "lease_seconds": lease, "poll_seconds": min(poll, 1.0), "on_event": replica})
+        supervisor.start()
     try:
         done = run_guarded(lambda: work(concurrency=concurrency, poll_seconds=poll, lease_seconds=lease, drain=drain, on_event=show,
                                         until=stopping.is_set))
     except KeyboardInterrupt:
         fail("stopped; runs it had claimed and not finished are marked crashed once their lease expires.", code=130)
         return
+    finally:
+        if supervisor is not None:  # the model servers are drained and their services released
+            stopping.set()
+            supervisor.join()
     if json:
         print_json([r.to_dict() for r in done])
     if any(r.status != "finished" for r in done):

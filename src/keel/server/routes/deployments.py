@@ -5,7 +5,8 @@ matching command, so the checks against the registry, the audited events and
 ``registry.promote`` (gates and approvals) apply as on the command line; the
 acting user of every event is the authenticated one. The role is checked on the
 champion's registered model: ``write`` to change a deployment, ``admin`` to delete
-one or to promote past failing gates.
+one or to promote past failing gates. ``start`` and ``stop`` (``keel deploy start|stop``)
+record what a ``keel worker`` runs (:mod:`keel.deployments.services`), with ``write``.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
+from pydantic import Field
 
 from keel.deployments import compare as C
+from keel.deployments import services as V
 from keel.deployments import specs as S
 from keel.server.auth import Identity, action, authorize, identity
 from keel.server.routes.common import project_file
@@ -30,11 +33,39 @@ from keel.server.routes.loop_schemas import (
     DeployPromoteIn,
     DeployPromoteOut,
 )
-from keel.server.schemas import OptionalReasonIn
+from keel.server.schemas import In, OptionalReasonIn, Out
 
 router = APIRouter(prefix="/v1/deployments", tags=["deployments"])
 IDENT = Depends(identity)
 Since = Query("1d", min_length=1, max_length=32, description="Window of the prediction log, e.g. 1h, 7d")
+
+
+class ServiceStartIn(In):
+    replicas: int = Field(1, ge=1, le=V.MAX_REPLICAS, description="Model-server processes")
+    port: int | None = Field(None, ge=1, le=65535, description="Port of the first replica; the others take the next ones (default: free ports)")
+    host: str = Field("127.0.0.1", min_length=1, max_length=255, description="Interface the replicas bind")
+    reason: str | None = Field(None, max_length=2000)
+
+
+class ReplicaOut(Out):
+    index: int
+    port: int
+    state: str
+    pid: int | None = None
+    restarts: int
+    last_error: str | None = None
+    log: str | None = None
+
+
+class ServiceOut(Out):
+    name: str
+    replicas: int
+    host: str
+    ports: list[int]
+    desired: str
+    state: str
+    owner: str | None = None
+    replica_state: list[ReplicaOut]
 
 
 def _model_of(ref: str | None) -> str | None:
@@ -100,6 +131,19 @@ def rollback_deployment(name: DeploymentName, body: OptionalReasonIn, ident: Ide
     return S.rollback_deployment(name, reason=body.reason).to_dict()
 
 
+@router.post("/{name}/start", response_model=ServiceOut,
+             summary="Run the deployment's model servers: a keel worker starts and supervises them (keel deploy start)")
+def start_deployment(name: DeploymentName, body: ServiceStartIn, ident: Identity = IDENT) -> dict[str, Any]:
+    authorize(ident, "write", model=_champion_model(name))
+    return V.start_service(name, replicas=body.replicas, port=body.port, host=body.host, reason=body.reason).to_dict()
+
+
+@router.post("/{name}/stop", response_model=ServiceOut, summary="Stop the deployment's model servers; its worker drains them (keel deploy stop)")
+def stop_deployment(name: DeploymentName, body: OptionalReasonIn, ident: Identity = IDENT) -> dict[str, Any]:
+    authorize(ident, "write", model=_champion_model(name))
+    return V.stop_service(name, reason=body.reason).to_dict()
+
+
 @router.get("/{name}/history", response_model=list[DeploymentEventOut], summary="Every change of a deployment: who, what, why (keel deploy history)")
 def deployment_history(name: DeploymentName, ident: Identity = IDENT) -> list[dict[str, Any]]:
     events = S.history(name)  # a deleted deployment keeps its history
@@ -113,7 +157,8 @@ def deployment_history(name: DeploymentName, ident: Identity = IDENT) -> list[di
 def deployment_status(name: DeploymentName, since: str = Since, ident: Identity = IDENT) -> dict[str, Any]:
     dep = S.get_deployment(name)
     authorize(ident, "read", model=dep.spec.champion.model)
-    return {"deployment": dep.to_dict(), "comparison": C.compare(name, since=since)}
+    svc = V.find_service(name)
+    return {"deployment": dep.to_dict(), "comparison": C.compare(name, since=since), "service": None if svc is None else svc.to_dict()}
 
 
 @router.get("/{name}/compare", response_model=ComparisonOut,

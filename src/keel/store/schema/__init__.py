@@ -16,6 +16,9 @@ from keel.store.schema import registry as registry  # model registry tables
 from keel.store.schema import (
     retraining as retraining,  # retraining policies, their versions and events
 )
+from keel.store.schema import (
+    services as services,  # model servers keel worker runs (keel deploy start)
+)
 from keel.store.schema._base import metadata
 from keel.store.schema.tracking import (
     artifacts,
