@@ -79,6 +79,15 @@ def fit_pca(ref: Reference, n_chunks: int) -> dict[str, Any] | None:
     }
 
 
+def _block(col: Any, lo: int) -> Any:
+    """Rows ``lo`` to ``lo + APPLY_ROWS`` of a NumPy or (chunked) Arrow column, as floats (null as NaN)."""
+    if isinstance(col, np.ndarray):
+        return col[lo : lo + APPLY_ROWS]
+    from keel.monitoring.reference import as_float
+
+    return as_float(col.slice(lo, APPLY_ROWS))
+
+
 def apply_pca(model: dict[str, Any], current: dict[str, Any], rows: int) -> dict[str, Any]:
     """The current window's mean reconstruction error against the fitted model's band."""
     cols = model["columns"]
@@ -91,7 +100,7 @@ def apply_pca(model: dict[str, Any], current: dict[str, Any], rows: int) -> dict
     total = 0.0
     for lo in range(0, rows, APPLY_ROWS):  # blocks of rows: memory stays bounded whatever the window's size
         # float32: the error is compared with a band some 1e-3 wide, not with SciPy
-        zt = _standardize([current[c][lo : lo + APPLY_ROWS] for c in cols], mean, std, np.float32)
+        zt = _standardize([_block(current[c], lo) for c in cols], mean, std, np.float32)
         total += float(_errors(zt, comps).sum(dtype=np.float64))
     value = total / rows
     sd = model["chunk_sd"] * np.sqrt(model["chunk_rows"] / rows)
