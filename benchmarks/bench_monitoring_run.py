@@ -12,9 +12,11 @@ read. The timed part is ``keel.monitoring.run_monitor`` with its default checks
 (drift, quality, performance with the CBPE estimate, service objectives), the
 result stored and alerts raised: reading the window, each version against its
 baseline, the time series written. It runs in a process of its own after one
-warm-up run on another day (imports and first-call costs), and prints the wall
-time, CPU seconds and peak RSS of the run; a profile of where the time went
-with ``--profile``. No peer: the issue's target is under 3 s.
+warm-up run on another day (imports and first-call costs), ``--repeats`` times
+over the same window (default 3: on a shared machine one run's wall time says
+little), and prints each run's wall time and CPU seconds, their median and best,
+and the peak RSS; a profile of where the time went with ``--profile``. No peer:
+the issue's target is under 3 s.
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ def setup(folder: Path, rows: int) -> None:
             predictions.append(pa.table(cols))
 
 
-def child(folder: str, profile: bool) -> dict:
+def child(folder: str, profile: bool, repeats: int = 1) -> dict:
     import resource
 
     import pandas as pd
@@ -117,15 +119,18 @@ def child(folder: str, profile: bool) -> dict:
         stats.PARALLEL_MIN_VALUES = sys.maxsize
         prof = cProfile.Profile(time.process_time)
         prof.enable()
-    t0, c0 = time.perf_counter(), time.process_time()
-    result = run_monitor("bench-daily", end=end)
-    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    runs = []
+    for _ in range(1 if profile else repeats):  # the later runs update the alerts the first opened, as a rerun does
+        result = None  # the last run's tables are freed before the next run reads its own
+        t0, c0 = time.perf_counter(), time.process_time()
+        result = run_monitor("bench-daily", end=end)
+        runs.append((time.perf_counter() - t0, time.process_time() - c0))
     if prof is not None:
         import pstats
 
         prof.disable()
         pstats.Stats(prof, stream=sys.stderr).sort_stats("cumulative").print_stats(60)
-    return {"seconds": seconds, "cpu": cpu, "rows": result.rows, "status": result.status, "drifted": result.drifted,
+    return {"runs": runs, "rows": result.rows, "status": result.status, "drifted": result.drifted,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -134,10 +139,11 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--folder", help="set up here once and reuse it on later runs (default: a temporary folder)")
-    ap.add_argument("--child", nargs=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--child", nargs=3)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args.child[0], args.child[1] == "1"), default=str))
+        print(json.dumps(child(args.child[0], args.child[1] == "1", int(args.child[2])), default=str))
         return
     env = {**os.environ, "PYTHONPATH": str(HERE.parent / "src")}
     env = {k: v for k, v in env.items() if not k.startswith("KEEL_")} | {"PYTHONPATH": str(HERE.parent / "src")}
@@ -149,13 +155,18 @@ def main() -> None:
             subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(HERE)!r}); import bench_monitoring_run as b; "
                             f"b.setup(__import__('pathlib').Path({tmp!r}), {args.rows})"], check=True, env=env)
             print(f"setup (model, baseline, {args.rows:,} logged predictions): {time.perf_counter() - t0:.1f} s", flush=True)
-        proc = subprocess.run([sys.executable, __file__, "--child", tmp, "1" if args.profile else "0"], env=env, text=True,
+        proc = subprocess.run([sys.executable, __file__, "--child", tmp, "1" if args.profile else "0", str(args.repeats)], env=env, text=True,
                               stdout=subprocess.PIPE, stderr=None if args.profile else subprocess.PIPE)
         if proc.returncode:
             raise SystemExit(f"the monitor run failed:\n{(proc.stderr or '')[-3000:]}")
         r = json.loads(proc.stdout.strip().splitlines()[-1])
+    import statistics
+
+    walls, cpus = [w for w, _ in r["runs"]], [c for _, c in r["runs"]]
+    each = ", ".join(f"{w:.2f} s ({c:.2f})" for w, c in r["runs"])
     line = (f"monitor run over {r['rows']:,} predictions x {len(FEATURES)} inputs (stored baseline; drift, quality, performance, "
-            f"service; stored, alerts raised): {r['seconds']:.2f} s wall, {r['cpu']:.2f} CPU-s, peak RSS {r['peak_rss_mb']:.0f} MB; "
+            f"service; stored, alerts raised): median {statistics.median(walls):.2f} s wall, {statistics.median(cpus):.2f} CPU-s; "
+            f"best {min(walls):.2f} s wall, {min(cpus):.2f} CPU-s (runs, wall (CPU-s): {each}); peak RSS {r['peak_rss_mb']:.0f} MB; "
             f"status {r['status']}, drifted {r['drifted']}")
     print(line)
     body = (f"{line}.\n\nTarget: under 3 s. Machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end of the run "

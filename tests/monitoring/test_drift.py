@@ -142,3 +142,21 @@ def test_prediction_drift_on_scores_and_labels(rng: np.random.Generator) -> None
     report = keel.drift(ref, cur)
     assert report["prediction"].kind == "categorical"  # an integer label with two values
     assert sorted(report.drifted) == ["prediction", "score"]
+
+
+def test_a_window_in_many_chunks_gives_the_report_of_one_chunk(rng: np.random.Generator) -> None:
+    """A window read from the log arrives in DuckDB's chunks, with nulls: every figure is the one of the same rows in one chunk."""
+    import pyarrow as pa
+
+    from keel.monitoring.drift import as_table, compare
+    from keel.monitoring.reference import fit_reference
+
+    ref = fit_reference(as_table(_frame(rng, 5_000), "reference"))
+    cur = _frame(rng, 3_000, shift=1.0)
+    cur.loc[::17, "control"] = np.nan
+    whole = pa.Table.from_pandas(cur, preserve_index=False)
+    chunked = pa.Table.from_batches(whole.to_batches(max_chunksize=700))
+    assert chunked["charges"].num_chunks > 1
+    one, many = compare(ref, whole.combine_chunks()), compare(ref, chunked)
+    assert one.to_dict() == many.to_dict()
+    assert chunked["charges"].to_numpy()[:5].tolist() == cur["charges"].head().tolist()  # the caller's table is left as it was

@@ -321,7 +321,7 @@ class _Comparison:
         self.rows = current.num_rows
         self.names = set(current.column_names)
         self.type_changed: dict[str, str] = {}
-        self.floats: dict[str, Any] = {}  # current numeric columns (views where possible), for the multivariate signal
+        self.floats: dict[str, Any] = {}  # current numeric columns (Arrow), for the multivariate signal
 
     def column(self, r: ColumnReference) -> ColumnDrift:
         import pyarrow as pa
@@ -336,8 +336,12 @@ class _Comparison:
         if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_decimal(col.type) or pa.types.is_null(col.type)):
             change = self.type_changed[r.name] = f"{r.dtype} → {col.type}"
             return ColumnDrift(r.name, r.kind, method, None, None, None, "", "missing", n_reference=r.count, note=f"type changed: {change}")
-        values = self.floats[r.name] = as_float(col) if not pa.types.is_null(col.type) else np.full(self.rows, np.nan)
-        return _numeric_result(r, values, self.methods, self.thresholds, self.min_rows)
+        self.floats[r.name] = col  # read block by block by the multivariate signal, in the rows' order
+        if pa.types.is_null(col.type):
+            return _numeric_result(r, np.full(self.rows, np.nan), self.methods, self.thresholds, self.min_rows, owned=True)
+        if isinstance(col, pa.ChunkedArray) and col.num_chunks > 1:  # a window read from the log: one copy, then sorted in place
+            return _numeric_result(r, np.concatenate([as_float(c) for c in col.chunks]), self.methods, self.thresholds, self.min_rows, owned=True)
+        return _numeric_result(r, as_float(col), self.methods, self.thresholds, self.min_rows)  # often a view of the caller's data
 
     def report(self, ref: Reference, results: dict[str, ColumnDrift], added: list[str] | None = None) -> DriftReport:
         notes: list[str] = []
@@ -362,8 +366,11 @@ class _Comparison:
         return DriftReport(ordered, ref.rows, self.rows, multi, schema, notes, ref, self.current)
 
 
-def _numeric_result(r: ColumnReference, cur: Any, methods: dict[str, str], thresholds: Any, min_rows: int) -> ColumnDrift:
-    ordered = np.sort(cur)  # one sort serves KS, Wasserstein, the bins, the summary and the range check
+def _numeric_result(r: ColumnReference, cur: Any, methods: dict[str, str], thresholds: Any, min_rows: int, *, owned: bool = False) -> ColumnDrift:
+    """``owned``: ``cur`` is this call's own copy, sorted in place (else it is left as it is and sorted into a copy)."""
+    if owned:
+        cur.sort()  # one sort serves KS, Wasserstein, the bins, the summary and the range check
+    ordered = cur if owned else np.sort(cur)
     m = int(len(cur) - np.count_nonzero(np.isnan(cur)))
     ordered = ordered[:m]
     method = methods.get(r.name, DEFAULT_METHOD["numeric"])

@@ -318,6 +318,23 @@ def run_monitor(name: str, *, end: datetime | None = None, alerts: bool = True, 
     spec = get_monitor(name)
     end = (end or datetime.now(UTC)).astimezone(UTC)
     window = open_window(spec.model, spec.window_spec(), end)
+    try:
+        result = _run_window(spec, window, end)
+    finally:
+        window.close()
+    if store:
+        from keel.monitoring.results import store_result
+
+        store_result(spec, result)
+    if alerts:
+        from keel.monitoring.alerts import raise_alerts
+
+        result.alerts = raise_alerts(spec, result)
+    return result
+
+
+def _run_window(spec: MonitorSpec, window: Window, end: datetime) -> MonitorResult:
+    """The checks of one run over an open window (not yet stored, no alerts raised)."""
     start = window.start
     result = MonitorResult(spec.name, spec.model, start, end, window.rows, "ok")
     if window.rows == 0:
@@ -336,14 +353,6 @@ def run_monitor(name: str, *, end: datetime | None = None, alerts: bool = True, 
         result.status = {0: "ok", 1: "warn", 2: "alert"}[worst]
         if all(v.status == "no_baseline" for v in result.versions) and result.versions:
             result.status = "no_baseline"
-    if store:
-        from keel.monitoring.results import store_result
-
-        store_result(spec, result)
-    if alerts:
-        from keel.monitoring.alerts import raise_alerts
-
-        result.alerts = raise_alerts(spec, result)
     return result
 
 

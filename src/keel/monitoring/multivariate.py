@@ -25,24 +25,29 @@ SD = 4.0
 
 
 def _standardize(columns: list[Any], mean: Any, std: Any, dtype: Any = np.float64) -> Any:
-    """The rows of ``columns`` standardized, missing values at the mean (0), as one (rows, columns) matrix."""
-    z = np.empty((len(columns[0]), len(columns)), dtype=dtype)
+    """The standardized columns, missing values at the mean (0), as one (columns, rows) matrix.
+
+    One contiguous row per column: each column is written in one sequential pass
+    (a (rows, columns) matrix would be written with a stride of a row per value).
+    """
+    zt = np.empty((len(columns), len(columns[0])), dtype=dtype)
     for j, col in enumerate(columns):  # straight into the matrix: no stacked copy first
-        np.subtract(col, mean[j], out=z[:, j], casting="unsafe")
-    z /= std.astype(dtype)
-    np.copyto(z, 0, where=np.isnan(z))
-    return z
+        np.subtract(col, mean[j], out=zt[j], casting="unsafe")
+        zt[j] /= dtype(std[j])
+    np.copyto(zt, 0, where=np.isnan(zt))
+    return zt
 
 
 FIT_ROWS = 20_000  # the components are fitted on at most this many rows, evenly spaced
 APPLY_ROWS = 16_384  # rows per block when applying: a few MB whatever the window's size
 
 
-def _errors(z: Any, comps: Any) -> Any:
+def _errors(zt: Any, comps: Any) -> Any:
+    """Each row's reconstruction error; ``zt`` is (columns, rows), as :func:`_standardize` gives it."""
     # the components are orthonormal: |z - z P'P|^2 = |z|^2 - |z P'|^2, no reconstruction matrix
     with one_blas_thread():
-        proj = z @ comps.T.astype(z.dtype)
-    return np.sqrt(np.maximum(np.einsum("ij,ij->i", z, z) - np.einsum("ij,ij->i", proj, proj), 0.0))
+        proj = comps.astype(zt.dtype) @ zt
+    return np.sqrt(np.maximum(np.einsum("ji,ji->i", zt, zt) - np.einsum("ji,ji->i", proj, proj), 0.0))
 
 
 def fit_pca(ref: Reference, n_chunks: int) -> dict[str, Any] | None:
@@ -54,16 +59,16 @@ def fit_pca(ref: Reference, n_chunks: int) -> dict[str, Any] | None:
     x = [ref.columns[c].values[rows] for c in cols]
     mean = np.array([np.nanmean(v) for v in x])
     std = np.array([np.nanstd(v) for v in x])
-    z = _standardize(x, mean, std)
-    centred = z - z.mean(axis=0)
+    zt = _standardize(x, mean, std)
+    centred = zt - zt.mean(axis=1, keepdims=True)
     with one_blas_thread():
-        eigval, eigvec = np.linalg.eigh(centred.T @ centred)  # p x p: cheaper than an SVD of the n x p data
+        eigval, eigvec = np.linalg.eigh(centred @ centred.T)  # p x p: cheaper than an SVD of the n x p data
     order = np.argsort(eigval)[::-1]
     eigval, eigvec = np.clip(eigval[order], 0, None), eigvec[:, order]
     var = eigval / max(eigval.sum(), 1e-300)
     k = int(np.searchsorted(np.cumsum(var), VARIANCE) + 1)
     comps = eigvec[:, : min(k, len(cols))].T
-    err = _errors(z, comps)
+    err = _errors(zt, comps)
     labels = (np.arange(len(err)) * n_chunks // len(err)).astype(np.int64)
     sums = np.bincount(labels, weights=err, minlength=n_chunks)
     sizes = np.bincount(labels, minlength=n_chunks)
@@ -72,6 +77,15 @@ def fit_pca(ref: Reference, n_chunks: int) -> dict[str, Any] | None:
         "method": "pca_reconstruction_error", "columns": cols, "mean": mean.tolist(), "std": std.tolist(), "components": comps.tolist(),
         "error": float(err.mean()), "chunk_sd": float(chunk_means.std(ddof=1)), "chunk_rows": float(sizes.mean()),
     }
+
+
+def _block(col: Any, lo: int) -> Any:
+    """Rows ``lo`` to ``lo + APPLY_ROWS`` of a NumPy or (chunked) Arrow column, as floats (null as NaN)."""
+    if isinstance(col, np.ndarray):
+        return col[lo : lo + APPLY_ROWS]
+    from keel.monitoring.reference import as_float
+
+    return as_float(col.slice(lo, APPLY_ROWS))
 
 
 def apply_pca(model: dict[str, Any], current: dict[str, Any], rows: int) -> dict[str, Any]:
@@ -86,8 +100,8 @@ def apply_pca(model: dict[str, Any], current: dict[str, Any], rows: int) -> dict
     total = 0.0
     for lo in range(0, rows, APPLY_ROWS):  # blocks of rows: memory stays bounded whatever the window's size
         # float32: the error is compared with a band some 1e-3 wide, not with SciPy
-        z = _standardize([current[c][lo : lo + APPLY_ROWS] for c in cols], mean, std, np.float32)
-        total += float(_errors(z, comps).sum(dtype=np.float64))
+        zt = _standardize([_block(current[c], lo) for c in cols], mean, std, np.float32)
+        total += float(_errors(zt, comps).sum(dtype=np.float64))
     value = total / rows
     sd = model["chunk_sd"] * np.sqrt(model["chunk_rows"] / rows)
     lower, upper = model["error"] - SD * sd, model["error"] + SD * sd

@@ -74,7 +74,11 @@ class Calibrator:
                 self.model = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(score[ok], label[ok])
 
     def __call__(self, score: Any) -> Any:
-        return score if self.model is None else self.model.predict(score)
+        if self.model is None:
+            return score
+        # the fitted step function read directly, as predict() reads it (linear between thresholds, clipped at the ends),
+        # without scipy's interp1d setup and checks on each of a window's million scores
+        return np.interp(score, self.model.X_thresholds_, self.model.y_thresholds_)
 
 
 def estimate_cbpe(score: Any, calibrator: Calibrator | None = None, *, threshold: float = 0.5) -> dict[str, float]:
@@ -92,9 +96,9 @@ def estimate_cbpe(score: Any, calibrator: Calibrator | None = None, *, threshold
     out["precision"] = float(tp / (tp + fp)) if tp + fp > 0 else float("nan")
     out["recall"] = float(tp / (tp + fn)) if tp + fn > 0 else float("nan")
     out["f1"] = float(2 * tp / (2 * tp + fp + fn)) if tp + fp + fn > 0 else float("nan")
-    # equal scores calibrate to equal p, so the points within a tie lie on one line: their order leaves the area as it is
-    order = np.argsort(-score)
-    ps = p[order]
+    # the calibration is monotone (isotonic, or none), so p in descending order of score is p sorted, descending: no argsort
+    # and gather; equal scores calibrate to equal p, so the points within a tie lie on one line and their order leaves the area as it is
+    ps = np.sort(p)[::-1]
     tpr = np.concatenate([[0.0], np.cumsum(ps) / max(ps.sum(), 1e-12)])
     fpr = np.concatenate([[0.0], np.cumsum(1 - ps) / max((1 - ps).sum(), 1e-12)])
     out["roc_auc"] = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))

@@ -110,16 +110,20 @@ def top_segments(
             continue
         col = reference.columns.get(name)
         kind = col.kind if col is not None else "categorical"
-        if name == feature and edges is not None:  # the feature's own bins, two by two: no second pass over the window
-            sr, sc, labels = np.where(fr < 0, -1, fr // 2), np.where(fc < 0, -1, fc // 2), _labels(name, edges[1::2])
+        if name == feature and edges is not None:  # the feature's own bins, two by two: the joint counts are its counts, no pass over the window
+            labels = _labels(name, edges[1::2])
+            k = len(labels)
+            segment_of_bin = np.minimum(np.arange(nb) // 2, k - 1)
+            rj, cj = np.zeros((k, nb)), np.zeros((k, nb))
+            rj[segment_of_bin, np.arange(nb)], cj[segment_of_bin, np.arange(nb)] = ref_counts, cur_counts
         else:
             if ("segment", name) not in memo:
                 memo[("segment", name)] = _segment_codes(name, kind, ref_table, current, col)
             sr, sc, labels = memo[("segment", name)]
-        k = len(labels)
-        sr, sc = np.where(sr < 0, k - 1, np.minimum(sr, k - 1)), np.where(sc < 0, k - 1, np.minimum(sc, k - 1))
-        rj = np.bincount(sr[okr] * nb + fr[okr], minlength=k * nb).reshape(k, nb).astype(float)
-        cj = np.bincount(sc[okc] * nb + fc[okc], minlength=k * nb).reshape(k, nb).astype(float)
+            k = len(labels)
+            sr, sc = np.where(sr < 0, k - 1, np.minimum(sr, k - 1)), np.where(sc < 0, k - 1, np.minimum(sc, k - 1))
+            rj = np.bincount(sr[okr] * nb + fr[okr], minlength=k * nb).reshape(k, nb).astype(float)
+            cj = np.bincount(sc[okc] * nb + fc[okc], minlength=k * nb).reshape(k, nb).astype(float)
         ref_share = rj.sum(axis=1) / max(rj.sum(), 1)
         cur_share = cj.sum(axis=1) / max(cj.sum(), 1)
         with np.errstate(divide="ignore", invalid="ignore"):

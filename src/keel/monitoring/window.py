@@ -41,6 +41,7 @@ class Window:
     counts: dict[int, int] = field(default_factory=dict)  # rows per version
     first: tuple[datetime, str] | None = None  # a count window: its first (ts, request_id)
     _names: dict[int, list[str]] = field(default_factory=dict, repr=False)
+    _con: Any = field(default=None, repr=False)  # one DuckDB connection for the window's queries (opening one costs ~20 ms)
 
     @property
     def rows(self) -> int:
@@ -67,6 +68,21 @@ class Window:
     def _paths(self, version: int | None) -> list[str]:
         return self.files.get(version, []) if version is not None else [p for v in sorted(self.files) for p in self.files[v]]
 
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """The window's DuckDB connection (in UTC), opened on first use; :meth:`close` closes it."""
+        if self._con is None:
+            import duckdb
+
+            self._con = duckdb.connect()
+            self._con.execute("SET TimeZone = 'UTC'")
+        return self._con
+
+    def close(self) -> None:
+        """Close the window's DuckDB connection (a later query opens another)."""
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
     def columns(self, version: int) -> list[str]:
         """The log's column names for ``version`` in this window (from the files' footers)."""
         if version not in self._names:
@@ -84,9 +100,9 @@ class Window:
             return pa.table({c: pa.array([], pa.float64()) for c in wanted})
         where, params = self._where(version)
         sql = f"SELECT {', '.join(_quote(c) for c in wanted)} FROM {_scan(self._paths(version))}{where}"
-        with _connect() as con:
-            # one chunk per column: the checks then read each column as a NumPy view, not a fresh copy per read
-            return con.sql(sql, params=params).to_arrow_table().combine_chunks()
+        # as DuckDB's threads wrote it, a chunk per batch: combined here, every column would be copied once more than
+        # the checks need (a numeric column is copied once into the array it is sorted in, the others read chunk by chunk)
+        return self.connection().sql(sql, params=params).to_arrow_table()
 
     def service(self) -> dict[str, Any]:
         """Volume, latency p50/p99, error rate and missing-feature rate over the window, from one aggregate query."""
@@ -105,24 +121,9 @@ class Window:
             return out
         where, params = self._where(None)
         sql = f"SELECT {', '.join(expr for _, expr in parts)} FROM {_scan(self._paths(None))}{where}"
-        with _connect() as con:
-            row = con.execute(sql, params).fetchone() or ()
+        row = self.connection().execute(sql, params).fetchone() or ()
         out.update({key: float(v) for (key, _), v in zip(parts, row, strict=False) if v is not None})
         return out
-
-
-class _connect:
-    """A DuckDB connection in UTC, closed on exit."""
-
-    def __enter__(self) -> duckdb.DuckDBPyConnection:
-        import duckdb
-
-        self.con = duckdb.connect()
-        self.con.execute("SET TimeZone = 'UTC'")
-        return self.con
-
-    def __exit__(self, *exc: object) -> None:
-        self.con.close()
 
 
 def _scan(paths: list[str]) -> str:
@@ -161,8 +162,7 @@ def _count(window: Window) -> None:
     if not window.files:
         return
     where, params = window._where(None)
-    with _connect() as con:
-        rows = con.execute(f"SELECT version, count(*) FROM {_scan(window._paths(None))}{where} GROUP BY version", params).fetchall()
+    rows = window.connection().execute(f"SELECT version, count(*) FROM {_scan(window._paths(None))}{where} GROUP BY version", params).fetchall()
     window.counts = {int(v): int(n) for v, n in rows if v is not None}
 
 
@@ -200,15 +200,15 @@ def _last(model: str, n: int, end: datetime) -> Window:
         probe = Window(model, datetime.min.replace(tzinfo=end.tzinfo), end, _by_version(model, taken))
         _count(probe)
         if probe.rows < n and i + 1 < len(hours):  # shadow rows counted in the files: read one more hour
+            probe.close()
             continue
         out = probe
         break
     if not out.files:
         return out
     where, params = out._where(None)
-    with _connect() as con:
-        row = con.execute(f"SELECT ts, request_id FROM {_scan(out._paths(None))}{where} ORDER BY ts DESC, request_id DESC LIMIT 1 OFFSET ?",
-                          [*params, max(min(n, out.rows) - 1, 0)]).fetchone()
+    row = out.connection().execute(f"SELECT ts, request_id FROM {_scan(out._paths(None))}{where} ORDER BY ts DESC, request_id DESC LIMIT 1 OFFSET ?",
+                                   [*params, max(min(n, out.rows) - 1, 0)]).fetchone()
     if row is None:
         return out
     out.first = (row[0], str(row[1]))
