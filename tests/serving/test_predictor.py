@@ -85,6 +85,33 @@ def test_feature_service_model_takes_entity_keys(feature_project: Path) -> None:
     assert {e.problem for e in info.value.errors} >= {"missing", "unexpected"}
 
 
+def test_defaults_fill_a_feature_no_entity_of_the_request_has(feature_project: Path) -> None:
+    """Every customer unknown: each fetched column is all null (Arrow gives it no type); the defaults still fill it."""
+    import pandas as pd
+    from sklearn.compose import make_column_transformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    import keel
+
+    labels = pd.read_parquet(feature_project / "data" / "usage.parquet")[["customer_id", "event_timestamp"]].iloc[::4].reset_index(drop=True)
+    labels["churned"], labels["discount"] = labels["customer_id"] % 3 == 0, 0.1
+    ts = keel.get_training_set(labels, "churn_v1")
+    ts = ts.dropna(subset=["plan", "sessions"]).reset_index(drop=True)
+    X = ts[["plan", "sessions"]].astype({"plan": object, "sessions": "float64"})
+    model = make_pipeline(make_column_transformer((OneHotEncoder(handle_unknown="ignore"), ["plan"]), remainder="passthrough"),
+                          LogisticRegression()).fit(X, ts["churned"])
+    with keel.start_run():
+        keel.log_dataset(ts, "train")
+        info = keel.log_model(model, input_example=X.head(3))
+    keel.register_model(info.uri, "churn_plan")
+    p = Predictor("models:/churn_plan/1", defaults={"plan": "unknown", "sessions": 0.0}, log=False)
+    out = p.predict([{"customer_id": 998, "discount": 0.0}, {"customer_id": 999, "discount": 0.0}])
+    assert len(out) == 2 and out.scores[0] == out.scores[1]
+    assert all({"plan", "sessions"} <= set(m) for m in out.missing_features)  # reported missing, though filled
+
+
 def test_missing_features_reject_policy(feature_project: Path) -> None:
     p = Predictor("models:/churn_fs@live", missing_features="reject", log=False)
     assert len(p.predict([{"customer_id": 3, "discount": 0.1}])) == 1

@@ -380,7 +380,10 @@ class Predictor:
             if f in self.defaults and arr.null_count:
                 import pyarrow.compute as pc
 
-                arr = pc.fill_null(arr, pa.scalar(self.defaults[f]))
+                default = pa.scalar(self.defaults[f])
+                if pa.types.is_null(arr.type):  # every entity unknown: a column of nulls has no type to fill
+                    arr = arr.cast(default.type)
+                arr = pc.fill_null(arr, default)
             values[f] = arr
         try:
             arrays = check_columns(values, n, st.inputs, what=what, allow_extra=list(request))
