@@ -199,6 +199,7 @@ def walk(page: Any, url: str, shoot: Callable[[str], None], *, data: str) -> dic
     request = latest.locator("tbody tr td:nth-child(2) a").first.inner_text()
     assert latest.locator("tbody tr").first.locator("td").nth(4).inner_text() == "ok"
     seen["prediction"] = request
+    seen["prediction_by"] = latest.locator("tbody tr").first.locator("td").nth(3).inner_text()  # e.g. churn v1
     shoot("deployment")
 
     # -- monitoring: the daily monitor's drift heat map and the drifted feature's distribution
@@ -239,5 +240,6 @@ def walk(page: Any, url: str, shoot: Callable[[str], None], *, data: str) -> dic
     assert graph.locator("svg rect").count() >= 5
     tree = page.locator("ul.tree").inner_text()
     assert f"prediction {request}" in tree and "deployment churn-live" in tree and "churn v" in tree, tree
+    assert f"{seen['prediction_by']} via champion at " in tree, tree  # the logged row, as it reads
     shoot("lineage")
     return seen

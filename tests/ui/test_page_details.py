@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Any
 
@@ -33,3 +34,26 @@ async def test_deployment_lists_its_latest_requests_with_their_lineage(ops_store
     assert len(times) == 10 and times == sorted(times, reverse=True)
     r = await ui_client.get(f"/lineage/predictions/{rows[0][0]}")
     assert r.status_code == 200 and "deployment churn-live" in r.text
+
+
+def test_a_legend_never_overlaps_and_a_single_point_is_drawn() -> None:
+    from keel.server.ui.svg import LEGEND_CHAR_PX, line_chart
+
+    names = [f"train-trial-{i} (ec0bf0{i})" for i in range(6)]
+    svg = str(line_chart({n: ([0.0], [0.94 + i / 1000]) for i, n in enumerate(names)}, title="valid_roc_auc"))
+    labels = [(float(x), float(y), t) for x, y, t in re.findall(r'<text x="([\d.]+)" y="([\d.]+)">(train-trial-[^<]+)</text>', svg)]
+    assert [t for *_, t in labels] == names
+    for (x1, y1, t1), (x2, y2, _t2) in itertools.pairwise(labels):
+        assert y2 > y1 or x2 >= x1 + len(t1) * LEGEND_CHAR_PX, (t1, x1, x2)  # the next entry starts after the text, or on a new row
+    assert max(y for _x, y, _t in labels) > min(y for _x, y, _t in labels)  # six long names wrap
+    dots = re.findall(r'<circle cx="([\d.]+)" cy="[\d.]+" r="4" fill="#[0-9A-Fa-f]+" fill-opacity="0.9"', svg)
+    assert len(dots) == 6 and all(float(x) > 100 for x in dots)  # visible, and off the y axis
+    flat = str(line_chart({"labelled": ([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])}, title="share labelled"))
+    assert ">-0.0" not in flat  # a share that is 0 throughout gets no negative axis
+
+
+def test_a_prediction_lineage_reads_its_logged_row() -> None:
+    from keel.server.ui.pages.lineage import _detail_text
+
+    row = {"model": "churn", "version": 1, "route": "champion", "ts": "2026-12-04T18:42:04.774447+00:00", "prediction": "1", "request_id": "r-1"}
+    assert _detail_text({"rows": [row]}) == "churn v1 via champion at 2026-12-04 18:42:04 UTC → 1"

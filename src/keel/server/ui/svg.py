@@ -185,6 +185,23 @@ def _empty(title: str, width: int, message: str = "no data") -> Markup:
                   f'role="img" aria-label="{_e(title)}: {message}"><text x="4" y="24">{_e(title)}: {message}</text></svg>')
 
 
+LEGEND_CHAR_PX = 6.0  # the width of a character at the charts' font size 10, a little generous
+
+
+def _legend_layout(names: Sequence[str], left: float, right: float) -> list[tuple[float, int, str]]:
+    """``(x, row, text)`` per legend entry: entries side by side as wide as their text, wrapped onto new rows."""
+    out: list[tuple[float, int, str]] = []
+    x, row = left, 0
+    for name in names:
+        text = name[:40]
+        w = 14 + len(text) * LEGEND_CHAR_PX + 12
+        if x > left and x + w > right:
+            x, row = left, row + 1
+        out.append((x, row, text))
+        x += w
+    return out
+
+
 def line_chart(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, title: str = "", width: int = 640,
                height: int = 260, x_label: str = "", y_label: str = "", log_y: bool = False, buckets: int = 400,
                x_format: Any = None, band: tuple[float, float] | None = None, markers: int = 120) -> Markup:
@@ -206,14 +223,19 @@ def line_chart(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *,
     y0, y1 = float(ally.min()), float(ally.max())
     if band is not None:
         y0, y1 = min(y0, band[0]), max(y1, band[1])
-    if y0 == y1:
+    if y0 == y1:  # a flat series: a small range around it, never below 0 for a series that is not (a share, a count)
         y0, y1 = y0 - (abs(y0) or 1) * 0.05, y1 + (abs(y1) or 1) * 0.05
+        y0 = max(y0, 0.0) if float(ally.min()) >= 0 else y0
     elif not log_y:
         pad = (y1 - y0) * 0.05
         y0, y1 = y0 - pad, y1 + pad
-    f = _Frame(width, height, x0=float(allx.min()), x1=float(allx.max()), y0=y0, y1=y1, log_y=log_y)
-    if len(drawn) > 1:
-        f.top = 24
+    x0, x1 = float(allx.min()), float(allx.max())
+    if x0 == x1:  # one x (a metric logged once): the point in the middle, not on the y axis
+        x0, x1 = x0 - 0.5, x1 + 0.5
+    f = _Frame(width, height, x0=x0, x1=x1, y0=y0, y1=y1, log_y=log_y)
+    legend = _legend_layout(list(drawn), f.left + 8, width - f.right) if len(drawn) > 1 else []
+    if legend:
+        f.top = 12 + 12 * (legend[-1][1] + 1)
     _axes(f, x_label, y_label, x_format)
     body: list[str] = []
     if band is not None:
@@ -226,14 +248,15 @@ def line_chart(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *,
         pts = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(px, py, strict=True))
         body.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.6" points="{pts}"><title>{_e(name)}</title></polyline>')
         step = max(1, len(x) // max(1, markers))
+        alone = len(x) == 1  # a single value (a metric logged once) has no line: its point is drawn
         for j in sorted(set(range(0, len(x), step)) | {int(np.argmax(y)), int(np.argmin(y)), len(x) - 1}):  # extremes and the last value too
-            body.append(f'<circle cx="{px[j]:.1f}" cy="{py[j]:.1f}" r="3" fill="{color}" fill-opacity="0.01" '
+            body.append(f'<circle cx="{px[j]:.1f}" cy="{py[j]:.1f}" r="{4 if alone else 3}" fill="{color}" fill-opacity="{0.9 if alone else 0.01}" '
                         f'data-title="{_e(name)}: {_e(fx(float(x[j])))} → {_e(_label(float(y[j])))}"/>')
-        if len(drawn) > 1:
-            lx = f.left + 8 + (i % 5) * ((width - f.left) // 5)
-            ly = 12 + (i // 5) * 12
+        if legend:
+            lx, row, text = legend[i]
+            ly = 12 + row * 12
             body.append(f'<rect x="{lx}" y="{ly - 8}" width="10" height="3" fill="{color}"/>'
-                        f'<text x="{lx + 14}" y="{ly - 3}">{_e(name[:28])}</text>')
+                        f'<text x="{lx + 14}" y="{ly - 3}">{_e(text)}</text>')
     return _svg(f, title or "chart", body)
 
 
