@@ -57,3 +57,33 @@ def test_a_prediction_lineage_reads_its_logged_row() -> None:
 
     row = {"model": "churn", "version": 1, "route": "champion", "ts": "2026-12-04T18:42:04.774447+00:00", "prediction": "1", "request_id": "r-1"}
     assert _detail_text({"rows": [row]}) == "churn v1 via champion at 2026-12-04 18:42:04 UTC → 1"
+
+
+def test_axis_ticks_are_told_apart() -> None:
+    from keel.server.ui.svg import line_chart
+
+    svg = str(line_chart({"roc_auc": ([1.0, 2.0, 3.0], [0.95108, 0.95116, 0.95102])}, title="roc_auc"))
+    ticks = re.findall(r'text-anchor="end">([^<]+)</text>', svg)
+    assert len(ticks) >= 3 and len(set(ticks)) == len(ticks), ticks  # 0.951 three times before
+
+
+@pytest.mark.anyio
+async def test_default_columns_are_the_ones_the_shown_runs_have(project: Any, ui_client: Any) -> None:
+    import keel
+
+    for i in range(2):
+        with keel.start_run(experiment="churn", name=f"step-{i}"):
+            keel.log_metrics({"a_duration_s": 0.1 * i, "b_rows": 10.0})
+            keel.set_tag("kind", "step")
+    for i in range(2):
+        with keel.start_run(experiment="churn", name=f"trial-{i}"):
+            keel.log_params({"num_leaves": str(8 + i), "lr": "0.1"})
+            keel.log_metric("valid_auc", 0.8 + i / 100)
+            keel.set_tag("kind", "trial")
+    r = await ui_client.get("/runs", params={"experiment": "churn", "filter": "tags.kind = 'trial'"})
+    head = r.text.split("<thead>", 1)[1].split("</thead>", 1)[0]
+    assert r.status_code == 200 and "metrics.valid_auc" in head and "params.num_leaves" in head and "params.lr" in head
+    assert "metrics.a_duration_s" not in head and "metrics.b_rows" not in head  # no value on the filtered runs
+    everything = (await ui_client.get("/runs", params={"experiment": "churn"})).text.split("</thead>", 1)[0]
+    assert "metrics.a_duration_s" in everything and "params.num_leaves" in everything
+    assert 'class="nowrap"><a href="/runs/' in r.text  # names do not wrap letter by letter at 1280 px

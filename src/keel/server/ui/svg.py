@@ -150,24 +150,35 @@ class _Frame:
         return self.top + (1 - (y - lo) / span) * (self.height - self.top - self.bottom)
 
 
+def _tick_labels(ticks: Sequence[float], fmt: Any = None) -> list[str]:
+    """The ticks' labels, with as many significant digits as it takes to tell them apart (0.9510, 0.9511, not 0.951 twice)."""
+    labels = [fmt(t) if fmt else _label(t) for t in ticks]
+    if fmt is None and len(set(labels)) < len(labels):
+        for digits in range(5, 13):
+            labels = [f"{t:.{digits}g}" for t in ticks]
+            if len(set(labels)) == len(labels):
+                break
+    return labels
+
+
 def _axes(f: _Frame, x_label: str, y_label: str, x_format: Any = None) -> None:
-    fx = x_format or _label
     h, w = f.height, f.width
     f.parts.append(f'<line x1="{f.left}" y1="{h - f.bottom}" x2="{w - f.right}" y2="{h - f.bottom}" stroke="#8a96a3"/>')
     f.parts.append(f'<line x1="{f.left}" y1="{f.top}" x2="{f.left}" y2="{h - f.bottom}" stroke="#8a96a3"/>')
-    for t in nice_ticks(f.x0, f.x1, 6):
+    xticks = nice_ticks(f.x0, f.x1, 6)
+    for t, text in zip(xticks, _tick_labels(xticks, x_format), strict=True):
         x = float(f.sx(t))
         f.parts.append(f'<line x1="{x:.1f}" y1="{h - f.bottom}" x2="{x:.1f}" y2="{h - f.bottom + 4}" stroke="#8a96a3"/>'
-                       f'<text x="{x:.1f}" y="{h - f.bottom + 15}" text-anchor="middle">{_e(fx(t))}</text>')
+                       f'<text x="{x:.1f}" y="{h - f.bottom + 15}" text-anchor="middle">{_e(text)}</text>')
     if f.log_y:
         lo, hi = math.floor(math.log10(max(f.y0, 1e-300))), math.ceil(math.log10(max(f.y1, 1e-300)))
         yticks = [10.0 ** k for k in range(lo, hi + 1)]
     else:
         yticks = nice_ticks(f.y0, f.y1, 5)
-    for t in yticks:
+    for t, text in zip(yticks, _tick_labels(yticks), strict=True):
         y = float(f.sy(t))
         f.parts.append(f'<line x1="{f.left}" y1="{y:.1f}" x2="{w - f.right}" y2="{y:.1f}" stroke="#eef1f4"/>'
-                       f'<text x="{f.left - 5}" y="{y + 4:.1f}" text-anchor="end">{_e(_label(t))}</text>')
+                       f'<text x="{f.left - 5}" y="{y + 4:.1f}" text-anchor="end">{_e(text)}</text>')
     if x_label:
         f.parts.append(f'<text x="{(f.left + w - f.right) / 2:.0f}" y="{h - 3}" text-anchor="middle">{_e(x_label)}</text>')
     if y_label:
