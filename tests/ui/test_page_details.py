@@ -87,3 +87,14 @@ async def test_default_columns_are_the_ones_the_shown_runs_have(project: Any, ui
     everything = (await ui_client.get("/runs", params={"experiment": "churn"})).text.split("</thead>", 1)[0]
     assert "metrics.a_duration_s" in everything and "params.num_leaves" in everything
     assert 'class="nowrap"><a href="/runs/' in r.text  # names do not wrap letter by letter at 1280 px
+
+
+def test_heat_map_column_labels_fit_above_the_grid() -> None:
+    from keel.server.ui.svg import heatmap
+
+    cols = [f"12-0{d} 19:07" for d in range(1, 4)]
+    svg = str(heatmap(["minutes_30d", "plan"], cols, [[0.5, 1.5, 2.5], [0.1, 0.2, None]], title="drift"))
+    base = [int(b) for b in re.findall(r'text-anchor="start" transform="rotate\(-60 [\d.]+ (\d+)\)"', svg)]
+    assert len(base) == 3 and base[0] >= len(cols[0]) * 6 * 0.85  # the label's rise fits between the top and the grid
+    first_cell = min(float(y) for y in re.findall(r'<rect x="[\d.]+" y="([\d.]+)" width="\d+"', svg))
+    assert first_cell > base[0]

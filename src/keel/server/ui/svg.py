@@ -349,16 +349,19 @@ def heatmap(rows: Sequence[str], columns: Sequence[str], values: Any, *, title: 
     top = top or 1.0
     fmt = fmt or _label
     col_every = max(1, math.ceil(len(columns) / 24))
-    width = label_width + cell * len(columns) + 10
-    height = 40 + cell * len(rows)
+    # column labels at 60 degrees, above the grid: as tall as the longest needs (they were cut at the top and overlapped)
+    longest = max(len(str(c)[:16]) for c in columns) * LEGEND_CHAR_PX
+    base = int(longest * math.sin(math.radians(60))) + 12
+    width = label_width + cell * len(columns) + 10 + int(longest * 0.5)
+    height = base + 10 + cell * len(rows)
     f = _Frame(width, height)
     body: list[str] = []
     for ci, col in enumerate(columns):
         if ci % col_every == 0:
             x = label_width + ci * cell + cell / 2
-            body.append(f'<text x="{x:.0f}" y="30" text-anchor="start" transform="rotate(-35 {x:.0f} 30)">{_e(str(col)[:16])}</text>')
+            body.append(f'<text x="{x:.0f}" y="{base}" text-anchor="start" transform="rotate(-60 {x:.0f} {base})">{_e(str(col)[:16])}</text>')
     for ri, row in enumerate(rows):
-        y = 36 + ri * cell
+        y = base + 6 + ri * cell
         body.append(f'<text x="{label_width - 6}" y="{y + cell * 0.65:.0f}" text-anchor="end">{_e(str(row)[:24])}</text>')
         for ci, col in enumerate(columns):
             val = v[ri, ci]
