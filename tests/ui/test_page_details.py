@@ -34,6 +34,20 @@ async def test_deployment_lists_its_latest_requests_with_their_lineage(ops_store
     assert len(times) == 10 and times == sorted(times, reverse=True)
     r = await ui_client.get(f"/lineage/predictions/{rows[0][0]}")
     assert r.status_code == 200 and "deployment churn-live" in r.text
+    # an alert's message is cut at a word, marked with …, on the monitor, alerts and diagnose pages
+    import html
+
+    from keel.monitoring.alerts import list_alerts
+
+    messages = [a["message"] for a in list_alerts()]
+    assert any(len(m) > 200 for m in messages)
+    for url in ("/monitoring/churn-hourly", "/alerts", "/diagnose/churn/1"):
+        text = html.unescape((await ui_client.get(url)).text)
+        cut = [m for m in messages if m[:120] in text]
+        assert cut, url
+        for m in cut:
+            shown = text[text.index(m[:120]):].split("<", 1)[0]
+            assert shown == m or (shown.endswith("…") and m.startswith(shown[:-1]) and m[len(shown) - 1] == " "), (url, shown)
 
 
 def test_a_legend_never_overlaps_and_a_single_point_is_drawn() -> None:
