@@ -128,3 +128,13 @@ def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     finally:
         context.close()
     assert not errors, "JavaScript errors on the page:\n" + "\n".join(errors)
+
+
+@pytest.fixture
+def ops_store(project: Path) -> Iterator[Any]:
+    """The test's project filled by ``tests.ui._ops.build()`` (two versions, a shadow deployment, six windows of monitored traffic)."""
+    from keel.store.prediction_log import close_prediction_log
+    from tests.ui._ops import build
+
+    yield build()
+    close_prediction_log()

@@ -115,7 +115,10 @@ def fmt_num(v: Any, digits: int = 4) -> str:
         if v != v:
             return "NaN"
         if v == 0 or 1e-3 <= abs(v) < 1e6:
-            return f"{v:.{digits}g}" if abs(v) < 1 else f"{v:,.{max(0, digits - len(str(int(abs(v)))))}f}".rstrip("0").rstrip(".") or "0"
+            if abs(v) < 1:
+                return f"{v:.{digits}g}"
+            text = f"{v:,.{max(0, digits - len(str(int(abs(v)))))}f}"
+            return text.rstrip("0").rstrip(".") if "." in text else text  # 3,260 keeps its zero; 2.500 -> 2.5
         return f"{v:.{digits - 1}e}"
     return str(v)
 

@@ -150,24 +150,35 @@ class _Frame:
         return self.top + (1 - (y - lo) / span) * (self.height - self.top - self.bottom)
 
 
+def _tick_labels(ticks: Sequence[float], fmt: Any = None) -> list[str]:
+    """The ticks' labels, with as many significant digits as it takes to tell them apart (0.9510, 0.9511, not 0.951 twice)."""
+    labels = [fmt(t) if fmt else _label(t) for t in ticks]
+    if fmt is None and len(set(labels)) < len(labels):
+        for digits in range(5, 13):
+            labels = [f"{t:.{digits}g}" for t in ticks]
+            if len(set(labels)) == len(labels):
+                break
+    return labels
+
+
 def _axes(f: _Frame, x_label: str, y_label: str, x_format: Any = None) -> None:
-    fx = x_format or _label
     h, w = f.height, f.width
     f.parts.append(f'<line x1="{f.left}" y1="{h - f.bottom}" x2="{w - f.right}" y2="{h - f.bottom}" stroke="#8a96a3"/>')
     f.parts.append(f'<line x1="{f.left}" y1="{f.top}" x2="{f.left}" y2="{h - f.bottom}" stroke="#8a96a3"/>')
-    for t in nice_ticks(f.x0, f.x1, 6):
+    xticks = nice_ticks(f.x0, f.x1, 6)
+    for t, text in zip(xticks, _tick_labels(xticks, x_format), strict=True):
         x = float(f.sx(t))
         f.parts.append(f'<line x1="{x:.1f}" y1="{h - f.bottom}" x2="{x:.1f}" y2="{h - f.bottom + 4}" stroke="#8a96a3"/>'
-                       f'<text x="{x:.1f}" y="{h - f.bottom + 15}" text-anchor="middle">{_e(fx(t))}</text>')
+                       f'<text x="{x:.1f}" y="{h - f.bottom + 15}" text-anchor="middle">{_e(text)}</text>')
     if f.log_y:
         lo, hi = math.floor(math.log10(max(f.y0, 1e-300))), math.ceil(math.log10(max(f.y1, 1e-300)))
         yticks = [10.0 ** k for k in range(lo, hi + 1)]
     else:
         yticks = nice_ticks(f.y0, f.y1, 5)
-    for t in yticks:
+    for t, text in zip(yticks, _tick_labels(yticks), strict=True):
         y = float(f.sy(t))
         f.parts.append(f'<line x1="{f.left}" y1="{y:.1f}" x2="{w - f.right}" y2="{y:.1f}" stroke="#eef1f4"/>'
-                       f'<text x="{f.left - 5}" y="{y + 4:.1f}" text-anchor="end">{_e(_label(t))}</text>')
+                       f'<text x="{f.left - 5}" y="{y + 4:.1f}" text-anchor="end">{_e(text)}</text>')
     if x_label:
         f.parts.append(f'<text x="{(f.left + w - f.right) / 2:.0f}" y="{h - 3}" text-anchor="middle">{_e(x_label)}</text>')
     if y_label:
@@ -183,6 +194,23 @@ def _svg(f: _Frame, title: str, body: list[str]) -> Markup:
 def _empty(title: str, width: int, message: str = "no data") -> Markup:
     return Markup(f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} 40" width="{width}" height="40" '
                   f'role="img" aria-label="{_e(title)}: {message}"><text x="4" y="24">{_e(title)}: {message}</text></svg>')
+
+
+LEGEND_CHAR_PX = 6.0  # the width of a character at the charts' font size 10, a little generous
+
+
+def _legend_layout(names: Sequence[str], left: float, right: float) -> list[tuple[float, int, str]]:
+    """``(x, row, text)`` per legend entry: entries side by side as wide as their text, wrapped onto new rows."""
+    out: list[tuple[float, int, str]] = []
+    x, row = left, 0
+    for name in names:
+        text = name[:40]
+        w = 14 + len(text) * LEGEND_CHAR_PX + 12
+        if x > left and x + w > right:
+            x, row = left, row + 1
+        out.append((x, row, text))
+        x += w
+    return out
 
 
 def line_chart(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, title: str = "", width: int = 640,
@@ -206,14 +234,19 @@ def line_chart(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *,
     y0, y1 = float(ally.min()), float(ally.max())
     if band is not None:
         y0, y1 = min(y0, band[0]), max(y1, band[1])
-    if y0 == y1:
+    if y0 == y1:  # a flat series: a small range around it, never below 0 for a series that is not (a share, a count)
         y0, y1 = y0 - (abs(y0) or 1) * 0.05, y1 + (abs(y1) or 1) * 0.05
+        y0 = max(y0, 0.0) if float(ally.min()) >= 0 else y0
     elif not log_y:
         pad = (y1 - y0) * 0.05
         y0, y1 = y0 - pad, y1 + pad
-    f = _Frame(width, height, x0=float(allx.min()), x1=float(allx.max()), y0=y0, y1=y1, log_y=log_y)
-    if len(drawn) > 1:
-        f.top = 24
+    x0, x1 = float(allx.min()), float(allx.max())
+    if x0 == x1:  # one x (a metric logged once): the point in the middle, not on the y axis
+        x0, x1 = x0 - 0.5, x1 + 0.5
+    f = _Frame(width, height, x0=x0, x1=x1, y0=y0, y1=y1, log_y=log_y)
+    legend = _legend_layout(list(drawn), f.left + 8, width - f.right) if len(drawn) > 1 else []
+    if legend:
+        f.top = 12 + 12 * (legend[-1][1] + 1)
     _axes(f, x_label, y_label, x_format)
     body: list[str] = []
     if band is not None:
@@ -226,14 +259,15 @@ def line_chart(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *,
         pts = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(px, py, strict=True))
         body.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.6" points="{pts}"><title>{_e(name)}</title></polyline>')
         step = max(1, len(x) // max(1, markers))
+        alone = len(x) == 1  # a single value (a metric logged once) has no line: its point is drawn
         for j in sorted(set(range(0, len(x), step)) | {int(np.argmax(y)), int(np.argmin(y)), len(x) - 1}):  # extremes and the last value too
-            body.append(f'<circle cx="{px[j]:.1f}" cy="{py[j]:.1f}" r="3" fill="{color}" fill-opacity="0.01" '
+            body.append(f'<circle cx="{px[j]:.1f}" cy="{py[j]:.1f}" r="{4 if alone else 3}" fill="{color}" fill-opacity="{0.9 if alone else 0.01}" '
                         f'data-title="{_e(name)}: {_e(fx(float(x[j])))} → {_e(_label(float(y[j])))}"/>')
-        if len(drawn) > 1:
-            lx = f.left + 8 + (i % 5) * ((width - f.left) // 5)
-            ly = 12 + (i // 5) * 12
+        if legend:
+            lx, row, text = legend[i]
+            ly = 12 + row * 12
             body.append(f'<rect x="{lx}" y="{ly - 8}" width="10" height="3" fill="{color}"/>'
-                        f'<text x="{lx + 14}" y="{ly - 3}">{_e(name[:28])}</text>')
+                        f'<text x="{lx + 14}" y="{ly - 3}">{_e(text)}</text>')
     return _svg(f, title or "chart", body)
 
 
@@ -315,16 +349,19 @@ def heatmap(rows: Sequence[str], columns: Sequence[str], values: Any, *, title: 
     top = top or 1.0
     fmt = fmt or _label
     col_every = max(1, math.ceil(len(columns) / 24))
-    width = label_width + cell * len(columns) + 10
-    height = 40 + cell * len(rows)
+    # column labels at 60 degrees, above the grid: as tall as the longest needs (they were cut at the top and overlapped)
+    longest = max(len(str(c)[:16]) for c in columns) * LEGEND_CHAR_PX
+    base = int(longest * math.sin(math.radians(60))) + 12
+    width = label_width + cell * len(columns) + 10 + int(longest * 0.5)
+    height = base + 10 + cell * len(rows)
     f = _Frame(width, height)
     body: list[str] = []
     for ci, col in enumerate(columns):
         if ci % col_every == 0:
             x = label_width + ci * cell + cell / 2
-            body.append(f'<text x="{x:.0f}" y="30" text-anchor="start" transform="rotate(-35 {x:.0f} 30)">{_e(str(col)[:16])}</text>')
+            body.append(f'<text x="{x:.0f}" y="{base}" text-anchor="start" transform="rotate(-60 {x:.0f} {base})">{_e(str(col)[:16])}</text>')
     for ri, row in enumerate(rows):
-        y = 36 + ri * cell
+        y = base + 6 + ri * cell
         body.append(f'<text x="{label_width - 6}" y="{y + cell * 0.65:.0f}" text-anchor="end">{_e(str(row)[:24])}</text>')
         for ci, col in enumerate(columns):
             val = v[ri, ci]

@@ -6,7 +6,8 @@
   charts per route over the chosen window (one DuckDB aggregate over the prediction log,
   :func:`keel.deployments.traffic.traffic`); the champion vs challenger comparison
   (:func:`keel.deployments.compare.compare`: agreement, score differences, quality with
-  its interval, the recommendation); the change history with who and why.
+  its interval, the recommendation); the latest requests of the window (each linking to
+  the prediction's lineage); the change history with who and why.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ router = APIRouter()
 IDENT = Depends(ui_identity)
 WINDOWS = {"1h": 60, "6h": 72, "24h": 48, "7d": 84, "30d": 60}  # window -> buckets
 HISTORY_SHOWN = 50
+LATEST_SHOWN = 10
 # A live view by default: compare() reads the window's rows (about 1 s per million on this machine), traffic() aggregates them.
 DEFAULT_WINDOW = "1h"
 
@@ -82,6 +84,34 @@ def _charts(t: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _latest(dep: Any, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """The window's last requests through ``dep``'s routes, newest first: one DuckDB top-N per model over the window's files."""
+    import duckdb
+
+    from keel.store import predictions as P
+    from keel.store.lake import sql_string
+
+    out: list[dict[str, Any]] = []
+    for model in sorted({r.model for r in dep.spec.routes}):
+        routes = sorted({r.name for r in dep.spec.routes if r.model == model})
+        paths = P.files(model, start=start, end=end)
+        if not paths:
+            continue
+        scan = f"read_parquet([{', '.join(sql_string(p) for p in paths)}], union_by_name = true)"
+        marks = ", ".join("?" for _ in routes)
+        con = duckdb.connect()
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            rows = con.execute(f"SELECT request_id, ts, route, version, coalesce(status, 'ok'), latency_ms FROM {scan} "
+                               f"WHERE ts >= ? AND ts < ? AND route IN ({marks}) ORDER BY ts DESC LIMIT {LATEST_SHOWN}",
+                               [start, end, *routes]).fetchall()
+        finally:
+            con.close()
+        out += [{"request_id": r[0], "ts": r[1], "route": r[2], "model": model, "version": r[3], "status": r[4], "latency_ms": r[5]}
+                for r in rows]
+    return sorted(out, key=lambda r: r["ts"], reverse=True)[:LATEST_SHOWN]
+
+
 @router.get("/deployments/{name}", response_class=HTMLResponse)
 def deployment_page(request: Request, _t: None = CLOCK, *, name: str, window: str = Query(DEFAULT_WINDOW, max_length=8),
                     ident: Identity = IDENT) -> HTMLResponse:
@@ -100,8 +130,9 @@ def deployment_page(request: Request, _t: None = CLOCK, *, name: str, window: st
     events = list(reversed(history(name)))[:HISTORY_SHOWN]
     routes, charts = _routes(dep), _charts(t)
     total = sum(p["requests"] for pts in t["routes"].values() for p in pts)
+    latest = _latest(dep, t["start"], t["end"])
     spent(request)
     return page(request, ident, "deployments/deployment.html", section="deployments", title=f"Deployment {name}", dep=dep,
                 routes=routes, window=window, windows=list(WINDOWS), charts=charts, cmp=comparison, events=events,
-                total_requests=total)
+                total_requests=total, latest=latest)
 

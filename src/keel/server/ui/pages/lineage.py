@@ -55,11 +55,22 @@ def node_href(kind: str, label: str) -> str | None:
     return None
 
 
+def _logged_row(r: dict[str, Any]) -> str:
+    """One logged prediction as it reads: 'churn v1 via champion at 2026-12-04 18:42:04 UTC → 1'."""
+    ts = str(r.get("ts") or "").replace("T", " ")[:19]
+    out = f"{r.get('model')} v{r.get('version')} via {r.get('route') or 'default'}" + (f" at {ts} UTC" if ts else "")
+    return out + (f" → {r['prediction']}" if r.get("prediction") is not None else "")
+
+
 def _detail_text(d: dict[str, Any]) -> str:
     bits = []
     for key in ("aliases", "environments", "route", "mode", "experiment", "rows", "status", "trained_by"):
         v = d.get(key)
-        if v not in (None, [], {}, ""):
+        if v in (None, [], {}, ""):
+            continue
+        if key == "rows" and isinstance(v, list) and all(isinstance(r, dict) for r in v):  # a prediction's logged rows, not a dict dump
+            bits.append("; ".join(_logged_row(r) for r in v))
+        else:
             bits.append(f"{key} {','.join(map(str, v)) if isinstance(v, list) else v}")
     return " · ".join(bits)
 

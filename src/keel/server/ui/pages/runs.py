@@ -44,6 +44,7 @@ COMPARE_MIN, COMPARE_MAX = 2, 10
 MAX_CHARTS = 12          # metric plots per page (the rest are listed)
 MAX_CHILDREN = 1000      # trials read for a tuning parent's scatter plots
 DEFAULT_METRICS, DEFAULT_PARAMS = 6, 4
+DEFAULT_CANDIDATES = 40  # metrics and params read to pick the default columns from
 X_AXES = {"step": "step", "time": "wall time (UTC)", "relative": "seconds since the run started"}
 SMOOTHING = [0.0, 0.6, 0.8, 0.9, 0.95, 0.99]
 INLINE_TYPES = {"text/plain", "image/png", "image/jpeg", "image/gif", "image/webp", "application/json", "text/csv"}
@@ -131,13 +132,17 @@ def runs_page(request: Request, experiment: str | None = None, filter: str = "",
     if scope:
         try:
             keys = run_keys(scope)
+            # by default, the first metrics and params that the runs on this page have (a filter to the tuning trials
+            # shows their params, not the pipeline steps' empty columns); read from a bounded set of candidates
             shown = _check_columns(chosen, keys) if chosen else (
-                [f"metrics.{k}" for k in keys["metric"][:DEFAULT_METRICS]] + [f"params.{k}" for k in keys["param"][:DEFAULT_PARAMS]])
+                [f"metrics.{k}" for k in keys["metric"][:DEFAULT_CANDIDATES]] + [f"params.{k}" for k in keys["param"][:DEFAULT_CANDIDATES]])
             sort_col, _desc = _sort_column(sort) if sort else ("", False)
             if sort_col.startswith(("metrics.", "params.", "tags.")) and sort_col not in shown:
                 shown = [sort_col, *shown]
             frame, total = search_runs_page(scope, filter.strip() or None, [sort] if sort.strip() else None, columns=shown or [],
                                             offset=(page_no - 1) * per_page, limit=per_page)
+            if not chosen:
+                shown = _default_columns(frame, shown, sort_col)
             rows = _table_rows(frame, shown)
         except KeelError as exc:
             error = exc
@@ -170,6 +175,15 @@ def runs_page(request: Request, experiment: str | None = None, filter: str = "",
         first=(page_no - 1) * per_page + 1 if rows else 0, last=(page_no - 1) * per_page + len(rows),
         url=url, sort_url=sort_url, aria_sort=aria_sort, compare_max=COMPARE_MAX,
     )
+
+
+def _default_columns(frame: Any, candidates: list[str], sort_col: str) -> list[str]:
+    """The sort column, then the first DEFAULT_METRICS metrics and DEFAULT_PARAMS params with a value on the page
+    (the first candidates when the page is empty)."""
+    has = [c for c in candidates if c in frame.columns and frame[c].notna().any()] if len(frame) else candidates
+    metrics = [c for c in has if c.startswith("metrics.") and c != sort_col][:DEFAULT_METRICS]
+    params = [c for c in has if c.startswith("params.") and c != sort_col][:DEFAULT_PARAMS]
+    return ([sort_col] if sort_col in candidates else []) + metrics + params
 
 
 def _table_rows(frame: Any, shown: list[str]) -> list[dict[str, Any]]:
