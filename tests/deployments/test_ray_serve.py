@@ -23,6 +23,12 @@ ROW = {"a": 0.3, "b": -0.1, "plan": "pro"}
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
+@pytest.fixture
+def ray_serve_installed() -> None:
+    """Ray Serve is the `ray` extra (ray[serve]); a venv with ray[default] only cannot run a replica."""
+    pytest.importorskip("ray.serve", reason="needs ray[serve]: pip install 'keel[ray]'", exc_type=ImportError)
+
+
 def _oip(rid: str) -> dict[str, Any]:
     return {"id": rid, "inputs": [{"name": "a", "shape": [1], "datatype": "FP64", "data": [0.3]},
                                   {"name": "b", "shape": [1], "datatype": "FP64", "data": [-0.1]},
@@ -60,7 +66,8 @@ def _stop(proc: subprocess.Popen[bytes], log: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.xdist_group("ray")
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
-def test_two_replicas_answer_every_protocol_and_log_every_answer(model: Any, project: Path, ray_cluster: str,  # noqa: F811
+def test_two_replicas_answer_every_protocol_and_log_every_answer(ray_serve_installed: None, model: Any, project: Path,
+                                                                 ray_cluster: str,  # noqa: F811
                                                                  tmp_path_factory: pytest.TempPathFactory) -> None:
     import keel
 
@@ -84,9 +91,11 @@ def test_two_replicas_answer_every_protocol_and_log_every_answer(model: Any, pro
     finally:
         _stop(proc, log)
     assert all(r.status_code == 200 for _, r in answers), [r.text for _, r in answers if r.status_code != 200][:3]
-    assert bad.status_code == 422 and bad.json()["error"] == "ValidationError"
+    assert bad.status_code == 422 and bad.json()["error"] == "InputError"
     assert answers[0][1].json()["predictions"] and "predictions" in answers[1][1].json() and answers[2][1].json()["outputs"]
-    assert {r.headers["x-request-id"] for _, r in answers} == {rid for rid, _ in answers}
+    # one x-request-id each: the caller's; where the id came in the body (OIP), that id is in keel-request-id and the body
+    assert all(r.headers["x-request-id"] == rid for rid, r in answers if "/v2/" not in str(r.url))
+    assert all(r.headers["keel-request-id"] == r.json()["id"] == rid for rid, r in answers if "/v2/" in str(r.url))
     replicas = {r.headers["keel-replica"] for _, r in answers}
     assert len(replicas) == 2  # both replicas answered
     # the app is gone: every 200 is in the prediction log, written by the replica that answered it
@@ -141,5 +150,15 @@ def test_replica_header_and_app_names() -> None:
 
     asyncio.run(replica_middleware(inner, "abc123")({"type": "http"}, None, record))
     assert (b"keel-replica", b"abc123") in sent[0]["headers"] and sent[1]["body"] == b"ok"
+    sent.clear()
+
+    async def with_id(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-request-id", scope["path"].encode())]})
+
+    app = replica_middleware(with_id, "r1")
+    asyncio.run(app({"type": "http", "path": "same", "headers": [(b"x-request-id", b"same")]}, None, record))
+    asyncio.run(app({"type": "http", "path": "body-id", "headers": [(b"x-request-id", b"ray-made")]}, None, record))
+    assert [h for h, _ in sent[0]["headers"]] == [b"keel-replica"]  # the proxy adds x-request-id: never twice
+    assert (b"keel-request-id", b"body-id") in sent[1]["headers"] and all(h != b"x-request-id" for h, _ in sent[1]["headers"])
     assert app_name_for(["models:/churn@production", "models:/fraud/3"], None) == "keel-churn-fraud"
     assert app_name_for([], "churn live") == "keel-churn-live"

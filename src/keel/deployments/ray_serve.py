@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from keel.serving.app import ServeOptions
 
 REPLICA_HEADER = "keel-replica"
+REQUEST_ID = "x-request-id"
+KEEL_REQUEST_ID = "keel-request-id"  # the app's request id when it is not the one in Ray's x-request-id
 _replicas: list[_Replica] = []  # the replica of this Ray worker process (one per actor)
 
 
@@ -64,17 +66,32 @@ def ray_address(address: str | None = None) -> str:
 
 
 def replica_middleware(app: Any, replica: str) -> Any:
-    """Pure ASGI middleware naming the answering replica in the ``keel-replica`` response header."""
+    """Pure ASGI middleware naming the answering replica in the ``keel-replica`` response header.
+
+    Ray Serve's proxy puts its own ``x-request-id`` on every response (the caller's, or
+    one it made up, which the app also sees as the request's header). The app's own is
+    dropped when it is that one, and kept as ``keel-request-id`` when the body gave
+    another (OIP's ``id``, keel's ``request_id``), so a response never carries two.
+    """
     value = replica.encode()
+    rid_header = REQUEST_ID.encode()
 
     async def middleware(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
+        sent = next((v for k, v in scope.get("headers") or [] if k == rid_header), None)
 
         async def send_with_replica(message: Any) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), (REPLICA_HEADER.encode(), value)]}
+                headers = []
+                for k, v in message.get("headers", []):
+                    if k.lower() == rid_header:
+                        if v == sent:
+                            continue
+                        k = KEEL_REQUEST_ID.encode()
+                    headers.append((k, v))
+                message = {**message, "headers": [*headers, (REPLICA_HEADER.encode(), value)]}
             await send(message)
 
         await app(scope, receive, send_with_replica)
