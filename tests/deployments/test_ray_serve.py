@@ -17,6 +17,7 @@ import pytest
 from keel.deployments.ray_serve import app_name_for, ray_address, replica_middleware
 from keel.errors import ConfigError
 from tests.deployments.conftest import free_port
+from tests.deployments.test_specs import two  # noqa: F401  (fixture: churn v1 @production and @live, v2 @challenger)
 from tests.serving.test_batch_ray import ray_cluster  # noqa: F401  (fixture: `ray start --head` on free ports)
 
 ROW = {"a": 0.3, "b": -0.1, "plan": "pro"}
@@ -45,7 +46,8 @@ def _start(argv: list[str], cwd: Path, port: int, log: Path) -> subprocess.Popen
         if proc.poll() is not None:
             pytest.fail(f"keel serve exited {proc.returncode}: {log.read_text()[-3000:]}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).status_code == 200:
+            # ready, and the command has said so (it handles Ctrl-C from then on)
+            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).status_code == 200 and "keel serve" in log.read_text():
                 return proc
         except httpx.HTTPError:
             pass
@@ -66,10 +68,11 @@ def _stop(proc: subprocess.Popen[bytes], log: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.xdist_group("ray")
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
-def test_two_replicas_answer_every_protocol_and_log_every_answer(ray_serve_installed: None, model: Any, project: Path,
-                                                                 ray_cluster: str,  # noqa: F811
+def test_two_replicas_answer_every_protocol_and_log_every_answer(ray_serve_installed: None, two: tuple[Any, Any],  # noqa: F811
+                                                                 project: Path, ray_cluster: str,  # noqa: F811
                                                                  tmp_path_factory: pytest.TempPathFactory) -> None:
     import keel
+    from keel.deployments.specs import build_spec, deploy
 
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
@@ -107,6 +110,20 @@ def test_two_replicas_answer_every_protocol_and_log_every_answer(ray_serve_insta
     assert {r for r in replicas if any(f"ray-keel-churn-{r}" in p for p in parts)} == replicas
     with httpx.Client(timeout=2) as c, pytest.raises(httpx.HTTPError):
         c.get(f"{base}/v2/health/ready").raise_for_status()
+
+    # a deployment on the same cluster: its routes answer through the replicas, each logged with its route
+    deploy(build_spec("live", model="churn@production", canary="churn@challenger", weight=50))
+    proc = _start(["--deployment", "live", "--engine", "ray", "--replicas", "2", "--ray-address", ray_cluster], project, port, log)
+    try:
+        with httpx.Client(base_url=base, timeout=60) as c:
+            routed = [c.post("/v1/models/churn/predict", json={"records": [ROW]}, headers={"x-request-id": f"dep-{i}"}) for i in range(30)]
+    finally:
+        _stop(proc, log)
+    assert all(r.status_code == 200 for r in routed)
+    assert {r.headers["keel-route"] for r in routed} == {"champion", "canary"} and all(r.headers["keel-replica"] for r in routed)
+    rows = keel.predictions("churn")
+    rows = rows[rows["request_id"].str.startswith("dep-")]
+    assert dict(zip(rows["request_id"], rows["route"], strict=True)) == {f"dep-{i}": r.headers["keel-route"] for i, r in enumerate(routed)}
 
 
 def test_without_a_cluster_the_error_says_how_to_start_one(monkeypatch: pytest.MonkeyPatch, project: Path) -> None:

@@ -217,12 +217,23 @@ def serve_on_ray(models: Sequence[str], options: ServeOptions, *, deployment: st
     server = serve.deployment(serve.ingress(_replica_app)(_Replica), name="keel-server", num_replicas=replicas,
                               graceful_shutdown_timeout_s=30)
     bound = server.bind(str(settings().root.resolve()), worker_env(), list(models), deployment, dataclasses.asdict(options), app_name)
+    def interrupted(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    # Ctrl-C or SIGTERM while the replicas start: the application is deleted, not left running on the cluster
+    on_term = signal.signal(signal.SIGTERM, interrupted) if threading.current_thread() is threading.main_thread() else None
     try:
         serve.run(bound, name=app_name, route_prefix="/", blocking=False)
+    except KeyboardInterrupt:
+        serve.delete(app_name)
+        raise
     except KeelError:
         raise
     except Exception as exc:  # a replica that could not start comes back as Ray's RuntimeError with its traceback
         lines = [ln for ln in str(exc).splitlines() if "Error:" in ln]
         raise KeelError(f"The Ray Serve application {app_name!r} did not start: {(lines[-1] if lines else str(exc)).strip()}",
                         hint="The replica logs are in the cluster's session folder (/tmp/ray/session_latest/logs/serve).") from None
+    finally:
+        if on_term is not None:
+            signal.signal(signal.SIGTERM, on_term)
     return RayApp(name=app_name, address=cluster, url=f"http://{host}:{port}", replicas=replicas)
