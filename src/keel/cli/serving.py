@@ -75,7 +75,7 @@ def serve(
         from keel.deployments.ray_serve import serve_on_ray
 
         ray_app = run_guarded(lambda: serve_on_ray(list(models or []), options, deployment=deployment, replicas=replicas,
-                                                   address=ray_address, host=host, port=port))
+                                                   address=ray_address, host=host, port=port, access_log=access_log))
         console.print(f"[bold]keel serve[/] {ray_app.url}  on Ray {ray_app.address}: application {ray_app.name}, "
                       f"{replicas} replica{'s' if replicas > 1 else ''} (/v1, /invocations, /v2, /metrics, /openapi.json; Ctrl-C stops it)",
                       highlight=False)

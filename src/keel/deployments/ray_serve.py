@@ -183,8 +183,12 @@ def app_name_for(models: Sequence[str], deployment: str | None) -> str:
 
 
 def serve_on_ray(models: Sequence[str], options: ServeOptions, *, deployment: str | None = None, replicas: int = 1,
-                 address: str | None = None, host: str = "127.0.0.1", port: int = 8000, name: str | None = None) -> RayApp:
-    """Run the model server on a Ray cluster as a Serve application of ``replicas`` replicas, at ``http://host:port/``."""
+                 address: str | None = None, host: str = "127.0.0.1", port: int = 8000, name: str | None = None,
+                 access_log: bool = False) -> RayApp:
+    """Run the model server on a Ray cluster as a Serve application of ``replicas`` replicas, at ``http://host:port/``.
+
+    ``access_log`` turns on Ray Serve's line per request in the replica logs (off, as uvicorn's is for ``keel serve``).
+    """
     if replicas < 1:
         raise ConfigError(f"--replicas {replicas} is not a number of replicas.", hint="Give 1 or more.")
     if bool(models) == bool(deployment):
@@ -215,7 +219,7 @@ def serve_on_ray(models: Sequence[str], options: ServeOptions, *, deployment: st
     app_name = name or app_name_for(models, deployment)
     serve.start(http_options={"host": host, "port": port})
     server = serve.deployment(serve.ingress(_replica_app)(_Replica), name="keel-server", num_replicas=replicas,
-                              graceful_shutdown_timeout_s=30)
+                              graceful_shutdown_timeout_s=30, max_ongoing_requests=32)
     bound = server.bind(str(settings().root.resolve()), worker_env(), list(models), deployment, dataclasses.asdict(options), app_name)
     def interrupted(*_: Any) -> None:
         raise KeyboardInterrupt
@@ -223,7 +227,7 @@ def serve_on_ray(models: Sequence[str], options: ServeOptions, *, deployment: st
     # Ctrl-C or SIGTERM while the replicas start: the application is deleted, not left running on the cluster
     on_term = signal.signal(signal.SIGTERM, interrupted) if threading.current_thread() is threading.main_thread() else None
     try:
-        serve.run(bound, name=app_name, route_prefix="/", blocking=False)
+        serve.run(bound, name=app_name, route_prefix="/", blocking=False, logging_config={"enable_access_log": access_log})
     except KeyboardInterrupt:
         serve.delete(app_name)
         raise
