@@ -129,8 +129,8 @@ def main() -> None:
     text = "\n".join(lines)
     print("\n" + text)
     if not args.quick:
-        write_section("ray_serve", f"### keel serve --engine ray (full, {time.strftime('%Y-%m-%d')})\n\n{text}",
-                      intro="## keel serve on Ray beside keel serve local (`bench_ray_serve.py`)")
+        write_section("ray_serve", "## keel serve on Ray beside keel serve local (`bench_ray_serve.py`)\n\n"
+                      f"### keel serve --engine ray (full, {time.strftime('%Y-%m-%d')})\n\n{text}")
     shutil.rmtree(folder, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
 
