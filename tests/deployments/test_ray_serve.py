@@ -147,6 +147,9 @@ def test_the_cli_says_so_in_one_line(model: Any, project: Path) -> None:
 
     out = CliRunner().invoke(app, ["serve", "models:/churn@live", "--engine", "ray"], env={"KEEL_RAY_ADDRESS": ""})
     assert out.exit_code != 0 and "ray start --head" in out.output
+    closed = free_port()  # nothing listens there: one line at once, not minutes of Ray's retries
+    out = CliRunner().invoke(app, ["serve", "models:/churn@live", "--engine", "ray", "--ray-address", f"127.0.0.1:{closed}"])
+    assert out.exit_code != 0 and "No Ray cluster answers" in out.output and "ray start --head" in out.output, out.output
     out = CliRunner().invoke(app, ["serve", "models:/churn@live", "--engine", "ray", "--workers", "2"])
     assert out.exit_code != 0 and "--replicas" in out.output
     out = CliRunner().invoke(app, ["serve", "models:/churn@live", "--engine", "kube"])

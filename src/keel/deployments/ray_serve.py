@@ -65,6 +65,21 @@ def ray_address(address: str | None = None) -> str:
     return found
 
 
+def _probe(address: str) -> None:
+    """Fail at once when nothing listens at a HOST:PORT address (ray.init would retry for minutes)."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and the like: Ray resolves them
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ConfigError(f"No Ray cluster answers at {address!r} ({exc.strerror or exc}).",
+                          hint="Start one with `ray start --head`, and pass the address it prints with --ray-address "
+                               "(or set KEEL_RAY_ADDRESS).") from None
+
+
 def replica_middleware(app: Any, replica: str) -> Any:
     """Pure ASGI middleware naming the answering replica in the ``keel-replica`` response header.
 
@@ -197,6 +212,7 @@ def serve_on_ray(models: Sequence[str], options: ServeOptions, *, deployment: st
         raise ConfigError("--grpc-port is not served by --engine ray (Ray Serve's proxy carries HTTP only here).",
                           hint="Drop --grpc-port, or serve gRPC with --engine local.")
     cluster = ray_address(address)
+    _probe(cluster)
     serve = _require_serve()
     # load once here: a bad URI or deployment is one line on the driver, not a failed replica on the cluster
     check = dataclasses.replace(options, log=False, reload=False)
@@ -211,11 +227,7 @@ def serve_on_ray(models: Sequence[str], options: ServeOptions, *, deployment: st
     from keel.config import settings
     from keel.serving.batch_ray import connect_ray, worker_env
 
-    try:
-        connect_ray(cluster)
-    except ConnectionError as exc:
-        raise ConfigError(f"No Ray cluster answers at {cluster!r}: {exc}",
-                          hint="Start one with `ray start --head`, or pass the address it printed with --ray-address.") from None
+    connect_ray(cluster)
     app_name = name or app_name_for(models, deployment)
     serve.start(http_options={"host": host, "port": port})
     server = serve.deployment(serve.ingress(_replica_app)(_Replica), name="keel-server", num_replicas=replicas,
