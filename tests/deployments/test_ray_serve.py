@@ -90,6 +90,11 @@ def test_two_replicas_answer_every_protocol_and_log_every_answer(ray_serve_insta
 
         with ThreadPoolExecutor(4) as pool:
             answers = list(pool.map(call, range(60)))
+        # Serve keeps the HTTP port it started with: another --port is one line, and the app is untouched
+        other = subprocess.run([str(Path(sys.executable).with_name("keel")), "serve", "models:/churn@live", "--engine", "ray",
+                                "--ray-address", ray_cluster, "--port", str(free_port())], cwd=project, capture_output=True, text=True,
+                               env={**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": SRC}, timeout=300)
+        assert other.returncode == 1 and f"--port {port}" in other.stdout + other.stderr, other.stderr[-2000:]
         bad = httpx.post(f"{base}/v1/models/churn/predict", json={"records": [{"a": "x", "b": 1, "plan": "pro"}]}, timeout=60)
     finally:
         _stop(proc, log)

@@ -80,6 +80,17 @@ def _probe(address: str) -> None:
                                "(or set KEEL_RAY_ADDRESS).") from None
 
 
+def _http_port() -> int | None:
+    """The port of the cluster's Serve proxy (Serve keeps the options it was first started with), if Ray says."""
+    try:
+        from ray.serve.context import _get_global_client
+
+        client: Any = _get_global_client()
+        return int(client.http_config.port)
+    except Exception:  # a private API: an other Ray version may not have it
+        return None
+
+
 def replica_middleware(app: Any, replica: str) -> Any:
     """Pure ASGI middleware naming the answering replica in the ``keel-replica`` response header.
 
@@ -230,6 +241,10 @@ def serve_on_ray(models: Sequence[str], options: ServeOptions, *, deployment: st
     connect_ray(cluster)
     app_name = name or app_name_for(models, deployment)
     serve.start(http_options={"host": host, "port": port})
+    running = _http_port()
+    if running is not None and running != port:
+        raise ConfigError(f"Ray Serve already runs on this cluster with its HTTP proxy on port {running}; --port {port} cannot apply.",
+                          hint=f"Pass --port {running}, or stop Serve on the cluster first (`serve shutdown`).")
     server = serve.deployment(serve.ingress(_replica_app)(_Replica), name="keel-server", num_replicas=replicas,
                               graceful_shutdown_timeout_s=30, max_ongoing_requests=32)
     bound = server.bind(str(settings().root.resolve()), worker_env(), list(models), deployment, dataclasses.asdict(options), app_name)
