@@ -44,6 +44,9 @@ def serve(
     queue_max_rows: int = typer.Option(10_000, "--queue-max-rows", help="Micro-batching: rows queued before requests get 503 + Retry-After."),
     max_body_mb: float = typer.Option(50.0, "--max-body-mb", help="Largest request body, in MB (larger: 413)."),
     access_log: bool = typer.Option(False, "--access-log", help="Log every request (uvicorn's access log)."),
+    engine: str = typer.Option("local", "--engine", help="local (uvicorn on this machine) or ray (a Ray Serve deployment on a running cluster)."),
+    replicas: int = typer.Option(1, "--replicas", min=1, help="Ray: replicas of the server (one model load each)."),
+    ray_address: str = typer.Option(None, "--ray-address", help="Ray: the cluster's address (default KEEL_RAY_ADDRESS; `ray start --head` starts one)."),
 ) -> None:
     """Serve models over HTTP: keel's /v1, MLflow's /invocations and the Open Inference Protocol v2.
 
@@ -51,8 +54,10 @@ def serve(
     fetched from the online store. Every prediction is logged (see `keel predictions query`).
 
     Example: keel serve models:/churn@production --port 8000 --grpc-port 8001 --workers 2
-    (or: keel serve --deployment churn-live)
+    (or: keel serve --deployment churn-live; on Ray: keel serve models:/churn@production --engine ray --replicas 2)
     """
+    if engine not in ("local", "ray"):
+        fail(f"--engine {engine!r} is not an engine: local or ray.")
     try:
         import uvicorn
     except ImportError:
@@ -64,6 +69,18 @@ def serve(
                            max_body_bytes=int(max_body_mb * (1 << 20)), grpc_port=grpc_port or None, grpc_host=host)
     if bool(models) == bool(deployment):
         fail("Give model URIs or --deployment NAME (one of them), e.g. keel serve models:/churn@production.")
+    if engine == "ray":
+        if workers > 1:
+            fail("--workers is for --engine local; on Ray give --replicas N.")
+        from keel.deployments.ray_serve import serve_on_ray
+
+        ray_app = run_guarded(lambda: serve_on_ray(list(models or []), options, deployment=deployment, replicas=replicas,
+                                                   address=ray_address, host=host, port=port, access_log=access_log))
+        console.print(f"[bold]keel serve[/] {ray_app.url}  on Ray {ray_app.address}: application {ray_app.name}, "
+                      f"{replicas} replica{'s' if replicas > 1 else ''} (/v1, /invocations, /v2, /metrics, /openapi.json; Ctrl-C stops it)",
+                      highlight=False)
+        ray_app.wait()
+        return
     if deployment:
         from keel.deployments.serve import DEPLOYMENT_ENV, create_deployment_app
 

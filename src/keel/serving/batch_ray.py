@@ -79,13 +79,36 @@ class _Scorer:
         return done
 
 
+def worker_env() -> dict[str, str]:
+    """The KEEL_* settings a Ray worker needs to find this project's store, artifacts, lake and online store."""
+    from keel.config import settings
+
+    s = settings()
+    env = {k: v for k, v in os.environ.items() if k.startswith("KEEL_")}
+    env.update({"KEEL_METADATA_URI": str(s.metadata_uri), "KEEL_ARTIFACTS_URI": str(s.artifacts_uri), "KEEL_LAKE_URI": str(s.lake_uri),
+                "KEEL_ONLINE_URI": str(s.online_uri)})
+    return env
+
+
+def connect_ray(address: str | None) -> Any:
+    """Connect this driver to the Ray cluster at ``address`` (a local Ray when empty), once; returns the ``ray`` module."""
+    from keel.serving.batch import _require_ray
+
+    ray = _require_ray()
+    if not ray.is_initialized():
+        from keel.pipelines.executors import ray_runtime_env
+
+        # the project ships as Ray's working_dir, as for pipeline steps: no driver paths reach the workers
+        ray.init(address=address or None, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False,
+                 runtime_env=ray_runtime_env())
+    return ray
+
+
 def score_on_ray(predictor: Predictor, model_uri: str, input: str | Path, output: str | Path, result: ScoreResult, *, chunk_rows: int,
                  on_error: str, log: bool, missing_features: str, concurrency: int) -> None:
     """Run the scoring job on the Ray cluster ``settings().ray_address`` names (local Ray when empty); ``output`` is a folder."""
     from keel.config import settings
-    from keel.serving.batch import _require_ray
 
-    ray = _require_ray()
     s = settings()
     groups = _row_groups(input)
     out = Path(output)
@@ -94,15 +117,8 @@ def score_on_ray(predictor: Predictor, model_uri: str, input: str | Path, output
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("part-*.parquet"):
         old.unlink()
-    env = {k: v for k, v in os.environ.items() if k.startswith("KEEL_")}
-    env.update({"KEEL_METADATA_URI": str(s.metadata_uri), "KEEL_ARTIFACTS_URI": str(s.artifacts_uri), "KEEL_LAKE_URI": str(s.lake_uri),
-                "KEEL_ONLINE_URI": str(s.online_uri)})
-    if not ray.is_initialized():
-        from keel.pipelines.executors import ray_runtime_env
-
-        # the project ships as Ray's working_dir, as for pipeline steps: no driver paths reach the workers
-        ray.init(address=str(s.ray_address) or None, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False,
-                 runtime_env=ray_runtime_env())
+    env = worker_env()
+    connect_ray(str(s.ray_address))
     import ray.data
 
     ds = ray.data.from_items(groups)

@@ -90,9 +90,18 @@ class _Stats:
     pending_since: dict[str, float] = field(default_factory=dict)
 
 
+_writer_label = ""
+
+
+def set_writer_label(label: str) -> None:
+    """Prefix the writer folders (and so the lake part names) this process creates with ``label`` (e.g. a Ray Serve replica)."""
+    global _writer_label
+    _writer_label = "".join(c if c.isalnum() or c in "-_" else "-" for c in label)[:60]
+
+
 def _writer_name() -> str:
     host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())[:40] or "host"
-    return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    return f"{_writer_label + '-' if _writer_label else ''}{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 def key_of(model: str, version: int) -> str:
