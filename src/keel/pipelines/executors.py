@@ -366,7 +366,14 @@ class RayExecutor:
             from keel.config import settings
 
             addr = address or str(settings().ray_address or "") or None
-            ray.init(address=addr, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True, runtime_env=self.runtime_env)
+            for attempt in (1, 2):
+                try:
+                    ray.init(address=addr, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True, runtime_env=self.runtime_env)
+                    break
+                except Exception as exc:  # a local node given Ray's fixed 30 s to start, on a loaded machine: once more
+                    if addr is not None or attempt == 2 or "timed out during startup" not in str(exc):
+                        raise
+                    ray.shutdown()
         else:  # Ray was started by the caller: the environment goes with each task
             remote = remote.options(runtime_env=self.runtime_env)
         self._remote = remote
