@@ -57,12 +57,29 @@ def test_quickstart_end_to_end_then_from_cache(tmp_path: Path, monkeypatch: pyte
         assert first.blocked_run is not None and keel.get_run(first.blocked_run).status == "failed"
         assert any("sessions.min" in line for line in first.blocked_checks)
         # the loop: the shift's alert fired the retraining policy through the scheduler, the retrained version passed its gates,
-        # went out as a canary and was promoted once the live comparison passed; the loop's own overhead stays under 5 s
+        # went out as the shadow of churn-live beside churn@production, and was promoted once the live comparison passed
         loop = first.loop
         new = first.output["version"] + 1
         assert loop["alert"] and loop["alert"].startswith("minutes_30d: mean")
         assert [(e["action"], e["outcome"]) for e in loop["events"]] == [
-            ("trigger", "accepted"), ("pipeline", "started"), ("pipeline", "finished"), ("gates", "passed"), ("canary", "started")]
+            ("trigger", "accepted"), ("pipeline", "started"), ("pipeline", "finished"), ("gates", "passed"), ("shadow", "started")]
+        # every customer replayed through the deployment's router: the champion answered all of them, the shadow scored the same
+        # rows under the same request ids off the request path, the labels came back, and the comparison paired them
+        shadow = loop["shadow"]
+        assert shadow["answered"] == {"champion": 600} and shadow["rows"] == 600 and shadow["labelled"] == 600
+        assert shadow["shadow_scored"] == shadow["requests"] and shadow["shadow_dropped"] == shadow["shadow_failed"] == 0
+        c = shadow["comparison"]
+        assert c["mode"] == "shadow" and {r: (v["versions"], v["requests"], v["labelled"]) for r, v in c["routes"].items()} == {
+            "champion": ([first.output["version"]], 600, 600), "shadow": ([new], 600, 600)}
+        assert c["shadow"]["paired_requests"] == 600 and 0 <= c["shadow"]["agreement"] <= 1 and "score_difference" in c["shadow"]
+        q = c["quality"]
+        assert q["paired"] and q["labelled"] == 600 and q["metric"] == "roc_auc" and q["low"] <= q["difference"] <= q["high"]
+        assert c["recommendation"] == "promote" and loop["judged"]["comparison"] == q  # the policy judged the same comparison
+        text = out.getvalue()
+        assert "keel deploy compare churn-live (revision 1, shadow" in text and "│ shadow   │ churn/2 │ shadow │" in text
+        assert f"paired on 600 requests: agreement {c['shadow']['agreement']:.1%}" in text
+        assert f"quality (paired, 600 labelled): roc_auc champion {q['champion']:.4f}, shadow {q['challenger']:.4f}" in text
+        assert "recommendation: promote" in text
         assert loop["judged"]["status"] == "promoted" and loop["after"] == new and loop["before"] == first.output["version"]
         assert registry.get_version("churn", "production").version == new
         assert 0 < loop["overhead_s"] <= loop["total_s"]  # measured and printed (everything but training and the replayed traffic), never a pass/fail timing

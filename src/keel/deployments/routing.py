@@ -97,7 +97,7 @@ class Router:
         self._windows: dict[str, _Window] = {}
         self.shadow_dropped = 0
         self.shadow_failed = 0
-        self._shadow_q: queue.Queue[tuple[Any, tuple[Mapping[str, Any], int, list[str] | None], str] | None] = queue.Queue(maxsize=shadow_queue)
+        self._shadow_q: queue.Queue[tuple[Any, tuple[Mapping[str, Any], int, list[str] | None, str | None], str] | None] = queue.Queue(maxsize=shadow_queue)
         self._shadow_thread: threading.Thread | None = None
         self._checked = 0.0
         self.deployment: Deployment = get_deployment(name)
@@ -177,17 +177,18 @@ class Router:
         return None
 
     # ---- predicting -------------------------------------------------------------
-    def predict(self, data: Any, *, request_id: str | None = None, headers: Any = None, sticky_key: Any = None) -> Answer:
+    def predict(self, data: Any, *, request_id: str | None = None, headers: Any = None, sticky_key: Any = None,
+                batch_id: str | None = None) -> Answer:
         """Answer with the picked route; the shadow (if any) scores the same input off this call."""
         from keel.serving.validation import columns_of
 
         key = sticky_key if sticky_key is not None else self.sticky_key(data, headers)
         columns, n = columns_of(data)
-        return self.predict_columns(columns, n, request_id=request_id, sticky_key=key)
+        return self.predict_columns(columns, n, request_id=request_id, sticky_key=key, batch_id=batch_id)
 
     def predict_columns(self, columns: Mapping[str, Any], n: int, *, request_id: str | None = None, row_ids: list[str] | None = None,
-                        sticky_key: Any = None, start: float | None = None) -> Answer:
-        """``predict`` on columns already split out of a payload (the model server calls this)."""
+                        sticky_key: Any = None, start: float | None = None, batch_id: str | None = None) -> Answer:
+        """``predict`` on columns already split out of a payload (the model server calls this); ``batch_id`` tags both routes' log rows."""
         self.refresh()
         rid = request_id or uuid.uuid4().hex
         if sticky_key is None and self.spec.sticky_by and not self.spec.sticky_by.startswith("header:"):
@@ -197,7 +198,7 @@ class Router:
         predictor = self.routes[route.name]
         t0 = time.perf_counter()
         try:
-            result = predictor.predict_columns(columns, n, request_id=rid, row_ids=row_ids, start=start)
+            result = predictor.predict_columns(columns, n, request_id=rid, row_ids=row_ids, batch_id=batch_id, start=start)
         except Exception as exc:
             from keel.errors import KeelError
 
@@ -207,7 +208,7 @@ class Router:
         self._observe(route, True, (time.perf_counter() - t0) * 1000)
         if self._shadow is not None:
             try:
-                self._shadow_q.put_nowait((self.routes[self._shadow.name], (columns, n, row_ids), rid))
+                self._shadow_q.put_nowait((self.routes[self._shadow.name], (columns, n, row_ids, batch_id), rid))
             except queue.Full:
                 self.shadow_dropped += 1
         return Answer(route.name, result.model, result.version, result)
@@ -217,10 +218,10 @@ class Router:
             item = self._shadow_q.get()
             if item is None:
                 return
-            predictor, (columns, n, row_ids), rid = item
+            predictor, (columns, n, row_ids, batch_id), rid = item
             start = time.perf_counter()
             try:
-                predictor.predict_columns(columns, n, request_id=rid, row_ids=row_ids)
+                predictor.predict_columns(columns, n, request_id=rid, row_ids=row_ids, batch_id=batch_id)
                 ok = True
             except Exception:
                 self.shadow_failed += 1

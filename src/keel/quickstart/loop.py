@@ -1,14 +1,19 @@
-"""The quickstart's loop stage: a shift in one feature, the alert, the retraining policy, a canary, the promotion.
+"""The quickstart's loop stage: a shift in one feature, the alert, the retraining policy, a shadow, the promotion.
 
 The policy ``churn-retrain`` (declared here, stored in the metadata store)
 retrains ``churn`` when the monitor ``churn-daily`` alerts: it runs the
 project's ``pipelines:retrain`` on the last 90 days of labels (the window's
 ``window_start`` / ``window_end``), runs the registry's gates against the
-champion on the fresh holdout, and sends the new version half of the traffic as
-a canary in the deployment ``churn-live``; once the live comparison on labelled
-traffic passes, the canary is promoted. Each step is printed with its time; the
-loop's own overhead is everything but the pipeline run and the replayed traffic
-(the stand-in for the world's requests and labels).
+champion on the fresh holdout, and puts the new version beside
+``churn@production`` as the shadow of the deployment ``churn-live``. Every
+customer is then replayed as a request through the deployment's router (the
+model server's routing code: the champion answers, the shadow scores the same
+rows off the request path, both logged under one request id), the labels are fed
+back, and ``keel deploy compare churn-live``'s comparison is printed: agreement,
+score differences, paired quality with its interval, the recommendation. The
+policy judges the shadow on that comparison and promotes it. Each step is
+printed with its time; the loop's own overhead is everything but the pipeline
+run and the replayed traffic (the stand-in for the world's requests and labels).
 
 A rerun finds the policy in its cooldown: the alert fires again, the policy
 records the trigger as skipped (with why) and nothing is retrained, so the
@@ -30,7 +35,8 @@ POLICY = "churn-retrain"
 MONITOR = "churn-daily"
 DEPLOYMENT = "churn-live"
 SHIFTED, SEGMENT, FACTOR = "minutes_30d", ("plan", "basic"), 0.5
-CANARY_WEIGHT = 50
+REQUEST_ROWS = 100  # customers per replayed request: 30 requests for the default 3,000 customers (a request costs ~0.1 s, mostly fixed)
+LIVE_MIN_LABELS, LIVE_MARGIN, LIVE_SINCE = 100, 0.1, "1d"  # the live comparison the shadow must pass
 WRITER = "quickstart-loop"
 
 
@@ -40,8 +46,8 @@ def declare() -> dict[str, Any]:
     return declare_policy(RetrainingPolicy(
         POLICY, MODEL, triggers=[{"alert": MONITOR}], pipeline="pipelines:retrain", window="90d",
         window_source="data/labels.parquet", window_column="event_timestamp",
-        promotion={"staging": "none", "production": f"canary:{CANARY_WEIGHT}"}, deployment=DEPLOYMENT,
-        live={"min_labels": 100, "margin": 0.1, "since": "1d"}, cooldown="6h", max_retrains=3, per="7d",
+        promotion={"staging": "none", "production": "shadow"}, deployment=DEPLOYMENT,
+        live={"min_labels": LIVE_MIN_LABELS, "margin": LIVE_MARGIN, "since": LIVE_SINCE}, cooldown="6h", max_retrains=3, per="7d",
     ))
 
 
@@ -103,31 +109,47 @@ def _shifted_traffic(online: Any, features_of: Any, version: int, now: datetime)
     return len(_log(frame, features_of(frame), version, "default", *_this_hour(now, len(frame)), "shift"))
 
 
-def _canary_traffic(frame: Any, features_of: Any, dep: Any, now: datetime) -> dict[str, int]:
-    """Every customer once through the deployment's routes (sticky by customer, as the router splits), then their labels."""
+def _shadow_traffic(customers: list[int]) -> dict[str, Any]:
+    """Every customer once as a request through the deployment's router, then their labels.
+
+    The router (the model server's own routing code) lets the champion answer and calls the
+    shadow on the same rows, with the same request ids, off the request path; both are logged
+    with their route, so the comparison pairs them and the labels attach to both.
+    """
     import pandas as pd
 
     import keel
-    from keel.deployments.routing import bucket
-    from keel.registry.versions import resolve_version
+    from keel.deployments.routing import Router
+    from keel.store.prediction_log import active_log
 
-    champion, canary = dep.spec.champion, dep.spec.route("canary")
-    in_canary = [bucket(str(int(c)), dep.name) < canary.weight for c in frame["customer_id"]]
+    router = Router(DEPLOYMENT, defaults={"plan": "unknown", "region": "unknown"}, refresh_s=3600)
+    stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    ids: list[str] = []
+    answered: dict[str, int] = {}
+    try:
+        for k in range(0, len(customers), REQUEST_ROWS):
+            rows = [{"customer_id": c} for c in customers[k:k + REQUEST_ROWS]]
+            answer = router.predict(rows, request_id=f"{WRITER}-shadow-{stamp}-{k // REQUEST_ROWS}", batch_id=WRITER)
+            answered[answer.route] = answered.get(answer.route, 0) + len(rows)
+            ids += answer.prediction.row_ids
+        router.drain()
+        stats = router.stats()
+    finally:
+        router.close()
+    plog = active_log()
+    if plog is not None:
+        plog.flush()  # the comparison reads the lake: compact what was just logged
     labels = pd.read_parquet("data/labels.parquet").sort_values("event_timestamp").groupby("customer_id")["churned"].last()
-    counts = {}
-    for route, mask in ((champion, [not m for m in in_canary]), (canary, in_canary)):
-        part = frame[mask].reset_index(drop=True)
-        version = resolve_version(route.model, int(route.ref) if route.ref.isdigit() else route.ref).version
-        ids = _log(part, features_of(part), version, route.name, *_this_hour(now, len(part)), "live")
-        y = labels.reindex(part["customer_id"]).to_numpy()
-        known = [i for i, v in enumerate(y) if v == v]
-        keel.log_feedback([ids[i] for i in known], [int(y[i]) for i in known], model=MODEL)
-        counts[route.name] = len(ids)
-    return counts
+    y = labels.reindex(customers).to_numpy()
+    known = [i for i, v in enumerate(y) if v == v]
+    keel.log_feedback([ids[i] for i in known], [int(y[i]) for i in known], model=MODEL)
+    shadow = stats["routes"].get("shadow", {})
+    return {"requests": -(-len(customers) // REQUEST_ROWS), "rows": len(ids), "answered": answered, "labelled": len(known),
+            "shadow_scored": int(shadow.get("requests", 0)), "shadow_dropped": stats["shadow_dropped"], "shadow_failed": stats["shadow_failed"]}
 
 
 def run(features_of: Any) -> dict[str, Any]:
-    """Declare the policy, shift, alert, retrain through the scheduler, canary, promote; returns what the stage shows."""
+    """Declare the policy, shift, alert, retrain through the scheduler, shadow, compare, promote; returns what the stage shows."""
     from keel.loop.retraining import advance, history
     from keel.monitoring import run_monitor
     from keel.pipelines.triggers import tick
@@ -145,7 +167,7 @@ def run(features_of: Any) -> dict[str, Any]:
     t = t0
     declared = declare()
     t = step(f"policy {POLICY} " + (f"declared (v{declared['version']})" if declared["changed"] else f"already declared (v{declared['version']})")
-             + f": alert of {MONITOR} → pipelines:retrain on 90 days → gates → canary {CANARY_WEIGHT} % in {DEPLOYMENT}", t)
+             + f": alert of {MONITOR} → pipelines:retrain on 90 days → gates → shadow in {DEPLOYMENT}", t)
     before = resolve_version(MODEL, "production").version
     now = datetime.now(UTC)
     online = _online()
@@ -163,18 +185,23 @@ def run(features_of: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"policy": POLICY, "declared": declared, "replayed": replayed, "alert": alert and alert["message"],
                            "events": [{"action": e["action"], "outcome": e["outcome"], "version": e["model_version"]} for e in events],
                            "before": before, "training_s": training}
-    rollout = next((e for e in events if e["action"] == "canary" and e["outcome"] == "started"), None)
+    rollout = next((e for e in events if e["action"] == "shadow" and e["outcome"] == "started"), None)
     if rollout is not None:
+        from keel.deployments.compare import compare
         from keel.deployments.specs import get_deployment
 
         dep = get_deployment(DEPLOYMENT)
-        counts = _canary_traffic(online, features_of, dep, datetime.now(UTC))
+        shadow = _shadow_traffic([int(c) for c in online["customer_id"]])
         traffic += time.perf_counter() - t
-        t = step(f"live traffic through {DEPLOYMENT} ({dep.spec.describe()}): {counts.get('champion', 0):,} champion, "
-                 f"{counts.get('canary', 0):,} canary requests, labels joined", t)
+        t = step(f"replayed traffic through {DEPLOYMENT}'s router ({dep.spec.describe()}): {shadow['requests']:,} requests of "
+                 f"{REQUEST_ROWS} customers answered by the champion, {shadow['rows']:,} rows scored by the shadow off the request path, "
+                 f"{shadow['labelled']:,} labels fed back", t)
+        shadow["comparison"] = compare(DEPLOYMENT, since=LIVE_SINCE, min_labels=LIVE_MIN_LABELS, margin=LIVE_MARGIN)
+        t = step(f"keel deploy compare {DEPLOYMENT}: {shadow['comparison']['recommendation']}", t)
+        out["shadow"] = shadow
         judged = advance(POLICY)
         q = judged.get("comparison") or {}
-        t = step(f"live comparison: {q.get('metric', '?')} canary {q.get('challenger', float('nan')):.3f} vs champion "
+        t = step(f"the policy judged the shadow: {q.get('metric', '?')} shadow {q.get('challenger', float('nan')):.3f} vs champion "
                  f"{q.get('champion', float('nan')):.3f} ({q.get('difference', float('nan')):+.3f}, [{q.get('low', float('nan')):+.3f}, "
                  f"{q.get('high', float('nan')):+.3f}]) → {judged['status']}", t)
         out["judged"] = {k: v for k, v in judged.items() if k != "transition"}
@@ -212,7 +239,7 @@ def _event_text(e: dict[str, Any]) -> str:
     if e["action"] == "gates":
         res = (d.get("gates") or {}).get("results") or []
         extra = ", ".join(f"{r['name']}: {r['status']}" for r in res)
-    if e["action"] == "canary":
+    if e["action"] in ("canary", "shadow"):
         extra = d.get("spec", "")
     return f"{e['action']} {e['outcome']}{v}" + (f" ({escape(str(extra))[:200]})" if extra else "")
 
@@ -226,7 +253,38 @@ def show(console: Console, out: dict[str, Any]) -> None:
     for s in out["steps"]:
         t.add_row(s["step"], f"{s['seconds']:.2f}")
     console.print(t)
+    if out.get("shadow"):
+        show_comparison(console, out["shadow"]["comparison"])
     console.print(f"  loop total {out['total_s']:.1f} s: training (the pipeline run) {out['training_s']:.1f} s, replayed traffic and labels "
                   f"{out['traffic_s']:.1f} s, the loop's own overhead {out['overhead_s']:.1f} s", highlight=False)
     console.print(f"  keel retraining history {POLICY} · keel models diagnose churn@production · keel lineage model churn/{out['after']}",
                   highlight=False)
+
+
+def show_comparison(console: Console, c: dict[str, Any]) -> None:
+    """``keel deploy compare``'s report: per route traffic, errors, latency and labels; the shadow's agreement, its quality, the recommendation."""
+    t = Table(title=f"keel deploy compare {c['deployment']} (revision {c['revision']}, {c['mode']}, since {c['since'][:16]})", header_style="bold")
+    for col in ("route", "version", "share", "requests", "errors", "p50 ms", "p99 ms", "labelled"):
+        t.add_column(col, justify="left" if col in ("route", "version", "share") else "right")
+
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    for name, r in c["routes"].items():
+        t.add_row(name, f"{r['model']}/{','.join(str(v) for v in r['versions']) or r['ref']}", "shadow" if r["shadow"] else f"{r['weight']:g} %",
+                  f"{r['requests']:,}", f"{r['errors']:,}", ms(r["latency_p50_ms"]), ms(r["latency_p99_ms"]), f"{r['labelled']:,}")
+    console.print(t)
+    sh = c.get("shadow") or {}
+    if sh.get("paired_requests"):
+        d = sh.get("score_difference") or {}
+        diff = (f"; score difference (shadow - champion) mean {d['mean']:+.4f}, |mean| {d['mean_abs']:.4f}, p5 {d['p5']:+.4f}, "
+                f"median {d['p50']:+.4f}, p95 {d['p95']:+.4f}") if d else ""
+        console.print(f"  paired on {sh['paired_requests']:,} requests: agreement {sh.get('agreement', float('nan')):.1%}{diff}", highlight=False)
+    q = c.get("quality")
+    if q:
+        lab = q["labelled"]
+        labelled = f"{lab:,}" if isinstance(lab, int) else ", ".join(f"{k} {v:,}" for k, v in lab.items())
+        console.print(f"  quality ({'paired' if q['paired'] else 'unpaired'}, {labelled} labelled): {q['metric']} champion {q['champion']:.4f}, "
+                      f"shadow {q['challenger']:.4f}, difference {q['difference']:+.4f} [{q['low']:+.4f}, {q['high']:+.4f}] at {q['confidence']:.0%}",
+                      highlight=False)
+    console.print(f"  [bold]recommendation:[/] {c['recommendation']}", highlight=False)
