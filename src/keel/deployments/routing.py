@@ -10,9 +10,14 @@
   deployment is unchanged; without it, from a random draw.
 - **Shadow.** The champion answers; the shadow route is called on the same input
   with the same request id on a background thread after the answer is ready, so
-  its latency and failures never reach the caller. Both predictions are logged
-  with their route; a full shadow queue drops shadow calls (counted), never the
-  caller's.
+  its latency and failures never reach the caller. The request only puts its
+  input on a bounded queue; the worker takes what gathered there for up to
+  ``shadow_wait_ms`` (or ``shadow_batch_rows`` rows) and scores it in one call, so
+  the shadow costs the process one model call and one log frame per batch, not
+  per request (its logged latency is the batch call's). A batch that fails is
+  retried request by request, so one bad request fails only itself. Both
+  predictions are logged with their route and request id; a full shadow queue
+  drops shadow calls (counted), never the caller's.
 - **Objectives.** Each answering route's requests, failures and latency are
   counted in a sliding window; a canary that breaches ``max_error_rate`` or
   ``max_p99_ms`` after ``min_requests`` is taken out (``specs.end_challenger``,
@@ -54,6 +59,24 @@ class Answer:
         return out
 
 
+@dataclass
+class _ShadowCall:
+    """A request's input, queued for the shadow."""
+
+    predictor: Any
+    columns: Mapping[str, Any]
+    n: int
+    request_id: str
+    row_ids: list[str] | None
+    batch_id: str | None
+
+    def ids(self) -> list[str]:
+        """Each row's request id, as the predictor gives them (the request id, or ``<id>:<i>`` for rows of one request)."""
+        if self.row_ids is not None:
+            return self.row_ids
+        return [self.request_id] if self.n == 1 else [f"{self.request_id}:{i}" for i in range(self.n)]
+
+
 class _Window:
     """The last ``size`` outcomes of a route: (ok, latency_ms)."""
 
@@ -86,6 +109,7 @@ class Router:
     """Serves one deployment (see the module docstring)."""
 
     def __init__(self, name: str, *, log_predictions: bool = True, refresh_s: float = 1.0, shadow_queue: int = 10_000,
+                 shadow_batch_rows: int = 512, shadow_wait_ms: float = 20.0,
                  missing_features: str = "default", defaults: dict[str, Any] | None = None) -> None:
         self.name = name
         self.log_predictions = log_predictions
@@ -97,7 +121,9 @@ class Router:
         self._windows: dict[str, _Window] = {}
         self.shadow_dropped = 0
         self.shadow_failed = 0
-        self._shadow_q: queue.Queue[tuple[Any, tuple[Mapping[str, Any], int, list[str] | None, str | None], str] | None] = queue.Queue(maxsize=shadow_queue)
+        self.shadow_batch_rows = max(1, int(shadow_batch_rows))
+        self.shadow_wait = max(0.0, float(shadow_wait_ms)) / 1000
+        self._shadow_q: queue.Queue[_ShadowCall | None] = queue.Queue(maxsize=shadow_queue)
         self._shadow_thread: threading.Thread | None = None
         self._checked = 0.0
         self.deployment: Deployment = get_deployment(name)
@@ -208,27 +234,67 @@ class Router:
         self._observe(route, True, (time.perf_counter() - t0) * 1000)
         if self._shadow is not None:
             try:
-                self._shadow_q.put_nowait((self.routes[self._shadow.name], (columns, n, row_ids, batch_id), rid))
+                self._shadow_q.put_nowait(_ShadowCall(self.routes[self._shadow.name], columns, n, rid, row_ids, batch_id))
             except queue.Full:
                 self.shadow_dropped += 1
         return Answer(route.name, result.model, result.version, result)
 
     def _shadow_loop(self) -> None:
-        while True:
+        stop = False
+        while not stop:
             item = self._shadow_q.get()
             if item is None:
+                self._shadow_q.task_done()
                 return
-            predictor, (columns, n, row_ids, batch_id), rid = item
-            start = time.perf_counter()
-            try:
-                predictor.predict_columns(columns, n, request_id=rid, row_ids=row_ids, batch_id=batch_id)
-                ok = True
-            except Exception:
-                self.shadow_failed += 1
-                ok = False
-            if self._shadow is not None:
-                self._windows[self._shadow.name].add(ok, (time.perf_counter() - start) * 1000)
-            self._shadow_q.task_done()
+            calls, rows = [item], item.n
+            deadline = time.monotonic() + self.shadow_wait
+            while rows < self.shadow_batch_rows:  # gather what arrives meanwhile: one model call for all of it
+                wait = deadline - time.monotonic()
+                try:
+                    nxt = self._shadow_q.get(timeout=wait) if wait > 0 else self._shadow_q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    self._shadow_q.task_done()
+                    break
+                calls.append(nxt)
+                rows += nxt.n
+            groups: dict[tuple[int, str | None, tuple[str, ...]], list[_ShadowCall]] = {}
+            for c in calls:
+                groups.setdefault((id(c.predictor), c.batch_id, tuple(c.columns)), []).append(c)
+            for group in groups.values():
+                self._score_shadow(group)
+            for _ in calls:
+                self._shadow_q.task_done()
+
+    def _score_shadow(self, calls: list[_ShadowCall]) -> None:
+        """One call for requests with the same columns; on a failure, each request alone (one bad request fails only itself)."""
+        from keel.serving.batching import _concat
+
+        first = calls[0]
+        window = self._windows[self._shadow.name] if self._shadow is not None else None
+        start = time.perf_counter()
+        try:
+            if len(calls) == 1:
+                first.predictor.predict_columns(first.columns, first.n, request_id=first.request_id, row_ids=first.row_ids, batch_id=first.batch_id)
+            else:
+                columns = {k: _concat([c.columns[k] for c in calls]) for k in first.columns}
+                ids = [i for c in calls for i in c.ids()]
+                first.predictor.predict_columns(columns, len(ids), request_id=first.request_id, row_ids=ids, batch_id=first.batch_id)
+        except Exception:
+            if len(calls) > 1:
+                for c in calls:
+                    self._score_shadow([c])
+                return
+            self.shadow_failed += 1
+            if window is not None:
+                window.add(False, (time.perf_counter() - start) * 1000)
+            return
+        if window is not None:
+            ms = (time.perf_counter() - start) * 1000
+            for _ in calls:
+                window.add(True, ms)
 
     def drain(self, timeout: float = 30.0) -> None:
         """Wait until the queued shadow calls are done (tests, shutdown)."""
