@@ -88,7 +88,9 @@ def open_loop(url: str, rate: float, seconds: float, queue: Any) -> None:
 
     Plain HTTP/1.1 keep-alive on asyncio streams, the request bytes built once: an HTTP client library costs
     more CPU per request than the server being measured, and on a loaded machine it fell behind its schedule.
-    A request due while every connection is busy opens another (its connect time counts in its latency).
+    At most ``CONNECTIONS`` connections, as wrk has a fixed number: a request due while all are busy waits
+    for one, and that wait counts in its latency (opening a connection per late request instead turned a
+    slow moment of the machine into a storm of connections).
     """
     from urllib.parse import urlsplit
 
@@ -101,11 +103,13 @@ def open_loop(url: str, rate: float, seconds: float, queue: Any) -> None:
 
     async def main() -> list[float]:
         lat: list[float] = []
-        idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = [await asyncio.open_connection(host, port) for _ in range(16)]
+        idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+        for _ in range(CONNECTIONS):
+            idle.put_nowait(await asyncio.open_connection(host, port))
 
         async def one(due: float) -> None:
+            conn = await idle.get()
             try:
-                conn = idle.pop() if idle else await asyncio.open_connection(host, port)
                 reader, writer = conn
                 writer.write(request)
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
@@ -113,12 +117,14 @@ def open_loop(url: str, rate: float, seconds: float, queue: Any) -> None:
                 await reader.readexactly(length)
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, AttributeError):
                 errors[0] += 1
+                conn[1].close()
+                idle.put_nowait(await asyncio.open_connection(host, port))
                 return
             if head[9:12] == b"200":
                 lat.append((time.perf_counter() - due) * 1000)
             else:
                 errors[0] += 1
-            idle.append(conn)
+            idle.put_nowait(conn)
 
         tasks = []
         start = time.perf_counter() + 0.2
@@ -129,8 +135,8 @@ def open_loop(url: str, rate: float, seconds: float, queue: Any) -> None:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(due)))
         await asyncio.gather(*tasks)
-        for _, writer in idle:
-            writer.close()
+        while not idle.empty():
+            idle.get_nowait()[1].close()
         return lat
 
     lat: list[float] = []
@@ -140,6 +146,7 @@ def open_loop(url: str, rate: float, seconds: float, queue: Any) -> None:
         queue.put((lat, errors[0]))
 
 
+CONNECTIONS = 32  # as many as wrk uses for the peak
 GENERATORS = 1  # open-loop processes sharing the rate (one sends a few thousand requests per second on raw streams)
 
 

@@ -11,8 +11,8 @@
 - **Shadow.** The champion answers; the shadow route is called on the same input
   with the same request id on a background thread after the answer is ready, so
   its latency and failures never reach the caller. The request only puts its
-  input on a bounded queue; the worker takes what gathered there for up to
-  ``shadow_wait_ms`` (or ``shadow_batch_rows`` rows) and scores it in one call, so
+  input on a bounded queue; the worker sleeps ``shadow_wait_ms`` after the first
+  queued request, then scores all that gathered (up to ``shadow_batch_rows`` rows) in one call, so
   the shadow costs the process one model call and one log frame per batch, not
   per request (its logged latency is the batch call's). A batch that fails is
   retried request by request, so one bad request fails only itself. Both
@@ -246,12 +246,14 @@ class Router:
             if item is None:
                 self._shadow_q.task_done()
                 return
+            if self.shadow_wait and self._shadow_q.qsize() * item.n < self.shadow_batch_rows:
+                # let the next requests gather while this thread sleeps: one wake-up and one model call per batch (a worker
+                # waiting on the queue would be woken, and take the GIL, once per request)
+                time.sleep(self.shadow_wait)
             calls, rows = [item], item.n
-            deadline = time.monotonic() + self.shadow_wait
-            while rows < self.shadow_batch_rows:  # gather what arrives meanwhile: one model call for all of it
-                wait = deadline - time.monotonic()
+            while rows < self.shadow_batch_rows:
                 try:
-                    nxt = self._shadow_q.get(timeout=wait) if wait > 0 else self._shadow_q.get_nowait()
+                    nxt = self._shadow_q.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is None:
