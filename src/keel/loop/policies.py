@@ -551,6 +551,12 @@ def get_policy(name: str) -> RetrainingPolicy:
     return RetrainingPolicy.from_dict(row.name, {k: v for k, v in d.items() if k not in ("name", "origin")}, d.get("origin", row.origin))
 
 
+def pending_rollout(name: str) -> dict[str, Any] | None:
+    """The policy's rollout in progress: version, deployment, stage (shadow | canary), stages, since (ms, the stage's start), revision."""
+    pending = _state(name).get("rollout")
+    return dict(pending) if pending else None
+
+
 def _policy_schedules(name: str) -> list[Any]:
     return [s for s in _other_schedules() if s.job == JOB and s.target == name]
 

@@ -218,7 +218,7 @@ def stage_monitoring(result: QuickstartResult) -> None:
 def stage_loop(result: QuickstartResult) -> None:
     from keel.quickstart import loop
 
-    with _stage(result, "Close the loop: a shift, the alert, the retraining policy, a shadow beside production, the promotion"):
+    with _stage(result, "Close the loop: a shift, the alert, the retraining policy, a shadow beside production, a canary, the promotion"):
         result.loop = loop.run(_project_module().features_of)
     loop.show(result.console, result.loop)
 
