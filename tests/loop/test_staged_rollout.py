@@ -104,6 +104,8 @@ def test_staged_rollout_shadow_then_canary_then_promotion(champion: dict[str, An
                      ("rollout", "promoted")]
     advanced = next(e for e in P.history("churn-retrain") if e["outcome"] == "advanced")
     assert "the shadow passed its live comparison (roc_auc" in advanced["detail"]["reason"] and "as the canary at 50 %" in advanced["detail"]["reason"]
+    promoted = next(e for e in P.history("churn-retrain") if e["outcome"] == "promoted")
+    assert promoted["detail"]["reason"].startswith("the canary passed its live comparison (roc_auc") and promoted["detail"]["stage"] == "canary"
     assert advance("churn-retrain")["status"] == "idle"
 
 
@@ -122,3 +124,5 @@ def test_a_failing_canary_stage_ends_the_staged_rollout(champion: dict[str, Any]
     assert get_deployment("churn-live").spec.challenger is None
     assert keel.registry.get_version("churn", "production").version == v1  # the champion stays
     assert P.describe_policy("churn-retrain")["state"].get("rollout") is None
+    ended = P.history("churn-retrain")[0]
+    assert (ended["action"], ended["outcome"]) == ("rollout", "rolled_back") and "the canary lost its live comparison" in ended["detail"]["reason"]

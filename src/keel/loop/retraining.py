@@ -417,10 +417,10 @@ def advance(name: str, *, min_labels: int | None = None, margin: float | None = 
         record(name, "rollout", "waiting", retrain=retrain, version=version, detail=shown)
         return {"policy": name, "status": "waiting", "deployment": dep, "version": version, "stage": stage, "comparison": quality}
     nxt = stages[stages.index(stage) + 1] if stage in stages and stages.index(stage) + 1 < len(stages) else None
+    diff = "" if not quality else f" ({quality['metric']} {quality['difference']:+.4f} [{quality['low']:+.4f}, {quality['high']:+.4f}])"
     if verdict != "keep" and nxt is not None:
         began = now_ms()
         moved = _start_rollout(p, version, nxt, f"retraining policy {name}: v{version}'s {stage} passed its live comparison")
-        diff = "" if not quality else f" ({quality['metric']} {quality['difference']:+.4f} [{quality['low']:+.4f}, {quality['high']:+.4f}])"
         weight = f" at {p.canary_weight:g} %" if nxt == "canary" else ""
         record(name, "rollout", "advanced", retrain=retrain, version=version,
                detail={**shown, "next": nxt, "reason": f"the {stage} passed its live comparison{diff}; v{version} goes on as the {nxt}{weight}"})
@@ -444,7 +444,9 @@ def advance(name: str, *, min_labels: int | None = None, margin: float | None = 
         status = promoted["transition"]["status"]
         outcome = {"status": "promoted" if status in ("applied", "forced", "unchanged") else status, "deployment": dep, "version": version,
                    "stage": stage, "comparison": quality, "transition": promoted["transition"]}
-    record(name, "rollout", outcome["status"], retrain=retrain, version=version, detail=shown)
+    why = (f"the {stage} lost its live comparison{diff}; the champion answers everything" if verdict == "keep"
+           else f"the {stage} passed its live comparison{diff}; v{version} {outcome['status']} to production")
+    record(name, "rollout", outcome["status"], retrain=retrain, version=version, detail={**shown, "reason": why})
     state.pop("rollout", None)
     with get_metadata_store().write() as conn:
         _save_state(conn, name, state)
