@@ -70,6 +70,44 @@ def test_shadow_logs_both_under_one_request_id_and_never_reaches_the_caller(two:
     router.close()
 
 
+def test_the_shadow_scores_what_queued_in_one_call_and_a_bad_request_fails_only_itself(two: tuple[Any, Any]) -> None:  # noqa: F811
+    import threading
+
+    import keel
+
+    deploy(build_spec("live", model="churn@production", shadow="churn@challenger"))
+    router = Router("live", shadow_wait_ms=0)
+    shadow = router.routes["shadow"]
+    real, release, calls = shadow.predict_columns, threading.Event(), []
+
+    def held(columns: Any, n: int, **kw: Any) -> Any:
+        calls.append(n)
+        release.wait(30)  # the worker is busy: what the requests queue meanwhile is scored together
+        if any(str(i).startswith("bad") for i in (kw.get("row_ids") or [kw.get("request_id")])):
+            raise RuntimeError("the shadow cannot score this request")
+        return real(columns, n, **kw)
+
+    shadow.predict_columns = held
+    data = rows(30)
+    for i, row in enumerate(data[:25]):
+        assert router.predict([row], request_id=f"q{i}").route == "champion"
+    router.predict(data[25:28], request_id="multi")  # one request of three rows: <id>:0 .. <id>:2
+    router.predict([data[28]], request_id="bad")
+    router.predict([data[29]], request_id="last")
+    release.set()
+    router.drain()
+    flush()
+    # the first request (the worker took it at once), then all that queued meanwhile in one call; that call failed on "bad",
+    # so its requests were scored one by one
+    assert sum(calls[:2]) == 30 and sum(calls[2:]) == calls[1] and len(calls) > 20
+    assert router.shadow_failed == 1 and router.shadow_dropped == 0
+    logged = keel.predictions("churn")
+    by_route = logged.groupby("route")["request_id"].apply(set)
+    expected = {f"q{i}" for i in range(25)} | {"multi:0", "multi:1", "multi:2", "last"}
+    assert by_route["champion"] == expected | {"bad"} and by_route["shadow"] == expected
+    router.close()
+
+
 def test_a_canary_breaching_its_error_objective_is_rolled_back_and_recorded(two: tuple[Any, Any]) -> None:  # noqa: F811
     deploy(build_spec("live", model="churn@production", canary="churn@challenger", weight=50, max_error_rate=0.1, min_requests=20))
     router = Router("live", log_predictions=False)

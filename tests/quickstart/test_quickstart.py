@@ -13,6 +13,7 @@ import keel
 @pytest.mark.slow
 def test_quickstart_end_to_end_then_from_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from keel import config, registry
+    from keel.loop.policies import history as policy_history
     from keel.quickstart.run import run_quickstart
     from keel.store import metadata
 
@@ -57,13 +58,55 @@ def test_quickstart_end_to_end_then_from_cache(tmp_path: Path, monkeypatch: pyte
         assert first.blocked_run is not None and keel.get_run(first.blocked_run).status == "failed"
         assert any("sessions.min" in line for line in first.blocked_checks)
         # the loop: the shift's alert fired the retraining policy through the scheduler, the retrained version passed its gates,
-        # went out as a canary and was promoted once the live comparison passed; the loop's own overhead stays under 5 s
+        # went out as the shadow of churn-live beside churn@production, then (the shadow's comparison passed) as a canary at
+        # 50 % sticky by customer, and was promoted once the canary's comparison passed
         loop = first.loop
         new = first.output["version"] + 1
         assert loop["alert"] and loop["alert"].startswith("minutes_30d: mean")
         assert [(e["action"], e["outcome"]) for e in loop["events"]] == [
-            ("trigger", "accepted"), ("pipeline", "started"), ("pipeline", "finished"), ("gates", "passed"), ("canary", "started")]
-        assert loop["judged"]["status"] == "promoted" and loop["after"] == new and loop["before"] == first.output["version"]
+            ("trigger", "accepted"), ("pipeline", "started"), ("pipeline", "finished"), ("gates", "passed"), ("shadow", "started")]
+        # every customer replayed through the deployment's router: the champion answered all of them, the shadow scored the same
+        # rows under the same request ids off the request path, the labels came back, and the comparison paired them
+        shadow = loop["shadow"]
+        assert shadow["answered"] == {"champion": 600} and shadow["rows"] == 600 and shadow["labelled"] == 600
+        assert shadow["shadow_scored"] == shadow["requests"] and shadow["shadow_dropped"] == shadow["shadow_failed"] == 0, shadow
+        c = shadow["comparison"]
+        assert c["mode"] == "shadow" and c["revision"] == 2  # revision 1: churn-live sticky by customer, before the rollout
+        assert {r: (v["versions"], v["requests"], v["labelled"]) for r, v in c["routes"].items()} == {
+            "champion": ([first.output["version"]], 600, 600), "shadow": ([new], 600, 600)}
+        assert c["shadow"]["paired_requests"] == 600 and 0 <= c["shadow"]["agreement"] <= 1 and "score_difference" in c["shadow"]
+        q = c["quality"]
+        assert q["paired"] and q["labelled"] == 600 and q["metric"] == "roc_auc" and q["low"] <= q["difference"] <= q["high"]
+        assert c["recommendation"] == "promote" and shadow["judged"]["comparison"] == q  # the policy judged the same comparison
+        assert shadow["judged"]["status"] == "advanced" and shadow["judged"]["stage"] == "canary"
+        text = out.getvalue()
+        assert "keel deploy compare churn-live (revision 2, shadow" in text and "│ shadow   │ churn/2 │ shadow │" in text
+        assert f"paired on 600 requests: agreement {c['shadow']['agreement']:.1%}" in text
+        assert f"quality (paired, 600 labelled): roc_auc champion {q['champion']:.4f}, shadow {q['challenger']:.4f}" in text
+        assert "recommendation: promote" in text
+        steps = [s["step"] for s in loop["steps"]]
+        judged = next(s for s in steps if s.startswith("the policy judged the shadow: roc_auc shadow"))
+        assert judged.endswith("→ advanced: v2 is now the canary at 50 % (revision 3)"), steps
+        # the canary: every customer again, each answered by the model it sticks to; its comparison reads only its own stage's rows
+        canary = loop["canary"]
+        assert set(canary["answered"]) == {"champion", "canary"} and sum(canary["answered"].values()) == 600 and canary["unstuck"] == 0
+        assert canary["rows"] == canary["labelled"] == 600 and canary["shadow_scored"] == 0
+        cc = canary["comparison"]
+        assert cc["mode"] == "canary" and cc["revision"] == 3
+        assert {r: (v["versions"], v["requests"], v["labelled"]) for r, v in cc["routes"].items()} == {
+            "champion": ([first.output["version"]], canary["answered"]["champion"], canary["answered"]["champion"]),
+            "canary": ([new], canary["answered"]["canary"], canary["answered"]["canary"])}
+        cq = cc["quality"]
+        assert not cq["paired"] and cq["labelled"] == canary["answered"] and cc["recommendation"] == "promote"
+        assert "keel deploy compare churn-live (revision 3, canary, since" in text
+        assert f"quality (unpaired): roc_auc champion {cq['champion']:.4f}, canary {cq['challenger']:.4f}" in text
+        assert canary["judged"]["comparison"] == cq
+        assert any(s.startswith("the policy judged the canary: roc_auc canary") and s.endswith("→ promoted") for s in steps), steps
+        assert any("sticky by customer_id): " in s and "every customer answered by the model it sticks to" in s for s in steps), steps
+        assert loop["judged"]["status"] == "promoted" and loop["judged"]["stage"] == "canary"
+        assert loop["after"] == new and loop["before"] == first.output["version"]
+        rollout = [(e["action"], e["outcome"]) for e in reversed(policy_history("churn-retrain")) if e["action"] in ("shadow", "canary", "rollout")]
+        assert rollout == [("shadow", "started"), ("rollout", "advanced"), ("canary", "started"), ("rollout", "promoted")]
         assert registry.get_version("churn", "production").version == new
         assert 0 < loop["overhead_s"] <= loop["total_s"]  # measured and printed (everything but training and the replayed traffic), never a pass/fail timing
         cause = keel.get_run(registry.get_version("churn", new).run_id).tags
@@ -86,9 +129,15 @@ def test_quickstart_end_to_end_then_from_cache(tmp_path: Path, monkeypatch: pyte
         assert second.keys_materialized == 0 and "Online store: already up to date" in out.getvalue()
         assert second.gates == first.gates  # the cached rerun shows the same promotion's gates
         assert not second.monitoring["baseline_built"] and second.monitoring["runs"][1]["drifted"] == today["drifted"]
-        # the replay rewrote its parts: one replay per version in the window, not two (the first run's by v1, the rerun's by
-        # the version the loop promoted)
-        assert second.monitoring["runs"][1]["rows"] == 2 * today["rows"]
+        # the replay rewrote its parts: one replay per version in the log, not two (the first run's by v1, the rerun's by
+        # the version the loop promoted), whatever the hour
+        logged = keel.predictions("churn")
+        replays = logged[logged["batch_id"] == "quickstart-replay"].groupby("version").size().to_dict()
+        assert replays == {first.output["version"]: 1200, new: 1200}
+        if second.monitoring["runs"][1]["window_end"] == today["window_end"]:
+            # both runs in one hour: the rerun's window holds the two replays and nothing else (across an hour boundary it
+            # also holds the first run's loop traffic of the hour before, which is real traffic of that window)
+            assert second.monitoring["runs"][1]["rows"] == 2 * today["rows"]
         # the rerun's alert finds the policy in its cooldown: recorded as skipped, nothing retrained
         assert [(e["action"], e["outcome"]) for e in second.loop["events"]] == [("trigger", "skipped")]
         assert second.loop["after"] == new and [v.version for v in registry.list_versions("churn")] == [1, new]

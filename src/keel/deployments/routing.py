@@ -10,9 +10,14 @@
   deployment is unchanged; without it, from a random draw.
 - **Shadow.** The champion answers; the shadow route is called on the same input
   with the same request id on a background thread after the answer is ready, so
-  its latency and failures never reach the caller. Both predictions are logged
-  with their route; a full shadow queue drops shadow calls (counted), never the
-  caller's.
+  its latency and failures never reach the caller. The request only puts its
+  input on a bounded queue; the worker sleeps ``shadow_wait_ms`` after the first
+  queued request, then scores all that gathered (up to ``shadow_batch_rows`` rows) in one call, so
+  the shadow costs the process one model call and one log frame per batch, not
+  per request (its logged latency is the batch call's). A batch that fails is
+  retried request by request, so one bad request fails only itself. Both
+  predictions are logged with their route and request id; a full shadow queue
+  drops shadow calls (counted), never the caller's.
 - **Objectives.** Each answering route's requests, failures and latency are
   counted in a sliding window; a canary that breaches ``max_error_rate`` or
   ``max_p99_ms`` after ``min_requests`` is taken out (``specs.end_challenger``,
@@ -54,6 +59,24 @@ class Answer:
         return out
 
 
+@dataclass
+class _ShadowCall:
+    """A request's input, queued for the shadow."""
+
+    predictor: Any
+    columns: Mapping[str, Any]
+    n: int
+    request_id: str
+    row_ids: list[str] | None
+    batch_id: str | None
+
+    def ids(self) -> list[str]:
+        """Each row's request id, as the predictor gives them (the request id, or ``<id>:<i>`` for rows of one request)."""
+        if self.row_ids is not None:
+            return self.row_ids
+        return [self.request_id] if self.n == 1 else [f"{self.request_id}:{i}" for i in range(self.n)]
+
+
 class _Window:
     """The last ``size`` outcomes of a route: (ok, latency_ms)."""
 
@@ -86,6 +109,7 @@ class Router:
     """Serves one deployment (see the module docstring)."""
 
     def __init__(self, name: str, *, log_predictions: bool = True, refresh_s: float = 1.0, shadow_queue: int = 10_000,
+                 shadow_batch_rows: int = 512, shadow_wait_ms: float = 20.0,
                  missing_features: str = "default", defaults: dict[str, Any] | None = None) -> None:
         self.name = name
         self.log_predictions = log_predictions
@@ -97,7 +121,9 @@ class Router:
         self._windows: dict[str, _Window] = {}
         self.shadow_dropped = 0
         self.shadow_failed = 0
-        self._shadow_q: queue.Queue[tuple[Any, tuple[Mapping[str, Any], int, list[str] | None], str] | None] = queue.Queue(maxsize=shadow_queue)
+        self.shadow_batch_rows = max(1, int(shadow_batch_rows))
+        self.shadow_wait = max(0.0, float(shadow_wait_ms)) / 1000
+        self._shadow_q: queue.Queue[_ShadowCall | None] = queue.Queue(maxsize=shadow_queue)
         self._shadow_thread: threading.Thread | None = None
         self._checked = 0.0
         self.deployment: Deployment = get_deployment(name)
@@ -177,17 +203,18 @@ class Router:
         return None
 
     # ---- predicting -------------------------------------------------------------
-    def predict(self, data: Any, *, request_id: str | None = None, headers: Any = None, sticky_key: Any = None) -> Answer:
+    def predict(self, data: Any, *, request_id: str | None = None, headers: Any = None, sticky_key: Any = None,
+                batch_id: str | None = None) -> Answer:
         """Answer with the picked route; the shadow (if any) scores the same input off this call."""
         from keel.serving.validation import columns_of
 
         key = sticky_key if sticky_key is not None else self.sticky_key(data, headers)
         columns, n = columns_of(data)
-        return self.predict_columns(columns, n, request_id=request_id, sticky_key=key)
+        return self.predict_columns(columns, n, request_id=request_id, sticky_key=key, batch_id=batch_id)
 
     def predict_columns(self, columns: Mapping[str, Any], n: int, *, request_id: str | None = None, row_ids: list[str] | None = None,
-                        sticky_key: Any = None, start: float | None = None) -> Answer:
-        """``predict`` on columns already split out of a payload (the model server calls this)."""
+                        sticky_key: Any = None, start: float | None = None, batch_id: str | None = None) -> Answer:
+        """``predict`` on columns already split out of a payload (the model server calls this); ``batch_id`` tags both routes' log rows."""
         self.refresh()
         rid = request_id or uuid.uuid4().hex
         if sticky_key is None and self.spec.sticky_by and not self.spec.sticky_by.startswith("header:"):
@@ -197,7 +224,7 @@ class Router:
         predictor = self.routes[route.name]
         t0 = time.perf_counter()
         try:
-            result = predictor.predict_columns(columns, n, request_id=rid, row_ids=row_ids, start=start)
+            result = predictor.predict_columns(columns, n, request_id=rid, row_ids=row_ids, batch_id=batch_id, start=start)
         except Exception as exc:
             from keel.errors import KeelError
 
@@ -207,27 +234,69 @@ class Router:
         self._observe(route, True, (time.perf_counter() - t0) * 1000)
         if self._shadow is not None:
             try:
-                self._shadow_q.put_nowait((self.routes[self._shadow.name], (columns, n, row_ids), rid))
+                self._shadow_q.put_nowait(_ShadowCall(self.routes[self._shadow.name], columns, n, rid, row_ids, batch_id))
             except queue.Full:
                 self.shadow_dropped += 1
         return Answer(route.name, result.model, result.version, result)
 
     def _shadow_loop(self) -> None:
-        while True:
+        stop = False
+        while not stop:
             item = self._shadow_q.get()
             if item is None:
+                self._shadow_q.task_done()
                 return
-            predictor, (columns, n, row_ids), rid = item
-            start = time.perf_counter()
-            try:
-                predictor.predict_columns(columns, n, request_id=rid, row_ids=row_ids)
-                ok = True
-            except Exception:
-                self.shadow_failed += 1
-                ok = False
-            if self._shadow is not None:
-                self._windows[self._shadow.name].add(ok, (time.perf_counter() - start) * 1000)
-            self._shadow_q.task_done()
+            if self.shadow_wait and self._shadow_q.qsize() * item.n < self.shadow_batch_rows:
+                # let the next requests gather while this thread sleeps: one wake-up and one model call per batch (a worker
+                # waiting on the queue would be woken, and take the GIL, once per request)
+                time.sleep(self.shadow_wait)
+            calls, rows = [item], item.n
+            while rows < self.shadow_batch_rows:
+                try:
+                    nxt = self._shadow_q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    self._shadow_q.task_done()
+                    break
+                calls.append(nxt)
+                rows += nxt.n
+            groups: dict[tuple[int, str | None, tuple[str, ...]], list[_ShadowCall]] = {}
+            for c in calls:
+                groups.setdefault((id(c.predictor), c.batch_id, tuple(c.columns)), []).append(c)
+            for group in groups.values():
+                self._score_shadow(group)
+            for _ in calls:
+                self._shadow_q.task_done()
+
+    def _score_shadow(self, calls: list[_ShadowCall]) -> None:
+        """One call for requests with the same columns; on a failure, each request alone (one bad request fails only itself)."""
+        from keel.serving.batching import _concat
+
+        first = calls[0]
+        window = self._windows[self._shadow.name] if self._shadow is not None else None
+        start = time.perf_counter()
+        try:
+            if len(calls) == 1:
+                first.predictor.predict_columns(first.columns, first.n, request_id=first.request_id, row_ids=first.row_ids, batch_id=first.batch_id)
+            else:
+                columns = {k: _concat([c.columns[k] for c in calls]) for k in first.columns}
+                ids = [i for c in calls for i in c.ids()]
+                first.predictor.predict_columns(columns, len(ids), request_id=first.request_id, row_ids=ids, batch_id=first.batch_id)
+        except Exception:
+            if len(calls) > 1:
+                for c in calls:
+                    self._score_shadow([c])
+                return
+            self.shadow_failed += 1
+            if window is not None:
+                window.add(False, (time.perf_counter() - start) * 1000)
+            return
+        if window is not None:
+            ms = (time.perf_counter() - start) * 1000
+            for _ in calls:
+                window.add(True, ms)
 
     def drain(self, timeout: float = 30.0) -> None:
         """Wait until the queued shadow calls are done (tests, shutdown)."""

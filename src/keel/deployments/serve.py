@@ -49,7 +49,8 @@ class RoutedPredictor:
 
     def predict_columns(self, columns: Mapping[str, Any], n: int, *, request_id: str | None = None, row_ids: list[str] | None = None,
                         batch_id: str | None = None, start: float | None = None, state: Any = None) -> Any:
-        answer = self.router.predict_columns(columns, n, request_id=request_id, row_ids=row_ids, sticky_key=_sticky.get(), start=start)
+        answer = self.router.predict_columns(columns, n, request_id=request_id, row_ids=row_ids, sticky_key=_sticky.get(), start=start,
+                                             batch_id=batch_id)
         _answered.set(answer.route)
         return answer.prediction
 

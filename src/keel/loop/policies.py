@@ -18,6 +18,7 @@ Declared per model in ``keel.yaml`` (``keel retraining declare`` stores them)::
         window_source: data/labels.parquet  # the data the window selects (checked when declared)
         window_column: event_timestamp
         promotion: {staging: auto, production: "canary:10"}   # production: auto | approval | canary:<weight> | shadow | none
+                                                              # | shadow,canary:<weight> (staged: shadow, then canary, then promotion)
         deployment: churn-live            # the deployment a canary / shadow goes out in
         cooldown: 6h
         max_retrains: 3                   # at most 3 retrains ...
@@ -37,7 +38,11 @@ started after this trigger arrived: coalesced; back-off after a failure;
 cooldown; at most N per period; a canary of this policy still rolling out),
 then the pipeline with the window's parameters and the trigger as the run's
 cause, then the registry's gates against the champion, then promotion as the
-policy says. A failing pipeline leaves the champion in place, is an audited
+policy says. A rollout (``shadow``, ``canary:<w>``, or the staged
+``shadow,canary:<w>``) is judged by :func:`keel.loop.retraining.advance` on the live
+comparison of its current stage only (the rows logged since the stage began):
+a staged rollout's shadow that passes becomes a canary of the same version, and
+the canary that passes is promoted; a stage that fails ends the rollout. A failing pipeline leaves the champion in place, is an audited
 event and an alert (``retraining:<policy>``), and backs the policy off
 exponentially. Every step is a ``retraining_events`` row with the acting user.
 """
@@ -62,7 +67,8 @@ from keel.store.schema.retraining import (
 )
 
 TRIGGER_KINDS = ("alert", "performance", "schedule", "data", "model")
-PRODUCTION_MODES = ("auto", "approval", "shadow", "none")  # and canary:<weight>
+PRODUCTION_MODES = ("auto", "approval", "shadow", "none")  # and canary:<weight>, and the staged shadow,canary:<weight>
+STAGED = "shadow,canary:<weight>"  # the one staged rollout: shadow first, then a canary of the same version, then promotion
 STAGING_MODES = ("auto", "none")
 WINDOW_PARAMS = ("window_start", "window_end")
 JOB = "retraining"
@@ -143,18 +149,30 @@ class RetrainingPolicy:
         return str((self.promotion or {}).get("staging", "none"))
 
     @property
+    def stages(self) -> list[str]:
+        """The rollout's stages in order: [] (no rollout), [shadow], [canary] or [shadow, canary]."""
+        return [part.partition(":")[0] for part in rollout_parts(self.production)]
+
+    @property
     def rollout(self) -> str | None:
-        """canary | shadow | None."""
-        mode = self.production
-        return "canary" if mode.startswith("canary") else "shadow" if mode == "shadow" else None
+        """The rollout's first stage: canary | shadow | None."""
+        return self.stages[0] if self.stages else None
 
     @property
     def canary_weight(self) -> float:
-        _, _, w = self.production.partition(":")
+        canary = next((part for part in rollout_parts(self.production) if part.startswith("canary")), "canary")
+        _, _, w = canary.partition(":")
         return float(w or 10)
 
     def deployment_name(self) -> str:
         return self.deployment or f"{self.model}-live"
+
+
+def rollout_parts(mode: str) -> list[str]:
+    """``promotion.production``'s rollout stages as written (``shadow``, ``canary:50``); [] for auto, approval, none."""
+    if mode in ("auto", "approval", "none"):
+        return []
+    return [part.strip() for part in mode.split(",")]
 
 
 # -- checking a declaration -------------------------------------------------------------
@@ -209,18 +227,7 @@ def _check_shape(p: RetrainingPolicy) -> None:
     if p.staging not in STAGING_MODES:
         raise ValidationError(f"Retraining policy {p.name!r}: promotion.staging {p.staging!r} is not known." + did_you_mean(p.staging, STAGING_MODES),
                               hint="Use auto or none.")
-    mode = p.production
-    if mode not in PRODUCTION_MODES and not mode.startswith("canary"):
-        raise ValidationError(f"Retraining policy {p.name!r}: promotion.production {mode!r} is not known." + did_you_mean(mode, [*PRODUCTION_MODES, "canary:10"]),
-                              hint="Use auto, approval, canary:<weight> (e.g. canary:10), shadow or none.")
-    if mode.startswith("canary"):
-        head, _, w = mode.partition(":")
-        try:
-            weight = float(w or 10)
-        except ValueError:
-            weight = -1.0
-        if head != "canary" or not 0 < weight < 100:
-            raise ValidationError(f"Retraining policy {p.name!r}: {mode!r} is not a canary weight.", hint="Write canary:<percent>, e.g. canary:10.")
+    _check_production(p.name, p.production)
     for key in ("cooldown", "per", "backoff", "window"):
         _duration(getattr(p, key), key)
     if not isinstance(p.max_retrains, int) or isinstance(p.max_retrains, bool) or p.max_retrains < 1:
@@ -231,6 +238,38 @@ def _check_shape(p: RetrainingPolicy) -> None:
     clash = sorted(set(p.params) & set(WINDOW_PARAMS))
     if clash:
         raise ValidationError(f"Retraining policy {p.name!r}: params sets {clash[0]!r}, which the policy passes itself.", hint="Set window: instead.")
+
+
+def _check_canary(name: str, mode: str, part: str) -> None:
+    head, _, w = part.partition(":")
+    try:
+        weight = float(w or 10)
+    except ValueError:
+        weight = -1.0
+    if head != "canary" or not 0 < weight < 100:
+        raise ValidationError(f"Retraining policy {name!r}: {part!r} in promotion.production {mode!r} is not a canary weight.",
+                              hint="Write canary:<percent>, e.g. canary:10" + (", or shadow,canary:50." if "," in mode else "."))
+
+
+def _check_production(name: str, mode: Any) -> None:
+    """auto | approval | none | shadow | canary:<weight> | the staged shadow,canary:<weight>; anything else is refused."""
+    modes = [*PRODUCTION_MODES, "canary:10", "shadow,canary:50"]
+    if not isinstance(mode, str):
+        raise ValidationError(f"Retraining policy {name!r}: promotion.production {mode!r} is not text.", hint=f"Use one of {', '.join(modes)}.")
+    parts = rollout_parts(mode)
+    if len(parts) > 1:
+        if len(parts) != 2 or parts[0] != "shadow" or not parts[1].startswith("canary"):
+            raise ValidationError(
+                f"Retraining policy {name!r}: promotion.production {mode!r} is not a staged rollout keel runs: the only sequence is "
+                f"{STAGED} (the new version first as a shadow, then as a canary, then promoted).",
+                hint="Write shadow,canary:<percent>, e.g. shadow,canary:50, or one mode: auto, approval, shadow, canary:<percent> or none.")
+        _check_canary(name, mode, parts[1])
+        return
+    if mode not in PRODUCTION_MODES and not mode.startswith("canary"):
+        raise ValidationError(f"Retraining policy {name!r}: promotion.production {mode!r} is not known." + did_you_mean(mode, modes),
+                              hint=f"Use auto, approval, canary:<weight> (e.g. canary:10), shadow, {STAGED} or none.")
+    if mode.startswith("canary"):
+        _check_canary(name, mode, mode)
 
 
 def _champion_pipeline(model: str) -> str | None:
@@ -510,6 +549,12 @@ def get_policy(name: str) -> RetrainingPolicy:
     row = _row(name)
     d = json.loads(row.spec)
     return RetrainingPolicy.from_dict(row.name, {k: v for k, v in d.items() if k not in ("name", "origin")}, d.get("origin", row.origin))
+
+
+def pending_rollout(name: str) -> dict[str, Any] | None:
+    """The policy's rollout in progress: version, deployment, stage (shadow | canary), stages, since (ms, the stage's start), revision."""
+    pending = _state(name).get("rollout")
+    return dict(pending) if pending else None
 
 
 def _policy_schedules(name: str) -> list[Any]:

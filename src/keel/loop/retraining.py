@@ -2,7 +2,8 @@
 
 :func:`run_policy` is one retrain for one trigger (the ``retraining`` job kind the
 scheduler runs, ``keel retraining run``, ``POST /v1/retraining/NAME/run``);
-:func:`advance` judges a pending canary / shadow on its live comparison. The
+:func:`advance` judges a pending canary / shadow on its live comparison, stage by
+stage for the staged ``shadow,canary:<w>`` (each stage reads only its own rows). The
 declarations they run are :mod:`keel.loop.policies`'s; see its docstring for the
 whole story.
 """
@@ -178,9 +179,12 @@ def _would(p: RetrainingPolicy, plan: Mapping[str, Any]) -> list[str]:
     if p.staging == "auto":
         steps.append("promote the new version to staging")
     mode = p.production
+    shadow = f"run it as a shadow in deployment {p.deployment_name()}"
+    canary = f"send it {p.canary_weight:g} % of traffic as a canary in deployment {p.deployment_name()}"
     steps.append({"auto": "promote it to production", "approval": "request approval for production", "none": "leave production as it is",
-                  "shadow": f"run it as a shadow in deployment {p.deployment_name()}, promote once the live comparison passes"}.get(
-        mode, f"send it {p.canary_weight:g} % of traffic as a canary in deployment {p.deployment_name()}, promote once the live comparison passes"))
+                  "shadow": f"{shadow}, promote once the live comparison passes"}.get(
+        mode, f"{shadow}; once its live comparison passes, {canary}; promote once the canary's comparison passes" if p.stages == ["shadow", "canary"]
+        else f"{canary}, promote once the live comparison passes"))
     return steps
 
 
@@ -247,7 +251,8 @@ def _retrain(p: RetrainingPolicy, pipeline: str, params: dict[str, Any], trigger
     if out["status"] != "failed":
         state.update(failures=0, backoff_until_ms=None, last_success_ms=now_ms())
         if out["status"] == "rollout":
-            state["rollout"] = {"version": version, "deployment": out["deployment"], "since": now_ms(), "retrain": retrain,
+            state["rollout"] = {"version": version, "deployment": out["deployment"], "since": out["since"], "retrain": retrain,
+                                "stage": out["mode"], "stages": p.stages, "revision": out["revision"],
                                 # the gates' evaluation data (the fresh holdout), for the promotion once the live comparison passes
                                 "data": data if isinstance(data, str) else None, "target": target}
         with get_metadata_store().write() as conn:
@@ -313,19 +318,22 @@ def _promote(p: RetrainingPolicy, version: int, data: Any, target: str | None, r
         return {"status": "refused", "environment": "production", "gates": gates,
                 "reason": "; ".join(f"{r.name}: {r.detail}" for r in failed)}
     record(p.name, "gates", "passed", retrain=retrain, run_id=run_id, version=version, detail={"environment": "production", "gates": gates})
-    dep = _start_rollout(p, version)
-    record(p.name, p.rollout or "canary", "started", retrain=retrain, run_id=run_id, version=version,
-           detail={"deployment": dep.name, "revision": dep.revision, "spec": dep.spec.describe()})
-    return {"status": "rollout", "environment": "production", "gates": gates, "deployment": dep.name, "mode": p.rollout}
+    stage = p.rollout or "canary"
+    since = now_ms()  # the stage's start: its comparison reads only the rows logged from here on
+    dep = _start_rollout(p, version, stage, f"retraining policy {p.name}: v{version} passed its gates")
+    record(p.name, stage, "started", retrain=retrain, run_id=run_id, version=version,
+           detail={"deployment": dep.name, "revision": dep.revision, "spec": dep.spec.describe(), "stages": p.stages})
+    return {"status": "rollout", "environment": "production", "gates": gates, "deployment": dep.name, "mode": stage,
+            "revision": dep.revision, "since": since}
 
 
-def _start_rollout(p: RetrainingPolicy, version: int) -> Any:
+def _start_rollout(p: RetrainingPolicy, version: int, stage: str, reason: str) -> Any:
+    """Put ``version`` beside the champion in the policy's deployment as ``stage`` (shadow | canary): a new revision."""
     from keel.deployments.specs import build_spec, deploy, get_deployment, set_deployment
 
     name = p.deployment_name()
     ref = f"{p.model}/{version}"
-    reason = f"retraining policy {p.name}: v{version} passed its gates"
-    opts: dict[str, Any] = {"canary": ref, "weight": p.canary_weight} if p.rollout == "canary" else {"shadow": ref}
+    opts: dict[str, Any] = {"canary": ref, "weight": p.canary_weight} if stage == "canary" else {"shadow": ref}
     try:
         get_deployment(name)
     except NotFoundError:
@@ -333,11 +341,50 @@ def _start_rollout(p: RetrainingPolicy, version: int) -> Any:
     return set_deployment(name, reason=reason, model=f"{p.model}@production", **opts)
 
 
-def advance(name: str, *, min_labels: int | None = None, margin: float | None = None, since: str | None = None, data: Any = None,
-            target: str | None = None) -> dict[str, Any]:
-    """Judge the policy's pending canary / shadow on its live comparison (the policy's ``live:``, or these): promote, end it, or wait."""
+def _judged(c: Mapping[str, Any], min_labels: int, margin: float) -> str:
+    """The policy's verdict on a comparison: its live rules (min_labels, margin) applied to the comparison's interval."""
+    from keel.deployments.compare import _verdict
+
+    q = c.get("quality")
+    if not q:
+        return "not enough data"
+    lab = q["labelled"]
+    n = int(lab) if isinstance(lab, int) else min(int(v) for v in lab.values())
+    return _verdict(float(q["low"]), float(q["high"]), q["metric"] != "rmse", margin, n, min_labels)
+
+
+def _stage_comparison(dep: str, revision: int, start: datetime, comparison: Mapping[str, Any] | None, min_labels: int,
+                      margin: float) -> dict[str, Any]:
+    """The stage's comparison: the one given (it must be of this revision and read nothing before the stage began), else computed."""
     from keel.deployments.compare import compare
-    from keel.deployments.specs import end_challenger, promote_deployment
+
+    if comparison is None:
+        return compare(dep, since=start, min_labels=min_labels, margin=margin)
+    c = dict(comparison)
+    try:
+        since = datetime.fromisoformat(str(c.get("since")))
+    except ValueError:
+        since = None
+    if c.get("deployment") != dep or c.get("revision") != revision or since is None or since.astimezone(UTC) < start:
+        raise ValidationError(
+            f"The comparison given is of deployment {c.get('deployment')!r} revision {c.get('revision')} since {c.get('since')}, "
+            f"not of this stage ({dep!r} revision {revision} since {start.isoformat()}).",
+            hint="Pass keel.deployments.compare.compare(DEPLOYMENT, since=<the stage's start>), or let advance compute it.")
+    return c
+
+
+def advance(name: str, *, min_labels: int | None = None, margin: float | None = None, since: str | None = None, data: Any = None,
+            target: str | None = None, comparison: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Judge the policy's pending canary / shadow on its current stage's live comparison: the next stage, promote, end it, or wait.
+
+    The comparison reads only the rows logged since the stage began (and within the policy's ``live.since``);
+    ``comparison``: a ``compare()`` of the stage's deployment revision already made (its verdict is re-judged by
+    the policy's ``live:`` rules). A staged ``shadow,canary:<w>`` whose shadow passes puts the same version out
+    as a canary (a new deployment revision, its own stage); the last stage that passes is promoted; a stage
+    that fails ends the rollout. Every step is an audited event.
+    """
+    from keel.deployments.compare import _since
+    from keel.deployments.specs import end_challenger, get_deployment, promote_deployment
 
     p = get_policy(name)
     min_labels = int(p.live.get("min_labels", 100)) if min_labels is None else min_labels
@@ -348,25 +395,58 @@ def advance(name: str, *, min_labels: int | None = None, margin: float | None = 
     if not pending:
         return {"policy": name, "status": "idle", "reason": "no canary or shadow of this policy is rolling out"}
     dep, version, retrain = pending["deployment"], int(pending["version"]), pending.get("retrain")
-    c = compare(dep, since=since, min_labels=min_labels, margin=margin)
-    verdict = c["recommendation"]
+    stages = list(pending.get("stages") or p.stages or ["canary"])
+    stage = str(pending.get("stage") or stages[0])
+    current = get_deployment(dep)
+    challenger = current.spec.challenger
+    if challenger is None or current.spec.mode != stage:  # taken out meanwhile (an objective's automatic rollback, or by hand)
+        reason = f"deployment {dep} no longer runs v{version} as its {stage} ({current.spec.describe()})"
+        record(name, "rollout", "ended", retrain=retrain, version=version, detail={"deployment": dep, "stage": stage, "reason": reason})
+        state.pop("rollout", None)
+        with get_metadata_store().write() as conn:
+            _save_state(conn, name, state)
+        return {"policy": name, "status": "ended", "deployment": dep, "version": version, "stage": stage, "reason": reason}
+    start = _since(since)
+    if pending.get("since"):  # only the stage's own rows: those logged since it began
+        start = max(start, datetime.fromtimestamp(int(pending["since"]) / 1000, tz=UTC))
+    c = _stage_comparison(dep, current.revision, start, comparison, min_labels, margin)
+    verdict = _judged(c, min_labels, margin)
     quality = c.get("quality")
+    shown = {"deployment": dep, "stage": stage, "revision": current.revision, "since": start.isoformat(), "quality": quality}
     if verdict == "not enough data":
-        record(name, "rollout", "waiting", retrain=retrain, version=version, detail={"deployment": dep, "quality": quality})
-        return {"policy": name, "status": "waiting", "deployment": dep, "version": version, "comparison": quality}
+        record(name, "rollout", "waiting", retrain=retrain, version=version, detail=shown)
+        return {"policy": name, "status": "waiting", "deployment": dep, "version": version, "stage": stage, "comparison": quality}
+    nxt = stages[stages.index(stage) + 1] if stage in stages and stages.index(stage) + 1 < len(stages) else None
+    diff = "" if not quality else f" ({quality['metric']} {quality['difference']:+.4f} [{quality['low']:+.4f}, {quality['high']:+.4f}])"
+    if verdict != "keep" and nxt is not None:
+        began = now_ms()
+        moved = _start_rollout(p, version, nxt, f"retraining policy {name}: v{version}'s {stage} passed its live comparison")
+        weight = f" at {p.canary_weight:g} %" if nxt == "canary" else ""
+        record(name, "rollout", "advanced", retrain=retrain, version=version,
+               detail={**shown, "next": nxt, "reason": f"the {stage} passed its live comparison{diff}; v{version} goes on as the {nxt}{weight}"})
+        record(name, nxt, "started", retrain=retrain, version=version,
+               detail={"deployment": dep, "revision": moved.revision, "spec": moved.spec.describe(), "stages": stages})
+        state["rollout"] = {**pending, "stage": nxt, "stages": stages, "since": began, "revision": moved.revision}
+        with get_metadata_store().write() as conn:
+            _save_state(conn, name, state)
+        return {"policy": name, "status": "advanced", "deployment": dep, "version": version, "stage": nxt, "previous": stage,
+                "revision": moved.revision, "comparison": quality}
     if verdict == "keep":
-        end_challenger(dep, detail={"policy": name, "quality": quality}, reason=f"retraining policy {name}: v{version} lost the live comparison")
-        outcome = {"status": "rolled_back", "deployment": dep, "version": version, "comparison": quality}
+        end_challenger(dep, detail={"policy": name, "stage": stage, "quality": quality},
+                       reason=f"retraining policy {name}: v{version} lost the live comparison as the {stage}")
+        outcome = {"status": "rolled_back", "deployment": dep, "version": version, "stage": stage, "comparison": quality}
     else:
         if data is None:
             d, t = _gate_data(p, {"data": pending.get("data"), "target": pending.get("target")})
         else:
             d, t = data, target
-        moved = promote_deployment(dep, to="production", reason=f"retraining policy {name}: live comparison passed", data=d, target=t)
-        status = moved["transition"]["status"]
+        promoted = promote_deployment(dep, to="production", reason=f"retraining policy {name}: live comparison passed", data=d, target=t)
+        status = promoted["transition"]["status"]
         outcome = {"status": "promoted" if status in ("applied", "forced", "unchanged") else status, "deployment": dep, "version": version,
-                   "comparison": quality, "transition": moved["transition"]}
-    record(name, "rollout", outcome["status"], retrain=retrain, version=version, detail={"deployment": dep, "quality": quality})
+                   "stage": stage, "comparison": quality, "transition": promoted["transition"]}
+    why = (f"the {stage} lost its live comparison{diff}; the champion answers everything" if verdict == "keep"
+           else f"the {stage} passed its live comparison{diff}; v{version} {outcome['status']} to production")
+    record(name, "rollout", outcome["status"], retrain=retrain, version=version, detail={**shown, "reason": why})
     state.pop("rollout", None)
     with get_metadata_store().write() as conn:
         _save_state(conn, name, state)

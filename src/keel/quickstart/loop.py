@@ -1,14 +1,28 @@
-"""The quickstart's loop stage: a shift in one feature, the alert, the retraining policy, a canary, the promotion.
+"""The quickstart's loop stage: a shift in one feature, the alert, the retraining policy, shadow, canary, the promotion.
 
 The policy ``churn-retrain`` (declared here, stored in the metadata store)
 retrains ``churn`` when the monitor ``churn-daily`` alerts: it runs the
 project's ``pipelines:retrain`` on the last 90 days of labels (the window's
 ``window_start`` / ``window_end``), runs the registry's gates against the
-champion on the fresh holdout, and sends the new version half of the traffic as
-a canary in the deployment ``churn-live``; once the live comparison on labelled
-traffic passes, the canary is promoted. Each step is printed with its time; the
-loop's own overhead is everything but the pipeline run and the replayed traffic
-(the stand-in for the world's requests and labels).
+champion on the fresh holdout, and rolls the new version out in stages
+(``promotion.production: shadow,canary:50``) in the deployment ``churn-live``
+(``churn@production``, sticky by customer):
+
+1. as the shadow beside ``churn@production``: every customer is replayed as a
+   request through the deployment's router (the model server's routing code: the
+   champion answers, the shadow scores the same rows off the request path, both
+   logged under one request id), the labels are fed back, and ``keel deploy
+   compare churn-live``'s comparison is printed: agreement, score differences,
+   paired quality with its interval, the recommendation. The policy judges the
+   shadow on that comparison and, as it passes, puts the same version out
+2. as a canary answering 50 % of customers (sticky: a customer always meets the
+   same model): every customer replayed again, labels fed back, the canary's own
+   comparison (unpaired, only this stage's rows) printed briefly, and the policy
+   promotes the version once it passes.
+
+Each step is printed with its time; the loop's own overhead is everything but
+the pipeline run and the replayed traffic (the stand-in for the world's requests
+and labels).
 
 A rerun finds the policy in its cooldown: the alert fires again, the policy
 records the trigger as skipped (with why) and nothing is retrained, so the
@@ -30,7 +44,10 @@ POLICY = "churn-retrain"
 MONITOR = "churn-daily"
 DEPLOYMENT = "churn-live"
 SHIFTED, SEGMENT, FACTOR = "minutes_30d", ("plan", "basic"), 0.5
-CANARY_WEIGHT = 50
+REQUEST_ROWS = 100  # customers per replayed request: 30 requests for the default 3,000 customers (a request costs ~0.1 s, mostly fixed)
+ROLLOUT = "shadow,canary:50"  # shadow first; once its live comparison passes, a canary at 50 %; once that passes, promoted
+STICKY_BY = "customer_id"  # the deployment sticks by customer: a customer always meets the same model
+LIVE_MIN_LABELS, LIVE_MARGIN, LIVE_SINCE = 100, 0.1, "1d"  # the live comparison each stage must pass
 WRITER = "quickstart-loop"
 
 
@@ -40,8 +57,8 @@ def declare() -> dict[str, Any]:
     return declare_policy(RetrainingPolicy(
         POLICY, MODEL, triggers=[{"alert": MONITOR}], pipeline="pipelines:retrain", window="90d",
         window_source="data/labels.parquet", window_column="event_timestamp",
-        promotion={"staging": "none", "production": f"canary:{CANARY_WEIGHT}"}, deployment=DEPLOYMENT,
-        live={"min_labels": 100, "margin": 0.1, "since": "1d"}, cooldown="6h", max_retrains=3, per="7d",
+        promotion={"staging": "none", "production": ROLLOUT}, deployment=DEPLOYMENT,
+        live={"min_labels": LIVE_MIN_LABELS, "margin": LIVE_MARGIN, "since": LIVE_SINCE}, cooldown="6h", max_retrains=3, per="7d",
     ))
 
 
@@ -103,31 +120,89 @@ def _shifted_traffic(online: Any, features_of: Any, version: int, now: datetime)
     return len(_log(frame, features_of(frame), version, "default", *_this_hour(now, len(frame)), "shift"))
 
 
-def _canary_traffic(frame: Any, features_of: Any, dep: Any, now: datetime) -> dict[str, int]:
-    """Every customer once through the deployment's routes (sticky by customer, as the router splits), then their labels."""
+def _deployment() -> bool:
+    """``churn-live``: churn@production, sticky by customer (created once; the policy's rollout stages change it). True: created now."""
+    from keel.deployments.specs import build_spec, deploy, get_deployment
+    from keel.errors import NotFoundError
+
+    try:
+        get_deployment(DEPLOYMENT)
+        return False
+    except NotFoundError:
+        deploy(build_spec(DEPLOYMENT, model=f"{MODEL}@production", sticky_by=STICKY_BY), reason="the quickstart: churn in production")
+        return True
+
+
+def _replay(customers: list[int], stage: str) -> dict[str, Any]:
+    """Every customer once as a request through the deployment's router, then their labels.
+
+    The router (the model server's own routing code) picks the answering route by the request's
+    customer (sticky), and calls a shadow on the same rows, with the same request ids, off the
+    request path; every row is logged with its route, so the comparison pairs a shadow with the
+    champion, and the labels attach to all. Customers are sent in requests of ``REQUEST_ROWS``,
+    each request of customers that stick to one route (the router picks by the first one's key),
+    so every customer is answered by the model it sticks to.
+    """
     import pandas as pd
 
     import keel
-    from keel.deployments.routing import bucket
-    from keel.registry.versions import resolve_version
+    from keel.deployments.routing import Router
+    from keel.store.prediction_log import active_log
 
-    champion, canary = dep.spec.champion, dep.spec.route("canary")
-    in_canary = [bucket(str(int(c)), dep.name) < canary.weight for c in frame["customer_id"]]
+    router = Router(DEPLOYMENT, defaults={"plan": "unknown", "region": "unknown"}, refresh_s=3600)
+    stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    ids: list[str] = []
+    answered: dict[str, int] = {}
+    unstuck = requests = 0
+    try:
+        groups: dict[str, list[int]] = {}
+        for c in customers:
+            groups.setdefault(router.pick(c).name, []).append(c)
+        order: list[int] = []
+        for route, group in groups.items():
+            for k in range(0, len(group), REQUEST_ROWS):
+                chunk = group[k:k + REQUEST_ROWS]
+                answer = router.predict([{STICKY_BY: c} for c in chunk], request_id=f"{WRITER}-{stage}-{stamp}-{requests}", batch_id=WRITER)
+                requests += 1
+                answered[answer.route] = answered.get(answer.route, 0) + len(chunk)
+                unstuck += 0 if answer.route == route else len(chunk)
+                ids += answer.prediction.row_ids
+                order += chunk
+        router.drain()
+        stats = router.stats()
+    finally:
+        router.close()
+    plog = active_log()
+    if plog is not None:
+        plog.flush()  # the comparison reads the lake: compact what was just logged
     labels = pd.read_parquet("data/labels.parquet").sort_values("event_timestamp").groupby("customer_id")["churned"].last()
-    counts = {}
-    for route, mask in ((champion, [not m for m in in_canary]), (canary, in_canary)):
-        part = frame[mask].reset_index(drop=True)
-        version = resolve_version(route.model, int(route.ref) if route.ref.isdigit() else route.ref).version
-        ids = _log(part, features_of(part), version, route.name, *_this_hour(now, len(part)), "live")
-        y = labels.reindex(part["customer_id"]).to_numpy()
-        known = [i for i, v in enumerate(y) if v == v]
-        keel.log_feedback([ids[i] for i in known], [int(y[i]) for i in known], model=MODEL)
-        counts[route.name] = len(ids)
-    return counts
+    y = labels.reindex(order).to_numpy()
+    known = [i for i, v in enumerate(y) if v == v]
+    keel.log_feedback([ids[i] for i in known], [int(y[i]) for i in known], model=MODEL)
+    shadow = stats["routes"].get("shadow", {})
+    return {"stage": stage, "requests": requests, "rows": len(ids), "answered": answered, "unstuck": unstuck, "labelled": len(known),
+            "shadow_scored": int(shadow.get("requests", 0)), "shadow_dropped": stats["shadow_dropped"], "shadow_failed": stats["shadow_failed"]}
+
+
+def _stage_comparison() -> dict[str, Any]:
+    """``keel deploy compare churn-live`` on the current stage's rows only (since the stage began): once, printed and judged."""
+    from keel.deployments.compare import compare
+    from keel.loop.policies import pending_rollout
+
+    pending = pending_rollout(POLICY) or {}
+    since = datetime.fromtimestamp(int(pending["since"]) / 1000, tz=UTC) if pending.get("since") else LIVE_SINCE
+    return compare(DEPLOYMENT, since=since, min_labels=LIVE_MIN_LABELS, margin=LIVE_MARGIN)
+
+
+def _quality(q: dict[str, Any] | None, challenger: str) -> str:
+    nan = float("nan")
+    q = q or {}
+    return (f"{q.get('metric', '?')} {challenger} {q.get('challenger', nan):.3f} vs champion {q.get('champion', nan):.3f} "
+            f"({q.get('difference', nan):+.3f}, [{q.get('low', nan):+.3f}, {q.get('high', nan):+.3f}])")
 
 
 def run(features_of: Any) -> dict[str, Any]:
-    """Declare the policy, shift, alert, retrain through the scheduler, canary, promote; returns what the stage shows."""
+    """Declare the policy, shift, alert, retrain through the scheduler, shadow, compare, promote; returns what the stage shows."""
     from keel.loop.retraining import advance, history
     from keel.monitoring import run_monitor
     from keel.pipelines.triggers import tick
@@ -143,9 +218,11 @@ def run(features_of: Any) -> dict[str, Any]:
         return now
 
     t = t0
+    created = _deployment()
     declared = declare()
-    t = step(f"policy {POLICY} " + (f"declared (v{declared['version']})" if declared["changed"] else f"already declared (v{declared['version']})")
-             + f": alert of {MONITOR} → pipelines:retrain on 90 days → gates → canary {CANARY_WEIGHT} % in {DEPLOYMENT}", t)
+    t = step((f"deployment {DEPLOYMENT}: {MODEL}@production, sticky by {STICKY_BY}; " if created else "")
+             + f"policy {POLICY} " + (f"declared (v{declared['version']})" if declared["changed"] else f"already declared (v{declared['version']})")
+             + f": alert of {MONITOR} → pipelines:retrain on 90 days → gates → shadow, then canary at 50 % in {DEPLOYMENT} → promotion", t)
     before = resolve_version(MODEL, "production").version
     now = datetime.now(UTC)
     online = _online()
@@ -163,20 +240,34 @@ def run(features_of: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"policy": POLICY, "declared": declared, "replayed": replayed, "alert": alert and alert["message"],
                            "events": [{"action": e["action"], "outcome": e["outcome"], "version": e["model_version"]} for e in events],
                            "before": before, "training_s": training}
-    rollout = next((e for e in events if e["action"] == "canary" and e["outcome"] == "started"), None)
+    rollout = next((e for e in events if e["action"] == "shadow" and e["outcome"] == "started"), None)
     if rollout is not None:
         from keel.deployments.specs import get_deployment
 
-        dep = get_deployment(DEPLOYMENT)
-        counts = _canary_traffic(online, features_of, dep, datetime.now(UTC))
-        traffic += time.perf_counter() - t
-        t = step(f"live traffic through {DEPLOYMENT} ({dep.spec.describe()}): {counts.get('champion', 0):,} champion, "
-                 f"{counts.get('canary', 0):,} canary requests, labels joined", t)
-        judged = advance(POLICY)
-        q = judged.get("comparison") or {}
-        t = step(f"live comparison: {q.get('metric', '?')} canary {q.get('challenger', float('nan')):.3f} vs champion "
-                 f"{q.get('champion', float('nan')):.3f} ({q.get('difference', float('nan')):+.3f}, [{q.get('low', float('nan')):+.3f}, "
-                 f"{q.get('high', float('nan')):+.3f}]) → {judged['status']}", t)
+        customers = [int(c) for c in online["customer_id"]]
+        judged: dict[str, Any] = {}
+        for stage in ("shadow", "canary"):
+            dep = get_deployment(DEPLOYMENT)
+            if dep.spec.mode != stage:
+                break
+            t0_traffic = time.perf_counter()
+            replay = _replay(customers, stage)
+            traffic += time.perf_counter() - t0_traffic
+            if stage == "shadow":
+                what = (f"{replay['requests']:,} requests of up to {REQUEST_ROWS} customers answered by the champion, {replay['rows']:,} rows "
+                        "scored by the shadow off the request path")
+            else:
+                what = (f"{replay['requests']:,} requests, every customer answered by the model it sticks to: "
+                        + ", ".join(f"{r} {n:,}" for r, n in sorted(replay["answered"].items())))
+            t = step(f"replayed traffic through {DEPLOYMENT}'s router ({dep.spec.describe()}): {what}, {replay['labelled']:,} labels fed back", t)
+            replay["comparison"] = _stage_comparison()
+            t = step(f"keel deploy compare {DEPLOYMENT} (revision {dep.revision}, this stage's rows): {replay['comparison']['recommendation']}", t)
+            judged = advance(POLICY, comparison=replay["comparison"])
+            then = (f"{judged['status']}: v{judged['version']} is now the canary at 50 % (revision {judged['revision']})"
+                    if judged["status"] == "advanced" else judged["status"])
+            t = step(f"the policy judged the {stage}: {_quality(judged.get('comparison'), stage)} → {then}", t)
+            replay["judged"] = {k: v for k, v in judged.items() if k != "transition"}
+            out[stage] = replay
         out["judged"] = {k: v for k, v in judged.items() if k != "transition"}
         version = resolve_version(MODEL, "production").version
         if version != before:
@@ -212,7 +303,7 @@ def _event_text(e: dict[str, Any]) -> str:
     if e["action"] == "gates":
         res = (d.get("gates") or {}).get("results") or []
         extra = ", ".join(f"{r['name']}: {r['status']}" for r in res)
-    if e["action"] == "canary":
+    if e["action"] in ("canary", "shadow"):
         extra = d.get("spec", "")
     return f"{e['action']} {e['outcome']}{v}" + (f" ({escape(str(extra))[:200]})" if extra else "")
 
@@ -226,7 +317,53 @@ def show(console: Console, out: dict[str, Any]) -> None:
     for s in out["steps"]:
         t.add_row(s["step"], f"{s['seconds']:.2f}")
     console.print(t)
+    if out.get("shadow"):
+        show_comparison(console, out["shadow"]["comparison"])
+    if out.get("canary"):
+        show_brief(console, out["canary"]["comparison"])
     console.print(f"  loop total {out['total_s']:.1f} s: training (the pipeline run) {out['training_s']:.1f} s, replayed traffic and labels "
                   f"{out['traffic_s']:.1f} s, the loop's own overhead {out['overhead_s']:.1f} s", highlight=False)
     console.print(f"  keel retraining history {POLICY} · keel models diagnose churn@production · keel lineage model churn/{out['after']}",
                   highlight=False)
+
+
+def show_brief(console: Console, c: dict[str, Any]) -> None:
+    """A canary's comparison in a few lines: per route requests and labels, the unpaired quality, the recommendation."""
+    routes = ", ".join(f"{name} ({r['model']}/{','.join(str(v) for v in r['versions']) or r['ref']}, {r['weight']:g} %) {r['requests']:,} requests, "
+                       f"{r['labelled']:,} labelled" for name, r in c["routes"].items())
+    console.print(f"keel deploy compare {c['deployment']} (revision {c['revision']}, {c['mode']}, since {c['since'][:19]}): {routes}", highlight=False)
+    q = c.get("quality")
+    if q:
+        console.print(f"  quality ({'paired' if q['paired'] else 'unpaired'}): {q['metric']} champion {q['champion']:.4f}, {c['mode']} "
+                      f"{q['challenger']:.4f}, difference {q['difference']:+.4f} [{q['low']:+.4f}, {q['high']:+.4f}] at {q['confidence']:.0%}",
+                      highlight=False)
+    console.print(f"  [bold]recommendation:[/] {c['recommendation']}", highlight=False)
+
+
+def show_comparison(console: Console, c: dict[str, Any]) -> None:
+    """``keel deploy compare``'s report: per route traffic, errors, latency and labels; the shadow's agreement, its quality, the recommendation."""
+    t = Table(title=f"keel deploy compare {c['deployment']} (revision {c['revision']}, {c['mode']}, since {c['since'][:16]})", header_style="bold")
+    for col in ("route", "version", "share", "requests", "errors", "p50 ms", "p99 ms", "labelled"):
+        t.add_column(col, justify="left" if col in ("route", "version", "share") else "right")
+
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    for name, r in c["routes"].items():
+        t.add_row(name, f"{r['model']}/{','.join(str(v) for v in r['versions']) or r['ref']}", "shadow" if r["shadow"] else f"{r['weight']:g} %",
+                  f"{r['requests']:,}", f"{r['errors']:,}", ms(r["latency_p50_ms"]), ms(r["latency_p99_ms"]), f"{r['labelled']:,}")
+    console.print(t)
+    sh = c.get("shadow") or {}
+    if sh.get("paired_requests"):
+        d = sh.get("score_difference") or {}
+        diff = (f"; score difference (shadow - champion) mean {d['mean']:+.4f}, |mean| {d['mean_abs']:.4f}, p5 {d['p5']:+.4f}, "
+                f"median {d['p50']:+.4f}, p95 {d['p95']:+.4f}") if d else ""
+        console.print(f"  paired on {sh['paired_requests']:,} requests: agreement {sh.get('agreement', float('nan')):.1%}{diff}", highlight=False)
+    q = c.get("quality")
+    if q:
+        lab = q["labelled"]
+        labelled = f"{lab:,}" if isinstance(lab, int) else ", ".join(f"{k} {v:,}" for k, v in lab.items())
+        console.print(f"  quality ({'paired' if q['paired'] else 'unpaired'}, {labelled} labelled): {q['metric']} champion {q['champion']:.4f}, "
+                      f"shadow {q['challenger']:.4f}, difference {q['difference']:+.4f} [{q['low']:+.4f}, {q['high']:+.4f}] at {q['confidence']:.0%}",
+                      highlight=False)
+    console.print(f"  [bold]recommendation:[/] {c['recommendation']}", highlight=False)

@@ -41,7 +41,7 @@ PROJECT_FILES = ["features.py", "pipelines.py", "contracts/usage_feed.yaml"]
 EXPERIMENT = "churn"  # the template pipeline's experiment, and the project's default in keel.yaml
 # The project's promotion gates for churn: a retrained version is compared with production on the same fresh
 # holdout and may not be worse by more than 0.01 ROC AUC (a refit on newer data rarely beats a tuned champion
-# on the point estimate; the canary's live comparison then decides on real traffic).
+# on the point estimate; the shadow's live comparison then decides on real traffic).
 GATES = """registry:
   policies:
     churn:
@@ -218,7 +218,7 @@ def stage_monitoring(result: QuickstartResult) -> None:
 def stage_loop(result: QuickstartResult) -> None:
     from keel.quickstart import loop
 
-    with _stage(result, "Close the loop: a shift, the alert, the retraining policy, a canary, the promotion"):
+    with _stage(result, "Close the loop: a shift, the alert, the retraining policy, a shadow beside production, a canary, the promotion"):
         result.loop = loop.run(_project_module().features_of)
     loop.show(result.console, result.loop)
 
