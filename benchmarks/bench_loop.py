@@ -125,7 +125,7 @@ def _log(rows: int, versions: int, chunk: int = 500_000) -> None:
     for lo in range(0, rows, chunk):
         n = min(chunk, rows - lo)
         i = np.arange(lo, lo + n)
-        ts = start_us + (i * (end_us - start_us) // rows)
+        ts = start_us + (i * ((end_us - start_us) / rows)).astype(np.int64)  # i * span overflows int64 at 10M rows
         proc = i % PROCESSES
         counter = i // PROCESSES
         ids = np.char.add(prefixes[proc], np.char.zfill(np.char.mod("%x", counter), 12))
