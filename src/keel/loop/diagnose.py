@@ -141,6 +141,14 @@ def _performance(mv: Any) -> list[dict[str, Any]]:
 
 
 def _log_health(mv: Any, start: datetime) -> dict[str, Any]:
+    """Volume per day, error share, latency p50/p99 and missing-feature share per version, over [start, now).
+
+    Counts come from each part's summary (its footer, cached) when the part lies
+    inside the window, holds one version and one day; the other parts (the window's
+    first hour, older parts) are counted by DuckDB. Latency quantiles are exact:
+    one DuckDB scan of the latency and version columns (the time column only for
+    the parts the window cuts).
+    """
     import duckdb
 
     from keel.store import predictions as P
@@ -149,21 +157,59 @@ def _log_health(mv: Any, start: datetime) -> dict[str, Any]:
     paths = P.files(mv.model, start=start)
     if not paths:
         return {"rows": 0, "days": [], "versions": []}
+    start_us = int(start.timestamp() * 1_000_000)
+    counts: dict[int, list[int]] = {}  # version -> [rows, errors, rows with missing features]
+    days: dict[int, int] = {}  # UTC day number -> rows
+    inside, cut = [], []
+    for path, (st, _bloom) in zip(paths, P.summaries(mv.model, paths), strict=True):
+        if not st.get("rows") or st["ts_max_us"] < start_us:
+            continue
+        if st["ts_min_us"] < start_us:
+            cut.append(path)
+            continue
+        inside.append(path)
+        if len(st["versions"]) == 1 and len(st["days"]) == 1:
+            c = counts.setdefault(int(next(iter(st["versions"]))), [0, 0, 0])
+            c[0] += st["rows"]
+            c[1] += st["rows"] - st["status"].get("ok", 0)
+            c[2] += st["missing_features_rows"]
+            day = int(next(iter(st["days"])))
+            days[day] = days.get(day, 0) + st["rows"]
+        else:
+            cut.append(path)  # counted by DuckDB below (its latencies still come from the inside scan)
+            inside.pop()
+
+    def scan(group: list[str], filtered: bool) -> str:
+        return (f"SELECT {{cols}} FROM read_parquet([{', '.join(sql_string(p) for p in group)}], union_by_name = true)"
+                + (" WHERE ts >= $start" if filtered else ""))
+
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        scan = f"(SELECT * FROM read_parquet([{', '.join(sql_string(p) for p in paths)}], union_by_name = true) WHERE ts >= ?)"
-        per_version = con.execute(
-            f"SELECT version, count(*), avg(CASE WHEN coalesce(status, 'ok') <> 'ok' THEN 1 ELSE 0 END), quantile_cont(latency_ms, 0.5), "
-            f"quantile_cont(latency_ms, 0.99), avg(CASE WHEN len(coalesce(missing_features, [])) > 0 THEN 1 ELSE 0 END) "
-            f"FROM {scan} GROUP BY version ORDER BY version", [start]).fetchall()
-        per_day = con.execute(f"SELECT date_trunc('day', ts) AS d, count(*) FROM {scan} GROUP BY d ORDER BY d", [start]).fetchall()
+        lat = [scan(g, f).format(cols="version, latency_ms") for g, f in ((inside, False), (cut, True)) if g]
+        quantiles = {int(v): (p50, p99) for v, p50, p99 in con.execute(
+            f"SELECT version, quantile_cont(latency_ms, 0.5), quantile_cont(latency_ms, 0.99) FROM ({' UNION ALL '.join(lat)}) "
+            "GROUP BY version", {"start": start} if cut else {}).fetchall()}
+        if cut:
+            cols = ("version, ts, CASE WHEN coalesce(status, 'ok') <> 'ok' THEN 1 ELSE 0 END AS failed, "
+                    "CASE WHEN len(coalesce(missing_features, [])) > 0 THEN 1 ELSE 0 END AS missing")
+            rows = scan(cut, True).format(cols=cols)
+            for v, n, e, mf in con.execute(f"SELECT version, count(*), sum(failed), sum(missing) FROM ({rows}) GROUP BY version",
+                                           {"start": start}).fetchall():
+                c = counts.setdefault(int(v), [0, 0, 0])
+                c[0] += int(n)
+                c[1] += int(e or 0)
+                c[2] += int(mf or 0)
+            for d, n in con.execute(f"SELECT (epoch_us(ts) // 86400000000)::BIGINT AS d, count(*) FROM ({rows}) GROUP BY d",
+                                    {"start": start}).fetchall():
+                days[int(d)] = days.get(int(d), 0) + int(n)
     finally:
         con.close()
-    versions = [{"version": int(v), "rows": int(n), "error_share": float(e or 0), "latency_p50_ms": p50, "latency_p99_ms": p99,
-                 "missing_features_share": float(mf or 0)} for v, n, e, p50, p99, mf in per_version]
+    versions = [{"version": v, "rows": n, "error_share": e / n if n else 0.0, "latency_p50_ms": quantiles.get(v, (None, None))[0],
+                 "latency_p99_ms": quantiles.get(v, (None, None))[1], "missing_features_share": mf / n if n else 0.0}
+                for v, (n, e, mf) in sorted(counts.items()) if n]
     return {"rows": sum(v["rows"] for v in versions), "versions": versions,
-            "days": [{"day": d.date().isoformat(), "rows": int(n)} for d, n in per_day]}
+            "days": [{"day": datetime.fromtimestamp(d * 86400, UTC).date().isoformat(), "rows": n} for d, n in sorted(days.items())]}
 
 
 def diagnose(ref: str, *, days: int = 30, top: int = 5) -> dict[str, Any]:
