@@ -145,11 +145,12 @@ def _log_health(mv: Any, start: datetime) -> dict[str, Any]:
 
     Counts come from each part's summary (its footer, cached) when the part lies
     inside the window, holds one version and one day; the other parts (the window's
-    first hour, older parts) are counted by DuckDB. Latency quantiles are exact:
-    one DuckDB scan of the latency and version columns (the time column only for
-    the parts the window cuts).
+    first hour, older parts) are counted by DuckDB. Latency quantiles are exact
+    (DuckDB's ``quantile_cont``): the parts' latency histograms say which bins hold
+    the wanted ranks, and one scan returns only those bins' values (see :func:`_quantiles`).
     """
     import duckdb
+    import pyarrow as pa
 
     from keel.store import predictions as P
     from keel.store.lake import sql_string
@@ -160,24 +161,25 @@ def _log_health(mv: Any, start: datetime) -> dict[str, Any]:
     start_us = int(start.timestamp() * 1_000_000)
     counts: dict[int, list[int]] = {}  # version -> [rows, errors, rows with missing features]
     days: dict[int, int] = {}  # UTC day number -> rows
+    bins: dict[int, dict[str, int]] = {}  # version -> latency histogram (see predictions.latency_histogram)
     inside, cut = [], []
     for path, (st, _bloom) in zip(paths, P.summaries(mv.model, paths), strict=True):
         if not st.get("rows") or st["ts_max_us"] < start_us:
             continue
-        if st["ts_min_us"] < start_us:
-            cut.append(path)
+        if st["ts_min_us"] < start_us or len(st["versions"]) != 1 or len(st["days"]) != 1 or "latency_bins" not in st:
+            cut.append(path)  # counted by DuckDB below
             continue
         inside.append(path)
-        if len(st["versions"]) == 1 and len(st["days"]) == 1:
-            c = counts.setdefault(int(next(iter(st["versions"]))), [0, 0, 0])
-            c[0] += st["rows"]
-            c[1] += st["rows"] - st["status"].get("ok", 0)
-            c[2] += st["missing_features_rows"]
-            day = int(next(iter(st["days"])))
-            days[day] = days.get(day, 0) + st["rows"]
-        else:
-            cut.append(path)  # counted by DuckDB below (its latencies still come from the inside scan)
-            inside.pop()
+        version = int(next(iter(st["versions"])))
+        c = counts.setdefault(version, [0, 0, 0])
+        c[0] += st["rows"]
+        c[1] += st["rows"] - st["status"].get("ok", 0)
+        c[2] += st["missing_features_rows"]
+        day = int(next(iter(st["days"])))
+        days[day] = days.get(day, 0) + st["rows"]
+        h = bins.setdefault(version, {})
+        for b, n in st["latency_bins"].items():
+            h[b] = h.get(b, 0) + n
 
     def scan(group: list[str], filtered: bool) -> str:
         return (f"SELECT {{cols}} FROM read_parquet([{', '.join(sql_string(p) for p in group)}], union_by_name = true)"
@@ -186,10 +188,16 @@ def _log_health(mv: Any, start: datetime) -> dict[str, Any]:
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        lat = [scan(g, f).format(cols="version, latency_ms") for g, f in ((inside, False), (cut, True)) if g]
-        quantiles = {int(v): (p50, p99) for v, p50, p99 in con.execute(
-            f"SELECT version, quantile_cont(latency_ms, 0.5), quantile_cont(latency_ms, 0.99) FROM ({' UNION ALL '.join(lat)}) "
-            "GROUP BY version", {"start": start} if cut else {}).fetchall()}
+        lat = " UNION ALL ".join(scan(g, f).format(cols="version, latency_ms") for g, f in ((inside, False), (cut, True)) if g)
+        args = {"start": start} if cut else {}
+        if cut:  # the cut parts' in-window latencies join the histograms
+            got = con.execute(f"SELECT version, latency_ms FROM ({scan(cut, True).format(cols='version, latency_ms')}) "
+                              "WHERE latency_ms IS NOT NULL", args).fetchnumpy()
+            for version in set(got["version"].tolist()):
+                h = bins.setdefault(int(version), {})
+                for b, n in P.latency_histogram(pa.array(got["latency_ms"][got["version"] == version])).items():
+                    h[b] = h.get(b, 0) + n
+        quantiles = _quantiles(con, lat, args, bins)
         if cut:
             cols = ("version, ts, CASE WHEN coalesce(status, 'ok') <> 'ok' THEN 1 ELSE 0 END AS failed, "
                     "CASE WHEN len(coalesce(missing_features, [])) > 0 THEN 1 ELSE 0 END AS missing")
@@ -210,6 +218,74 @@ def _log_health(mv: Any, start: datetime) -> dict[str, Any]:
                 for v, (n, e, mf) in sorted(counts.items()) if n]
     return {"rows": sum(v["rows"] for v in versions), "versions": versions,
             "days": [{"day": datetime.fromtimestamp(d * 86400, UTC).date().isoformat(), "rows": n} for d, n in sorted(days.items())]}
+
+
+_QUANTILES = (0.5, 0.99)
+
+
+def _quantiles(con: Any, rows: str, args: dict[str, Any], bins: dict[int, dict[str, int]]) -> dict[int, tuple[float | None, ...]]:
+    """DuckDB's ``quantile_cont(latency_ms, q)`` per version for q in _QUANTILES, exactly, reading only the wanted bins' values.
+
+    The histograms give each wanted rank's bin; one scan returns the values of those
+    bins; the value at a rank is then the bin's sorted values at the rank minus the
+    rows below the bin, interpolated as DuckDB does (lo + (hi - lo) * fraction). When
+    a bin is open (NaN, below 0) or the scan does not return exactly the bins' counts,
+    DuckDB's own quantile answers instead.
+    """
+    import math
+
+    import numpy as np
+
+    from keel.store import predictions as P
+
+    edges = P.latency_edges()
+    wanted: dict[tuple[int, int], tuple[int, float, float]] = {}  # (version, bin) -> (rows below it, lo, hi)
+    ranks: dict[int, list[tuple[int, int]]] = {}  # version -> [(floor rank, ceil rank) per quantile]
+    exact = True
+    for version, h in bins.items():
+        if "nan" in h or "-1" in h:
+            exact = False
+            break
+        order = sorted((int(b), n) for b, n in h.items())
+        n = sum(c for _, c in order)
+        if not n:
+            continue
+        ranks[version] = []
+        for q in _QUANTILES:
+            pos = (n - 1) * q
+            ranks[version].append((math.floor(pos), math.ceil(pos)))
+        below = 0
+        for b, c in order:
+            if any(below <= r < below + c for pair in ranks[version] for r in pair):
+                wanted[(version, b)] = (below, float(edges[b]), float(edges[b + 1]) if b + 1 < len(edges) else math.inf)
+            below += c
+    if exact and wanted:
+        targets = ", ".join(f"({v}, {b}, {lo!r}, {'NULL' if hi == math.inf else repr(hi)})" for (v, b), (_, lo, hi) in wanted.items())
+        got = con.execute(f"SELECT t.v, t.b, s.latency_ms FROM ({rows}) s JOIN (VALUES {targets}) t(v, b, lo, hi) ON s.version = t.v "
+                          "AND s.latency_ms >= t.lo AND (t.hi IS NULL OR s.latency_ms < t.hi) ORDER BY t.v, t.b, s.latency_ms",
+                          args).fetchnumpy()
+        values: dict[tuple[int, int], Any] = {}
+        keys = np.stack([got["v"], got["b"]], axis=1) if len(got["v"]) else np.zeros((0, 2), np.int64)
+        for v, b in wanted:
+            values[(v, b)] = got["latency_ms"][(keys[:, 0] == v) & (keys[:, 1] == b)]
+        if all(len(values[k]) == bins[k[0]][str(k[1])] for k in wanted):
+            def at(version: int, rank: int) -> float:
+                for (v, _b), (below, _lo, _hi) in wanted.items():
+                    if v == version and below <= rank < below + len(values[(v, _b)]):
+                        return float(values[(v, _b)][rank - below])
+                raise AssertionError(rank)
+
+            out: dict[int, tuple[float | None, ...]] = {}
+            for version, pairs in ranks.items():
+                qs = []
+                for q, (lo_rank, hi_rank) in zip(_QUANTILES, pairs, strict=True):
+                    lo, hi = at(version, lo_rank), at(version, hi_rank)
+                    pos = (sum(bins[version].values()) - 1) * q
+                    qs.append(lo if lo_rank == hi_rank else lo + (hi - lo) * (pos - lo_rank))
+                out[version] = tuple(qs)
+            return out
+    qcols = ", ".join(f"quantile_cont(latency_ms, {q})" for q in _QUANTILES)
+    return {int(r[0]): tuple(r[1:]) for r in con.execute(f"SELECT version, {qcols} FROM ({rows}) GROUP BY version", args).fetchall()}
 
 
 def diagnose(ref: str, *, days: int = 30, top: int = 5) -> dict[str, Any]:
