@@ -109,34 +109,55 @@ def _alerts(mv: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _drift(mv: Any, top: int) -> list[dict[str, Any]]:
-    from keel.monitoring.results import series
+def _results(monitor: str, kind: str, *, latest: bool = False) -> list[Any]:
+    """The monitor's stored results of ``kind`` oldest first (``latest``: only its last window's), straight from SQL."""
+    import sqlalchemy as sa
 
+    from keel.store.metadata import get_metadata_store
+    from keel.store.schema.monitoring import monitor_results as t
+
+    q = sa.select(t.c.window_end_ms, t.c.version, t.c.column, t.c.statistic, t.c.value, t.c.threshold, t.c.level).where(
+        t.c.monitor == monitor, t.c.kind == kind)
+    if latest:
+        q = q.where(t.c.window_end_ms == sa.select(sa.func.max(t.c.window_end_ms)).where(t.c.monitor == monitor, t.c.kind == kind)
+                    .scalar_subquery())
+    with get_metadata_store().read() as conn:
+        return list(conn.execute(q.order_by(t.c.window_end_ms, t.c.id)).all())
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+
+def _number(x: Any) -> float | None:
+    return None if x is None or x != x else float(x)
+
+
+def _drift(mv: Any, top: int) -> list[dict[str, Any]]:
     out = []
     for m in _monitors(mv):
-        s = series(m.name, kind="drift")
-        if s.empty:
-            continue
-        last = s[s["window_end"] == s["window_end"].max()]
-        last = last.assign(ratio=last["value"] / last["threshold"].where(last["threshold"] > 0))
-        for _, r in last.sort_values("ratio", ascending=False).head(top).iterrows():
-            out.append({"monitor": m.name, "column": r["column"], "statistic": r["statistic"], "value": float(r["value"]),
-                        "threshold": None if r["threshold"] != r["threshold"] else float(r["threshold"]), "level": r["level"],
-                        "window_end": r["window_end"].isoformat()})
+        last = _results(m.name, "drift", latest=True)
+
+        def ratio(r: Any) -> float:
+            t = _number(r.threshold)
+            v = _number(r.value)
+            return v / t if v is not None and t is not None and t > 0 else float("-inf")  # no ratio: last, as pandas sorts NaN
+
+        for r in sorted(last, key=ratio, reverse=True)[:top]:
+            out.append({"monitor": m.name, "column": r.column, "statistic": r.statistic,
+                        "value": float("nan") if r.value is None else float(r.value), "threshold": _number(r.threshold),
+                        "level": r.level, "window_end": _iso(r.window_end_ms)})
     out.sort(key=lambda d: (d["value"] / d["threshold"]) if d["threshold"] else 0.0, reverse=True)
     return out[:top]
 
 
 def _performance(mv: Any) -> list[dict[str, Any]]:
-    from keel.monitoring.results import series
-
     out = []
     for m in _monitors(mv):
         for kind in ("performance", "estimated"):
-            s = series(m.name, kind=kind)
-            for _, r in s.iterrows():
-                out.append({"monitor": m.name, "kind": kind, "metric": r["statistic"], "value": None if r["value"] != r["value"] else float(r["value"]),
-                            "version": None if r["version"] != r["version"] else int(r["version"]), "window_end": r["window_end"].isoformat()})
+            for r in _results(m.name, kind):
+                out.append({"monitor": m.name, "kind": kind, "metric": r.statistic, "value": _number(r.value),
+                            "version": None if r.version is None else int(r.version), "window_end": _iso(r.window_end_ms)})
     return out
 
 
