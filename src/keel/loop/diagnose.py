@@ -171,7 +171,7 @@ def _log_health(mv: Any, start: datetime) -> dict[str, Any]:
     the wanted ranks, and one scan returns only those bins' values (see :func:`_quantiles`).
     """
     import duckdb
-    import pyarrow as pa
+    import numpy as np
 
     from keel.store import predictions as P
     from keel.store.lake import sql_string
@@ -182,12 +182,14 @@ def _log_health(mv: Any, start: datetime) -> dict[str, Any]:
     start_us = int(start.timestamp() * 1_000_000)
     counts: dict[int, list[int]] = {}  # version -> [rows, errors, rows with missing features]
     days: dict[int, int] = {}  # UTC day number -> rows
-    bins: dict[int, dict[str, int]] = {}  # version -> latency histogram (see predictions.latency_histogram)
+    bins: dict[int, Any] = {}  # version -> dense latency counts (see predictions.latency_bin_counts)
+    slots = len(P.latency_edges()) + 2
     inside, cut = [], []
     for path, (st, _bloom) in zip(paths, P.summaries(mv.model, paths), strict=True):
         if not st.get("rows") or st["ts_max_us"] < start_us:
             continue
-        if st["ts_min_us"] < start_us or len(st["versions"]) != 1 or len(st["days"]) != 1 or "latency_bins" not in st:
+        if st["ts_min_us"] < start_us or len(st["versions"]) != 1 or len(st["days"]) != 1 \
+                or "first" not in (st.get("latency_bins") or {}):
             cut.append(path)  # counted by DuckDB below
             continue
         inside.append(path)
@@ -198,12 +200,12 @@ def _log_health(mv: Any, start: datetime) -> dict[str, Any]:
         c[2] += st["missing_features_rows"]
         day = int(next(iter(st["days"])))
         days[day] = days.get(day, 0) + st["rows"]
-        h = bins.setdefault(version, {})
-        for b, n in st["latency_bins"].items():
-            h[b] = h.get(b, 0) + n
+        if version not in bins:
+            bins[version] = np.zeros(slots, np.int64)
+        P.add_histogram(bins[version], st["latency_bins"])
 
-    def scan(group: list[str], filtered: bool) -> str:
-        return (f"SELECT {{cols}} FROM read_parquet([{', '.join(sql_string(p) for p in group)}], union_by_name = true)"
+    def scan(group: list[str], filtered: bool, by_name: bool = True) -> str:
+        return (f"SELECT {{cols}} FROM read_parquet([{', '.join(sql_string(p) for p in group)}], union_by_name = {str(by_name).lower()})"
                 + (" WHERE ts >= $start" if filtered else ""))
 
     con = duckdb.connect()
@@ -215,10 +217,13 @@ def _log_health(mv: Any, start: datetime) -> dict[str, Any]:
             got = con.execute(f"SELECT version, latency_ms FROM ({scan(cut, True).format(cols='version, latency_ms')}) "
                               "WHERE latency_ms IS NOT NULL", args).fetchnumpy()
             for version in set(got["version"].tolist()):
-                h = bins.setdefault(int(version), {})
-                for b, n in P.latency_histogram(pa.array(got["latency_ms"][got["version"] == version])).items():
-                    h[b] = h.get(b, 0) + n
-        quantiles = _quantiles(con, lat, args, bins)
+                extra = P.latency_bin_counts(got["latency_ms"][got["version"] == version])
+                bins[int(version)] = bins[int(version)] + extra if int(version) in bins else extra
+        try:  # keel's parts share the reserved columns' types: no need to read every schema first
+            fast = " UNION ALL ".join(scan(g, f, by_name=f).format(cols="version, latency_ms") for g, f in ((inside, False), (cut, True)) if g)
+            quantiles = _quantiles(con, fast, args, bins)
+        except duckdb.Error:
+            quantiles = _quantiles(con, lat, args, bins)
         if cut:
             cols = ("version, ts, CASE WHEN coalesce(status, 'ok') <> 'ok' THEN 1 ELSE 0 END AS failed, "
                     "CASE WHEN len(coalesce(missing_features, [])) > 0 THEN 1 ELSE 0 END AS missing")
@@ -242,16 +247,17 @@ def _log_health(mv: Any, start: datetime) -> dict[str, Any]:
 
 
 _QUANTILES = (0.5, 0.99)
+_BIN_OFFSET = 641  # predictions.latency_edges()[i] = 2^((i - 641) / 32) for i >= 1
 
 
-def _quantiles(con: Any, rows: str, args: dict[str, Any], bins: dict[int, dict[str, int]]) -> dict[int, tuple[float | None, ...]]:
+def _quantiles(con: Any, rows: str, args: dict[str, Any], bins: dict[int, Any]) -> dict[int, tuple[float | None, ...]]:
     """DuckDB's ``quantile_cont(latency_ms, q)`` per version for q in _QUANTILES, exactly, reading only the wanted bins' values.
 
-    The histograms give each wanted rank's bin; one scan returns the values of those
-    bins; the value at a rank is then the bin's sorted values at the rank minus the
-    rows below the bin, interpolated as DuckDB does (lo + (hi - lo) * fraction). When
-    a bin is open (NaN, below 0) or the scan does not return exactly the bins' counts,
-    DuckDB's own quantile answers instead.
+    ``bins``: each version's dense latency counts. They give each wanted rank's bin;
+    one scan returns the values of those bins; the value at a rank is then the bin's
+    sorted values at the rank minus the rows below the bin, interpolated as DuckDB
+    does (lo + (hi - lo) * fraction). When a count is open (NaN, below 0) or the scan
+    does not return exactly the bins' counts, DuckDB's own quantile answers instead.
     """
     import math
 
@@ -260,48 +266,41 @@ def _quantiles(con: Any, rows: str, args: dict[str, Any], bins: dict[int, dict[s
     from keel.store import predictions as P
 
     edges = P.latency_edges()
-    wanted: dict[tuple[int, int], tuple[int, float, float]] = {}  # (version, bin) -> (rows below it, lo, hi)
-    ranks: dict[int, list[tuple[int, int]]] = {}  # version -> [(floor rank, ceil rank) per quantile]
-    exact = True
-    for version, h in bins.items():
-        if "nan" in h or "-1" in h:
-            exact = False
-            break
-        order = sorted((int(b), n) for b, n in h.items())
-        n = sum(c for _, c in order)
+    wanted: dict[tuple[int, int], int] = {}  # (version, bin) -> rows below the bin
+    ranks: dict[int, list[tuple[float, int, int]]] = {}  # version -> [(position, floor rank, ceil rank) per quantile]
+    exact = all(not h[0] and not h[-1] for h in bins.values())
+    for version, h in bins.items() if exact else ():
+        cum = np.cumsum(h)
+        n = int(cum[-1])
         if not n:
             continue
-        ranks[version] = []
-        for q in _QUANTILES:
-            pos = (n - 1) * q
-            ranks[version].append((math.floor(pos), math.ceil(pos)))
-        below = 0
-        for b, c in order:
-            if any(below <= r < below + c for pair in ranks[version] for r in pair):
-                wanted[(version, b)] = (below, float(edges[b]), float(edges[b + 1]) if b + 1 < len(edges) else math.inf)
-            below += c
+        ranks[version] = [((n - 1) * q, math.floor((n - 1) * q), math.ceil((n - 1) * q)) for q in _QUANTILES]
+        for _pos, *pair in ranks[version]:
+            for r in pair:
+                slot = int(np.searchsorted(cum, r, side="right"))
+                wanted[(version, slot - 1)] = int(cum[slot - 1]) if slot else 0
     if exact and wanted:
-        targets = ", ".join(f"({v}, {b}, {lo!r}, {'NULL' if hi == math.inf else repr(hi)})" for (v, b), (_, lo, hi) in wanted.items())
-        got = con.execute(f"SELECT t.v, t.b, s.latency_ms FROM ({rows}) s JOIN (VALUES {targets}) t(v, b, lo, hi) ON s.version = t.v "
-                          "AND s.latency_ms >= t.lo AND (t.hi IS NULL OR s.latency_ms < t.hi) ORDER BY t.v, t.b, s.latency_ms",
-                          args).fetchnumpy()
-        values: dict[tuple[int, int], Any] = {}
-        keys = np.stack([got["v"], got["b"]], axis=1) if len(got["v"]) else np.zeros((0, 2), np.int64)
-        for v, b in wanted:
-            values[(v, b)] = got["latency_ms"][(keys[:, 0] == v) & (keys[:, 1] == b)]
-        if all(len(values[k]) == bins[k[0]][str(k[1])] for k in wanted):
+        # the bins' values by an equality join on an approximate bin number (log2 in SQL, then the exact edges in NumPy)
+        first, top = float(edges[1]), float(edges[-1])
+        key = (f"CASE WHEN s.latency_ms < {first!r} THEN -1 WHEN s.latency_ms >= {top!r} THEN {len(edges) - 1} "
+               f"ELSE CAST(floor(log2(s.latency_ms) * 32) AS BIGINT) + {_BIN_OFFSET} END")
+        candidates = ", ".join(sorted({f"({v}, {max(-1, min(len(edges) - 1, b + d))})" for v, b in wanted for d in (-1, 0, 1)}))
+        got = con.execute(f"SELECT s.version, s.latency_ms FROM ({rows}) s SEMI JOIN (VALUES {candidates}) t(v, k) "
+                          f"ON s.version = t.v AND {key} = t.k", args).fetchnumpy()
+        exact_bin = np.searchsorted(edges, got["latency_ms"], side="right") - 1
+        values = {(v, b): np.sort(got["latency_ms"][(got["version"] == v) & (exact_bin == b)]) for v, b in wanted}
+        if all(len(values[(v, b)]) == bins[v][b + 1] for v, b in wanted):
             def at(version: int, rank: int) -> float:
-                for (v, _b), (below, _lo, _hi) in wanted.items():
-                    if v == version and below <= rank < below + len(values[(v, _b)]):
-                        return float(values[(v, _b)][rank - below])
+                for (v, b), below in wanted.items():
+                    if v == version and below <= rank < below + len(values[(v, b)]):
+                        return float(values[(v, b)][rank - below])
                 raise AssertionError(rank)
 
             out: dict[int, tuple[float | None, ...]] = {}
-            for version, pairs in ranks.items():
+            for version, triples in ranks.items():
                 qs = []
-                for q, (lo_rank, hi_rank) in zip(_QUANTILES, pairs, strict=True):
+                for pos, lo_rank, hi_rank in triples:
                     lo, hi = at(version, lo_rank), at(version, hi_rank)
-                    pos = (sum(bins[version].values()) - 1) * q
                     qs.append(lo if lo_rank == hi_rank else lo + (hi - lo) * (pos - lo_rank))
                 out[version] = tuple(qs)
             return out

@@ -216,8 +216,21 @@ def latency_edges() -> Any:
 _EDGES: Any = None
 
 
-def latency_histogram(latency: Any) -> dict[str, int]:
-    """Counts of the non-null latencies per bin of :func:`latency_edges` ("-1": below 0, "nan": NaN, n-1: the top edge or more).
+def latency_bin_counts(values: Any) -> Any:
+    """Dense counts of float latencies (NumPy) per slot: 0 below 0 ms, 1 + i for bin i of :func:`latency_edges`
+    (the last bin: its top edge or more), and the last slot NaN."""
+    import numpy as np
+
+    edges = latency_edges()
+    values = np.asarray(values, np.float64)
+    nan = np.isnan(values)
+    counts = np.bincount(np.searchsorted(edges, values[~nan], side="right"), minlength=len(edges) + 2)
+    counts[-1] += int(nan.sum())
+    return counts
+
+
+def latency_histogram(latency: Any) -> dict[str, Any]:
+    """The non-null latencies' :func:`latency_bin_counts`, stored compactly: ``{"first": slot, "counts": [...]}``.
 
     Exact quantiles then need only the few values of the bins that hold the wanted ranks
     (see ``keel.loop.diagnose``); bins are compared with the edges as floats, never logs.
@@ -225,15 +238,17 @@ def latency_histogram(latency: Any) -> dict[str, int]:
     import numpy as np
     import pyarrow.compute as pc
 
-    values = pc.drop_null(latency).to_numpy(zero_copy_only=False).astype(np.float64)
-    if not len(values):
-        return {}
-    nan = np.isnan(values)
-    out: dict[str, int] = {"nan": int(nan.sum())} if nan.any() else {}
-    bins = np.searchsorted(latency_edges(), values[~nan], side="right") - 1
-    keys, counts = np.unique(bins, return_counts=True)
-    out.update({str(int(k)): int(c) for k, c in zip(keys, counts, strict=True)})
-    return out
+    counts = latency_bin_counts(pc.drop_null(latency).to_numpy(zero_copy_only=False))
+    used = np.flatnonzero(counts)
+    if not len(used):
+        return {"first": 0, "counts": []}
+    return {"first": int(used[0]), "counts": counts[used[0]: used[-1] + 1].tolist()}
+
+
+def add_histogram(into: Any, stored: dict[str, Any]) -> None:
+    """Add a stored :func:`latency_histogram` to dense counts ``into``."""
+    first, counts = int(stored["first"]), stored["counts"]
+    into[first: first + len(counts)] += counts
 
 
 def parquet_options(schema: pa.Schema, *, rows: int | None = None) -> dict[str, Any]:
