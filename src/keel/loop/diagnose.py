@@ -210,6 +210,7 @@ def _log_health(mv: Any, start: datetime) -> dict[str, Any]:
 
     con = duckdb.connect()
     try:
+        con.execute("SET enable_progress_bar = false")  # a long query must not draw into --json output
         con.execute("SET TimeZone = 'UTC'")
         lat = " UNION ALL ".join(scan(g, f).format(cols="version, latency_ms") for g, f in ((inside, False), (cut, True)) if g)
         args = {"start": start} if cut else {}

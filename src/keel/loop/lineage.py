@@ -178,6 +178,7 @@ def find_prediction(request_id: str, model: str | None = None) -> dict[str, Any]
             continue
         con = duckdb.connect()
         try:
+            con.execute("SET enable_progress_bar = false")  # a long query must not draw into --json output
             rows = con.execute(
                 f"SELECT model, version, route, ts, prediction::VARCHAR, request_id FROM read_parquet([{', '.join(sql_string(p) for p in paths)}], "
                 "union_by_name = true) WHERE request_id = ? OR starts_with(request_id, ? || ':') ORDER BY ts", [request_id, request_id]).fetchall()
