@@ -196,12 +196,12 @@ def _previous_src(rev: str, into: Path) -> Path:
     return target / "src"
 
 
-def cold(folder: Path, args: list[str], src: Path = HERE.parent / "src") -> float:
+def cold(folder: Path, args: list[str], src: Path = HERE.parent / "src", *, json_out: bool = True) -> float:
     t = time.perf_counter()
     launcher = "import sys; sys.argv[0] = 'keel'; from keel.cli.main import main; main()"  # what the keel script runs
     proc = subprocess.run([sys.executable, "-c", launcher, *args], cwd=folder, env=_env(folder, src), capture_output=True, text=True)
     elapsed = time.perf_counter() - t
-    if proc.returncode != 0 or "{" not in proc.stdout:  # the previous keel let DuckDB's progress bar into stdout
+    if proc.returncode != 0 or (json_out and "{" not in proc.stdout):  # the previous keel let DuckDB's progress bar into stdout
         raise SystemExit(f"keel {' '.join(args)} failed: {proc.stdout[-500:]} {proc.stderr[-2000:]}")
     return elapsed
 
@@ -268,7 +268,9 @@ def main() -> None:
         warm: dict[str, list[float]] = {k: [] for k in keys}
         old_cold: dict[str, list[float]] = {k: [] for k in keys}
         old_warm: dict[str, list[float]] = {k: [] for k in keys}
+        floor: list[float] = []
         for _ in range(a.repeat):  # interleaved, so the machine's noise falls on every column alike
+            floor.append(cold(folder, ["--version"], json_out=False))  # interpreter and CLI start: the floor of any command
             for k, args in COMMANDS.items():
                 colds[k].append(cold(folder, args(rid)))
                 old_cold[k].append(cold(folder, args(rid), prev))
@@ -283,7 +285,8 @@ def main() -> None:
         load = os.getloadavg()
         lines = [f"{meta['runs']:,} runs, {meta['versions']} versions, {meta['predictions']:,} logged predictions in {meta['parts']:,} Parquet parts; "
                  f"median of {a.repeat}, {os.cpu_count()} cores (shared), load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) "
-                 f"at the end; previous = keel {a.previous}.", "",
+                 f"at the end; previous = keel {a.previous}. A fresh `keel --version` (interpreter and CLI start, the floor of "
+                 f"any command) took {med(floor):.2f} s in the same run.", "",
                  "| command | keel cold process (s) | keel warm call (s) | previous cold (s) | previous warm (s) | previous / keel, cold | previous / keel, warm | under 2 s cold |",
                  "|---|---:|---:|---:|---:|---:|---:|:---:|"]
         for k in keys:
