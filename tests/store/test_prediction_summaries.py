@@ -161,3 +161,14 @@ def test_latency_quantiles_from_histograms_are_duckdbs(project: Path) -> None:
     assert sql and not any("quantile_cont" in q for q in sql)  # answered from the histogram bins, not DuckDB's sort
     bins[1][-1] = 1  # an open count (NaN): DuckDB answers
     assert _quantiles(Spy(), scan, {}, bins) == expected and "quantile_cont" in sql[-1]
+
+
+def test_summary_cache_forgets_deleted_parts(project: Path) -> None:
+    [a] = P.write(rows(["a"], ts=datetime(2026, 1, 2, 1, tzinfo=UTC)), writer="a")
+    [b] = P.write(rows(["b"], ts=datetime(2026, 1, 2, 2, tzinfo=UTC)), writer="b")
+    P.summaries("m", [a, b])
+    os.unlink(a)
+    [c] = P.write(rows(["c"], ts=datetime(2026, 1, 2, 3, tzinfo=UTC)), writer="c")
+    P.summaries("m", [b, c])
+    cached = pa.ipc.open_file(pa.memory_map(str(P._cache_file("m")))).read_all()["path"].to_pylist()
+    assert sorted(cached) == sorted([b, c])

@@ -491,6 +491,8 @@ def _save_summaries(cache_file: Any, model: str) -> None:
     import pyarrow as pa
 
     root = os.path.join(str(_local_root(model)), "")
+    for gone in [p for p in _SUMMARIES if p.startswith(root) and not os.path.exists(p)]:  # parts deleted (retention, gc)
+        del _SUMMARIES[gone]
     rows = [(p, v) for p, v in _SUMMARIES.items() if p.startswith(root)]
     table = pa.table({"path": [p for p, _ in rows], "size": [v[0] for _, v in rows], "mtime_ns": [v[1] for _, v in rows],
                       "stats": [json.dumps(v[2]) for _, v in rows], "bloom": pa.array([v[3] for _, v in rows], pa.binary())})
