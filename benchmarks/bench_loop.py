@@ -206,6 +206,18 @@ def cold(folder: Path, args: list[str], src: Path = HERE.parent / "src", *, json
     return elapsed
 
 
+IMPORTS = ("keel.cli.main", "keel.cli.loop", "keel.loop.lineage", "keel.loop.diagnose", "keel.registry.versions", "keel.deployments.specs",
+           "keel.tracking.artifacts", "keel.features.registry", "keel.monitoring.alerts", "keel.store.predictions", "duckdb", "numpy",
+           "pyarrow.parquet")
+
+
+def _imports(folder: Path) -> float:
+    """A fresh process importing the modules the timed commands use, and nothing else: the import floor."""
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "; ".join(f"import {m}" for m in IMPORTS)], cwd=folder, env=_env(folder), check=True)
+    return time.perf_counter() - t
+
+
 def worker_warm(folder: str, request_id: str) -> dict[str, float]:
     """Each call twice in this process; the second is timed."""
     os.chdir(folder)
@@ -269,8 +281,10 @@ def main() -> None:
         old_cold: dict[str, list[float]] = {k: [] for k in keys}
         old_warm: dict[str, list[float]] = {k: [] for k in keys}
         floor: list[float] = []
+        imports: list[float] = []
         for _ in range(a.repeat):  # interleaved, so the machine's noise falls on every column alike
             floor.append(cold(folder, ["--version"], json_out=False))  # interpreter and CLI start: the floor of any command
+            imports.append(_imports(folder))
             for k, args in COMMANDS.items():
                 colds[k].append(cold(folder, args(rid)))
                 old_cold[k].append(cold(folder, args(rid), prev))
@@ -286,7 +300,8 @@ def main() -> None:
         lines = [f"{meta['runs']:,} runs, {meta['versions']} versions, {meta['predictions']:,} logged predictions in {meta['parts']:,} Parquet parts; "
                  f"median of {a.repeat}, {os.cpu_count()} cores (shared), load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) "
                  f"at the end; previous = keel {a.previous}. A fresh `keel --version` (interpreter and CLI start, the floor of "
-                 f"any command) took {med(floor):.2f} s in the same run.", "",
+                 f"any command) took {med(floor):.2f} s, and a fresh process that only imports what the commands import "
+                 f"{med(imports):.2f} s, in the same run.", "",
                  "| command | keel cold process (s) | keel warm call (s) | previous cold (s) | previous warm (s) | previous / keel, cold | previous / keel, warm | under 2 s cold |",
                  "|---|---:|---:|---:|---:|---:|---:|:---:|"]
         for k in keys:
