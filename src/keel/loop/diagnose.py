@@ -248,7 +248,6 @@ def _log_health(mv: Any, start: datetime) -> dict[str, Any]:
 
 
 _QUANTILES = (0.5, 0.99)
-_BIN_OFFSET = 641  # predictions.latency_edges()[i] = 2^((i - 641) / 32) for i >= 1
 
 
 def _quantiles(con: Any, rows: str, args: dict[str, Any], bins: dict[int, Any]) -> dict[int, tuple[float | None, ...]]:
@@ -257,8 +256,10 @@ def _quantiles(con: Any, rows: str, args: dict[str, Any], bins: dict[int, Any]) 
     ``bins``: each version's dense latency counts. They give each wanted rank's bin;
     one scan returns the values of those bins; the value at a rank is then the bin's
     sorted values at the rank minus the rows below the bin, interpolated as DuckDB
-    does (lo + (hi - lo) * fraction). When a count is open (NaN, below 0) or the scan
-    does not return exactly the bins' counts, DuckDB's own quantile answers instead.
+    does (lo + (hi - lo) * fraction; DuckDB's own rounding of that last step differs
+    from it in the last bit now and then, 1e-16 relative). When a count is open (NaN,
+    below 0) or the scan does not return exactly the bins' counts, DuckDB's own
+    quantile answers instead.
     """
     import math
 
@@ -281,15 +282,23 @@ def _quantiles(con: Any, rows: str, args: dict[str, Any], bins: dict[int, Any]) 
                 slot = int(np.searchsorted(cum, r, side="right"))
                 wanted[(version, slot - 1)] = int(cum[slot - 1]) if slot else 0
     if exact and wanted:
-        # the bins' values by an equality join on an approximate bin number (log2 in SQL, then the exact edges in NumPy)
-        first, top = float(edges[1]), float(edges[-1])
-        key = (f"CASE WHEN s.latency_ms < {first!r} THEN -1 WHEN s.latency_ms >= {top!r} THEN {len(edges) - 1} "
-               f"ELSE CAST(floor(log2(s.latency_ms) * 32) AS BIGINT) + {_BIN_OFFSET} END")
-        candidates = ", ".join(sorted({f"({v}, {max(-1, min(len(edges) - 1, b + d))})" for v, b in wanted for d in (-1, 0, 1)}))
-        got = con.execute(f"SELECT s.version, s.latency_ms FROM ({rows}) s SEMI JOIN (VALUES {candidates}) t(v, k) "
-                          f"ON s.version = t.v AND {key} = t.k", args).fetchnumpy()
-        exact_bin = np.searchsorted(edges, got["latency_ms"], side="right") - 1
-        values = {(v, b): np.sort(got["latency_ms"][(got["version"] == v) & (exact_bin == b)]) for v, b in wanted}
+        # the wanted bins' values: a few latency ranges (the bins of every version, merged), then exact per version in NumPy
+        spans: list[list[int]] = []
+        for b in sorted({b for _, b in wanted}):
+            if spans and spans[-1][1] == b - 1:
+                spans[-1][1] = b
+            else:
+                spans.append([b, b])
+        where = " OR ".join(f"(latency_ms >= {float(edges[lo])!r}" + (f" AND latency_ms < {float(edges[hi + 1])!r})" if hi + 1 < len(edges) else ")")
+                            for lo, hi in spans)
+        got = con.execute(f"SELECT version, latency_ms FROM ({rows}) WHERE {where}", args).fetchnumpy()
+        key = got["version"].astype(np.int64) * (len(edges) + 1) + (np.searchsorted(edges, got["latency_ms"], side="right") - 1)
+        order = np.argsort(key, kind="stable")
+        key, lat = key[order], got["latency_ms"][order]
+        values = {}
+        for v, b in wanted:
+            i, j = np.searchsorted(key, v * (len(edges) + 1) + b, side="left"), np.searchsorted(key, v * (len(edges) + 1) + b, side="right")
+            values[(v, b)] = np.sort(lat[i:j])
         if all(len(values[(v, b)]) == bins[v][b + 1] for v, b in wanted):
             def at(version: int, rank: int) -> float:
                 for (v, b), below in wanted.items():

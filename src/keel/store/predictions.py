@@ -443,7 +443,7 @@ def _summarize(path: str) -> tuple[dict[str, Any], bytes]:
     return part_stats(table), id_bloom(table["request_id"])
 
 
-_SUMMARIES: dict[str, tuple[int, int, dict[str, Any], bytes]] = {}  # path -> (size, mtime_ns, stats, bloom)
+_SUMMARIES: dict[str, tuple[int, int, dict[str, Any] | str, bytes]] = {}  # path -> (size, mtime_ns, stats (JSON until read), bloom)
 _LOADED: set[str] = set()  # cache files read in this process
 
 
@@ -453,8 +453,8 @@ def _cache_file(model: str) -> Any:
     return settings().state_dir / "cache" / "prediction-summaries" / f"{_check_model(model)}.arrow"
 
 
-def summaries(model: str, paths: list[str]) -> list[tuple[dict[str, Any], bytes]]:
-    """(stats, request-id Bloom filter) of each part in ``paths``.
+def summaries(model: str, paths: list[str], *, stats: bool = True) -> list[tuple[dict[str, Any], bytes]]:
+    """(stats, request-id Bloom filter) of each part in ``paths`` (``stats=False``: the filters only, stats left ``{}``).
 
     Cached in ``.keel/cache/prediction-summaries/<model>.arrow``, keyed by path, size
     and modification time (parts are written whole and renamed into place, so a
@@ -468,8 +468,9 @@ def summaries(model: str, paths: list[str]) -> list[tuple[dict[str, Any], bytes]
         try:
             with pa.memory_map(str(cache_file)) as source:
                 table = pa.ipc.open_file(source).read_all()
-            for row in table.to_pylist():
-                _SUMMARIES[row["path"]] = (row["size"], row["mtime_ns"], json.loads(row["stats"]), row["bloom"])
+            columns = [table[c].to_pylist() for c in ("path", "size", "mtime_ns", "stats", "bloom")]
+            for path, size, mtime_ns, text, bloom in zip(*columns, strict=True):
+                _SUMMARIES[path] = (size, mtime_ns, text, bloom)  # the JSON is parsed when asked for
         except (OSError, pa.ArrowInvalid, KeyError, ValueError):
             pass  # no cache yet, or an unreadable one: rebuilt below
     out = []
@@ -478,10 +479,12 @@ def summaries(model: str, paths: list[str]) -> list[tuple[dict[str, Any], bytes]
         st = os.stat(path)
         hit = _SUMMARIES.get(path)
         if hit is None or hit[0] != st.st_size or hit[1] != st.st_mtime_ns:
-            stats, bloom = _summarize(path)
-            hit = _SUMMARIES[path] = (st.st_size, st.st_mtime_ns, stats, bloom)
+            found, bloom = _summarize(path)
+            hit = _SUMMARIES[path] = (st.st_size, st.st_mtime_ns, found, bloom)
             changed = True
-        out.append((hit[2], hit[3]))
+        if stats and isinstance(hit[2], str):
+            hit = _SUMMARIES[path] = (hit[0], hit[1], json.loads(hit[2]), hit[3])
+        out.append((hit[2] if isinstance(hit[2], dict) else {}, hit[3]))
     if changed:
         _save_summaries(cache_file, model)
     return out
@@ -495,7 +498,7 @@ def _save_summaries(cache_file: Any, model: str) -> None:
         del _SUMMARIES[gone]
     rows = [(p, v) for p, v in _SUMMARIES.items() if p.startswith(root)]
     table = pa.table({"path": [p for p, _ in rows], "size": [v[0] for _, v in rows], "mtime_ns": [v[1] for _, v in rows],
-                      "stats": [json.dumps(v[2]) for _, v in rows], "bloom": pa.array([v[3] for _, v in rows], pa.binary())})
+                      "stats": [v[2] if isinstance(v[2], str) else json.dumps(v[2]) for _, v in rows], "bloom": pa.array([v[3] for _, v in rows], pa.binary())})
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
@@ -517,7 +520,7 @@ def files_holding(model: str, request_id: str) -> list[str]:
     paths = files(model)
     if not paths:
         return []
-    maybe = _maybe_holding([bloom for _, bloom in summaries(model, paths)], request_id)
+    maybe = _maybe_holding([bloom for _, bloom in summaries(model, paths, stats=False)], request_id)
     return [p for p, keep in zip(paths, maybe, strict=True) if keep]
 
 
