@@ -22,9 +22,12 @@ as a second call in one process (warm):
 - ``keel models diagnose churn@production`` (30 days: every version in the window).
 
 No peer tool traces a prediction to its data or diagnoses a model in one call; the
-reference beside ours is the query a user would write by hand: DuckDB over every
-Parquet file of the log for the request id, and the per-version health figures
-over the whole window. The target (issue #17) is under 2 s for each.
+reference beside ours is keel's previous implementation (``--previous``, default the
+commit before the summaries: a DuckDB scan of every Parquet file of the log for the
+request id, the health figures over the whole window), run on the same store in the
+same run, cold and warm alike. The target (issue #17) is under 2 s for each, cold.
+Cold keel runs find the summary cache already built (the first command of the run
+builds it from the parts' footers, as any earlier command would have).
 """
 
 from __future__ import annotations
@@ -125,7 +128,7 @@ def _log(rows: int, versions: int, chunk: int = 500_000) -> None:
     for lo in range(0, rows, chunk):
         n = min(chunk, rows - lo)
         i = np.arange(lo, lo + n)
-        ts = start_us + (i * (end_us - start_us) // rows)
+        ts = start_us + (i * ((end_us - start_us) / rows)).astype(np.int64)  # i * span overflows int64 at 10M rows
         proc = i % PROCESSES
         counter = i // PROCESSES
         ids = np.char.add(prefixes[proc], np.char.zfill(np.char.mod("%x", counter), 12))
@@ -174,20 +177,45 @@ COMMANDS = {
 }
 
 
-def _env(folder: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent / "src"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+PREVIOUS = "b1e17c8"  # main before the prediction-log summaries (full scans)
+
+
+def _env(folder: Path, src: Path = HERE.parent / "src") -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_") and k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(src)
     return env
 
 
-def cold(folder: Path, args: list[str]) -> float:
+def _previous_src(rev: str, into: Path) -> Path:
+    """keel's source at ``rev`` (git archive of this repository), the implementation to compare with."""
+    target = into / f"keel-{rev}"
+    if not (target / "src" / "keel").is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", rev, "src"], capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target / "src"
+
+
+def cold(folder: Path, args: list[str], src: Path = HERE.parent / "src", *, json_out: bool = True) -> float:
     t = time.perf_counter()
     launcher = "import sys; sys.argv[0] = 'keel'; from keel.cli.main import main; main()"  # what the keel script runs
-    proc = subprocess.run([sys.executable, "-c", launcher, *args], cwd=folder, env=_env(folder), capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", launcher, *args], cwd=folder, env=_env(folder, src), capture_output=True, text=True)
     elapsed = time.perf_counter() - t
-    if proc.returncode != 0 or not proc.stdout.lstrip().startswith("{"):
+    if proc.returncode != 0 or (json_out and "{" not in proc.stdout):  # the previous keel let DuckDB's progress bar into stdout
         raise SystemExit(f"keel {' '.join(args)} failed: {proc.stdout[-500:]} {proc.stderr[-2000:]}")
     return elapsed
+
+
+IMPORTS = ("keel.cli.main", "keel.cli.loop", "keel.loop.lineage", "keel.loop.diagnose", "keel.registry.versions", "keel.deployments.specs",
+           "keel.tracking.artifacts", "keel.features.registry", "keel.monitoring.alerts", "keel.store.predictions", "duckdb", "numpy",
+           "pyarrow.parquet")
+
+
+def _imports(folder: Path) -> float:
+    """A fresh process importing the modules the timed commands use, and nothing else: the import floor."""
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "; ".join(f"import {m}" for m in IMPORTS)], cwd=folder, env=_env(folder), check=True)
+    return time.perf_counter() - t
 
 
 def worker_warm(folder: str, request_id: str) -> dict[str, float]:
@@ -211,34 +239,9 @@ def worker_warm(folder: str, request_id: str) -> dict[str, float]:
     return out
 
 
-def worker_by_hand(folder: str, request_id: str) -> dict[str, float]:
-    """The reference: DuckDB over every file of the log, as a user would query it without keel."""
-    import glob
-
-    import duckdb
-
-    os.chdir(folder)
-    files = sorted(glob.glob(str(Path(folder) / ".keel" / "lake" / "predictions" / "churn" / "**" / "*.parquet"), recursive=True))
-    scan = "read_parquet([" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "], union_by_name = true)"
-    out = {}
-    con = duckdb.connect()
-    for _ in range(2):  # the second is timed
-        t = time.perf_counter()
-        rows = con.execute(f"SELECT model, version, route, ts FROM {scan} WHERE request_id = ?", [request_id]).fetchall()
-        out["lineage prediction (no --model)"] = time.perf_counter() - t
-        assert len(rows) == 1, rows
-        t = time.perf_counter()
-        con.execute(f"SELECT version, count(*), avg(CASE WHEN status <> 'ok' THEN 1 ELSE 0 END), quantile_cont(latency_ms, 0.5), "
-                    f"quantile_cont(latency_ms, 0.99), avg(CASE WHEN len(missing_features) > 0 THEN 1 ELSE 0 END) FROM {scan} "
-                    "WHERE ts >= now() - INTERVAL 30 DAY GROUP BY version").fetchall()
-        out["models diagnose churn@production"] = time.perf_counter() - t
-    out["lineage prediction --model churn"] = out["lineage prediction (no --model)"]
-    return out
-
-
-def _worker(name: str, *args: str) -> dict[str, float]:
+def _worker(name: str, *args: str, src: Path = HERE.parent / "src") -> dict[str, float]:
     code = f"import sys, json; sys.path.insert(0, {str(HERE)!r}); import bench_loop as b; print(json.dumps(b.{name}(*{list(args)!r})))"
-    proc = subprocess.run([sys.executable, "-c", code], env=_env(Path(args[0])), capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code], env=_env(Path(args[0]), src), capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed: {proc.stderr[-3000:]}")
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -252,6 +255,7 @@ def main() -> None:
     ap.add_argument("--predictions", type=int, default=10_000_000)
     ap.add_argument("--repeat", type=int, default=3, help="Cold runs of each command (the median is reported).")
     ap.add_argument("--no-readme", action="store_true", help="Do not write the figures into benchmarks/README.md.")
+    ap.add_argument("--previous", default=PREVIOUS, help="The git revision of keel to compare with (its src/ is extracted with git archive).")
     a = ap.parse_args()
     folder = Path(a.dir) if a.dir else Path(tempfile.mkdtemp(prefix="keel-bench-loop-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -269,30 +273,41 @@ def main() -> None:
             meta = json.loads(proc.stdout.strip().splitlines()[-1])
             print(f"built in {sum(meta['seconds'].values()):.0f} s: {meta}", file=sys.stderr)
         rid = meta["request_id"]
-        colds: dict[str, list[float]] = {k: [] for k in COMMANDS}
-        warm: dict[str, list[float]] = {k: [] for k in COMMANDS}
-        hand: dict[str, list[float]] = {k: [] for k in COMMANDS}
+        prev = _previous_src(a.previous, Path(tempfile.gettempdir()) / "keel-bench-loop-previous")
+        cold(folder, COMMANDS["lineage prediction (no --model)"](rid))  # builds the summary cache once, as any earlier command would
+        keys = list(COMMANDS)
+        colds: dict[str, list[float]] = {k: [] for k in keys}
+        warm: dict[str, list[float]] = {k: [] for k in keys}
+        old_cold: dict[str, list[float]] = {k: [] for k in keys}
+        old_warm: dict[str, list[float]] = {k: [] for k in keys}
+        floor: list[float] = []
+        imports: list[float] = []
         for _ in range(a.repeat):  # interleaved, so the machine's noise falls on every column alike
+            floor.append(cold(folder, ["--version"], json_out=False))  # interpreter and CLI start: the floor of any command
+            imports.append(_imports(folder))
             for k, args in COMMANDS.items():
                 colds[k].append(cold(folder, args(rid)))
+                old_cold[k].append(cold(folder, args(rid), prev))
             for k, v in _worker("worker_warm", str(folder), rid).items():
                 warm[k].append(v)
-            for k, v in _worker("worker_by_hand", str(folder), rid).items():
-                hand[k].append(v)
+            for k, v in _worker("worker_warm", str(folder), rid, src=prev).items():
+                old_warm[k].append(v)
 
         def med(xs: list[float]) -> float:
             return sorted(xs)[len(xs) // 2]
 
+        load = os.getloadavg()
         lines = [f"{meta['runs']:,} runs, {meta['versions']} versions, {meta['predictions']:,} logged predictions in {meta['parts']:,} Parquet parts; "
-                 f"median of {a.repeat}, {os.cpu_count()} cores (shared).", "",
-                 "| command | cold process (s) | warm call (s) | DuckDB by hand, warm (s) | by hand / keel warm | under 2 s |",
-                 "|---|---:|---:|---:|---:|:---:|"]
-        for k in COMMANDS:
-            c, w = med(colds[k]), med(warm[k])
-            h = med(hand[k]) if hand.get(k) else None
-            ref = f"{h:.3f}" if h is not None and not k.startswith("lineage model") else "-"
-            ratio = f"{h / w:.1f}x" if h is not None and not k.startswith("lineage model") else "-"
-            lines.append(f"| `keel {' '.join(COMMANDS[k]('ID')[:-1])}` | {c:.2f} | {w:.3f} | {ref} | {ratio} | {'yes' if c < 2 else 'NO'} |")
+                 f"median of {a.repeat}, {os.cpu_count()} cores (shared), load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) "
+                 f"at the end; previous = keel {a.previous}. A fresh `keel --version` (interpreter and CLI start, the floor of "
+                 f"any command) took {med(floor):.2f} s, and a fresh process that only imports what the commands import "
+                 f"{med(imports):.2f} s, in the same run.", "",
+                 "| command | keel cold process (s) | keel warm call (s) | previous cold (s) | previous warm (s) | previous / keel, cold | previous / keel, warm | under 2 s cold |",
+                 "|---|---:|---:|---:|---:|---:|---:|:---:|"]
+        for k in keys:
+            c, w, oc, ow = med(colds[k]), med(warm[k]), med(old_cold[k]), med(old_warm[k])
+            lines.append(f"| `keel {' '.join(COMMANDS[k]('ID')[:-1])}` | {c:.2f} | {w:.3f} | {oc:.2f} | {ow:.3f} | {oc / c:.1f}x | {ow / w:.1f}x "
+                         f"| {'yes' if c < 2 else 'NO'} |")
         text = "\n".join(lines)
         print(text)
         if not a.no_readme:

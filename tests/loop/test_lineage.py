@@ -111,3 +111,48 @@ def test_diagnose_shows_changes_log_health_and_findings(fs_model: Any, tmp_path:
     assert "Findings" in page and "data:image/png;base64," in page
     bad = CliRunner().invoke(app, ["models", "diagnose", "nope@live"])
     assert bad.exit_code == 1 and "Traceback" not in bad.output
+
+
+def test_diagnose_drift_and_performance_sql_match_the_series(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sections read monitor results in SQL; they say what the pandas series of keel.monitoring.results says."""
+    from types import SimpleNamespace
+
+    from keel.loop import diagnose as D
+    from keel.monitoring.results import series
+    from keel.store.metadata import get_metadata_store
+    from keel.store.schema.monitoring import monitor_results
+
+    rows = []
+    for w, end in enumerate((1_700_000_000_000, 1_700_086_400_000, 1_700_172_800_123)):
+        for i, col in enumerate(("age", "plan", "spend", "tenure")):
+            value = None if (w, i) == (2, 3) else 0.05 * (i + 1) * (w + 1)
+            rows.append({"run_id": w, "monitor": "mon", "version": 1 + w % 2, "window_end_ms": end, "kind": "drift", "column": col,
+                         "statistic": "psi", "value": value, "threshold": None if i == 2 else 0.2, "level": "alert" if i == 1 else "ok"})
+        rows.append({"run_id": w, "monitor": "mon", "version": None if w == 0 else 2, "window_end_ms": end, "kind": "performance",
+                     "column": "", "statistic": "roc_auc", "value": 0.8 - w / 10, "threshold": None, "level": "ok"})
+        rows.append({"run_id": w, "monitor": "mon", "version": 2, "window_end_ms": end, "kind": "estimated", "column": "",
+                     "statistic": "roc_auc", "value": float("nan") if w == 1 else 0.7, "threshold": None, "level": "ok"})
+    with get_metadata_store().write() as conn:
+        conn.execute(monitor_results.insert(), rows)
+    monkeypatch.setattr(D, "_monitors", lambda mv: [SimpleNamespace(name="mon")])
+    mv = SimpleNamespace(model="m")
+
+    def drift_by_pandas(top: int) -> list[dict[str, Any]]:
+        s = series("mon", kind="drift")
+        last = s[s["window_end"] == s["window_end"].max()]
+        last = last.assign(ratio=last["value"] / last["threshold"].where(last["threshold"] > 0))
+        out = [{"monitor": "mon", "column": r["column"], "statistic": r["statistic"], "value": float(r["value"]),
+                "threshold": None if r["threshold"] != r["threshold"] else float(r["threshold"]), "level": r["level"],
+                "window_end": r["window_end"].isoformat()} for _, r in last.sort_values("ratio", ascending=False).head(top).iterrows()]
+        out.sort(key=lambda d: (d["value"] / d["threshold"]) if d["threshold"] else 0.0, reverse=True)
+        return out[:top]
+
+    def same(a: Any, b: Any) -> bool:
+        return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # NaN == NaN here
+
+    for top in (2, 5):
+        assert same(D._drift(mv, top), drift_by_pandas(top))
+    perf = [{"monitor": "mon", "kind": kind, "metric": r["statistic"], "value": None if r["value"] != r["value"] else float(r["value"]),
+             "version": None if r["version"] != r["version"] else int(r["version"]), "window_end": r["window_end"].isoformat()}
+            for kind in ("performance", "estimated") for _, r in series("mon", kind=kind).iterrows()]
+    assert same(D._performance(mv), perf) and len(perf) == 6

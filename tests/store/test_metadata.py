@@ -110,3 +110,24 @@ def test_a_pooled_connection_the_server_dropped_is_replaced(pg_uri: str, monkeyp
     with store.read() as conn:  # the idle connection is pinged, found dead and replaced
         assert conn.execute(sa.text("SELECT pg_backend_pid()")).scalar() != pid
     store.dispose()
+
+
+def test_script_heads_are_alembics_heads(tmp_path: Path) -> None:
+    """The cheap head check reads the same heads Alembic's script loader finds, and steps aside when it cannot."""
+    import shutil
+
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from keel.store.metadata import MIGRATIONS, script_heads
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    assert script_heads() == set(ScriptDirectory.from_config(cfg).get_heads())
+    versions = tmp_path / "versions"
+    shutil.copytree(MIGRATIONS / "versions", versions, ignore=shutil.ignore_patterns("__pycache__"))
+    (versions / "0099_merge.py").write_text("revision = '0099_merge'\ndown_revision = ('0008_auth', '0009_retraining')\n")
+    heads = script_heads(versions)
+    assert heads is not None and "0099_merge" in heads and not heads & {"0008_auth", "0009_retraining"}
+    (versions / "0100_odd.py").write_text("revision = make_name()\ndown_revision = None\n")
+    assert script_heads(versions) is None  # not literals: MetadataStore.head_revisions asks Alembic

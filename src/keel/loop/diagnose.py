@@ -109,39 +109,69 @@ def _alerts(mv: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _drift(mv: Any, top: int) -> list[dict[str, Any]]:
-    from keel.monitoring.results import series
+def _results(monitor: str, kind: str, *, latest: bool = False) -> list[Any]:
+    """The monitor's stored results of ``kind`` oldest first (``latest``: only its last window's), straight from SQL."""
+    import sqlalchemy as sa
 
+    from keel.store.metadata import get_metadata_store
+    from keel.store.schema.monitoring import monitor_results as t
+
+    q = sa.select(t.c.window_end_ms, t.c.version, t.c.column, t.c.statistic, t.c.value, t.c.threshold, t.c.level).where(
+        t.c.monitor == monitor, t.c.kind == kind)
+    if latest:
+        q = q.where(t.c.window_end_ms == sa.select(sa.func.max(t.c.window_end_ms)).where(t.c.monitor == monitor, t.c.kind == kind)
+                    .scalar_subquery())
+    with get_metadata_store().read() as conn:
+        return list(conn.execute(q.order_by(t.c.window_end_ms, t.c.id)).all())
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+
+def _number(x: Any) -> float | None:
+    return None if x is None or x != x else float(x)
+
+
+def _drift(mv: Any, top: int) -> list[dict[str, Any]]:
     out = []
     for m in _monitors(mv):
-        s = series(m.name, kind="drift")
-        if s.empty:
-            continue
-        last = s[s["window_end"] == s["window_end"].max()]
-        last = last.assign(ratio=last["value"] / last["threshold"].where(last["threshold"] > 0))
-        for _, r in last.sort_values("ratio", ascending=False).head(top).iterrows():
-            out.append({"monitor": m.name, "column": r["column"], "statistic": r["statistic"], "value": float(r["value"]),
-                        "threshold": None if r["threshold"] != r["threshold"] else float(r["threshold"]), "level": r["level"],
-                        "window_end": r["window_end"].isoformat()})
+        last = _results(m.name, "drift", latest=True)
+
+        def ratio(r: Any) -> float:
+            t = _number(r.threshold)
+            v = _number(r.value)
+            return v / t if v is not None and t is not None and t > 0 else float("-inf")  # no ratio: last, as pandas sorts NaN
+
+        for r in sorted(last, key=ratio, reverse=True)[:top]:
+            out.append({"monitor": m.name, "column": r.column, "statistic": r.statistic,
+                        "value": float("nan") if r.value is None else float(r.value), "threshold": _number(r.threshold),
+                        "level": r.level, "window_end": _iso(r.window_end_ms)})
     out.sort(key=lambda d: (d["value"] / d["threshold"]) if d["threshold"] else 0.0, reverse=True)
     return out[:top]
 
 
 def _performance(mv: Any) -> list[dict[str, Any]]:
-    from keel.monitoring.results import series
-
     out = []
     for m in _monitors(mv):
         for kind in ("performance", "estimated"):
-            s = series(m.name, kind=kind)
-            for _, r in s.iterrows():
-                out.append({"monitor": m.name, "kind": kind, "metric": r["statistic"], "value": None if r["value"] != r["value"] else float(r["value"]),
-                            "version": None if r["version"] != r["version"] else int(r["version"]), "window_end": r["window_end"].isoformat()})
+            for r in _results(m.name, kind):
+                out.append({"monitor": m.name, "kind": kind, "metric": r.statistic, "value": _number(r.value),
+                            "version": None if r.version is None else int(r.version), "window_end": _iso(r.window_end_ms)})
     return out
 
 
 def _log_health(mv: Any, start: datetime) -> dict[str, Any]:
+    """Volume per day, error share, latency p50/p99 and missing-feature share per version, over [start, now).
+
+    Counts come from each part's summary (its footer, cached) when the part lies
+    inside the window, holds one version and one day; the other parts (the window's
+    first hour, older parts) are counted by DuckDB. Latency quantiles are exact
+    (DuckDB's ``quantile_cont``): the parts' latency histograms say which bins hold
+    the wanted ranks, and one scan returns only those bins' values (see :func:`_quantiles`).
+    """
     import duckdb
+    import numpy as np
 
     from keel.store import predictions as P
     from keel.store.lake import sql_string
@@ -149,21 +179,143 @@ def _log_health(mv: Any, start: datetime) -> dict[str, Any]:
     paths = P.files(mv.model, start=start)
     if not paths:
         return {"rows": 0, "days": [], "versions": []}
+    start_us = int(start.timestamp() * 1_000_000)
+    counts: dict[int, list[int]] = {}  # version -> [rows, errors, rows with missing features]
+    days: dict[int, int] = {}  # UTC day number -> rows
+    bins: dict[int, Any] = {}  # version -> dense latency counts (see predictions.latency_bin_counts)
+    slots = len(P.latency_edges()) + 2
+    inside, cut = [], []
+    for path, (st, _bloom) in zip(paths, P.summaries(mv.model, paths), strict=True):
+        if not st.get("rows") or st["ts_max_us"] < start_us:
+            continue
+        if st["ts_min_us"] < start_us or len(st["versions"]) != 1 or len(st["days"]) != 1 \
+                or "first" not in (st.get("latency_bins") or {}):
+            cut.append(path)  # counted by DuckDB below
+            continue
+        inside.append(path)
+        version = int(next(iter(st["versions"])))
+        c = counts.setdefault(version, [0, 0, 0])
+        c[0] += st["rows"]
+        c[1] += st["rows"] - st["status"].get("ok", 0)
+        c[2] += st["missing_features_rows"]
+        day = int(next(iter(st["days"])))
+        days[day] = days.get(day, 0) + st["rows"]
+        if version not in bins:
+            bins[version] = np.zeros(slots, np.int64)
+        P.add_histogram(bins[version], st["latency_bins"])
+
+    def scan(group: list[str], filtered: bool, by_name: bool = True) -> str:
+        return (f"SELECT {{cols}} FROM read_parquet([{', '.join(sql_string(p) for p in group)}], union_by_name = {str(by_name).lower()})"
+                + (" WHERE ts >= $start" if filtered else ""))
+
     con = duckdb.connect()
     try:
+        con.execute("SET enable_progress_bar = false")  # a long query must not draw into --json output
         con.execute("SET TimeZone = 'UTC'")
-        scan = f"(SELECT * FROM read_parquet([{', '.join(sql_string(p) for p in paths)}], union_by_name = true) WHERE ts >= ?)"
-        per_version = con.execute(
-            f"SELECT version, count(*), avg(CASE WHEN coalesce(status, 'ok') <> 'ok' THEN 1 ELSE 0 END), quantile_cont(latency_ms, 0.5), "
-            f"quantile_cont(latency_ms, 0.99), avg(CASE WHEN len(coalesce(missing_features, [])) > 0 THEN 1 ELSE 0 END) "
-            f"FROM {scan} GROUP BY version ORDER BY version", [start]).fetchall()
-        per_day = con.execute(f"SELECT date_trunc('day', ts) AS d, count(*) FROM {scan} GROUP BY d ORDER BY d", [start]).fetchall()
+        lat = " UNION ALL ".join(scan(g, f).format(cols="version, latency_ms") for g, f in ((inside, False), (cut, True)) if g)
+        args = {"start": start} if cut else {}
+        if cut:  # the cut parts' in-window latencies join the histograms
+            got = con.execute(f"SELECT version, latency_ms FROM ({scan(cut, True).format(cols='version, latency_ms')}) "
+                              "WHERE latency_ms IS NOT NULL", args).fetchnumpy()
+            for version in set(got["version"].tolist()):
+                extra = P.latency_bin_counts(got["latency_ms"][got["version"] == version])
+                bins[int(version)] = bins[int(version)] + extra if int(version) in bins else extra
+        try:  # keel's parts share the reserved columns' types: no need to read every schema first
+            fast = " UNION ALL ".join(scan(g, f, by_name=f).format(cols="version, latency_ms") for g, f in ((inside, False), (cut, True)) if g)
+            quantiles = _quantiles(con, fast, args, bins)
+        except duckdb.Error:
+            quantiles = _quantiles(con, lat, args, bins)
+        if cut:
+            cols = ("version, ts, CASE WHEN coalesce(status, 'ok') <> 'ok' THEN 1 ELSE 0 END AS failed, "
+                    "CASE WHEN len(coalesce(missing_features, [])) > 0 THEN 1 ELSE 0 END AS missing")
+            rows = scan(cut, True).format(cols=cols)
+            for v, n, e, mf in con.execute(f"SELECT version, count(*), sum(failed), sum(missing) FROM ({rows}) GROUP BY version",
+                                           {"start": start}).fetchall():
+                c = counts.setdefault(int(v), [0, 0, 0])
+                c[0] += int(n)
+                c[1] += int(e or 0)
+                c[2] += int(mf or 0)
+            for d, n in con.execute(f"SELECT (epoch_us(ts) // 86400000000)::BIGINT AS d, count(*) FROM ({rows}) GROUP BY d",
+                                    {"start": start}).fetchall():
+                days[int(d)] = days.get(int(d), 0) + int(n)
     finally:
         con.close()
-    versions = [{"version": int(v), "rows": int(n), "error_share": float(e or 0), "latency_p50_ms": p50, "latency_p99_ms": p99,
-                 "missing_features_share": float(mf or 0)} for v, n, e, p50, p99, mf in per_version]
+    versions = [{"version": v, "rows": n, "error_share": e / n if n else 0.0, "latency_p50_ms": quantiles.get(v, (None, None))[0],
+                 "latency_p99_ms": quantiles.get(v, (None, None))[1], "missing_features_share": mf / n if n else 0.0}
+                for v, (n, e, mf) in sorted(counts.items()) if n]
     return {"rows": sum(v["rows"] for v in versions), "versions": versions,
-            "days": [{"day": d.date().isoformat(), "rows": int(n)} for d, n in per_day]}
+            "days": [{"day": datetime.fromtimestamp(d * 86400, UTC).date().isoformat(), "rows": n} for d, n in sorted(days.items())]}
+
+
+_QUANTILES = (0.5, 0.99)
+
+
+def _quantiles(con: Any, rows: str, args: dict[str, Any], bins: dict[int, Any]) -> dict[int, tuple[float | None, ...]]:
+    """DuckDB's ``quantile_cont(latency_ms, q)`` per version for q in _QUANTILES, exactly, reading only the wanted bins' values.
+
+    ``bins``: each version's dense latency counts. They give each wanted rank's bin;
+    one scan returns the values of those bins; the value at a rank is then the bin's
+    sorted values at the rank minus the rows below the bin, interpolated as DuckDB
+    does (lo + (hi - lo) * fraction; DuckDB's own rounding of that last step differs
+    from it in the last bit now and then, 1e-16 relative). When a count is open (NaN,
+    below 0) or the scan does not return exactly the bins' counts, DuckDB's own
+    quantile answers instead.
+    """
+    import math
+
+    import numpy as np
+
+    from keel.store import predictions as P
+
+    edges = P.latency_edges()
+    wanted: dict[tuple[int, int], int] = {}  # (version, bin) -> rows below the bin
+    ranks: dict[int, list[tuple[float, int, int]]] = {}  # version -> [(position, floor rank, ceil rank) per quantile]
+    exact = all(not h[0] and not h[-1] for h in bins.values())
+    for version, h in bins.items() if exact else ():
+        cum = np.cumsum(h)
+        n = int(cum[-1])
+        if not n:
+            continue
+        ranks[version] = [((n - 1) * q, math.floor((n - 1) * q), math.ceil((n - 1) * q)) for q in _QUANTILES]
+        for _pos, *pair in ranks[version]:
+            for r in pair:
+                slot = int(np.searchsorted(cum, r, side="right"))
+                wanted[(version, slot - 1)] = int(cum[slot - 1]) if slot else 0
+    if exact and wanted:
+        # the wanted bins' values: a few latency ranges (the bins of every version, merged), then exact per version in NumPy
+        spans: list[list[int]] = []
+        for b in sorted({b for _, b in wanted}):
+            if spans and spans[-1][1] == b - 1:
+                spans[-1][1] = b
+            else:
+                spans.append([b, b])
+        where = " OR ".join(f"(latency_ms >= {float(edges[lo])!r}" + (f" AND latency_ms < {float(edges[hi + 1])!r})" if hi + 1 < len(edges) else ")")
+                            for lo, hi in spans)
+        got = con.execute(f"SELECT version, latency_ms FROM ({rows}) WHERE {where}", args).fetchnumpy()
+        key = got["version"].astype(np.int64) * (len(edges) + 1) + (np.searchsorted(edges, got["latency_ms"], side="right") - 1)
+        order = np.argsort(key, kind="stable")
+        key, lat = key[order], got["latency_ms"][order]
+        values = {}
+        for v, b in wanted:
+            i, j = np.searchsorted(key, v * (len(edges) + 1) + b, side="left"), np.searchsorted(key, v * (len(edges) + 1) + b, side="right")
+            values[(v, b)] = np.sort(lat[i:j])
+        if all(len(values[(v, b)]) == bins[v][b + 1] for v, b in wanted):
+            def at(version: int, rank: int) -> float:
+                for (v, b), below in wanted.items():
+                    if v == version and below <= rank < below + len(values[(v, b)]):
+                        return float(values[(v, b)][rank - below])
+                raise AssertionError(rank)
+
+            out: dict[int, tuple[float | None, ...]] = {}
+            for version, triples in ranks.items():
+                qs = []
+                for pos, lo_rank, hi_rank in triples:
+                    lo, hi = at(version, lo_rank), at(version, hi_rank)
+                    qs.append(lo if lo_rank == hi_rank else lo + (hi - lo) * (pos - lo_rank))
+                out[version] = tuple(qs)
+            return out
+    qcols = ", ".join(f"quantile_cont(latency_ms, {q})" for q in _QUANTILES)
+    return {int(r[0]): tuple(r[1:]) for r in con.execute(f"SELECT version, {qcols} FROM ({rows}) GROUP BY version", args).fetchall()}
 
 
 def diagnose(ref: str, *, days: int = 30, top: int = 5) -> dict[str, Any]:

@@ -161,7 +161,11 @@ def _monitors(model: str) -> list[str]:
 # ---- predictions ----------------------------------------------------------------
 
 def find_prediction(request_id: str, model: str | None = None) -> dict[str, Any]:
-    """The logged row(s) of ``request_id``: {model, version, route, ts, prediction, score}."""
+    """The logged row(s) of ``request_id``: {model, version, route, ts, prediction, score}.
+
+    Only the parts whose request-id Bloom filter may hold the id are read (the
+    filter never rules out a part that holds it, so the answer is the full scan's).
+    """
     import duckdb
 
     from keel.store import predictions as P
@@ -169,11 +173,12 @@ def find_prediction(request_id: str, model: str | None = None) -> dict[str, Any]
 
     models = [model] if model else P.models()
     for m in models:
-        paths = P.files(m)
+        paths = P.files_holding(m, request_id)
         if not paths:
             continue
         con = duckdb.connect()
         try:
+            con.execute("SET enable_progress_bar = false")  # a long query must not draw into --json output
             rows = con.execute(
                 f"SELECT model, version, route, ts, prediction::VARCHAR, request_id FROM read_parquet([{', '.join(sql_string(p) for p in paths)}], "
                 "union_by_name = true) WHERE request_id = ? OR starts_with(request_id, ? || ':') ORDER BY ts", [request_id, request_id]).fetchall()

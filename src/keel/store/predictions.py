@@ -20,6 +20,9 @@ already-compacted rows (batch scoring, tests).
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 import re
 import uuid
 from datetime import UTC, datetime
@@ -167,12 +170,90 @@ def write(table: pa.Table, *, writer: str | None = None, lake: Lake | None = Non
                            pc.equal(keyed["__hour"], pa.scalar(g["__hour"], pa.int64())))
             part = table.filter(mask)
         hour = datetime.fromtimestamp(g["__hour"] * 3600, UTC).strftime(HOUR_FORMAT)
-        written.append(lake.append(dataset(g["model"], g["version"], hour), part, part=token, options=parquet_options(part.schema)))
+        part = part.replace_schema_metadata({**(part.schema.metadata or {}), STATS_KEY: json.dumps(part_stats(part)).encode(),
+                                             IDS_KEY: base64.b64encode(id_bloom(part["request_id"])).decode().encode()})
+        written.append(lake.append(dataset(g["model"], g["version"], hour), part, part=token,
+                                   options=parquet_options(part.schema, rows=part.num_rows)))
     return written
 
 
-def parquet_options(schema: pa.Schema) -> dict[str, Any]:
-    """How log parts are written: dictionaries only for text other than the request id; LZ4 except for floats.
+STATS_KEY = b"keel.stats"
+IDS_KEY = b"keel.request_ids"  # a Bloom filter of the request ids' keys (see :func:`request_key`)
+_BLOOM_HASHES = 7
+
+
+def part_stats(part: pa.Table) -> dict[str, Any]:
+    """The summary a part carries in its footer (``keel.stats``): rows, time range, rows per route and status, failures.
+
+    Readers answer counts from it without scanning the part (see :func:`summaries`).
+    """
+    import pyarrow.compute as pc
+
+    ts = pc.min_max(part["ts"].cast("int64"))
+    status = pc.fill_null(part["status"], "ok")
+    missing = pc.list_value_length(part["missing_features"]) if "missing_features" in part.column_names else None
+
+    def counts(col: Any) -> dict[str, int]:
+        return {str(r["values"]): int(r["counts"]) for r in pc.value_counts(col).to_pylist()}
+
+    day = pc.floor(pc.divide(part["ts"].cast("int64").cast("float64"), 86_400e6)).cast("int64")
+    return {"rows": part.num_rows, "ts_min_us": ts["min"].as_py(), "ts_max_us": ts["max"].as_py(),
+            "versions": counts(part["version"]), "days": counts(day), "latency_bins": latency_histogram(part["latency_ms"]),
+            "routes": counts(pc.fill_null(part["route"], "default")), "status": counts(status),
+            "missing_features_rows": 0 if missing is None else int(pc.sum(pc.greater(pc.fill_null(missing, 0), 0)).as_py() or 0)}
+
+
+def latency_edges() -> Any:
+    """The latency histogram's bin edges (ms): 0, then 2^(k/32) from about 1 ns to 12 days (a bin is 2.2 % wide)."""
+    import numpy as np
+
+    global _EDGES
+    if _EDGES is None:
+        _EDGES = np.concatenate([[0.0], np.exp2(np.arange(-32 * 20, 32 * 30 + 1) / 32.0)])
+    return _EDGES
+
+
+_EDGES: Any = None
+
+
+def latency_bin_counts(values: Any) -> Any:
+    """Dense counts of float latencies (NumPy) per slot: 0 below 0 ms, 1 + i for bin i of :func:`latency_edges`
+    (the last bin: its top edge or more), and the last slot NaN."""
+    import numpy as np
+
+    edges = latency_edges()
+    values = np.asarray(values, np.float64)
+    nan = np.isnan(values)
+    counts = np.bincount(np.searchsorted(edges, values[~nan], side="right"), minlength=len(edges) + 2)
+    counts[-1] += int(nan.sum())
+    return counts
+
+
+def latency_histogram(latency: Any) -> dict[str, Any]:
+    """The non-null latencies' :func:`latency_bin_counts`, stored compactly: ``{"first": slot, "counts": [...]}``.
+
+    Exact quantiles then need only the few values of the bins that hold the wanted ranks
+    (see ``keel.loop.diagnose``); bins are compared with the edges as floats, never logs.
+    """
+    import numpy as np
+    import pyarrow.compute as pc
+
+    counts = latency_bin_counts(pc.drop_null(latency).to_numpy(zero_copy_only=False))
+    used = np.flatnonzero(counts)
+    if not len(used):
+        return {"first": 0, "counts": []}
+    return {"first": int(used[0]), "counts": counts[used[0]: used[-1] + 1].tolist()}
+
+
+def add_histogram(into: Any, stored: dict[str, Any]) -> None:
+    """Add a stored :func:`latency_histogram` to dense counts ``into``."""
+    first, counts = int(stored["first"]), stored["counts"]
+    into[first: first + len(counts)] += counts
+
+
+def parquet_options(schema: pa.Schema, *, rows: int | None = None) -> dict[str, Any]:
+    """How log parts are written: dictionaries only for text other than the request id; LZ4 except for floats;
+    a Bloom filter on the request id (a lookup by id skips every part whose filter rules it out).
 
     Floats (most of a log) gain little from a dictionary or compression but cost
     the most to try them on, and request ids are unique.
@@ -180,7 +261,11 @@ def parquet_options(schema: pa.Schema) -> dict[str, Any]:
     import pyarrow as pa
 
     text = [f.name for f in schema if (pa.types.is_string(f.type) or pa.types.is_large_string(f.type)) and f.name != "request_id"]
-    return {"use_dictionary": text, "compression": {f.name: "none" if pa.types.is_floating(f.type) else "lz4" for f in schema}}
+    out: dict[str, Any] = {"use_dictionary": text,
+                           "compression": {f.name: "none" if pa.types.is_floating(f.type) else "lz4" for f in schema}}
+    if "request_id" in schema.names:
+        out["bloom_filter_options"] = {"request_id": {"ndv": max(int(rows or 0), 1024), "fpp": 0.01}}
+    return out
 
 
 def append(table: pa.Table) -> None:
@@ -229,14 +314,236 @@ def files(model: str, *, start: datetime | None = None, end: datetime | None = N
     from keel.store.lake import get_lake
 
     lake = get_lake()
-    return [str(p) for name in partitions(model, start=start, end=end, version=version) for p in lake.files(name)]
+    if lake.remote is not None:
+        return [str(p) for name in partitions(model, start=start, end=end, version=version) for p in lake.files(name)]
+    return _local_files(lake.path(dataset(model)), _utc(start, "start"), _utc(end, "end"), version)
+
+
+def _local_files(folder: Any, start: datetime | None, end: datetime | None, version: int | None) -> list[str]:
+    """:func:`files` on a local lake: one scan of the version and hour folders (no recursive glob), same order."""
+    from datetime import timedelta
+
+    out: list[tuple[str, str]] = []
+    try:
+        versions = [e for e in os.scandir(folder) if e.name.startswith("v") and e.is_dir()]
+    except FileNotFoundError:
+        return []
+    for v in versions:
+        if version is not None and v.name != f"v{int(version)}":
+            continue
+        for h in os.scandir(v.path):
+            hour = _hour_of(h.name)
+            if hour is None or not h.is_dir():
+                continue
+            if (start is not None and hour + timedelta(hours=1) <= start) or (end is not None and hour >= end):
+                continue
+            partition = f"{v.name}/{h.name}"
+            out += [(partition, f.name) for f in os.scandir(h.path) if f.name.endswith(".parquet") and f.is_file()]
+    out.sort()
+    return [os.path.join(folder, partition, name) for partition, name in out]
+
+
+# ---- summaries: what a part holds, without scanning it --------------------------------
+
+def request_key(request_id: str) -> str:
+    """What the Bloom filter holds of a request id: the part before the first ':' (a batch's rows are ``ID:0``, ``ID:1``...)."""
+    return request_id.split(":", 1)[0]
+
+
+def _hashes(values: Any) -> Any:
+    """64-bit hashes (FNV-1a over the UTF-8 bytes, then a splitmix64 finalizer) of a string array, vectorized."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    arr = pc.fill_null(arr.cast(pa.large_binary()), b"")
+    n = len(arr)
+    if n == 0:
+        return np.zeros(0, np.uint64)
+    offsets = np.frombuffer(arr.buffers()[1], np.int64)[arr.offset: arr.offset + n + 1]
+    data = np.frombuffer(arr.buffers()[2], np.uint8) if arr.buffers()[2] is not None else np.zeros(1, np.uint8)
+    lengths = offsets[1:] - offsets[:-1]
+    h = np.full(n, 0xCBF29CE484222325, np.uint64)
+    prime = np.uint64(0x100000001B3)
+    for j in range(int(lengths.max()) if n else 0):
+        live = lengths > j
+        byte = data[np.minimum(offsets[:-1] + j, len(data) - 1)].astype(np.uint64)
+        h = np.where(live, (h ^ byte) * prime, h)
+    h ^= h >> np.uint64(30)
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    h ^= h >> np.uint64(27)
+    h *= np.uint64(0x94D049BB133111EB)
+    h ^= h >> np.uint64(31)
+    return h
+
+
+def _hash_one(value: str) -> int:
+    """:func:`_hashes` of one string, in plain Python (building an Arrow array for one value costs more than the probe)."""
+    mask = (1 << 64) - 1
+    h = 0xCBF29CE484222325
+    for byte in value.encode():
+        h = ((h ^ byte) * 0x100000001B3) & mask
+    h ^= h >> 30
+    h = (h * 0xBF58476D1CE4E5B9) & mask
+    h ^= h >> 27
+    h = (h * 0x94D049BB133111EB) & mask
+    return h ^ (h >> 31)
+
+
+def _bit_positions(h: Any, bits: int) -> Any:
+    """The Bloom filter's bit positions of hashes ``h`` (double hashing), shape (len(h), hashes)."""
+    import numpy as np
+
+    h1, h2 = h & np.uint64(0xFFFFFFFF), (h >> np.uint64(32)) | np.uint64(1)
+    i = np.arange(_BLOOM_HASHES, dtype=np.uint64)
+    return (h1[:, None] + i[None, :] * h2[:, None]) & np.uint64(bits - 1)
+
+
+def id_bloom(request_ids: Any) -> bytes:
+    """A Bloom filter (about 1 % false positives) of the request keys of ``request_ids``; a power-of-two number of bits."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    keys = pc.list_element(pc.split_pattern(request_ids, ":", max_splits=1), 0) if len(request_ids) else request_ids
+    bits = 64
+    while bits < 10 * max(len(request_ids), 1):
+        bits *= 2
+    filt = np.zeros(bits, np.bool_)
+    filt[_bit_positions(_hashes(keys), bits).ravel().astype(np.int64)] = True
+    return np.packbits(filt, bitorder="little").tobytes()
+
+
+def _maybe_holding(blooms: list[bytes], request_id: str) -> list[bool]:
+    """For each Bloom filter: can it hold ``request_id``'s key (False only when it certainly does not)."""
+    import numpy as np
+
+    h = np.array([_hash_one(request_key(request_id))], np.uint64)
+    by_size: dict[int, Any] = {}
+    out = []
+    for bloom in blooms:
+        bits = len(bloom) * 8
+        if bits not in by_size:
+            pos = _bit_positions(h, bits)[0].astype(np.int64)
+            by_size[bits] = (pos >> 3, (pos & 7).astype(np.uint8))
+        byte, bit = by_size[bits]
+        out.append(bool(np.all((np.frombuffer(bloom, np.uint8)[byte] >> bit) & 1)))
+    return out
+
+
+def _summarize(path: str) -> tuple[dict[str, Any], bytes]:
+    """A part's stats and request-id Bloom filter: from its footer, or (older parts) computed from its rows once."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_metadata(path).metadata or {}
+    if STATS_KEY in meta and IDS_KEY in meta:
+        return json.loads(meta[STATS_KEY]), base64.b64decode(meta[IDS_KEY])
+    names = set(pq.read_schema(path).names)
+    table = normalize(pq.read_table(path, columns=[c for c in BASE_COLUMNS if c in names]))
+    return part_stats(table), id_bloom(table["request_id"])
+
+
+_SUMMARIES: dict[str, tuple[int, int, dict[str, Any] | str, bytes]] = {}  # path -> (size, mtime_ns, stats (JSON until read), bloom)
+_LOADED: set[str] = set()  # cache files read in this process
+
+
+def _cache_file(model: str) -> Any:
+    from keel.config import settings
+
+    return settings().state_dir / "cache" / "prediction-summaries" / f"{_check_model(model)}.arrow"
+
+
+def summaries(model: str, paths: list[str], *, stats: bool = True) -> list[tuple[dict[str, Any], bytes]]:
+    """(stats, request-id Bloom filter) of each part in ``paths`` (``stats=False``: the filters only, stats left ``{}``).
+
+    Cached in ``.keel/cache/prediction-summaries/<model>.arrow``, keyed by path, size
+    and modification time (parts are written whole and renamed into place, so a
+    changed part has another size or time); a stale or missing entry is read again.
+    """
+    import pyarrow as pa
+
+    cache_file = _cache_file(model)
+    if str(cache_file) not in _LOADED:
+        _LOADED.add(str(cache_file))
+        try:
+            with pa.memory_map(str(cache_file)) as source:
+                table = pa.ipc.open_file(source).read_all()
+            columns = [table[c].to_pylist() for c in ("path", "size", "mtime_ns", "stats", "bloom")]
+            for path, size, mtime_ns, text, bloom in zip(*columns, strict=True):
+                _SUMMARIES[path] = (size, mtime_ns, text, bloom)  # the JSON is parsed when asked for
+        except (OSError, pa.ArrowInvalid, KeyError, ValueError):
+            pass  # no cache yet, or an unreadable one: rebuilt below
+    out = []
+    changed = False
+    for path in paths:
+        st = os.stat(path)
+        hit = _SUMMARIES.get(path)
+        if hit is None or hit[0] != st.st_size or hit[1] != st.st_mtime_ns:
+            found, bloom = _summarize(path)
+            hit = _SUMMARIES[path] = (st.st_size, st.st_mtime_ns, found, bloom)
+            changed = True
+        if stats and isinstance(hit[2], str):
+            hit = _SUMMARIES[path] = (hit[0], hit[1], json.loads(hit[2]), hit[3])
+        out.append((hit[2] if isinstance(hit[2], dict) else {}, hit[3]))
+    if changed:
+        _save_summaries(cache_file, model)
+    return out
+
+
+def _save_summaries(cache_file: Any, model: str) -> None:
+    import pyarrow as pa
+
+    root = os.path.join(str(_local_root(model)), "")
+    for gone in [p for p in _SUMMARIES if p.startswith(root) and not os.path.exists(p)]:  # parts deleted (retention, gc)
+        del _SUMMARIES[gone]
+    rows = [(p, v) for p, v in _SUMMARIES.items() if p.startswith(root)]
+    table = pa.table({"path": [p for p, _ in rows], "size": [v[0] for _, v in rows], "mtime_ns": [v[1] for _, v in rows],
+                      "stats": [v[2] if isinstance(v[2], str) else json.dumps(v[2]) for _, v in rows], "bloom": pa.array([v[3] for _, v in rows], pa.binary())})
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        os.replace(tmp, cache_file)
+    except OSError:
+        pass  # a read-only project still answers, only without the cache
+
+
+def _local_root(model: str) -> Any:
+    from keel.store.lake import get_lake
+
+    return get_lake().path(dataset(model))
+
+
+def files_holding(model: str, request_id: str) -> list[str]:
+    """The parts of ``model``'s log that can hold ``request_id`` (or its batch rows ``ID:n``): the others' Bloom filters rule it out."""
+    paths = files(model)
+    if not paths:
+        return []
+    maybe = _maybe_holding([bloom for _, bloom in summaries(model, paths, stats=False)], request_id)
+    return [p for p, keep in zip(paths, maybe, strict=True) if keep]
 
 
 def models() -> list[str]:
     """The models that have logged predictions."""
     from keel.store.lake import get_lake
 
-    return sorted({name.split("/")[1] for name in get_lake().datasets(ROOT) if name.count("/") >= 1})
+    lake = get_lake()
+    if lake.remote is None:
+        try:
+            folders = [e for e in os.scandir(lake.path(ROOT)) if e.is_dir()]
+        except FileNotFoundError:
+            return []
+        return sorted(e.name for e in folders if _SAFE.match(e.name) and _holds_parts(e.path))
+    return sorted({name.split("/")[1] for name in lake.datasets(ROOT) if name.count("/") >= 1})
+
+
+def _holds_parts(folder: str) -> bool:
+    """Whether a model's folder holds a part file at any depth (stops at the first)."""
+    for e in os.scandir(folder):
+        if (e.is_dir() and _holds_parts(e.path)) or (e.is_file() and e.name.endswith(".parquet")):
+            return True
+    return False
 
 
 def read(
