@@ -113,7 +113,7 @@ def declare(
     window: str = typer.Option("30d", "--window", help="The data window passed as window_start / window_end."),
     window_source: str = typer.Option(None, "--window-source", help="The data the window selects (checked: it must select rows)."),
     window_column: str = typer.Option("event_timestamp", "--window-column", help="Its timestamp column."),
-    production: str = typer.Option("auto", "--production", help="auto | approval | canary:<weight> | shadow | none."),
+    production: str = typer.Option("auto", "--production", help="auto | approval | canary:<weight> | shadow | shadow,canary:<weight> (shadow first, then the canary) | none."),
     staging: str = typer.Option("none", "--staging", help="auto | none."),
     deployment: str = typer.Option(None, "--deployment", help="The deployment a canary or shadow goes out in (default MODEL-live)."),
     cooldown: str = typer.Option("6h", "--cooldown", help="No retrain this soon after the last one."),
