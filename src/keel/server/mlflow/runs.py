@@ -220,7 +220,8 @@ def experiment_name(exp_id: int) -> str:
     return name
 
 
-def update_run(run_id: str, status: str | None, end_ms: int | None, name: str | None) -> None:
+def update_run(run_id: str, status: str | None, end_ms: int | None, name: str | None) -> dict[str, Any]:
+    """Set a run's status, end time or name; its MLflow RunInfo as stored, from the same statement."""
     values: dict[str, Any] = {"heartbeat_ms": now_ms()}
     if status is not None:
         if status not in STATUS_TO_KEEL:
@@ -234,8 +235,12 @@ def update_run(run_id: str, status: str | None, end_ms: int | None, name: str | 
         values["end_ms"] = end_ms
     if name:
         values["name"] = name[:255]
+    cols = [runs.c.id, runs.c.name, runs.c.experiment_id, runs.c.user, runs.c.status, runs.c.start_ms, runs.c.end_ms]
     with store().write() as conn:
-        conn.execute(sa.update(runs).where(runs.c.id == run_id).values(**values))
+        row = conn.execute(sa.update(runs).where(runs.c.id == run_id).values(**values).returning(*cols)).first()
+    if row is None:
+        raise NotFoundError(f"Run '{run_id}' not found.", hint="List runs with `keel runs ls`.")
+    return run_info(row)
 
 
 def _tag_rows(rid: str, values: dict[str, str]) -> list[dict[str, Any]]:
@@ -470,5 +475,7 @@ def history(run_id: str, key: str) -> list[dict[str, Any]]:
     ts = np.concatenate([np.frombuffer(c.ts, dtype="<i8") for c in chunks])
     vals = np.concatenate([np.frombuffer(c.vals, dtype="<f8") for c in chunks])
     order = np.lexsort((ts, steps))
-    steps_l, ts_l, vals_l = steps[order].tolist(), ts[order].tolist(), vals[order].tolist()
-    return [{"key": key, "value": number(v), "timestamp": t, "step": s} for s, t, v in zip(steps_l, ts_l, vals_l, strict=True)]
+    steps_l, ts_l, vals_o = steps[order].tolist(), ts[order].tolist(), vals[order]
+    # proto3 JSON writes NaN and infinities as strings; a history without any needs no per-value check
+    vals_l: list[Any] = vals_o.tolist() if np.isfinite(vals_o).all() else [number(v) for v in vals_o.tolist()]
+    return [{"key": key, "value": v, "timestamp": t, "step": s} for s, t, v in zip(steps_l, ts_l, vals_l, strict=True)]

@@ -133,8 +133,7 @@ async def get_run(request: Request, ident: Identity = Depends(identity)) -> Resp
 @router.post("/runs/update", summary="MLflow: update a run's status, end time or name")
 async def update_run(request: Request, ident: Identity = Depends(identity)) -> Response:
     data, rid = await _run_write(request, ident)
-    R.update_run(rid, text(data, "status"), integer(data, "end_time"), text(data, "run_name"))
-    return json_response({"run_info": R.get_run_info(rid)})
+    return json_response({"run_info": R.update_run(rid, text(data, "status"), integer(data, "end_time"), text(data, "run_name"))})
 
 
 @router.post("/runs/delete", summary="MLflow: delete a run")
@@ -214,7 +213,7 @@ async def get_metric_history(request: Request, ident: Identity = Depends(identit
             out["next_page_token"] = str(offset + max_results)
     else:
         out = {"metrics": values}
-    return json_response(out)
+    return json_response(out, request=request)
 
 
 # -- search -----------------------------------------------------------------------------------
@@ -266,4 +265,4 @@ async def search_runs(request: Request, ident: Identity = Depends(identity)) -> 
     out: dict[str, Any] = {"runs": found}
     if frame.attrs.get("next_page_token"):
         out["next_page_token"] = frame.attrs["next_page_token"]
-    return json_response(out)
+    return json_response(out, request=request)
