@@ -392,10 +392,12 @@ def get_metadata_store(uri: str | None = None) -> MetadataStore:
     """The shared store for ``uri`` (default: the project's KEEL_METADATA_URI)."""
     if uri is None:
         from keel.config import settings
-        from keel.store.remote import forbid_local
+        from keel.store.remote import not_available
 
-        forbid_local("Opening the metadata store")  # never a quiet local database when a server is configured
-        uri = str(settings().metadata_uri)
+        current = settings()  # once: a server calls this several times per request
+        if current.tracking_uri:  # never a quiet local database when a server is configured
+            raise not_available("Opening the metadata store")
+        uri = str(current.metadata_uri)
     with _stores_lock:
         store = _stores.get(uri)
         if store is None:
