@@ -143,6 +143,11 @@ async def test_large_history_is_gzipped_for_a_client_that_accepts_it(client: htt
     assert len(gz.content) >= 64 * 1024  # httpx decoded it
     assert gz.json() == plain.json()
     assert [(m["step"], m["value"], m["timestamp"]) for m in plain.json()["metrics"]] == [(s, values[s], 10 + s) for s in range(3000)]
+    # the MLflow client pages: each page is the right slice, the last one without a next_page_token
+    first = (await client.get(f"{API}/metrics/get-history", params={**query, "max_results": 2000})).json()
+    last = (await client.get(f"{API}/metrics/get-history", params={**query, "max_results": 2000, "page_token": first["next_page_token"]})).json()
+    assert first["next_page_token"] == "2000" and "next_page_token" not in last
+    assert first["metrics"] + last["metrics"] == plain.json()["metrics"]
     # a small answer is not compressed
     small = await client.get(f"{API}/runs/get", params={"run_id": rid}, headers={"Accept-Encoding": "gzip"})
     assert "content-encoding" not in small.headers and small.json()["run"]["info"]["status"] == "FINISHED"

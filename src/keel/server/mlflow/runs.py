@@ -497,7 +497,8 @@ def get_run(run_id: str) -> dict[str, Any]:
     return found[0]
 
 
-def history(run_id: str, key: str) -> list[dict[str, Any]]:
+def history(run_id: str, key: str, page: slice | None = None) -> tuple[list[dict[str, Any]], int]:
+    """The values of a run's metric in step order (``page`` of them), and how many there are in all."""
     import numpy as np
 
     h = metric_history
@@ -505,12 +506,15 @@ def history(run_id: str, key: str) -> list[dict[str, Any]]:
         chunks = conn.execute(sa.select(h.c.steps, h.c.ts, h.c.vals).where(h.c.run_id == run_id, h.c.key == key)
                               .order_by(h.c.min_step, h.c.id)).all()
     if not chunks:
-        return []
+        return [], 0
     steps = np.concatenate([np.frombuffer(c.steps, dtype="<i8") for c in chunks])
     ts = np.concatenate([np.frombuffer(c.ts, dtype="<i8") for c in chunks])
     vals = np.concatenate([np.frombuffer(c.vals, dtype="<f8") for c in chunks])
     order = np.lexsort((ts, steps))
+    total = len(order)
+    if page is not None:
+        order = order[page]
     steps_l, ts_l, vals_o = steps[order].tolist(), ts[order].tolist(), vals[order]
     # proto3 JSON writes NaN and infinities as strings; a history without any needs no per-value check
     vals_l: list[Any] = vals_o.tolist() if np.isfinite(vals_o).all() else [number(v) for v in vals_o.tolist()]
-    return [{"key": key, "value": v, "timestamp": t, "step": s} for s, t, v in zip(steps_l, ts_l, vals_l, strict=True)]
+    return [{"key": key, "value": v, "timestamp": t, "step": s} for s, t, v in zip(steps_l, ts_l, vals_l, strict=True)], total

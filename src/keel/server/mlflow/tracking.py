@@ -202,17 +202,16 @@ async def get_metric_history(request: Request, ident: Identity = Depends(identit
     rid = _run_id(data)
     key = text(data, "metric_key", required=True) or ""
     _authorize_run(ident, rid, "read")
-    values = R.history(rid, key)
     max_results = integer(data, "max_results")
     offset = integer(data, "page_token", default=0) or 0
     out: dict[str, Any]
-    if max_results:
-        page = values[offset : offset + max_results]
+    if max_results:  # the MLflow client pages (25,000 a call): only the page's values become JSON objects
+        page, total = R.history(rid, key, slice(offset, offset + max_results))
         out = {"metrics": page}
-        if offset + max_results < len(values):
+        if offset + max_results < total:
             out["next_page_token"] = str(offset + max_results)
     else:
-        out = {"metrics": values}
+        out = {"metrics": R.history(rid, key)[0]}
     return json_response(out, request=request)
 
 
