@@ -180,7 +180,8 @@ def create_app(*, auth: bool | None = None) -> Any:
     # many small calls (a run is four); keel's own paths (/v1/...) never overlap its prefixes.
     for name in sorted(ROUTERS, key=lambda n: n not in OWN_ERRORS):
         module = importlib.import_module(name)
-        app.include_router(module.router, responses=MLFLOW_ERROR_RESPONSES if name in OWN_ERRORS else ERROR_RESPONSES)
+        for router in getattr(module, "ROUTERS", None) or [module.router]:  # a package's routers, not nested in one more
+            app.include_router(router, responses=MLFLOW_ERROR_RESPONSES if name in OWN_ERRORS else ERROR_RESPONSES)
     auth_mod.install(app)
     install_ui(app)  # the web UI at / (its routes stay out of the OpenAPI document)
     return app

@@ -234,6 +234,27 @@ class MetadataStore:
         except sa.exc.OperationalError as exc:
             raise self._unreachable(exc) from exc
 
+    @contextlib.contextmanager
+    def reads(self) -> Iterator[Connection]:
+        """Reads that need no common snapshot: on PostgreSQL with no BEGIN and COMMIT around them.
+
+        At PostgreSQL's READ COMMITTED every statement takes its own snapshot, in a
+        transaction or not, so the two round trips buy nothing; on SQLite this is
+        :meth:`read`.
+        """
+        if self.dialect != "postgresql":
+            with self.read() as conn:
+                yield conn
+            return
+        self.ensure_schema()
+        try:
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                yield conn
+        except sa.exc.DataError as exc:
+            raise _bad_value(exc) from exc
+        except sa.exc.OperationalError as exc:
+            raise self._unreachable(exc) from exc
+
     def _unreachable(self, exc: Exception) -> StoreError:
         return StoreError(
             f"The metadata store {_redact(self.uri)} failed: {str(exc).splitlines()[0]}",

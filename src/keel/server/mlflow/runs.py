@@ -418,7 +418,7 @@ def get_run_info(run_id: str) -> dict[str, Any]:
 
 
 def _run_queries(single: bool) -> tuple[Any, ...]:
-    """The six queries of :func:`runs_json`, built once: one run by ``b_id``, or a list by ``b_ids``."""
+    """The four queries of :func:`runs_json`, built once: one run by ``b_id``, or a list by ``b_ids``."""
     key = "one" if single else "many"
     if key not in _RUN_QUERIES:
         def of(col: Any) -> Any:  # one run (runs/get) is an equality: no IN list to expand per call
@@ -426,9 +426,14 @@ def _run_queries(single: bool) -> tuple[Any, ...]:
 
         _RUN_QUERIES[key] = (
             sa.select(runs).where(of(runs.c.id)),
-            sa.select(metrics).where(of(metrics.c.run_id)),
-            sa.select(params.c.run_id, params.c.key, params.c.value).where(of(params.c.run_id)),
-            sa.select(tags.c.run_id, tags.c.key, tags.c.value).where(of(tags.c.run_id)),
+            # metrics, params and tags in one statement (one round trip to PostgreSQL, not three)
+            sa.union_all(
+                sa.select(sa.literal_column("'m'").label("kind"), metrics.c.run_id, metrics.c.key, sa.cast(sa.null(), sa.Text).label("text"),
+                          metrics.c.value.label("num"), metrics.c.ts.label("ts"), metrics.c.step.label("step")).where(of(metrics.c.run_id)),
+                *(sa.select(sa.literal_column(f"'{kind}'"), t.c.run_id, t.c.key, t.c.value, sa.cast(sa.null(), sa.Float),
+                            sa.cast(sa.null(), sa.BigInteger), sa.cast(sa.null(), sa.BigInteger)).where(of(t.c.run_id))
+                  for kind, t in (("p", params), ("t", tags))),
+            ),
             sa.select(datasets).where(of(datasets.c.run_id)),
             sa.select(mlflow_run_models).where(of(mlflow_run_models.c.run_id)),
         )
@@ -439,19 +444,18 @@ _RUN_QUERIES: dict[str, tuple[Any, ...]] = {}
 
 
 def runs_json(conn: sa.Connection, ids: list[str]) -> list[dict[str, Any]]:
-    """The MLflow Run objects of ``ids``, in that order, in six queries whatever their number."""
+    """The MLflow Run objects of ``ids``, in that order, in four queries whatever their number."""
     if not ids:
         return []
-    q_runs, q_metrics, q_params, q_tags, q_datasets, q_models = _run_queries(len(ids) == 1)
+    q_runs, q_data, q_datasets, q_models = _run_queries(len(ids) == 1)
     bind = {"b_id": ids[0]} if len(ids) == 1 else {"b_ids": ids}
     head = {r.id: r for r in conn.execute(q_runs, bind).all()}
     by_run: dict[str, dict[str, list[Any]]] = {i: {"metrics": [], "params": [], "tags": [], "datasets": [], "inputs": [], "outputs": []} for i in head}
-    for r in conn.execute(q_metrics, bind):
-        by_run[r.run_id]["metrics"].append({"key": r.key, "value": number(r.value), "timestamp": r.ts, "step": r.step})
-    for r in conn.execute(q_params, bind):
-        by_run[r.run_id]["params"].append({"key": r.key, "value": r.value})
-    for r in conn.execute(q_tags, bind):
-        by_run[r.run_id]["tags"].append({"key": r.key, "value": r.value})
+    for r in conn.execute(q_data, bind):
+        if r.kind == "m":
+            by_run[r.run_id]["metrics"].append({"key": r.key, "value": number(r.num), "timestamp": r.ts, "step": r.step})
+        else:
+            by_run[r.run_id]["params" if r.kind == "p" else "tags"].append({"key": r.key, "value": r.text})
     for r in conn.execute(q_datasets, bind):
         by_run[r.run_id]["datasets"].append(_dataset_input(r))
     for r in conn.execute(q_models, bind):
@@ -490,7 +494,7 @@ def _dataset_input(r: Any) -> dict[str, Any]:
 
 
 def get_run(run_id: str) -> dict[str, Any]:
-    with store().read() as conn:
+    with store().reads() as conn:
         found = runs_json(conn, [run_id])
     if not found:
         raise NotFoundError(f"Run '{run_id}' not found.", hint="List runs with `keel runs ls`.")
@@ -502,7 +506,7 @@ def history(run_id: str, key: str, page: slice | None = None) -> tuple[list[dict
     import numpy as np
 
     h = metric_history
-    with store().read() as conn:
+    with store().reads() as conn:
         chunks = conn.execute(sa.select(h.c.steps, h.c.ts, h.c.vals).where(h.c.run_id == run_id, h.c.key == key)
                               .order_by(h.c.min_step, h.c.id)).all()
     if not chunks:

@@ -259,7 +259,7 @@ async def search_runs(request: Request, ident: Identity = Depends(identity)) -> 
             return json_response({"runs": []})
         raise
     ids = [str(i) for i in frame["run_id"].tolist()] if len(frame) else []
-    with R.store().read() as conn:
+    with R.store().reads() as conn:
         found = R.runs_json(conn, ids)
     out: dict[str, Any] = {"runs": found}
     if frame.attrs.get("next_page_token"):
