@@ -125,6 +125,35 @@ async def test_log_batch_search_and_history_are_keel_runs(client: httpx.AsyncCli
 
 
 @pytest.mark.anyio
+async def test_large_history_is_gzipped_for_a_client_that_accepts_it(client: httpx.AsyncClient) -> None:
+    exp = (await client.post(f"{API}/experiments/create", json={"name": "big"})).json()["experiment_id"]
+    rid = (await client.post(f"{API}/runs/create", json={"experiment_id": exp})).json()["run"]["info"]["run_id"]
+    values: list[Any] = [1.0 / (s + 1) for s in range(3000)]
+    values[7], values[8] = "NaN", "Infinity"  # proto3 JSON's spellings, kept on the way out
+    for start in range(0, 3000, 1000):
+        r = await client.post(f"{API}/runs/log-batch", json={"run_id": rid, "metrics": [
+            {"key": "loss", "value": values[s], "timestamp": 10 + s, "step": s} for s in range(start, start + 1000)]})
+        assert r.status_code == 200, r.text
+    info = (await client.post(f"{API}/runs/update", json={"run_id": rid, "status": "FINISHED", "end_time": 99})).json()["run_info"]
+    assert (info["run_id"], info["status"], info["end_time"]) == (rid, "FINISHED", 99)
+    query = {"run_id": rid, "metric_key": "loss"}
+    gz = await client.get(f"{API}/metrics/get-history", params=query, headers={"Accept-Encoding": "gzip"})
+    plain = await client.get(f"{API}/metrics/get-history", params=query, headers={"Accept-Encoding": "identity"})
+    assert gz.headers.get("content-encoding") == "gzip" and "content-encoding" not in plain.headers
+    assert len(gz.content) >= 64 * 1024  # httpx decoded it
+    assert gz.json() == plain.json()
+    assert [(m["step"], m["value"], m["timestamp"]) for m in plain.json()["metrics"]] == [(s, values[s], 10 + s) for s in range(3000)]
+    # the MLflow client pages: each page is the right slice, the last one without a next_page_token
+    first = (await client.get(f"{API}/metrics/get-history", params={**query, "max_results": 2000})).json()
+    last = (await client.get(f"{API}/metrics/get-history", params={**query, "max_results": 2000, "page_token": first["next_page_token"]})).json()
+    assert first["next_page_token"] == "2000" and "next_page_token" not in last
+    assert first["metrics"] + last["metrics"] == plain.json()["metrics"]
+    # a small answer is not compressed
+    small = await client.get(f"{API}/runs/get", params={"run_id": rid}, headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in small.headers and small.json()["run"]["info"]["status"] == "FINISHED"
+
+
+@pytest.mark.anyio
 async def test_artifacts_upload_list_download(client: httpx.AsyncClient) -> None:
     run = (await client.post(f"{API}/runs/create", json={"experiment_id": "0"})).json()["run"]
     base = run["info"]["artifact_uri"].removeprefix("mlflow-artifacts:/")

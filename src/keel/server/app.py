@@ -176,9 +176,12 @@ def create_app(*, auth: bool | None = None) -> Any:
     async def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
-    for name in ROUTERS:
+    # The MLflow protocol's router first: routes are matched in order, and its clients make
+    # many small calls (a run is four); keel's own paths (/v1/...) never overlap its prefixes.
+    for name in sorted(ROUTERS, key=lambda n: n not in OWN_ERRORS):
         module = importlib.import_module(name)
-        app.include_router(module.router, responses=MLFLOW_ERROR_RESPONSES if name in OWN_ERRORS else ERROR_RESPONSES)
+        for router in getattr(module, "ROUTERS", None) or [module.router]:  # a package's routers, not nested in one more
+            app.include_router(router, responses=MLFLOW_ERROR_RESPONSES if name in OWN_ERRORS else ERROR_RESPONSES)
     auth_mod.install(app)
     install_ui(app)  # the web UI at / (its routes stay out of the OpenAPI document)
     return app

@@ -234,6 +234,27 @@ class MetadataStore:
         except sa.exc.OperationalError as exc:
             raise self._unreachable(exc) from exc
 
+    @contextlib.contextmanager
+    def reads(self) -> Iterator[Connection]:
+        """Reads that need no common snapshot: on PostgreSQL with no BEGIN and COMMIT around them.
+
+        At PostgreSQL's READ COMMITTED every statement takes its own snapshot, in a
+        transaction or not, so the two round trips buy nothing; on SQLite this is
+        :meth:`read`.
+        """
+        if self.dialect != "postgresql":
+            with self.read() as conn:
+                yield conn
+            return
+        self.ensure_schema()
+        try:
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                yield conn
+        except sa.exc.DataError as exc:
+            raise _bad_value(exc) from exc
+        except sa.exc.OperationalError as exc:
+            raise self._unreachable(exc) from exc
+
     def _unreachable(self, exc: Exception) -> StoreError:
         return StoreError(
             f"The metadata store {_redact(self.uri)} failed: {str(exc).splitlines()[0]}",
@@ -440,10 +461,12 @@ def get_metadata_store(uri: str | None = None) -> MetadataStore:
     """The shared store for ``uri`` (default: the project's KEEL_METADATA_URI)."""
     if uri is None:
         from keel.config import settings
-        from keel.store.remote import forbid_local
+        from keel.store.remote import not_available
 
-        forbid_local("Opening the metadata store")  # never a quiet local database when a server is configured
-        uri = str(settings().metadata_uri)
+        current = settings()  # once: a server calls this several times per request
+        if current.tracking_uri:  # never a quiet local database when a server is configured
+            raise not_available("Opening the metadata store")
+        uri = str(current.metadata_uri)
     with _stores_lock:
         store = _stores.get(uri)
         if store is None:

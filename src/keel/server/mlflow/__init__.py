@@ -13,9 +13,11 @@ from fastapi import APIRouter
 
 from keel.server.mlflow import artifacts, models, tracking
 
+# The app includes these one by one (keel.server.app): each level of nesting is one more
+# pass over its routes per request in FastAPI's matching. ``router`` holds all three.
+ROUTERS = [tracking.router, models.router, artifacts.router]
 router = APIRouter()
-router.include_router(tracking.router)
-router.include_router(models.router)
-router.include_router(artifacts.router)
+for _r in ROUTERS:
+    router.include_router(_r)
 
-__all__ = ["router"]
+__all__ = ["ROUTERS", "router"]

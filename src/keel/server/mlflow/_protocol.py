@@ -102,8 +102,21 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
-def json_response(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body, default=_default), status_code=status, media_type="application/json")
+# A response this large goes gzipped to a client that accepts it (the MLflow client's
+# requests session does): a metric history of 100k points is 8.5 MB of JSON and 1.6 MB
+# gzipped at level 1, compressed in ~30 ms, where the raw bytes cost the client many more reads.
+GZIP_MIN_BYTES = 64 * 1024
+
+
+def json_response(body: Any, status: int = 200, request: Request | None = None) -> Response:
+    """``body`` as JSON; gzipped when it is large and ``request`` accepts gzip."""
+    data = orjson.dumps(body, default=_default)
+    if request is not None and len(data) >= GZIP_MIN_BYTES and "gzip" in request.headers.get("accept-encoding", ""):
+        import gzip
+
+        return Response(gzip.compress(data, compresslevel=1, mtime=0), status_code=status, media_type="application/json",
+                        headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
+    return Response(data, status_code=status, media_type="application/json")
 
 
 def number(v: float | None) -> float | str:

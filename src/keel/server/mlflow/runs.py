@@ -128,6 +128,16 @@ def search_experiments(name_op: tuple[str, str] | None, max_results: int, offset
 
 # -- runs -----------------------------------------------------------------------------------
 
+# Statements of the hot paths, built once: the values travel as parameters, and SQLAlchemy
+# compiles each statement once (building one per call costs more than running it on SQLite).
+_INSERT_RUN = sa.insert(runs)
+_INSERT_TAGS = sa.insert(tags)
+_INSERT_PARAMS = sa.insert(params)
+_TOUCH_RUN = sa.update(runs).where(runs.c.id == sa.bindparam("b_run_id")).values(heartbeat_ms=sa.bindparam("b_heartbeat_ms"))
+_RUN_PARAMS = sa.select(params.c.key, params.c.value).where(params.c.run_id == sa.bindparam("b_run_id"),
+                                                            params.c.key.in_(sa.bindparam("b_keys", expanding=True)))
+
+
 def artifact_uri(exp_id: int, run_id: str) -> str:
     return f"mlflow-artifacts:/{exp_id}/{run_id}/artifacts"
 
@@ -147,16 +157,16 @@ def create_run_json(exp_id: int, run_name: str | None, start_ms: int | None, run
     parent = run_tags.get(PARENT_TAG)
     start = start_ms or now_ms()
     env = {"source": "mlflow", "git": {"commit": run_tags["mlflow.source.git.commit"]}} if "mlflow.source.git.commit" in run_tags else {"source": "mlflow"}
+    user = settings().acting_user
     with store().write() as conn:
-        conn.execute(sa.insert(runs).values(
-            id=rid, experiment_id=exp_id, name=name, parent_id=parent, status="running", start_ms=start, end_ms=None,
-            heartbeat_ms=now_ms(), user=settings().acting_user, host=socket.gethostname(), error=None, env=json.dumps(env),
-        ))
+        conn.execute(_INSERT_RUN, {
+            "id": rid, "experiment_id": exp_id, "name": name, "parent_id": parent, "status": "running", "start_ms": start, "end_ms": None,
+            "heartbeat_ms": now_ms(), "user": user, "host": socket.gethostname(), "error": None, "env": json.dumps(env),
+        })
         if rows:
-            conn.execute(sa.insert(tags), rows)
+            conn.execute(_INSERT_TAGS, rows)
     _run_cache.put(rid, exp_id)
-    info = {"id": rid, "name": name, "experiment_id": exp_id, "user": settings().acting_user, "status": "running",
-            "start_ms": start, "end_ms": None}
+    info = {"id": rid, "name": name, "experiment_id": exp_id, "user": user, "status": "running", "start_ms": start, "end_ms": None}
     return {
         "info": run_info(SimpleNamespace(**info)),
         "data": {"metrics": [], "params": [], "tags": [{"key": r["key"], "value": r["value"]} for r in rows] + [{"key": RUN_NAME_TAG, "value": name}]},
@@ -220,7 +230,8 @@ def experiment_name(exp_id: int) -> str:
     return name
 
 
-def update_run(run_id: str, status: str | None, end_ms: int | None, name: str | None) -> None:
+def update_run(run_id: str, status: str | None, end_ms: int | None, name: str | None) -> dict[str, Any]:
+    """Set a run's status, end time or name; its MLflow RunInfo as stored, from the same statement."""
     values: dict[str, Any] = {"heartbeat_ms": now_ms()}
     if status is not None:
         if status not in STATUS_TO_KEEL:
@@ -234,12 +245,16 @@ def update_run(run_id: str, status: str | None, end_ms: int | None, name: str | 
         values["end_ms"] = end_ms
     if name:
         values["name"] = name[:255]
+    cols = [runs.c.id, runs.c.name, runs.c.experiment_id, runs.c.user, runs.c.status, runs.c.start_ms, runs.c.end_ms]
     with store().write() as conn:
-        conn.execute(sa.update(runs).where(runs.c.id == run_id).values(**values))
+        row = conn.execute(sa.update(runs).where(runs.c.id == run_id).values(**values).returning(*cols)).first()
+    if row is None:
+        raise NotFoundError(f"Run '{run_id}' not found.", hint="List runs with `keel runs ls`.")
+    return run_info(row)
 
 
-def _tag_rows(rid: str, values: dict[str, str]) -> list[dict[str, Any]]:
-    limit = _value_limit()
+def _tag_rows(rid: str, values: dict[str, str], limit: int | None = None) -> list[dict[str, Any]]:
+    limit = _value_limit() if limit is None else limit
     return [{"run_id": rid, "key": check_name("tag", k), "value": _value_str("tag", k, v, limit)} for k, v in values.items()]
 
 
@@ -249,7 +264,7 @@ def log_batch(run_id: str, metric_items: list[dict[str, Any]], param_values: dic
     new_params = {check_name("param", k): _value_str("param", k, v, limit) for k, v in param_values.items()}
     name = tag_values.get(RUN_NAME_TAG)
     parent = tag_values.get(PARENT_TAG)
-    tag_rows = _tag_rows(run_id, {k: v for k, v in tag_values.items() if k != RUN_NAME_TAG})
+    tag_rows = _tag_rows(run_id, {k: v for k, v in tag_values.items() if k != RUN_NAME_TAG}, limit)
     rows = _metric_rows(run_id, metric_items)
     linked = {(m.get("key"), int(m.get("step") or 0), int(m.get("timestamp") or 0)) for m in metric_items if m.get("model_id")}
     if linked:  # MLflow 3 re-logs a run's metrics to link them to a logged model: a value already in the history is not repeated
@@ -259,8 +274,7 @@ def log_batch(run_id: str, metric_items: list[dict[str, Any]], param_values: dic
     st = store()
     with st.write() as conn:
         if new_params:
-            existing = dict(conn.execute(sa.select(params.c.key, params.c.value)
-                                         .where(params.c.run_id == run_id, params.c.key.in_(list(new_params)))).all())
+            existing = dict(conn.execute(_RUN_PARAMS, {"b_run_id": run_id, "b_keys": list(new_params)}).all())
             for k, v in new_params.items():
                 if k in existing and existing[k] != v:
                     raise ValidationError(
@@ -270,19 +284,22 @@ def log_batch(run_id: str, metric_items: list[dict[str, Any]], param_values: dic
                     )
             fresh = [{"run_id": run_id, "key": k, "value": v, "num": _as_number(v)} for k, v in new_params.items() if k not in existing]
             if fresh:
-                conn.execute(sa.insert(params), fresh)
+                conn.execute(_INSERT_PARAMS, fresh)
         if tag_rows:
             conn.execute(sa.delete(tags).where(tags.c.run_id == run_id, tags.c.key.in_([r["key"] for r in tag_rows])))
-            conn.execute(sa.insert(tags), tag_rows)
+            conn.execute(_INSERT_TAGS, tag_rows)
         if chunks:
             st.insert_many(conn, metric_history, chunks, _writer.HISTORY_COLUMNS)
             conn.execute(_writer._UPSERT, latest)
-        values: dict[str, Any] = {"heartbeat_ms": now_ms()}
-        if name:
-            values["name"] = name[:255]
-        if parent:
-            values["parent_id"] = parent[:32]
-        conn.execute(sa.update(runs).where(runs.c.id == run_id).values(**values))
+        if name or parent:
+            values: dict[str, Any] = {"heartbeat_ms": now_ms()}
+            if name:
+                values["name"] = name[:255]
+            if parent:
+                values["parent_id"] = parent[:32]
+            conn.execute(sa.update(runs).where(runs.c.id == run_id).values(**values))
+        else:
+            conn.execute(_TOUCH_RUN, {"b_run_id": run_id, "b_heartbeat_ms": now_ms()})
 
 
 def _history_points(run_id: str, keys: set[Any]) -> set[tuple[str, int, int]]:
@@ -400,21 +417,48 @@ def get_run_info(run_id: str) -> dict[str, Any]:
     return run_info(row)
 
 
+def _run_queries(single: bool) -> tuple[Any, ...]:
+    """The four queries of :func:`runs_json`, built once: one run by ``b_id``, or a list by ``b_ids``."""
+    key = "one" if single else "many"
+    if key not in _RUN_QUERIES:
+        def of(col: Any) -> Any:  # one run (runs/get) is an equality: no IN list to expand per call
+            return col == sa.bindparam("b_id") if single else col.in_(sa.bindparam("b_ids", expanding=True))
+
+        _RUN_QUERIES[key] = (
+            sa.select(runs).where(of(runs.c.id)),
+            # metrics, params and tags in one statement (one round trip to PostgreSQL, not three)
+            sa.union_all(
+                sa.select(sa.literal_column("'m'").label("kind"), metrics.c.run_id, metrics.c.key, sa.cast(sa.null(), sa.Text).label("text"),
+                          metrics.c.value.label("num"), metrics.c.ts.label("ts"), metrics.c.step.label("step")).where(of(metrics.c.run_id)),
+                *(sa.select(sa.literal_column(f"'{kind}'"), t.c.run_id, t.c.key, t.c.value, sa.cast(sa.null(), sa.Float),
+                            sa.cast(sa.null(), sa.BigInteger), sa.cast(sa.null(), sa.BigInteger)).where(of(t.c.run_id))
+                  for kind, t in (("p", params), ("t", tags))),
+            ),
+            sa.select(datasets).where(of(datasets.c.run_id)),
+            sa.select(mlflow_run_models).where(of(mlflow_run_models.c.run_id)),
+        )
+    return _RUN_QUERIES[key]
+
+
+_RUN_QUERIES: dict[str, tuple[Any, ...]] = {}
+
+
 def runs_json(conn: sa.Connection, ids: list[str]) -> list[dict[str, Any]]:
-    """The MLflow Run objects of ``ids``, in that order, in five queries whatever their number."""
+    """The MLflow Run objects of ``ids``, in that order, in four queries whatever their number."""
     if not ids:
         return []
-    head = {r.id: r for r in conn.execute(sa.select(runs).where(runs.c.id.in_(ids))).all()}
+    q_runs, q_data, q_datasets, q_models = _run_queries(len(ids) == 1)
+    bind = {"b_id": ids[0]} if len(ids) == 1 else {"b_ids": ids}
+    head = {r.id: r for r in conn.execute(q_runs, bind).all()}
     by_run: dict[str, dict[str, list[Any]]] = {i: {"metrics": [], "params": [], "tags": [], "datasets": [], "inputs": [], "outputs": []} for i in head}
-    for r in conn.execute(sa.select(metrics).where(metrics.c.run_id.in_(ids))):
-        by_run[r.run_id]["metrics"].append({"key": r.key, "value": number(r.value), "timestamp": r.ts, "step": r.step})
-    for r in conn.execute(sa.select(params.c.run_id, params.c.key, params.c.value).where(params.c.run_id.in_(ids))):
-        by_run[r.run_id]["params"].append({"key": r.key, "value": r.value})
-    for r in conn.execute(sa.select(tags.c.run_id, tags.c.key, tags.c.value).where(tags.c.run_id.in_(ids))):
-        by_run[r.run_id]["tags"].append({"key": r.key, "value": r.value})
-    for r in conn.execute(sa.select(datasets).where(datasets.c.run_id.in_(ids))):
+    for r in conn.execute(q_data, bind):
+        if r.kind == "m":
+            by_run[r.run_id]["metrics"].append({"key": r.key, "value": number(r.num), "timestamp": r.ts, "step": r.step})
+        else:
+            by_run[r.run_id]["params" if r.kind == "p" else "tags"].append({"key": r.key, "value": r.text})
+    for r in conn.execute(q_datasets, bind):
         by_run[r.run_id]["datasets"].append(_dataset_input(r))
-    for r in conn.execute(sa.select(mlflow_run_models).where(mlflow_run_models.c.run_id.in_(ids))):
+    for r in conn.execute(q_models, bind):
         if r.direction == "input":
             by_run[r.run_id]["inputs"].append({"model_id": r.model_id})
         else:
@@ -450,25 +494,31 @@ def _dataset_input(r: Any) -> dict[str, Any]:
 
 
 def get_run(run_id: str) -> dict[str, Any]:
-    with store().read() as conn:
+    with store().reads() as conn:
         found = runs_json(conn, [run_id])
     if not found:
         raise NotFoundError(f"Run '{run_id}' not found.", hint="List runs with `keel runs ls`.")
     return found[0]
 
 
-def history(run_id: str, key: str) -> list[dict[str, Any]]:
+def history(run_id: str, key: str, page: slice | None = None) -> tuple[list[dict[str, Any]], int]:
+    """The values of a run's metric in step order (``page`` of them), and how many there are in all."""
     import numpy as np
 
     h = metric_history
-    with store().read() as conn:
+    with store().reads() as conn:
         chunks = conn.execute(sa.select(h.c.steps, h.c.ts, h.c.vals).where(h.c.run_id == run_id, h.c.key == key)
                               .order_by(h.c.min_step, h.c.id)).all()
     if not chunks:
-        return []
+        return [], 0
     steps = np.concatenate([np.frombuffer(c.steps, dtype="<i8") for c in chunks])
     ts = np.concatenate([np.frombuffer(c.ts, dtype="<i8") for c in chunks])
     vals = np.concatenate([np.frombuffer(c.vals, dtype="<f8") for c in chunks])
     order = np.lexsort((ts, steps))
-    steps_l, ts_l, vals_l = steps[order].tolist(), ts[order].tolist(), vals[order].tolist()
-    return [{"key": key, "value": number(v), "timestamp": t, "step": s} for s, t, v in zip(steps_l, ts_l, vals_l, strict=True)]
+    total = len(order)
+    if page is not None:
+        order = order[page]
+    steps_l, ts_l, vals_o = steps[order].tolist(), ts[order].tolist(), vals[order]
+    # proto3 JSON writes NaN and infinities as strings; a history without any needs no per-value check
+    vals_l: list[Any] = vals_o.tolist() if np.isfinite(vals_o).all() else [number(v) for v in vals_o.tolist()]
+    return [{"key": key, "value": v, "timestamp": t, "step": s} for s, t, v in zip(steps_l, ts_l, vals_l, strict=True)], total

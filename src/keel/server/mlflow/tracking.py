@@ -133,8 +133,7 @@ async def get_run(request: Request, ident: Identity = Depends(identity)) -> Resp
 @router.post("/runs/update", summary="MLflow: update a run's status, end time or name")
 async def update_run(request: Request, ident: Identity = Depends(identity)) -> Response:
     data, rid = await _run_write(request, ident)
-    R.update_run(rid, text(data, "status"), integer(data, "end_time"), text(data, "run_name"))
-    return json_response({"run_info": R.get_run_info(rid)})
+    return json_response({"run_info": R.update_run(rid, text(data, "status"), integer(data, "end_time"), text(data, "run_name"))})
 
 
 @router.post("/runs/delete", summary="MLflow: delete a run")
@@ -203,18 +202,17 @@ async def get_metric_history(request: Request, ident: Identity = Depends(identit
     rid = _run_id(data)
     key = text(data, "metric_key", required=True) or ""
     _authorize_run(ident, rid, "read")
-    values = R.history(rid, key)
     max_results = integer(data, "max_results")
     offset = integer(data, "page_token", default=0) or 0
     out: dict[str, Any]
-    if max_results:
-        page = values[offset : offset + max_results]
+    if max_results:  # the MLflow client pages (25,000 a call): only the page's values become JSON objects
+        page, total = R.history(rid, key, slice(offset, offset + max_results))
         out = {"metrics": page}
-        if offset + max_results < len(values):
+        if offset + max_results < total:
             out["next_page_token"] = str(offset + max_results)
     else:
-        out = {"metrics": values}
-    return json_response(out)
+        out = {"metrics": R.history(rid, key)[0]}
+    return json_response(out, request=request)
 
 
 # -- search -----------------------------------------------------------------------------------
@@ -261,9 +259,9 @@ async def search_runs(request: Request, ident: Identity = Depends(identity)) -> 
             return json_response({"runs": []})
         raise
     ids = [str(i) for i in frame["run_id"].tolist()] if len(frame) else []
-    with R.store().read() as conn:
+    with R.store().reads() as conn:
         found = R.runs_json(conn, ids)
     out: dict[str, Any] = {"runs": found}
     if frame.attrs.get("next_page_token"):
         out["next_page_token"] = frame.attrs["next_page_token"]
-    return json_response(out)
+    return json_response(out, request=request)
