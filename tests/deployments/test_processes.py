@@ -84,6 +84,11 @@ def test_start_and_stop_check_everything_before_anything_changes(live: str) -> N
     assert events[-2:] == [("start", me, "go live", 2), ("stop", me, "done", 2)]
     again = start_service(live, replicas=1)  # a stopped service starts again
     assert again.replicas == 1 and again.desired == "running"
+    with pytest.raises(ConflictError, match="Stop it first"):  # a running deployment is not deleted from under its replicas
+        delete_deployment(live)
+    assert [e["action"] for e in history(live)][-1] == "start"  # nothing written
+    stop_service(live)
+    delete_deployment(live, reason="retired")
 
 
 def test_one_worker_holds_a_service_until_its_lease_expires(live: str) -> None:
@@ -134,9 +139,17 @@ def test_last_line_reads_the_tail(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_crashing_replica_is_restarted_with_back_off_then_given_up_with_the_reason(live: str, tmp_path: Path) -> None:
-    """The deployment is deleted after start: each `keel serve --deployment` exits 1 saying so; after max_restarts it is failed."""
+    """The deployment vanishes after start (removed behind keel's back: `keel deploy delete` refuses a running one):
+    each `keel serve --deployment` exits 1 saying so; after max_restarts it is failed."""
+    import sqlalchemy as sa
+
+    from keel.store.metadata import get_metadata_store, now_ms
+    from keel.store.schema.deployments import deployments
+
     start_service(live, replicas=1)
-    delete_deployment(live, reason="pulled")
+    with pytest.raises(ConflictError, match=r"is running .*Stop it first: keel deploy stop live"):
+        delete_deployment(live, reason="pulled")
+    get_metadata_store().transact(lambda conn: conn.execute(sa.update(deployments).where(deployments.c.name == live).values(deleted_ms=now_ms())))
     sup = Supervisor(owner="test-worker", lease_seconds=30, max_restarts=1, backoff_seconds=0.05, log_dir=tmp_path / "logs")
     try:
         svc = wait_for("the replica to be given up", lambda: next((s for s in sup.tick() if s.replica_state[0].state == "failed"), None))

@@ -462,6 +462,11 @@ def delete_deployment(name: str, *, reason: str | None = None) -> None:
     who = _user()
 
     def txn(conn: sa.Connection) -> None:
+        from keel.store.schema.services import services
+
+        if conn.execute(sa.select(services.c.desired).where(services.c.name == name)).scalar() == "running":
+            raise ConflictError(f"Deployment {name!r} is running (keel deploy start): deleting it would leave its replicas without a deployment.",
+                                hint=f"Stop it first: keel deploy stop {name}.")
         done = conn.execute(sa.update(deployments).where(deployments.c.name == name, deployments.c.revision == current.revision).values(
             deleted_ms=now_ms(), revision=current.revision + 1, updated_by=who, updated_ms=now_ms()))
         if done.rowcount != 1:
