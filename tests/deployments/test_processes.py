@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,15 +48,34 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 120.0) -> Any
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@contextlib.contextmanager
+def _taken_port_after_a_free_one() -> Iterator[int]:
+    """A port held open here whose predecessor is free (the two-replica case starts one below it)."""
+    for _ in range(100):
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port - 1))
+            except OSError:
+                taken.close()
+                continue
+        taken.listen()
+        try:
+            yield port
+        finally:
+            taken.close()
+        return
+    raise AssertionError("no port with a free predecessor found")
+
+
 def test_start_and_stop_check_everything_before_anything_changes(live: str) -> None:
     with pytest.raises(NotFoundError, match="nope"):
         start_service("nope")
     with pytest.raises(ValidationError, match="--replicas 0 is not between 1 and 64"):
         start_service(live, replicas=0)
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    with _taken_port_after_a_free_one() as port:
         with pytest.raises(ValidationError, match=f"Port {port} on 127.0.0.1 is in use"):
             start_service(live, replicas=1, port=port)
         with pytest.raises(ValidationError, match=f"Port {port} on 127.0.0.1 is in use"):  # the second replica's port
